@@ -1,0 +1,45 @@
+# One entry point for people and CI: `make up` runs the platform, `make test` runs every check.
+# .ci/run calls `make test`; nothing here is CI-only.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: up test check lint typecheck pytest system-deps bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	bash scripts/system-deps.sh
+
+## Run the platform's main job (see README).
+up: $(STAMP) system-deps
+	$(BIN)/nexus up
+
+## Every check, in the order a reviewer reads them.
+test: $(STAMP) system-deps check pytest
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check platform tests bench
+	$(BIN)/ruff format --check platform tests bench
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/run.py --write-readme
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,244 @@
+"""Typed, frozen settings of the transformer, read from ``GATEWAY_*`` environment variables.
+
+Settings are built once inside ``main()`` (never at import) and passed to whatever needs
+them. Every malformed value raises ``ConfigError`` naming the variable, so a bad
+deployment fails at start-up with a precise message instead of at the first request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+from nexus.errors import ConfigError
+
+MIB = 1024 * 1024
+DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+DEFAULT_TOKENS_PER_MINUTE = 200_000
+JWT_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"}
+)
+
+FailureMode = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """What one API key (or JWT) may do; ``None`` means "use the default"."""
+
+    allowed_models: frozenset[str] | None = None
+    rate_limit_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    secret: str | None = None
+    public_key: str | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ()
+    audience: str | None = None
+    issuer: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret or self.public_key or self.jwks_url)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything the transformer's policies need, validated."""
+
+    model_name: str
+    predictor_host: str
+    api_keys: tuple[str, ...] = ()
+    key_policies: Mapping[str, KeyPolicy] = field(default_factory=dict)
+    jwt: JwtSettings = field(default_factory=JwtSettings)
+    rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+    tokens_per_minute: int = DEFAULT_TOKENS_PER_MINUTE
+    redis_url: str | None = None
+    failure_mode: FailureMode = "open"
+    breaker_max_failures: int = 5
+    breaker_reset_seconds: float = 30.0
+    request_timeout_seconds: float = 600.0
+    max_body_bytes: int = MIB
+    model_aliases: tuple[str, ...] = ()
+    upstream_model_name: str | None = None
+    predictor_path_prefix: str = ""
+    predictor_use_ssl: bool = False
+    tenant_label: bool = False
+
+    @property
+    def public_models(self) -> tuple[str, ...]:
+        """Model names clients may ask for: the ISVC name first, then the aliases."""
+        return (self.model_name, *(a for a in self.model_aliases if a != self.model_name))
+
+    @property
+    def served_model_name(self) -> str:
+        """The name the predictor knows the model by (what `model` is rewritten to)."""
+        return self.upstream_model_name or self.model_name
+
+    @property
+    def upstream_base_url(self) -> str:
+        scheme = "https" if self.predictor_use_ssl else "http"
+        host = self.predictor_host
+        if host.startswith(("http://", "https://")):
+            return host.rstrip("/")
+        return f"{scheme}://{host}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= minimum:
+        raise ConfigError(f"{name} must be > {minimum}, got {value}")
+    return value
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _optional_int(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def parse_key_policies(raw: str) -> dict[str, KeyPolicy]:
+    """Parse ``GATEWAY_API_KEY_POLICIES``: ``{key or sha256:<hex>: {...}}``."""
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"GATEWAY_API_KEY_POLICIES is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("GATEWAY_API_KEY_POLICIES must be a JSON object keyed by API key")
+    known = {"allowed_models", "rate_limit_per_minute", "tokens_per_minute", "tenant"}
+    policies: dict[str, KeyPolicy] = {}
+    for key, spec in data.items():
+        where = f"GATEWAY_API_KEY_POLICIES[{_redact(key)}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be an object")
+        unknown = set(spec) - known
+        if unknown:
+            raise ConfigError(f"{where} has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        models = spec.get("allowed_models")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            raise ConfigError(f"{where}.allowed_models must be a list of model names")
+        tenant = spec.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise ConfigError(f"{where}.tenant must be a string")
+        policies[key] = KeyPolicy(
+            allowed_models=frozenset(models) if models is not None else None,
+            rate_limit_per_minute=_optional_int(
+                spec.get("rate_limit_per_minute"), f"{where}.rate_limit_per_minute"
+            ),
+            tokens_per_minute=_optional_int(
+                spec.get("tokens_per_minute"), f"{where}.tokens_per_minute"
+            ),
+            tenant=tenant,
+        )
+    return policies
+
+
+def _redact(key: str) -> str:
+    """Name a key in an error message without printing the secret."""
+    if key.startswith("sha256:"):
+        return key[:15] + "…"
+    return f"<key ending …{key[-2:]}>" if len(key) > 6 else "<short key>"
+
+
+def load_settings(
+    env: Mapping[str, str], *, model_name: str, predictor_host: str | None, use_ssl: bool = False
+) -> GatewaySettings:
+    """Build and validate the transformer settings from an environment mapping."""
+    if not predictor_host:
+        raise ConfigError("--predictor_host is required: the transformer proxies to a predictor")
+    failure_mode = env.get("GATEWAY_RATE_LIMIT_FAILURE_MODE", "open").strip().lower() or "open"
+    if failure_mode not in ("open", "closed"):
+        raise ConfigError(
+            f"GATEWAY_RATE_LIMIT_FAILURE_MODE must be 'open' or 'closed', got {failure_mode!r}"
+        )
+    algorithms = _csv(env, "GATEWAY_JWT_ALGORITHMS")
+    for alg in algorithms:
+        if alg.lower() == "none":
+            raise ConfigError("GATEWAY_JWT_ALGORITHMS must never contain 'none'")
+        if alg not in JWT_ALGORITHMS:
+            raise ConfigError(
+                f"GATEWAY_JWT_ALGORITHMS: unsupported algorithm {alg!r}; "
+                f"use some of {sorted(JWT_ALGORITHMS)}"
+            )
+    jwt = JwtSettings(
+        secret=env.get("GATEWAY_JWT_SECRET") or None,
+        public_key=env.get("GATEWAY_JWT_PUBLIC_KEY") or None,
+        jwks_url=env.get("GATEWAY_JWT_JWKS_URL") or None,
+        algorithms=algorithms,
+        audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
+        issuer=env.get("GATEWAY_JWT_ISSUER") or None,
+    )
+    api_keys = _csv(env, "GATEWAY_API_KEYS")
+    for key in api_keys:
+        if key.startswith("sha256:"):
+            digest = key.removeprefix("sha256:")
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ConfigError(
+                    f"GATEWAY_API_KEYS: {_redact(key)} is not sha256:<64 hex digits>"
+                )
+    if not api_keys and not jwt.enabled:
+        raise ConfigError(
+            "no credentials configured: set GATEWAY_API_KEYS and/or one of "
+            "GATEWAY_JWT_SECRET, GATEWAY_JWT_PUBLIC_KEY, GATEWAY_JWT_JWKS_URL"
+        )
+    prefix = env.get("GATEWAY_PREDICTOR_PATH_PREFIX", "").strip().rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise ConfigError(f"GATEWAY_PREDICTOR_PATH_PREFIX must start with '/', got {prefix!r}")
+    return GatewaySettings(
+        model_name=model_name,
+        predictor_host=predictor_host,
+        api_keys=api_keys,
+        key_policies=parse_key_policies(env.get("GATEWAY_API_KEY_POLICIES", "")),
+        jwt=jwt,
+        rate_limit_per_minute=_int(
+            env, "GATEWAY_RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE
+        ),
+        tokens_per_minute=_int(env, "GATEWAY_TOKENS_PER_MINUTE", DEFAULT_TOKENS_PER_MINUTE),
+        redis_url=env.get("GATEWAY_REDIS_URL") or None,
+        failure_mode="closed" if failure_mode == "closed" else "open",
+        breaker_max_failures=_int(env, "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES", 5, minimum=1),
+        breaker_reset_seconds=_float(env, "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS", 30.0),
+        request_timeout_seconds=_float(env, "GATEWAY_REQUEST_TIMEOUT_SECONDS", 600.0),
+        max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", MIB, minimum=1),
+        model_aliases=_csv(env, "GATEWAY_MODEL_ALIASES"),
+        upstream_model_name=env.get("GATEWAY_UPSTREAM_MODEL_NAME") or None,
+        predictor_path_prefix=prefix,
+        predictor_use_ssl=use_ssl,
+        tenant_label=env.get("GATEWAY_METRICS_TENANT_LABEL", "").lower() in ("1", "true", "yes"),
+    )

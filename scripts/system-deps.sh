@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system programs the tests and the local platform run for real
+# (redis-server, wrk for benchmarks), through apt, only when missing.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v git >/dev/null 2>&1 || need+=(git)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "system-deps: installing ${need[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "system-deps: need root or sudo to install ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,1 @@
+"""Shared test support: free ports, managed processes, and the real servers tests start."""

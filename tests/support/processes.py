@@ -1,0 +1,127 @@
+"""Start real processes on free loopback ports, wait until they answer, always stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers with any HTTP status below 500."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+            last = exc
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def wait_port(port: int, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class Managed:
+    """A child process whose output goes to a log file shown when a test fails."""
+
+    def __init__(self, args: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None):
+        self.args = list(args)
+        self.log_path = log
+        self._log = log.open("wb")
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group (workers included) with ``sig``."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(timeout)
+        # Workers of a multi-process server share the group; make sure none survive.
+        self.kill(signal.SIGKILL)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def managed(
+    args: Sequence[str],
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    ready_url: str | None = None,
+    ready_port: int | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Managed]:
+    """Run ``args`` until the block ends; fail with the process log if it never gets ready."""
+    process = Managed(args, log=log, env=env)
+    try:
+        if ready_url:
+            wait_http(ready_url, timeout=timeout, proc=process.proc)
+        if ready_port:
+            wait_port(ready_port, timeout=timeout)
+        yield process
+    except BaseException:
+        sys.stderr.write(f"--- log of {' '.join(args[:4])} ---\n{process.output()[-4000:]}\n")
+        raise
+    finally:
+        process.stop()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,95 @@
+"""The real servers tests need: redis-server, the CPU LLM upstream and the transformer."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import Managed, free_port, managed, python_module
+
+
+@dataclass
+class Redis:
+    port: int
+    process: Managed
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path, port: int | None = None) -> Iterator[Redis]:
+    """A private redis-server on a free port, nothing persisted."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; run `make system-deps`")
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(tmp)]  # fmt: skip
+    with managed(args, log=tmp / f"redis-{port}.log", ready_port=port) as process:
+        yield Redis(port=port, process=process, workdir=tmp)
+
+
+@dataclass
+class Upstream:
+    port: int
+    process: Managed
+    model: str
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def cpu_llm(tmp: Path, *, model: str = "chat", args: tuple[str, ...] = ()) -> Iterator[Upstream]:
+    """The vLLM-shaped CPU server from ``nexus.local.cpu_llm`` on a free port."""
+    port = free_port()
+    cmd = python_module("nexus.local.cpu_llm", "--port", str(port), "--model", model, *args)
+    with managed(cmd, log=tmp / f"cpu-llm-{port}.log",
+                 ready_url=f"http://127.0.0.1:{port}/health") as process:  # fmt: skip
+        yield Upstream(port=port, process=process, model=model)
+
+
+@dataclass
+class Transformer:
+    port: int
+    process: Managed
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def transformer(
+    tmp: Path,
+    *,
+    model: str,
+    predictor_host: str,
+    env: Mapping[str, str],
+    workers: int = 1,
+    port: int | None = None,
+) -> Iterator[Transformer]:
+    """``python -m nexus.transformer`` started exactly as KServe starts a transformer."""
+    port = port or free_port()
+    cmd = python_module(
+        "nexus.transformer",
+        "--model_name", model,
+        "--predictor_host", predictor_host,
+        "--http_port", str(port),
+        "--workers", str(workers),
+    )  # fmt: skip
+    with managed(cmd, log=tmp / f"transformer-{port}.log", env=env,
+                 ready_url=f"http://127.0.0.1:{port}/v2/health/live") as process:  # fmt: skip
+        yield Transformer(port=port, process=process)
