@@ -175,7 +175,9 @@ class CpuLlm:
             last = i == len(tokens) - 1
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
             if chat:
-                choice["delta"] = {"content": piece} if i else {"role": "assistant", "content": piece}
+                choice["delta"] = (
+                    {"content": piece} if i else {"role": "assistant", "content": piece}
+                )
             else:
                 choice["text"] = piece
             chunk = {"id": rid, "object": obj, "created": created, "model": self.model,
