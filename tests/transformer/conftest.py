@@ -54,6 +54,14 @@ def upstream_stats(upstream: Upstream) -> dict[str, Any]:
     return stats
 
 
+def metric(gw: Transformer, name: str) -> float:
+    """The first sample of metric family ``name`` in a live scrape of ``gw``."""
+    for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
 HEALTHY = {"error_ratio": 0.0, "error_status": 500, "hang": False, "token_latency_ms": 0,
            "first_token_latency_ms": 0, "break_stream_after": 0}  # fmt: skip
 
