@@ -13,7 +13,6 @@ import redis as redis_sync
 
 from tests.support.servers import (
     Redis,
-    Transformer,
     Upstream,
     redis_server,
     transformer,
