@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: up test check lint typecheck pytest system-deps bench clean
+.PHONY: up down status test check lint typecheck pytest system-deps bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ pytest: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --write-readme
+
+## Re-pin constraints.txt from a fresh resolve of pyproject.toml's dependencies.
+constraints:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet --upgrade pip
+	.venv-pin/bin/pip install --quiet '.[dev]'
+	{ echo "# Exact versions for every install of Nexus (Makefile, .ci/run, Dockerfile): pip install -c constraints.txt ..."; \
+	  echo "# Regenerate after changing dependencies: make constraints"; \
+	  .venv-pin/bin/pip freeze --exclude-editable | grep -v '^nexus-serving'; } > constraints.txt
+	rm -rf .venv-pin
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
