@@ -18,9 +18,15 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-## Run the platform's main job (see README).
+## Run the platform's main job (see README); `make down` stops it.
 up: $(STAMP) system-deps
 	$(BIN)/nexus up
+
+down: $(STAMP)
+	$(BIN)/nexus down
+
+status: $(STAMP)
+	$(BIN)/nexus status
 
 ## Every check, in the order a reviewer reads them.
 test: $(STAMP) system-deps check pytest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,6 +28,60 @@ def _cmd_cpu_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    from nexus.local.platform import PlatformError, Ports, up
+
+    ports = Ports(transformer=args.port, predictor=args.predictor_port, redis=args.redis_port)
+    try:
+        info = up(args.state_dir, ports, progress=lambda line: print(f"· {line}", flush=True))
+    except PlatformError as exc:
+        print(f"nexus up: {exc}", file=sys.stderr)
+        return 1
+    width = max(len(k) for k in info)
+    print("\nNexus is up.\n")
+    for name, value in info.items():
+        print(f"  {name:<{width}}  {value}")
+    print(
+        f"""
+Try it:
+  curl -s {info["openai"]}/chat/completions \\
+    -H "Authorization: Bearer {info["api_key"]}" -H 'Content-Type: application/json' \\
+    -d '{{"model": "{info["model"]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python - <<'EOF'
+  import openai
+  client = openai.OpenAI(base_url="{info["openai"]}", api_key="{info["api_key"]}")
+  reply = client.chat.completions.create(
+      model="{info["model"]}", messages=[{{"role": "user", "content": "Hi"}}]
+  )
+  print(reply.choices[0].message.content)
+  EOF
+
+`nexus status` shows what runs, `nexus down` stops it."""
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from nexus.local.platform import status
+
+    running = status(args.state_dir)
+    if not running:
+        print("nothing is running (start it with `nexus up`)")
+        return 3
+    for name, pid in running.items():
+        print(f"{name:<24} running  pid {pid}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from nexus.local.platform import down
+
+    stopped = down(args.state_dir)
+    print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexus", description="KServe-native LLM serving platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -35,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(handler=handler)
         return command
+
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state-dir", type=Path, default=Path(".nexus"), help="state and logs (default: .nexus)"
+    )
+    up = sub.add_parser(
+        "up", parents=[state], help="run the platform locally", description="run the platform"
+    )
+    up.set_defaults(handler=_cmd_up)
+    up.add_argument("--port", type=int, default=8080, help="transformer (OpenAI/KServe) port")
+    up.add_argument("--predictor-port", type=int, default=9000)
+    up.add_argument("--redis-port", type=int, default=6390)
+    for name, handler, text in (
+        ("status", _cmd_status, "show what the local platform runs"),
+        ("down", _cmd_down, "stop everything `nexus up` started"),
+    ):
+        command = sub.add_parser(name, parents=[state], help=text, description=text)
+        command.set_defaults(handler=handler)
 
     passthrough = add(
         "transformer", _cmd_transformer, "run the KServe transformer (same flags as KServe)"

@@ -1,0 +1,1 @@
+"""The local platform: the same components as in a cluster, as processes on one machine."""

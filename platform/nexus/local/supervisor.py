@@ -1,0 +1,169 @@
+"""Detached processes under a state directory: start, wait until ready, stop, report.
+
+Every process gets ``<state>/run/<name>.pid`` and ``<state>/logs/<name>.log`` and runs in
+its own session, so ``nexus down`` can stop it (and any workers it forked) after the
+command that started it has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PlatformError(Exception):
+    """A local-platform problem with a message a person can act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    args: Sequence[str]
+    port: int
+    ready_url: str | None = None
+    env: Mapping[str, str] | None = None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a stopped server lingering in TIME_WAIT are no
+        # obstacle, a live listener is.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class Supervisor:
+    """Starts and stops the platform's processes, remembering them on disk."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.run_dir = state_dir / "run"
+        self.log_dir = state_dir / "logs"
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of a running service, or ``None`` (stale pid files are removed)."""
+        path = self.run_dir / f"{name}.pid"
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def running(self) -> list[str]:
+        if not self.run_dir.exists():
+            return []
+        names = sorted(p.stem for p in self.run_dir.glob("*.pid"))
+        return [n for n in names if self.pid_of(n) is not None]
+
+    def start(self, service: Service, *, timeout: float = 60.0) -> int:
+        if self.pid_of(service.name) is not None:
+            raise PlatformError(f"{service.name} is already running; `nexus down` stops it")
+        if port_in_use(service.port):
+            raise PlatformError(
+                f"port {service.port} for {service.name} is already in use by another program; "
+                "stop it or choose another port (see `nexus up --help`)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{service.name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own argv, never user input
+                list(service.args),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(service.env or {})},
+                start_new_session=True,
+            )
+        (self.run_dir / f"{service.name}.pid").write_text(str(process.pid))
+        self._wait_ready(service, process, log_path, timeout)
+        return process.pid
+
+    def _wait_ready(
+        self, service: Service, process: subprocess.Popen[bytes], log: Path, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-1500:]
+                self.stop(service.name)
+                raise PlatformError(f"{service.name} exited during start-up; its log ends:\n{tail}")
+            if self._ready(service):
+                return
+            time.sleep(0.1)
+        self.stop(service.name)
+        raise PlatformError(f"{service.name} was not ready after {timeout:.0f}s; see {log}")
+
+    @staticmethod
+    def _ready(service: Service) -> bool:
+        if service.ready_url is None:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", service.port), timeout=0.5),
+            ):
+                return True
+            return False
+        try:
+            with urllib.request.urlopen(service.ready_url, timeout=2) as response:  # noqa: S310
+                return bool(response.status < 500)
+        except urllib.error.HTTPError as exc:
+            return exc.code < 500
+        except OSError:
+            return False
+
+    def stop(self, name: str, *, timeout: float = 10.0) -> bool:
+        pid = self.pid_of(name)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        return True
+
+    def stop_all(self) -> list[str]:
+        # Reverse start order is unknown on disk; stop front ends (transformers) first.
+        names = sorted(self.running(), key=lambda n: (not n.startswith("transformer"), n))
+        return [n for n in names if self.stop(n)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    return True
+
+
+def python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

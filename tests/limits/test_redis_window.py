@@ -1,0 +1,56 @@
+"""The Redis limiter backend against a real redis-server: atomic, exact, self-cleaning."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis as redis_sync
+
+from nexus.limits import Quota, RedisWindow
+from tests.support.servers import Redis
+
+
+async def test_concurrent_acquires_admit_exactly_the_limit(redis: Redis) -> None:
+    window = RedisWindow.from_url(redis.url)
+    quota = Quota(requests_per_minute=25, tokens_per_minute=0)
+    decisions = await asyncio.gather(
+        *(window.acquire("p:chat", quota, 0, f"m{i}") for i in range(100))
+    )
+    await window.close()
+    assert sum(d.allowed for d in decisions) == 25
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.reason == "requests" for d in refused)
+    assert all(0 < (d.retry_after or 0) <= 60 for d in refused)
+
+
+async def test_tokens_are_reserved_then_settled(redis: Redis) -> None:
+    window = RedisWindow.from_url(redis.url)
+    quota = Quota(requests_per_minute=0, tokens_per_minute=1000)
+    first = await window.acquire("p:chat", quota, 700, "a")
+    assert first.allowed
+    assert first.tokens_remaining == 300
+    assert not (await window.acquire("p:chat", quota, 700, "b")).allowed
+    await window.settle("p:chat", "a", 700, 120)
+    second = await window.acquire("p:chat", quota, 700, "c")
+    await window.close()
+    assert second.allowed
+    assert second.tokens_remaining == 1000 - 120 - 700
+
+
+async def test_request_bigger_than_the_budget_waits_a_whole_window(redis: Redis) -> None:
+    window = RedisWindow.from_url(redis.url)
+    decision = await window.acquire("p:chat", Quota(0, 100), 500, "a")
+    await window.close()
+    assert not decision.allowed
+    assert decision.reason == "tokens"
+    assert decision.retry_after == 60
+
+
+async def test_keys_expire_with_the_window(redis: Redis) -> None:
+    window = RedisWindow.from_url(redis.url)
+    await window.acquire("p:chat", Quota(10, 1000), 50, "a")
+    await window.close()
+    client = redis_sync.Redis(port=redis.port)
+    keys = client.keys("nexus:rl:*")
+    assert len(keys) == 3
+    assert all(0 < client.pttl(k) <= 60_000 for k in keys)
