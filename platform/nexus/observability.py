@@ -185,6 +185,8 @@ def configure_json_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Library warnings (e.g. KServe using a deprecated FastAPI class) become JSON lines too.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error", "kserve", "kserve.trace"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
