@@ -70,8 +70,13 @@ def _models_app(models: Models) -> web.Application:
 
     async def upstream_failure(request: web.Request) -> web.Response:
         await record(request)
-        error = {"message": "upstream refused", "type": "upstream_error",
-                 "code": "upstream_unavailable", "param": None, "upstream_failure": True}  # fmt: skip
+        error = {
+            "message": "upstream refused",
+            "type": "upstream_error",
+            "code": "upstream_unavailable",
+            "param": None,
+            "upstream_failure": True,
+        }
         return _json({"error": error}, status=502)
 
     async def text(request: web.Request) -> web.Response:

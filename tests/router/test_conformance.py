@@ -106,7 +106,8 @@ async def test_nested_switch_then_conditional_ensemble(
     """KServe's TestInferenceGraphWithCondition: Switch picks by request, Sequence gates."""
     spec = sequence(
         {"name": "step1", "nodeName": "animal-categorize"},
-        {"name": "step2", "nodeName": "breed-categorize", "condition": 'predictions.#(label=="dog")'},
+        {"name": "step2", "nodeName": "breed-categorize",
+         "condition": 'predictions.#(label=="dog")'},
         **{
             "animal-categorize": {"routerType": "Switch", "steps": [
                 {"name": "model1", "serviceUrl": models.url("/label/cat"),

@@ -16,7 +16,7 @@ async def test_only_headers_matching_a_pattern_are_propagated(
         sequence(
             {"serviceUrl": models.url("/echo")},
             {"serviceUrl": models.url("/echo"), "data": "$response"},
-        ),  # fmt: skip
+        ),
         env={"PROPAGATE_HEADERS": "Authorization,Test-Header-*,x-lowercase"},
     )
     headers = {"authorization": "Bearer t", "test-header-1": "one", "TEST-HEADER-2": "two",

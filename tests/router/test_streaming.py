@@ -99,4 +99,6 @@ async def test_metrics_and_one_json_log_line_per_request(
     assert entry["request_id"] == "rid-1"
     assert (entry["method"], entry["path"], entry["status"], entry["graph_step"]) == (
         "POST", "/p", 200, "m")  # fmt: skip
-    assert entry["level"] == "info" and entry["duration_ms"] > 0 and entry["timestamp"]
+    assert entry["level"] == "info"
+    assert entry["duration_ms"] > 0
+    assert entry["timestamp"]
