@@ -33,6 +33,7 @@ class Models:
 
     port: int
     seen: list[Seen] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -69,7 +70,8 @@ def _models_app(models: Models) -> web.Application:
         return _json({"error": f"status {code}"}, status=code)
 
     async def upstream_failure(request: web.Request) -> web.Response:
-        await record(request)
+        if request.path == "/upstream-failure":
+            await record(request)
         error = {
             "message": "upstream refused",
             "type": "upstream_error",
@@ -104,7 +106,16 @@ def _models_app(models: Models) -> web.Application:
         await response.write_eof()
         return response
 
+    async def chat(request: web.Request) -> web.Response:
+        """An OpenAI route per cluster host (the router keeps the Host of the manifest URL)."""
+        await record(request)
+        model = request.host.split(".")[0]
+        if model in models.failing:
+            return await upstream_failure(request)
+        return _json({"model": model, "choices": [{"message": {"content": "hi"}}]})
+
     app = web.Application()
+    app.router.add_post("/openai/v1/chat/completions", chat)
     app.router.add_post("/predictions/{value}", predictions)
     app.router.add_post("/label/{label}", label)
     app.router.add_post("/echo", echo)

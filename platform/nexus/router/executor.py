@@ -85,5 +85,5 @@ class Executor:
     def draw_percent(self) -> int:
         return self.rng.randrange(100)
 
-    def fallback_used(self, node: Node, failed: Step, taken: Step) -> None:
-        self.metrics.fallback(failed.label, taken.label)
+    def fallback_used(self, node: Node, failed: str, taken: Step) -> None:
+        self.metrics.fallback(failed, taken.label)

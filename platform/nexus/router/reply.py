@@ -117,7 +117,9 @@ class StepRunner(Protocol):
         """A uniform draw in [0, 100) for the Splitter."""
         ...
 
-    def fallback_used(self, node: Node, failed: Step, taken: Step) -> None: ...
+    def fallback_used(self, node: Node, failed: str, taken: Step) -> None:
+        """``failed`` names the step that produced the failure body (a leaf when nested)."""
+        ...
 
 
 def condition_holds(step: Step, body: bytes) -> bool:

@@ -39,7 +39,7 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
             if not condition_holds(step, reply.body):
                 return Reply(200, reply.body, reply.step, _valid=True)
             if not reply.ok:
-                runner.fallback_used(node, node.steps[i - 1], step)
+                runner.fallback_used(node, reply.step, step)
         body = request
         if step.data == "$response" and reply is not None:
             reply = await reply.buffered()
