@@ -147,7 +147,9 @@ def parse_key_policies(raw: str) -> dict[str, KeyPolicy]:
             raise ConfigError(f"{where} must be an object")
         unknown = set(spec) - known
         if unknown:
-            raise ConfigError(f"{where} has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(
+                f"{where} has unknown fields {sorted(unknown)}; known: {sorted(known)}"
+            )
         models = spec.get("allowed_models")
         if models is not None and (
             not isinstance(models, list) or not all(isinstance(m, str) for m in models)
@@ -209,9 +211,7 @@ def load_settings(
         if key.startswith("sha256:"):
             digest = key.removeprefix("sha256:")
             if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
-                raise ConfigError(
-                    f"GATEWAY_API_KEYS: {_redact(key)} is not sha256:<64 hex digits>"
-                )
+                raise ConfigError(f"GATEWAY_API_KEYS: {_redact(key)} is not sha256:<64 hex digits>")
     if not api_keys and not jwt.enabled:
         raise ConfigError(
             "no credentials configured: set GATEWAY_API_KEYS and/or one of "

@@ -7,7 +7,8 @@
     │   ├── PermissionDenied           403 permission_error
     │   ├── ModelNotFound              404 not_found_error
     │   ├── PayloadTooLarge            413 invalid_request_error
-    │   └── RateLimited                429 rate_limit_error (carries Retry-After)
+    │   ├── RateLimited                429 rate_limit_error (carries Retry-After)
+    │   └── PredictorRejected          the predictor's own 4xx, status kept
     ├── UpstreamFailure                the predictor failed: the body carries the fallback marker
     │   ├── UpstreamUnavailable        502 (connection refused, reset, DNS)
     │   ├── UpstreamTimeout            504 (no first byte within the timeout)
@@ -33,7 +34,7 @@ FALLBACK_CONDITION = "error.upstream_failure"
 class NexusError(Exception):
     """Root of every error Nexus turns into an HTTP answer."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     error_type: ClassVar[str] = "server_error"
     code: ClassVar[str] = "internal_error"
     upstream_failure: ClassVar[bool] = False
@@ -45,12 +46,17 @@ class NexusError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         upstream: str | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
         self.upstream = upstream
+        if status is not None:
+            self.status = status
+        # Headers every answer carries whatever its outcome (e.g. rate-limit state on a 429).
+        self.extra_headers: list[tuple[bytes, bytes]] = []
 
     def body(self) -> dict[str, Any]:
         """The OpenAI-shaped error body."""
@@ -69,10 +75,10 @@ class NexusError(Exception):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         if self.retry_after is None:
-            return []
+            return self.extra_headers
         # Retry-After takes whole seconds; round up so a client never retries too early.
         seconds = max(1, int(-(-self.retry_after // 1)))
-        return [(b"retry-after", str(seconds).encode())]
+        return [(b"retry-after", str(seconds).encode()), *self.extra_headers]
 
 
 class ClientError(NexusError):
@@ -152,6 +158,12 @@ class UpstreamServerError(UpstreamFailure):
 class CircuitOpen(UpstreamFailure):
     status = 503
     code = "circuit_open"
+
+
+class PredictorRejected(ClientError):
+    """The predictor refused the request (4xx); its status is kept, no fallback."""
+
+    code = "predictor_rejected"
 
 
 class LimiterUnavailable(NexusError):

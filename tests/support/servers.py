@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import Managed, free_port, managed, python_module
+from tests.support.processes import Managed, free_port, managed, python_module, wait_http
 
 
 @dataclass
@@ -93,3 +93,28 @@ def transformer(
     with managed(cmd, log=tmp / f"transformer-{port}.log", env=env,
                  ready_url=f"http://127.0.0.1:{port}/v2/health/live") as process:  # fmt: skip
         yield Transformer(port=port, process=process)
+
+
+@contextlib.contextmanager
+def transformers(
+    tmp: Path,
+    count: int,
+    *,
+    model: str,
+    predictor_host: str,
+    env: Mapping[str, str],
+) -> Iterator[list[Transformer]]:
+    """Several transformer replicas started together (start-up is paid once, in parallel)."""
+    ports = [free_port() for _ in range(count)]
+    processes = []
+    for port in ports:
+        args = python_module("nexus.transformer", "--model_name", model,
+                             "--predictor_host", predictor_host, "--http_port", str(port))  # fmt: skip
+        processes.append(Managed(args, log=tmp / f"transformer-{port}.log", env=env))
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            wait_http(f"http://127.0.0.1:{port}/v2/health/live", timeout=60, proc=process.proc)
+        yield [Transformer(port=p, process=proc) for p, proc in zip(ports, processes, strict=True)]
+    finally:
+        for process in processes:
+            process.stop()

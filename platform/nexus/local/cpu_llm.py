@@ -39,6 +39,7 @@ class Faults:
     hang: bool = False
     token_latency_ms: float = 0.0
     first_token_latency_ms: float = 0.0
+    break_stream_after: int = 0  # drop the connection after this many streamed tokens
 
 
 def generate(prompt: str, max_tokens: int) -> list[str]:
@@ -75,9 +76,11 @@ class CpuLlm:
         self.model = model
         self.faults = faults
         self.requests = 0
+        self.last_headers: dict[str, str] = {}
 
-    async def _apply_faults(self) -> web.Response | None:
+    async def _apply_faults(self, request: web.Request) -> web.Response | None:
         self.requests += 1
+        self.last_headers = dict(request.headers)
         if self.faults.hang:
             await asyncio.sleep(3600)
         if self.faults.error_ratio and random.random() < self.faults.error_ratio:  # noqa: S311
@@ -106,7 +109,7 @@ class CpuLlm:
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
-        fault = await self._apply_faults()
+        fault = await self._apply_faults(request)
         if fault is not None:
             return fault
         if chat:
@@ -175,12 +178,18 @@ class CpuLlm:
             last = i == len(tokens) - 1
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
             if chat:
-                choice["delta"] = {"content": piece} if i else {"role": "assistant", "content": piece}
+                choice["delta"] = (
+                    {"content": piece} if i else {"role": "assistant", "content": piece}
+                )
             else:
                 choice["text"] = piece
             chunk = {"id": rid, "object": obj, "created": created, "model": self.model,
                      "choices": [choice]}  # fmt: skip
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if self.faults.break_stream_after and i + 1 >= self.faults.break_stream_after:
+                assert request.transport is not None
+                request.transport.close()
+                return response
             if self.faults.token_latency_ms and not last:
                 await asyncio.sleep(self.faults.token_latency_ms / 1000)
         if include_usage:
@@ -195,7 +204,7 @@ class CpuLlm:
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
-        fault = await self._apply_faults()
+        fault = await self._apply_faults(request)
         if fault is not None:
             return fault
         inputs = body.get("input")
@@ -222,7 +231,7 @@ class CpuLlm:
 
     async def v1_predict(self, request: web.Request) -> web.Response:
         body = await request.read()
-        fault = await self._apply_faults()
+        fault = await self._apply_faults(request)
         if fault is not None:
             return fault
         try:
@@ -233,7 +242,7 @@ class CpuLlm:
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def v2_infer(self, request: web.Request) -> web.Response:
-        fault = await self._apply_faults()
+        fault = await self._apply_faults(request)
         if fault is not None:
             return fault
         try:
@@ -261,7 +270,9 @@ class CpuLlm:
         return web.json_response({"faults": _faults(self)})
 
     async def stats(self, _: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "faults": _faults(self)})
+        return web.json_response(
+            {"requests": self.requests, "faults": _faults(self), "last_headers": self.last_headers}
+        )
 
 
 def _faults(llm: CpuLlm) -> dict[str, Any]:
@@ -272,6 +283,7 @@ def _faults(llm: CpuLlm) -> dict[str, Any]:
         "hang": f.hang,
         "token_latency_ms": f.token_latency_ms,
         "first_token_latency_ms": f.first_token_latency_ms,
+        "break_stream_after": f.break_stream_after,
     }
 
 

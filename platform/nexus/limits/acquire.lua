@@ -1,0 +1,63 @@
+-- One atomic admission decision for one principal+model, shared by every replica.
+-- KEYS[1] request log   (zset: member -> admission ms)
+-- KEYS[2] token log     (zset: "member|tokens" -> reservation ms)
+-- KEYS[3] token total   (string: sum of the token log)
+-- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited)
+-- Time comes from the Redis server so replicas with skewed clocks share one window.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local member = ARGV[5]
+local horizon = now - window
+
+local function tokens_of(entry)
+  return tonumber(string.match(entry, '|(%-?%d+)$'))
+end
+
+local function reset_of(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then return tonumber(first[2]) + window - now end
+  return 0
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon)
+if #expired > 0 then
+  for i = 1, #expired do total = total - tokens_of(expired[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+  if total < 0 then total = 0 end
+end
+
+local count = redis.call('ZCARD', KEYS[1])
+local allowed, reason, retry = 1, 0, -1
+if rpm > 0 and count >= rpm then
+  allowed, reason, retry = 0, 1, reset_of(KEYS[1])
+elseif tpm > 0 and total + cost > tpm then
+  allowed, reason, retry = 0, 2, window
+  if cost <= tpm then
+    local excess = total + cost - tpm
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      excess = excess - tokens_of(entries[i])
+      if excess <= 0 then
+        retry = tonumber(entries[i + 1]) + window - now
+        break
+      end
+    end
+  end
+else
+  redis.call('ZADD', KEYS[1], now, member)
+  count = count + 1
+  if cost > 0 then
+    redis.call('ZADD', KEYS[2], now, member .. '|' .. cost)
+    total = total + cost
+  end
+end
+redis.call('SET', KEYS[3], total, 'PX', window)
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[2], window)
+return {allowed, reason, rpm - count, reset_of(KEYS[1]), tpm - total, reset_of(KEYS[2]), retry}

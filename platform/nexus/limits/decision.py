@@ -1,0 +1,49 @@
+"""What a limiter answers: admitted or not, and the numbers behind the rate-limit headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Per-minute budgets of one principal on one model; 0 means unlimited."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one request and the state of both windows after it."""
+
+    allowed: bool
+    quota: Quota
+    requests_remaining: int
+    requests_reset: float
+    tokens_remaining: int
+    tokens_reset: float
+    reason: Literal["requests", "tokens"] | None = None
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Tokens held for an admitted request until its real usage is known."""
+
+    key: str
+    member: str
+    tokens: int
+    backend: Backend
+    settled: bool = False
+
+
+class Backend(Protocol):
+    """Where window state lives: Redis (shared by replicas) or this process."""
+
+    async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision: ...
+
+    async def settle(self, key: str, member: str, reserved: int, actual: int) -> None: ...

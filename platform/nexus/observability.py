@@ -1,0 +1,194 @@
+"""Metrics and JSON logging shared by every Nexus server.
+
+Metric names are a contract with dashboards and alerts (``platform/k8s/monitoring/``):
+``GATEWAY_METRICS`` lists every family the transformer exports. Label sets are bounded:
+paths are route templates, never raw URLs, and principals appear only as a tenant label
+when ``GATEWAY_METRICS_TENANT_LABEL`` is set.
+
+With several worker processes, metrics go through prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``) so that one scrape sees every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                   10, 30, 60, 120)  # fmt: skip
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+GATEWAY_METRICS = (
+    "gateway_requests_total",
+    "gateway_request_latency_seconds",
+    "gateway_in_flight_requests",
+    "gateway_upstream_requests_total",
+    "gateway_upstream_latency_seconds",
+    "gateway_rate_limited_total",
+    "gateway_circuit_open_total",
+    "gateway_circuit_state",
+    "gateway_limiter_degraded",
+    "gateway_limiter_degraded_requests_total",
+    "gateway_tokens_total",
+    "gateway_time_to_first_token_seconds",
+    "gateway_fallback_used_total",
+)
+
+
+class GatewayMetrics:
+    """The transformer's metric families, registered on a registry built by the caller."""
+
+    def __init__(self, registry: CollectorRegistry, *, tenant_label: bool = False) -> None:
+        self.registry = registry
+        tenant = ("tenant",) if tenant_label else ()
+        self.tenant_label = tenant_label
+        self.requests = Counter(
+            "gateway_requests_total",
+            "Requests answered, by route template and status.",
+            ("method", "path", "status", *tenant),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_latency_seconds",
+            "Time from request to the last byte of the answer.",
+            ("method", "path"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Requests being served.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests_total",
+            "Calls to the predictor, by upstream and status (or error kind).",
+            ("upstream", "status"),
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_latency_seconds",
+            "Time from sending to the predictor to its response headers.",
+            ("upstream",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited_total",
+            "Requests refused by a rate limit, by exhausted budget.",
+            ("reason", *tenant),
+            registry=registry,
+        )
+        self.circuit_open = Counter(
+            "gateway_circuit_open_total",
+            "Times a circuit breaker opened.",
+            ("upstream",),
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            "gateway_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("upstream",),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.limiter_degraded = Gauge(
+            "gateway_limiter_degraded",
+            "1 while Redis is unreachable and limits are per replica (or refused).",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.limiter_degraded_requests = Counter(
+            "gateway_limiter_degraded_requests_total",
+            "Requests admitted by the per-replica limiter while Redis was unreachable.",
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "gateway_tokens_total",
+            "Tokens reported by the predictor's usage, by kind.",
+            ("kind", *tenant),
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk of a completion.",
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.fallback_used = Counter(
+            "gateway_fallback_used_total",
+            "Answers served by a fallback model instead of the requested one.",
+            ("from_model", "to_model"),
+            registry=registry,
+        )
+
+    # LimiterEvents
+    def degraded(self, active: bool) -> None:
+        self.limiter_degraded.set(1 if active else 0)
+
+    def served_degraded(self) -> None:
+        self.limiter_degraded_requests.inc()
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry for one server; in multiprocess mode values live in shared files."""
+    return CollectorRegistry(auto_describe=True)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape of ``/metrics`` gets: our families plus the libraries' defaults."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+    return generate_latest(registry) + generate_latest(REGISTRY)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; request fields come from ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_json_logging(level: str = "INFO") -> None:
+    """Route every logger (ours, uvicorn's, KServe's) to JSON lines on stdout."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "kserve", "kserve.trace"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # uvicorn's access log would duplicate our request line.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)

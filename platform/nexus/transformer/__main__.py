@@ -1,0 +1,99 @@
+"""Entry point: KServe's ``ModelServer`` arguments, ``GATEWAY_*`` settings, uvicorn workers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import orjson
+import uvicorn
+
+from nexus.config import GatewaySettings, load_settings
+from nexus.errors import ConfigError
+from nexus.observability import GatewayMetrics, configure_json_logging, new_registry
+from nexus.transformer.app import Gateway
+from nexus.transformer.asgi import ASGIApp
+from nexus.transformer.kserve_bridge import build_kserve_app
+
+ARGV_ENV = "NEXUS_TRANSFORMER_ARGV"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """KServe's own ``ModelServer`` parser, so the controller's flags mean what they mean there."""
+    from kserve.model_server import parser as kserve_parser
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nexus.transformer",
+        parents=[kserve_parser],
+        description="Nexus transformer: governed OpenAI and KServe v1/v2 proxy",
+    )
+    parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    return load_settings(
+        os.environ,
+        model_name=args.model_name,
+        predictor_host=args.predictor_host,
+        use_ssl=args.predictor_use_ssl,
+    )
+
+
+def create_app(settings: GatewaySettings) -> ASGIApp:
+    metrics = GatewayMetrics(new_registry(), tenant_label=settings.tenant_label)
+    gateway: Gateway
+    gateway = Gateway(
+        settings=settings,
+        metrics=metrics,
+        kserve_app=build_kserve_app(settings, lambda: gateway.parts.upstream),
+    )
+    return gateway
+
+
+def app_from_env() -> ASGIApp:
+    """uvicorn factory for worker processes: the parent's argv travels in the environment."""
+    args = parse_args(orjson.loads(os.environ[ARGV_ENV]))
+    configure_json_logging(args.log_level)
+    return create_app(settings_from(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    configure_json_logging(args.log_level)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"nexus transformer: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    common = {
+        "host": "0.0.0.0",
+        "port": args.http_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": args.timeout_keep_alive,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_keyfile": args.ssl_keyfile,
+    }
+    if args.workers > 1:
+        # Workers share one listening socket; metrics are merged through shared files.
+        os.environ[ARGV_ENV] = orjson.dumps(argv).decode()
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nexus-metrics-"))
+        uvicorn.run(
+            "nexus.transformer.__main__:app_from_env",
+            factory=True,
+            workers=args.workers,
+            **common,
+        )
+    else:
+        uvicorn.run(create_app(settings), **common)
+
+
+if __name__ == "__main__":
+    main()

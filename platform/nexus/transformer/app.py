@@ -1,0 +1,418 @@
+"""The transformer's ASGI application: a lean governed front with KServe's app behind it.
+
+    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (aiohttp)
+                        ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
+                        ├─ /metrics          ours + KServe's families
+                        └─ anything else ──► KServe app (health, readiness, metadata)
+
+KServe's FastAPI app and its middleware cost several times the latency budget of a
+gateway hop, so the OpenAI hot path is served here directly; KServe keeps its full
+contract (arguments, v1/v2 routes, health, metrics) for everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
+from nexus.breaker import CircuitBreaker, State
+from nexus.config import GatewaySettings
+from nexus.errors import MethodNotAllowed, NexusError
+from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
+from nexus.observability import GatewayMetrics, exposition
+from nexus.transformer import openai, streaming
+from nexus.transformer.asgi import (
+    JSON,
+    ASGIApp,
+    ClientDisconnected,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+    request_id_from,
+    respond,
+    respond_json,
+    trace_id_from,
+)
+from nexus.transformer.governance import Admission, Governor
+from nexus.transformer.upstream import Upstream, new_session
+
+log = logging.getLogger("nexus.transformer")
+
+OPENAI_ROUTES: dict[str, openai.Kind] = {}
+for _prefix in ("", "/openai"):
+    OPENAI_ROUTES[f"{_prefix}/v1/chat/completions"] = "chat"
+    OPENAI_ROUTES[f"{_prefix}/v1/completions"] = "completions"
+    OPENAI_ROUTES[f"{_prefix}/v1/embeddings"] = "embeddings"
+UPSTREAM_PATHS: dict[openai.Kind, str] = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
+KSERVE_INFER = re.compile(
+    r"/v1/models/(?P<v1>[^/:]+):(?:predict|explain)|/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer"
+)
+DEFAULT_MAX_TOKENS = 512
+FORWARDED = (b"traceparent", b"tracestate")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's facts, filled in as it is served; becomes the log line and metrics."""
+
+    method: str
+    route: str
+    request_id: str
+    trace_id: str | None
+    started: float
+    headers: Headers
+    status: int = 0
+    model: str | None = None
+    principal: str | None = None
+    tenant: str | None = None
+    upstream: str | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Components:
+    """What exists only while the server runs (it needs the event loop)."""
+
+    governor: Governor
+    upstream: Upstream
+    limiter: RateLimiter
+    close: list[Any]
+
+
+class Gateway:
+    """ASGI callable; ``kserve_app`` serves every route the gateway does not handle itself."""
+
+    def __init__(
+        self, *, settings: GatewaySettings, metrics: GatewayMetrics, kserve_app: ASGIApp
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.kserve_app = kserve_app
+        self._parts: Components | None = None
+
+    @property
+    def parts(self) -> Components:
+        if self._parts is None:
+            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+        return self._parts
+
+    # ── lifespan ────────────────────────────────────────────────────────────────────────
+    async def startup(self) -> None:
+        settings = self.settings
+        session = new_session(timeout_seconds=settings.request_timeout_seconds)
+        upstream_name = settings.predictor_host
+        breaker = CircuitBreaker(
+            name=upstream_name,
+            max_failures=settings.breaker_max_failures,
+            reset_seconds=settings.breaker_reset_seconds,
+            on_change=lambda _old, new: self._breaker_changed(upstream_name, new),
+        )
+        self.metrics.circuit_state.labels(upstream_name).set(0)
+        redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
+        if redis is None:
+            log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
+        limiter = RateLimiter(
+            redis=redis,
+            local=InProcessWindow(),
+            failure_mode=settings.failure_mode,
+            events=self.metrics,
+        )
+        self.metrics.limiter_degraded.set(0)
+        jwt = JwtVerifier(settings.jwt, session=session) if settings.jwt.enabled else None
+        authenticator = Authenticator(
+            keys=ApiKeyStore(settings.api_keys, settings.key_policies), jwt=jwt
+        )
+        self._parts = Components(
+            governor=Governor(
+                settings=settings,
+                authenticator=authenticator,
+                limiter=limiter,
+                metrics=self.metrics,
+            ),
+            upstream=Upstream(
+                name=upstream_name,
+                base_url=settings.upstream_base_url,
+                session=session,
+                breaker=breaker,
+                metrics=self.metrics,
+            ),
+            limiter=limiter,
+            close=[session.close, limiter.close],
+        )
+
+    async def shutdown(self) -> None:
+        if self._parts is not None:
+            for close in self._parts.close:
+                await close()
+            self._parts = None
+
+    def _breaker_changed(self, upstream: str, new: State) -> None:
+        self.metrics.circuit_state.labels(upstream).set(int(new))
+        if new is State.OPEN:
+            self.metrics.circuit_open.labels(upstream).inc()
+        log.warning("circuit for %s is now %s", upstream, new.name.lower())
+
+    # ── dispatch ────────────────────────────────────────────────────────────────────────
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await self.kserve_app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        kind = OPENAI_ROUTES.get(path)
+        if kind is not None:
+            await self._serve(scope, receive, send, path, kind)
+        elif path in MODELS_ROUTES:
+            await self._serve(scope, receive, send, path, "models")
+        elif path == "/metrics":
+            body = exposition(self.metrics.registry)
+            await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
+        elif match := KSERVE_INFER.fullmatch(path):
+            route = "/v1/models/{name}:predict" if match["v1"] else "/v2/models/{name}/infer"
+            await self._serve(scope, receive, send, route, "kserve", match["v1"] or match["v2"])
+        else:
+            await self.kserve_app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: str,
+        kind: str,
+        path_model: str | None = None,
+    ) -> None:
+        """Run one governed request and account for it, whatever happens."""
+        headers = dict(scope["headers"])
+        request_id = request_id_from(headers.get(b"x-request-id"))
+        exchange = Exchange(
+            method=scope["method"],
+            route=route,
+            request_id=request_id,
+            trace_id=trace_id_from(headers.get(b"traceparent")),
+            started=time.perf_counter(),
+            headers=[(b"x-request-id", request_id.encode())],
+        )
+        self.metrics.in_flight.inc()
+        try:
+            if kind == "models":
+                await self._models(scope, send, headers, exchange)
+            elif kind == "kserve":
+                await self._kserve(scope, receive, send, headers, exchange, path_model or "")
+            else:
+                await self._openai(scope, receive, send, headers, exchange, kind)  # type: ignore[arg-type]
+        except NexusError as exc:
+            exchange.error = exc.message
+            if exchange.status == 0:
+                exchange.status = exc.status
+                await respond(
+                    send,
+                    exc.status,
+                    exc.body_bytes(),
+                    [(b"content-type", JSON), *exc.headers(), *exchange.headers],
+                )
+        except ClientDisconnected:
+            exchange.status = 499
+        finally:
+            self.metrics.in_flight.dec()
+            self._account(exchange)
+
+    def _account(self, ex: Exchange) -> None:
+        elapsed = time.perf_counter() - ex.started
+        status = str(ex.status)
+        labels = [ex.method, ex.route, status]
+        if self.metrics.tenant_label:
+            labels.append(ex.tenant or "")
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.latency.labels(ex.method, ex.route).observe(elapsed)
+        fields: dict[str, Any] = {
+            "request_id": ex.request_id,
+            "trace_id": ex.trace_id,
+            "method": ex.method,
+            "path": ex.route,
+            "status": ex.status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "upstream": ex.upstream,
+            "model": ex.model,
+            "principal": ex.principal,
+            "tokens": ex.tokens or None,
+        }
+        if ex.error:
+            fields["error"] = ex.error
+        log.info("request", extra={"fields": fields})
+
+    # ── handlers ────────────────────────────────────────────────────────────────────────
+    async def _authenticate(self, headers: dict[bytes, bytes], ex: Exchange) -> Any:
+        principal = await self.parts.governor.authenticate(
+            headers.get(b"x-api-key"), headers.get(b"authorization")
+        )
+        ex.principal, ex.tenant = principal.id, principal.tenant
+        return principal
+
+    def _forward_headers(self, headers: dict[bytes, bytes], ex: Exchange) -> dict[str, str]:
+        """What the predictor gets: request id and trace context, never the credentials."""
+        out = {"Content-Type": "application/json", "X-Request-Id": ex.request_id}
+        for name in FORWARDED:
+            value = headers.get(name)
+            if value:
+                out[name.decode()] = value.decode("latin-1")
+        return out
+
+    async def _models(
+        self, scope: Scope, send: Send, headers: dict[bytes, bytes], ex: Exchange
+    ) -> None:
+        if scope["method"] != "GET":
+            raise MethodNotAllowed("use GET to list models")
+        principal = await self._authenticate(headers, ex)
+        models = [m for m in self.settings.public_models if principal.may_use(m)]
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
+        ex.status = 200
+        await respond_json(send, 200, {"object": "list", "data": data}, ex.headers)
+
+    async def _openai(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        ex: Exchange,
+        kind: openai.Kind,
+    ) -> None:
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"use POST for {ex.route}")
+        principal = await self._authenticate(headers, ex)
+        limit = self.settings.max_body_bytes
+        raw = await read_body(receive, limit=limit, content_length=headers.get(b"content-length"))
+        request = openai.parse(kind, raw, default_max_tokens=DEFAULT_MAX_TOKENS)
+        ex.model = request.model
+        governor, upstream = self.parts.governor, self.parts.upstream
+        admission = await governor.admit(principal, request.model, request.token_estimate)
+        ex.headers += admission.headers()
+        body = openai.upstream_body(request, raw, served_name=self.settings.served_model_name)
+        path = self.settings.predictor_path_prefix + UPSTREAM_PATHS[kind]
+        ex.upstream = upstream.name
+        usage: dict[str, Any] | None = None
+        try:
+            reply = await upstream.open("POST", path, body, self._forward_headers(headers, ex))
+            if reply.streaming and reply.status == 200:
+                outcome = await streaming.relay(
+                    send=send,
+                    receive=receive,
+                    upstream=upstream,
+                    reply=reply,
+                    headers=ex.headers,
+                    keep_usage_chunk=request.client_wants_usage,
+                    started=ex.started,
+                )
+                ex.status, usage = 200, outcome.usage
+                if outcome.client_left:
+                    ex.status = 499
+                if outcome.first_byte_at is not None:
+                    self.metrics.ttft.observe(outcome.first_byte_at)
+                if outcome.failed is not None:
+                    ex.error = outcome.failed.message
+                return
+            data = await upstream.read(reply)
+            if reply.status < 300:
+                usage = _usage_of(data)
+            ex.status = reply.status
+            await respond(
+                send, reply.status, data, [(b"content-type", reply.content_type), *ex.headers]
+            )
+        finally:
+            await self._settle(admission, usage, ex)
+
+    async def _settle(
+        self, admission: Admission, usage: dict[str, Any] | None, ex: Exchange
+    ) -> None:
+        """Give back reserved tokens the call did not use (all of them when it failed)."""
+        total = 0
+        if usage:
+            prompt = _int(usage.get("prompt_tokens"))
+            completion = _int(usage.get("completion_tokens"))
+            total = _int(usage.get("total_tokens")) or prompt + completion
+            ex.tokens = {"prompt": prompt, "completion": completion, "total": total}
+            tenant = [ex.tenant or ""] if self.metrics.tenant_label else []
+            self.metrics.tokens.labels("prompt", *tenant).inc(prompt)
+            self.metrics.tokens.labels("completion", *tenant).inc(completion)
+        await self.parts.governor.settle(admission, total)
+
+    async def _kserve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        ex: Exchange,
+        model: str,
+    ) -> None:
+        """KServe v1/v2 inference: governed here, decoded and proxied by KServe's app."""
+        principal = await self._authenticate(headers, ex)
+        ex.model = model
+        raw = await read_body(
+            receive,
+            limit=self.settings.max_body_bytes,
+            content_length=headers.get(b"content-length"),
+        )
+        admission = await self.parts.governor.admit(principal, model, 0)
+        ex.headers += admission.headers()
+        ex.upstream = self.parts.upstream.name
+        extra = ex.headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ex.status = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        scope["headers"] = [
+            *(h for h in scope["headers"] if h[0] != b"x-request-id"),
+            (b"x-request-id", ex.request_id.encode()),
+        ]
+        await self.kserve_app(scope, replay(raw, receive), send_with_headers)
+
+
+def _usage_of(data: bytes) -> dict[str, Any] | None:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

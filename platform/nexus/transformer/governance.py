@@ -1,0 +1,126 @@
+"""The policy gate every inference request passes: who, which model, how much.
+
+``Governor.admit`` authenticates, checks the model is served here and allowed for the
+principal, and takes the request (and its token estimate) from the rate-limit windows.
+The answer carries the ``x-ratelimit-*`` headers every response repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from nexus.auth import Authenticator, Principal
+from nexus.config import GatewaySettings
+from nexus.errors import ModelNotFound, PermissionDenied, RateLimited
+from nexus.limits import Decision, Quota, RateLimiter, Reservation
+from nexus.observability import GatewayMetrics
+from nexus.transformer.asgi import Headers
+
+
+@dataclass(slots=True)
+class Admission:
+    principal: Principal
+    decision: Decision
+    reservation: Reservation | None
+
+    def headers(self) -> Headers:
+        return rate_limit_headers(self.decision)
+
+
+def _duration(seconds: float) -> bytes:
+    """OpenAI's reset format: ``250ms``, ``12s``, ``1m30s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms".encode()
+    minutes, rest = divmod(seconds, 60)
+    if minutes:
+        return f"{int(minutes)}m{int(rest)}s".encode()
+    return f"{rest:.3g}s".encode()
+
+
+def rate_limit_headers(decision: Decision) -> Headers:
+    quota = decision.quota
+    headers: Headers = []
+    if quota.requests_per_minute:
+        headers += [
+            (b"x-ratelimit-limit-requests", str(quota.requests_per_minute).encode()),
+            (b"x-ratelimit-remaining-requests", str(decision.requests_remaining).encode()),
+            (b"x-ratelimit-reset-requests", _duration(decision.requests_reset)),
+        ]
+    if quota.tokens_per_minute:
+        headers += [
+            (b"x-ratelimit-limit-tokens", str(quota.tokens_per_minute).encode()),
+            (b"x-ratelimit-remaining-tokens", str(decision.tokens_remaining).encode()),
+            (b"x-ratelimit-reset-tokens", _duration(decision.tokens_reset)),
+        ]
+    return headers
+
+
+class Governor:
+    """Authentication, model access and rate limits for one transformer."""
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._settings = settings
+        self._authenticator = authenticator
+        self._limiter = limiter
+        self._metrics = metrics
+        self._served = frozenset(settings.public_models)
+
+    async def authenticate(self, api_key: bytes | None, authorization: bytes | None) -> Principal:
+        return await self._authenticator.authenticate(api_key, authorization)
+
+    def check_model(self, principal: Principal, model: str) -> None:
+        if model not in self._served:
+            raise ModelNotFound(
+                f"model {model!r} is not served here; available: {sorted(self._served)}",
+                param="model",
+            )
+        if not principal.may_use(model):
+            raise PermissionDenied(f"this credential may not use model {model!r}", param="model")
+
+    async def admit(self, principal: Principal, model: str, tokens: int) -> Admission:
+        """Take one request and ``tokens`` from the principal's windows, or raise 429."""
+        self.check_model(principal, model)
+        settings = self._settings
+        quota = Quota(
+            requests_per_minute=_pick(
+                principal.rate_limit_per_minute, settings.rate_limit_per_minute
+            ),
+            tokens_per_minute=_pick(principal.tokens_per_minute, settings.tokens_per_minute),
+        )
+        key = f"{principal.id}:{model}"
+        decision, reservation = await self._limiter.acquire(key, quota, tokens, uuid.uuid4().hex)
+        if not decision.allowed:
+            self._count_limited(principal, decision)
+            if decision.reason == "tokens" and tokens > quota.tokens_per_minute:
+                message = (
+                    f"request needs about {tokens} tokens, more than the {quota.tokens_per_minute}"
+                    " tokens per minute allowed; lower max_tokens or the prompt"
+                )
+            else:
+                message = f"rate limit reached for {decision.reason} per minute on model {model!r}"
+            error = RateLimited(message, retry_after=decision.retry_after or 1.0)
+            error.extra_headers = rate_limit_headers(decision)
+            raise error
+        return Admission(principal, decision, reservation)
+
+    async def settle(self, admission: Admission, actual_tokens: int | None) -> None:
+        if admission.reservation is not None and actual_tokens is not None:
+            await self._limiter.settle(admission.reservation, actual_tokens)
+
+    def _count_limited(self, principal: Principal, decision: Decision) -> None:
+        labels: list[str] = [decision.reason or "requests"]
+        if self._metrics.tenant_label:
+            labels.append(principal.tenant or "")
+        self._metrics.rate_limited.labels(*labels).inc()
+
+
+def _pick(specific: int | None, default: int) -> int:
+    return default if specific is None else specific

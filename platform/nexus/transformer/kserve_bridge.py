@@ -1,0 +1,119 @@
+"""KServe's own model server app, with a model that proxies v1/v2 inference to the predictor.
+
+KServe decodes and validates v1/v2 bodies (a malformed v2 tensor is KServe's 400, as
+users of KServe expect); ``ProxyModel.predict`` then sends the request to the predictor
+through the same ``Upstream`` (and circuit breaker) as the OpenAI routes. Errors from the
+predictor become Nexus errors with the usual body shape and fallback marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from nexus.config import GatewaySettings
+from nexus.errors import NexusError, PredictorRejected
+from nexus.transformer.asgi import ASGIApp
+from nexus.transformer.upstream import Upstream
+
+FORWARD = ("x-request-id", "traceparent", "tracestate")
+
+
+def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]) -> ASGIApp:
+    """KServe's FastAPI app with our model registered under the ISVC name and its aliases."""
+    # Imported here: KServe parses sys.argv and builds its app at import time.
+    from fastapi import Request
+    from fastapi.responses import Response
+    from kserve import context as kserve_context
+    from kserve.model_repository import ModelRepository
+    from kserve.model_server import app
+    from kserve.predictor_config import PredictorConfig
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.server import RESTServer
+
+    kserve_context.set_predictor_config(
+        PredictorConfig(
+            predictor_host=settings.predictor_host,
+            predictor_use_ssl=settings.predictor_use_ssl,
+            predictor_request_timeout_seconds=int(settings.request_timeout_seconds),
+        )
+    )
+    model = ProxyModel(
+        settings.model_name, served_name=settings.served_model_name, upstream=upstream
+    )
+    model.load()
+    repository = ModelRepository()
+    for name in settings.public_models:
+        repository.update(model, name)
+    server = RESTServer(
+        "kserve.model_server:app",
+        DataPlane(model_registry=repository),
+        ModelRepositoryExtension(model_registry=repository),
+        http_port=0,
+    )
+    server.create_application()
+
+    async def nexus_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NexusError)
+        headers = {k.decode(): v.decode() for k, v in exc.headers()}
+        return Response(
+            exc.body_bytes(), status_code=exc.status, headers=headers, media_type="application/json"
+        )
+
+    app.add_exception_handler(NexusError, nexus_error)
+    return app  # type: ignore[no-any-return]
+
+
+def _proxy_model_base() -> type:
+    from kserve import Model
+
+    return Model  # type: ignore[no-any-return]
+
+
+class ProxyModel(_proxy_model_base()):  # type: ignore[misc]
+    """A KServe model whose predictions come from the predictor behind the transformer."""
+
+    def __init__(self, name: str, *, served_name: str, upstream: Callable[[], Upstream]) -> None:
+        super().__init__(name)
+        self._served_name = served_name
+        self._upstream = upstream
+
+    def load(self) -> bool:
+        self.ready = True
+        return True
+
+    async def predict(
+        self, payload: Any, headers: Mapping[str, str] | None = None, response_headers: Any = None
+    ) -> Any:
+        from kserve.protocol.infer_type import InferRequest, InferResponse
+
+        forward = {"Content-Type": "application/json"}
+        for name in FORWARD:
+            if headers and headers.get(name):
+                forward[name] = headers[name]
+        if isinstance(payload, InferRequest):
+            rest, _ = payload.to_rest()
+            body = rest if isinstance(rest, bytes) else orjson.dumps(rest)
+            path = f"/v2/models/{self._served_name}/infer"
+        else:
+            # KServe hands over the raw bytes when the client sent no JSON content type.
+            body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+            path = f"/v1/models/{self._served_name}:predict"
+        upstream = self._upstream()
+        reply = await upstream.open("POST", path, body, forward)
+        data = await upstream.read(reply)
+        if reply.status >= 400:
+            raise PredictorRejected(
+                f"predictor refused the request: {data[:512].decode(errors='replace')}",
+                status=reply.status,
+            )
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise NexusError("predictor answered a body that is not JSON") from exc
+        if isinstance(payload, InferRequest):
+            return InferResponse.from_rest(answer)
+        return answer

@@ -1,0 +1,152 @@
+"""Calls to the predictor: one pooled aiohttp session, the circuit breaker, error translation.
+
+Every transport failure becomes an ``UpstreamFailure`` (whose body carries the fallback
+marker), and the breaker hears about each call's outcome: refused, timed out or 5xx
+count as failures, any other answer (4xx included) as a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from nexus.breaker import CircuitBreaker, Permit
+from nexus.errors import (
+    UpstreamFailure,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from nexus.observability import GatewayMetrics
+
+ERROR_SNIPPET_BYTES = 512
+
+
+def new_session(*, timeout_seconds: float) -> aiohttp.ClientSession:
+    """The session for one server process: keep-alive pool, connect and read timeouts.
+
+    ``sock_read`` bounds the wait for each read, so the first byte of an answer (and any
+    silence inside a stream) is bounded by the timeout while long streams still flow.
+    """
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
+    )
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+@dataclass(slots=True)
+class Reply:
+    """A predictor answer whose headers have arrived; the body is read or streamed by the caller."""
+
+    status: int
+    content_type: bytes
+    response: aiohttp.ClientResponse
+    permit: Permit
+    started: float
+
+    @property
+    def streaming(self) -> bool:
+        return self.content_type.startswith(b"text/event-stream")
+
+
+class Upstream:
+    """The predictor behind this transformer."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        breaker: CircuitBreaker,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.name = name
+        self._base_url = base_url
+        self._session = session
+        self._breaker = breaker
+        self._metrics = metrics
+
+    async def open(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        """Send a request and wait for the answer's headers; raises ``UpstreamFailure``."""
+        permit = self._breaker.acquire()
+        started = time.perf_counter()
+        try:
+            response = await self._session.request(
+                method, self._base_url + path, data=body, headers=headers
+            )
+        except asyncio.CancelledError:
+            self._breaker.release(permit)
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise self._failed(permit, UpstreamTimeout, "timeout", f"timed out: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failed(permit, UpstreamUnavailable, "unreachable", str(exc)) from exc
+        self._metrics.upstream_latency.labels(self.name).observe(time.perf_counter() - started)
+        content_type = response.headers.get("Content-Type", "application/json").encode()
+        return Reply(response.status, content_type, response, permit, started)
+
+    async def read(self, reply: Reply) -> bytes:
+        """The whole body of a non-streaming answer; a 5xx becomes ``UpstreamServerError``."""
+        try:
+            body = await reply.response.read()
+        except asyncio.CancelledError:
+            self._breaker.release(reply.permit)
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise self._failed(reply.permit, UpstreamTimeout, "timeout", "timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failed(reply.permit, UpstreamUnavailable, "unreachable", str(exc)) from exc
+        finally:
+            reply.response.release()
+        self.settle(reply, ok=reply.status < 500)
+        if reply.status >= 500:
+            snippet = body[:ERROR_SNIPPET_BYTES].decode(errors="replace")
+            raise UpstreamServerError(
+                f"predictor {self.name} answered {reply.status}: {snippet}", upstream=self.name
+            )
+        return body
+
+    async def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
+        """The body of a streaming answer as it arrives; the caller settles the breaker."""
+        try:
+            async for chunk in reply.response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout("stream stalled", upstream=self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"stream broke: {exc}", upstream=self.name) from exc
+        finally:
+            reply.response.release()
+
+    def settle(self, reply: Reply, *, ok: bool) -> None:
+        self._count(str(reply.status))
+        if ok:
+            self._breaker.success(reply.permit)
+        else:
+            self._breaker.failure(reply.permit)
+
+    def abandon(self, reply: Reply) -> None:
+        """The client left mid-answer: no verdict on the upstream."""
+        self._breaker.release(reply.permit)
+        reply.response.close()
+
+    def _failed(
+        self, permit: Permit, kind: type[UpstreamFailure], label: str, detail: str
+    ) -> UpstreamFailure:
+        self._breaker.failure(permit)
+        self._count(label)
+        return kind(f"predictor {self.name} {label}: {detail}", upstream=self.name)
+
+    def _count(self, status: str) -> None:
+        self._metrics.upstream_requests.labels(self.name, status).inc()

@@ -1,0 +1,77 @@
+"""Settings from GATEWAY_* variables: defaults, and a precise error for every bad value."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from nexus.config import load_settings
+from nexus.errors import ConfigError
+
+
+def settings(**env: str):  # type: ignore[no-untyped-def]
+    return load_settings(env, model_name="chat", predictor_host="127.0.0.1:9000")
+
+
+def test_defaults() -> None:
+    s = settings(GATEWAY_API_KEYS="k1, k2")
+    assert s.api_keys == ("k1", "k2")
+    assert s.breaker_max_failures == 5
+    assert s.breaker_reset_seconds == 30
+    assert s.request_timeout_seconds == 600
+    assert s.max_body_bytes == 1024 * 1024
+    assert s.failure_mode == "open"
+    assert s.upstream_base_url == "http://127.0.0.1:9000"
+
+
+def test_aliases_and_served_name() -> None:
+    s = settings(
+        GATEWAY_API_KEYS="k",
+        GATEWAY_MODEL_ALIASES="primary,chat",
+        GATEWAY_UPSTREAM_MODEL_NAME="meta-llama/Llama-3.1-8B",
+    )
+    assert s.public_models == ("chat", "primary")
+    assert s.served_model_name == "meta-llama/Llama-3.1-8B"
+
+
+def test_policies_by_plain_or_hashed_key() -> None:
+    digest = hashlib.sha256(b"secret-key").hexdigest()
+    s = settings(
+        GATEWAY_API_KEYS=f"sha256:{digest}",
+        GATEWAY_API_KEY_POLICIES=f'{{"sha256:{digest}": {{"allowed_models": ["chat"], '
+        '"rate_limit_per_minute": 5, "tenant": "acme"}}',
+    )
+    policy = s.key_policies[f"sha256:{digest}"]
+    assert policy.allowed_models == frozenset({"chat"})
+    assert policy.rate_limit_per_minute == 5
+    assert policy.tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "no credentials configured"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_RATE_LIMIT_PER_MINUTE": "ten"}, "must be an integer"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_RATE_LIMIT_FAILURE_MODE": "maybe"}, "'open' or 'closed'"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_ALGORITHMS": "none"}, "never contain 'none'"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_ALGORITHMS": "HS1"}, "unsupported algorithm"),
+        ({"GATEWAY_API_KEYS": "sha256:abc"}, "64 hex digits"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_API_KEY_POLICIES": "{"}, "not valid JSON"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_API_KEY_POLICIES": '{"k": {"rpm": 1}}'}, "unknown fields"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_API_KEY_POLICIES": '{"k": {"tokens_per_minute": -1}}'},
+         "non-negative integer"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES": "0"}, "must be >= 1"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_REQUEST_TIMEOUT_SECONDS": "-1"}, "must be > 0"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_PREDICTOR_PATH_PREFIX": "openai"}, "start with '/'"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings(**env)
+
+
+def test_policy_errors_never_print_the_key() -> None:
+    with pytest.raises(ConfigError) as error:
+        settings(GATEWAY_API_KEYS="k", GATEWAY_API_KEY_POLICIES='{"super-secret-key": 3}')
+    assert "super-secret" not in str(error.value)

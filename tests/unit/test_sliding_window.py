@@ -1,0 +1,81 @@
+"""The in-process sliding window: exact counts, token reservations, resets, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus.limits import InProcessWindow, Quota
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_slide_out_of_the_window_exactly() -> None:
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    quota = Quota(requests_per_minute=3, tokens_per_minute=0)
+    for i in range(3):
+        clock.now = i * 10.0
+        assert window.acquire_now("k", quota, 0, f"m{i}").allowed
+    refused = window.acquire_now("k", quota, 0, "m3")
+    assert not refused.allowed
+    assert refused.reason == "requests"
+    assert refused.retry_after == pytest.approx(40.0)  # the first one leaves at t=60
+    clock.now = 59.999
+    assert not window.acquire_now("k", quota, 0, "m4").allowed
+    clock.now = 60.0
+    decision = window.acquire_now("k", quota, 0, "m5")
+    assert decision.allowed
+    assert decision.requests_remaining == 0
+
+
+def test_keys_are_independent() -> None:
+    window = InProcessWindow(clock=Clock())
+    quota = Quota(requests_per_minute=1, tokens_per_minute=0)
+    assert window.acquire_now("alice:chat", quota, 0, "a").allowed
+    assert window.acquire_now("bob:chat", quota, 0, "b").allowed
+    assert not window.acquire_now("alice:chat", quota, 0, "c").allowed
+
+
+@pytest.mark.asyncio
+async def test_token_reservation_is_settled_with_real_usage() -> None:
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    quota = Quota(requests_per_minute=0, tokens_per_minute=1000)
+    first = window.acquire_now("k", quota, 600, "a")
+    assert first.allowed
+    assert first.tokens_remaining == 400
+    assert not window.acquire_now("k", quota, 600, "b").allowed
+    await window.settle("k", "a", 600, 100)  # the call used far less than reserved
+    second = window.acquire_now("k", quota, 600, "c")
+    assert second.allowed
+    assert second.tokens_remaining == 300
+
+
+def test_token_retry_after_waits_for_enough_tokens_to_leave() -> None:
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    quota = Quota(requests_per_minute=0, tokens_per_minute=100)
+    window.acquire_now("k", quota, 40, "a")
+    clock.now = 10
+    window.acquire_now("k", quota, 40, "b")
+    clock.now = 20
+    refused = window.acquire_now("k", quota, 50, "c")
+    assert refused.reason == "tokens"
+    # 80 used + 50 wanted - 100 allowed = 30 must leave: the entry from t=0 leaves at t=60.
+    assert refused.retry_after == pytest.approx(40)
+
+
+def test_refused_requests_take_nothing() -> None:
+    window = InProcessWindow(clock=Clock())
+    quota = Quota(requests_per_minute=10, tokens_per_minute=100)
+    assert window.acquire_now("k", quota, 90, "a").allowed
+    refused = window.acquire_now("k", quota, 50, "b")
+    assert not refused.allowed
+    assert refused.requests_remaining == 9
+    assert refused.tokens_remaining == 10
