@@ -28,11 +28,12 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from nexus.errors import ConfigError
+from nexus.observability import configure_json_logging
 from nexus.router.calls import StepCaller, parse_host_map
 from nexus.router.executor import Executor
 from nexus.router.graph import Graph, load_graph_file, load_graph_json
 from nexus.router.headers import HeaderPropagation, compile_patterns
-from nexus.router.observability import RouterMetrics, configure_logging
+from nexus.router.metrics import RouterMetrics
 from nexus.router.server import DEFAULT_SERVER_SECONDS, RouterApp, RouterState
 
 log = logging.getLogger("nexus.router")
@@ -107,7 +108,7 @@ def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> Rout
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_json_logging(args.log_level.upper())
     try:
         if args.enable_tls or args.enable_auth:
             raise ConfigError("--enable-tls/--enable-auth are not supported by the Nexus router")

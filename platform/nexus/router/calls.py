@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from nexus.router.graph import Graph
-from nexus.router.observability import RouterMetrics, now
+from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply
 
 EVENT_STREAM = "text/event-stream"

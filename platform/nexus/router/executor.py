@@ -20,7 +20,7 @@ import orjson
 from nexus.router.calls import StepCaller
 from nexus.router.ensemble import run_ensemble
 from nexus.router.graph import Graph, Node, Step
-from nexus.router.observability import RouterMetrics
+from nexus.router.metrics import RouterMetrics
 from nexus.router.reply import GraphError, Headers, Reply
 from nexus.router.sequence import run_sequence
 from nexus.router.splitter import run_splitter

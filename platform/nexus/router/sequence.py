@@ -28,7 +28,7 @@ from nexus.router.reply import GraphError, Headers, Reply, StepRunner, condition
 
 async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
     reply: Reply | None = None
-    for i, step in enumerate(node.steps):
+    for step in node.steps:
         if step.condition:
             if reply is None:
                 raise GraphError("invalid response", step=step.label)

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
-from nexus.router.observability import RouterMetrics, now
+from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply, sniff_content_type
 
 Scope = MutableMapping[str, Any]
@@ -145,7 +145,7 @@ class RouterApp:
             if not streamed:
                 self.metrics.observe_request(status, elapsed)
             if log.isEnabledFor(logging.INFO):
-                log.info("request", extra={
+                log.info("request", extra={"fields": {
                     "request_id": _request_id(headers),
                     "method": scope["method"],
                     "path": scope["path"],
@@ -153,7 +153,7 @@ class RouterApp:
                     "duration_ms": round(elapsed * 1000, 3),
                     "graph_step": step,
                     "stream": streamed,
-                })  # fmt: skip
+                }})  # fmt: skip
 
     async def _relay(self, reply: Reply, receive: Receive, send: Send, started: float) -> None:
         """Forward an SSE reply chunk by chunk; stop reading upstream if the client leaves."""

@@ -1,4 +1,4 @@
-"""Router metrics and JSON request logs (Nexus extensions; KServe's router has neither).
+"""Router metrics (a Nexus extension; KServe's router exports none).
 
 Metrics live in a ``CollectorRegistry`` that ``main()`` creates and passes in, so tests and
 several routers in one process never share counters. Per-step children are bound once at
@@ -11,14 +11,10 @@ actually falling back. Model labels are step names (the graphs name steps after 
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (
@@ -38,11 +34,6 @@ LATENCY_BUCKETS = (
     10,
     30,
 )
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message",
-    "color_message",  # uvicorn's ANSI duplicate of the message
-}
 
 
 class RouterMetrics:
@@ -101,35 +92,6 @@ class RouterMetrics:
 
     def fallback(self, from_model: str, to_model: str) -> None:
         self.fallbacks.labels(from_model, to_model).inc()
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: timestamp, level, message, then any ``extra=`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS:
-                line[key] = value
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """Send every logger (uvicorn's too) to stdout as JSON lines."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def now() -> float:
