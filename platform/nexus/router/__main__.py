@@ -1,0 +1,145 @@
+"""``python -m nexus.router``: KServe's router command line, served by uvicorn.
+
+Accepts the flags KServe's controller passes (``--graph-json``, ``--inferencegraph-name``,
+``--enable-tls``, ``--enable-auth``) so the image is a drop-in ``router.image``; TLS and
+Kubernetes TokenReview auth are not implemented and refuse to start rather than serve
+unprotected. Local-platform extensions: ``--graph-file`` (a whole InferenceGraph
+resource), ``--port``, ``--host-map``, ``--drain-seconds``.
+
+On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
+are still served for the drain period (30 s, KServe's value) so load balancers notice,
+then the server shuts down gracefully. A second signal ends the drain at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from nexus.errors import ConfigError
+from nexus.observability import configure_json_logging
+from nexus.router.calls import StepCaller, parse_host_map
+from nexus.router.executor import Executor
+from nexus.router.graph import Graph, load_graph_file, load_graph_json
+from nexus.router.headers import HeaderPropagation, compile_patterns
+from nexus.router.metrics import RouterMetrics
+from nexus.router.server import DEFAULT_SERVER_SECONDS, RouterApp, RouterState
+
+log = logging.getLogger("nexus.router")
+DEFAULT_IDLE_SECONDS = 180  # Go's http.Server IdleTimeout in KServe's router
+DRAIN_SECONDS = 30.0  # KServe's drainSleepDuration
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nexus.router", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--graph-json", help="InferenceGraphSpec as JSON (what KServe passes)")
+    source.add_argument("--graph-file", type=Path, help="a whole InferenceGraph resource (YAML)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument(
+        "--host-map",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="send calls for cluster host NAME to HOST:PORT (local platform)",
+    )
+    parser.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS)
+    parser.add_argument("--inferencegraph-name", default="")
+    parser.add_argument("--enable-tls", action="store_true")
+    parser.add_argument("--enable-auth", action="store_true")
+    parser.add_argument("--log-level", default=os.environ.get("NEXUS_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)  # fmt: skip
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with KServe's drain: SIGTERM flips readiness first, exits later."""
+
+    def __init__(self, config: uvicorn.Config, *, state: RouterState, drain_seconds: float):
+        super().__init__(config)
+        self.state = state
+        self.drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        if sig != signal.SIGTERM or self.state.draining or self.drain_seconds <= 0 or not loop:
+            super().handle_exit(sig, frame)
+            return
+        self.state.draining = True
+        log.info("SIGTERM: readiness is now 503; shutting down in %ss", self.drain_seconds)
+        finish = functools.partial(uvicorn.Server.handle_exit, self, sig, frame)
+        loop.call_soon_threadsafe(loop.call_later, self.drain_seconds, finish)
+
+
+def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> RouterApp:
+    """Wire the router's objects; everything mutable is created here, none at import."""
+    registry = CollectorRegistry()
+    labels = [step.label for node in graph.nodes.values() for step in node.steps]
+    metrics = RouterMetrics(registry, steps=labels)
+    caller = StepCaller(graph=graph, metrics=metrics, host_map=host_map)
+    executor = Executor(graph=graph, caller=caller, metrics=metrics)
+    patterns = os.environ.get("PROPAGATE_HEADERS")
+    timeouts = graph.timeouts
+    return RouterApp(
+        executor=executor,
+        propagation=HeaderPropagation(compile_patterns(patterns) if patterns else ()),
+        metrics=metrics,
+        state=state,
+        read_seconds=timeouts.server_read or DEFAULT_SERVER_SECONDS,
+        write_seconds=timeouts.server_write or DEFAULT_SERVER_SECONDS,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_json_logging(args.log_level.upper())
+    try:
+        if args.enable_tls or args.enable_auth:
+            raise ConfigError("--enable-tls/--enable-auth are not supported by the Nexus router")
+        graph = (
+            load_graph_file(args.graph_file)
+            if args.graph_file
+            else load_graph_json(args.graph_json)
+        )
+        host_map = parse_host_map(args.host_map)
+    except (ConfigError, ValueError) as exc:
+        log.error("cannot start the router: %s", exc)
+        return 2
+    state = RouterState()
+    app = build(graph, host_map=host_map, state=state)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        timeout_keep_alive=graph.timeouts.server_idle or DEFAULT_IDLE_SECONDS,
+    )
+    server = DrainingServer(config, state=state, drain_seconds=args.drain_seconds)
+    log.info("router serving graph %r on port %d", graph.name or "(from --graph-json)", args.port)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Step calls: one POST per service step over one shared keep-alive aiohttp session.
+
+KServe's ``callService`` POSTs the step input to ``serviceUrl`` with the propagated
+headers, adds ``Content-Type: application/json`` when none was propagated, and reads the
+whole body; any transport failure (refused, DNS, timeout) becomes the router's own 500
+whose cause reads like Go's ``Post "<url>": ...`` error. ``routerTimeouts.serviceClient``
+bounds each call (Go's ``http.Client.Timeout``); unset means no limit.
+
+Nexus extensions:
+
+- A 2xx ``text/event-stream`` answer is not read here: the reply carries the open stream
+  so the server can relay it. The service-client timeout then covers the wait for the
+  response headers only, since a token stream legitimately outlives it.
+- ``--host-map name=ip:port`` (local platform) sends calls for a cluster host name to a
+  local process while the manifest keeps the cluster URL; the ``Host`` header keeps the
+  cluster name. Rewrites are computed once at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from nexus.router.graph import Graph
+from nexus.router.metrics import RouterMetrics, now
+from nexus.router.reply import GraphError, Reply
+
+EVENT_STREAM = "text/event-stream"
+
+
+def parse_host_map(entries: list[str]) -> dict[str, str]:
+    """``name=ip:port`` pairs from ``--host-map`` into a dict."""
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        name, sep, target = entry.partition("=")
+        host, colon, port = target.rpartition(":")
+        if not sep or not name or not colon or not host or not port.isdigit():
+            raise ValueError(f"--host-map wants name=host:port, got {entry!r}")
+        mapping[name.strip().lower()] = target.strip()
+    return mapping
+
+
+def _target(url: str, host_map: Mapping[str, str]) -> tuple[str, str | None]:
+    """The URL to connect to and the ``Host`` header to send (``None``: the URL's own)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    target = host_map.get(host)
+    if target is None:
+        return url, None
+    return urlunsplit(("http", target, parts.path, parts.query, "")), parts.netloc
+
+
+class StepCaller:
+    """Calls service steps; owns the aiohttp session between ``start()`` and ``close()``."""
+
+    def __init__(
+        self, *, graph: Graph, metrics: RouterMetrics, host_map: Mapping[str, str]
+    ) -> None:
+        self.metrics = metrics
+        seconds = graph.timeouts.service_client
+        self.timeout: float | None = float(seconds) if seconds else None
+        self._targets = {
+            step.service_url: _target(step.service_url, host_map)
+            for node in graph.nodes.values()
+            for step in node.steps
+            if step.service_url
+        }
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=90, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("Content-Type",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(
+        self, url: str, label: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> Reply:
+        session = self._session
+        if session is None:
+            raise RuntimeError("StepCaller.start() was not awaited")
+        target, host = self._targets.get(url) or (url, None)
+        out = list(headers)
+        if not any(name == "Content-Type" for name, _ in out):
+            out.append(("Content-Type", "application/json"))
+        if host is not None:
+            out.append(("Host", host))
+        started = now()
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await session.post(target, data=body, headers=out)
+                content_type = response.headers.get("Content-Type", "")
+                if 200 <= response.status <= 299 and content_type.startswith(EVENT_STREAM):
+                    self.metrics.observe_step(label, response.status, now() - started)
+                    return Reply(response.status, b"", label, response, content_type)
+                try:
+                    payload = await response.read()
+                finally:
+                    response.release()
+        except TimeoutError:
+            self.metrics.observe_step(label, "error", now() - started)
+            raise GraphError(
+                f'Post "{url}": context deadline exceeded '
+                "(Client.Timeout exceeded while awaiting headers)",
+                step=label,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            self.metrics.observe_step(label, "error", now() - started)
+            raise GraphError(f'Post "{url}": {_dial_error(exc)}', step=label) from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            self.metrics.observe_step(label, "error", now() - started)
+            raise GraphError(f'Post "{url}": {exc or type(exc).__name__}', step=label) from exc
+        self.metrics.observe_step(label, response.status, now() - started)
+        return Reply(response.status, payload, label)
+
+
+def _dial_error(exc: aiohttp.ClientConnectorError) -> str:
+    """Word a connect failure the way Go's net package does."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"dial tcp: lookup {exc.host}: no such host"
+    code = exc.os_error.errno
+    reason = os.strerror(code).lower() if code else str(exc.os_error)
+    if code == errno.ECONNREFUSED:
+        reason = "connection refused"
+    return f"dial tcp {exc.host}:{exc.port}: connect: {reason}"

@@ -1,0 +1,128 @@
+"""What a node or step answers with, and the errors KServe's router turns into its error body.
+
+A :class:`Reply` is either buffered (``body`` holds everything, as in KServe) or, as a Nexus
+extension, an open ``text/event-stream`` response whose chunks the server relays as they
+arrive. Everything that needs the bytes of a streaming reply (a ``$response`` chain, an
+Ensemble, a condition) calls :meth:`Reply.buffered` first, which is exactly KServe's
+behaviour of reading a step's body whole.
+
+Router-made failures are :class:`GraphError`; the server renders them as KServe does:
+``{"error": "Failed to process request", "cause": "<message>"}`` with the error's status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import orjson
+import pygjson
+
+from nexus.router.graph import Node, Step
+
+FAILURE_MESSAGE = "Failed to process request"
+Headers = list[tuple[str, str]]
+
+
+class GraphError(Exception):
+    """A failure the router answers itself (KServe's ``err != nil`` path)."""
+
+    def __init__(self, cause: str, *, status: int = 500, step: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.status = status
+        self.step = step
+
+    def body(self) -> bytes:
+        return go_json({"error": FAILURE_MESSAGE, "cause": self.cause})
+
+
+@dataclass(slots=True)
+class Reply:
+    """A step's or node's answer: status, body, and the step that produced it."""
+
+    status: int
+    body: bytes
+    step: str
+    stream: aiohttp.ClientResponse | None = None
+    content_type: str = ""
+    _valid: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status <= 299
+
+    @property
+    def is_valid_json(self) -> bool:
+        """``gjson.ValidBytes``/``json.Valid`` of the body, computed once per reply."""
+        if self._valid is None:
+            self._valid = self.stream is None and pygjson.validate(self.body)
+        return self._valid
+
+    async def buffered(self) -> Reply:
+        """Read a streaming reply whole (what KServe always does); a no-op when buffered."""
+        stream = self.stream
+        if stream is None:
+            return self
+        try:
+            body = await stream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GraphError(f"error while reading the response: {exc}", step=self.step) from exc
+        finally:
+            stream.release()
+        return Reply(status=self.status, body=body, step=self.step)
+
+    def close(self) -> None:
+        """Drop an unread stream (a later error made it unnecessary)."""
+        if self.stream is not None:
+            self.stream.close()
+
+
+def go_json(value: object) -> bytes:
+    """Serialize like Go's ``json.Marshal`` of a map: sorted keys, HTML-safe escapes.
+
+    Only keys order and the ``<``, ``>``, ``&`` escapes are reproduced (cheap, and visible
+    to anyone comparing bytes); Go prints ``1.0`` as ``1``, orjson keeps ``1.0``.
+    """
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if b"<" in raw or b">" in raw or b"&" in raw:
+        raw = raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+    return raw
+
+
+def sniff_content_type(body: bytes) -> bytes | None:
+    """A small part of Go's ``http.DetectContentType``, used when the body is not JSON.
+
+    KServe sets ``application/json`` only on valid JSON and lets Go sniff the rest; text
+    and HTML are what graph steps realistically return, anything else is octet-stream.
+    """
+    if not body:
+        return None
+    head = body[:512].lstrip(b"\t\n\x0c\r ")
+    lowered = head[:14].lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<p", b"<h1")):
+        return b"text/html; charset=utf-8"
+    if any(byte < 0x20 and byte not in (0x09, 0x0A, 0x0C, 0x0D, 0x1B) for byte in body[:512]):
+        return b"application/octet-stream"
+    return b"text/plain; charset=utf-8"
+
+
+class StepRunner(Protocol):
+    """What a node strategy needs from the graph executor (kept abstract to avoid a cycle)."""
+
+    async def run_step(self, step: Step, body: bytes, headers: Headers) -> Reply: ...
+
+    def draw_percent(self) -> int:
+        """A uniform draw in [0, 100) for the Splitter."""
+        ...
+
+    def fallback_used(self, node: Node, failed: str, taken: Step) -> None:
+        """``failed`` names the step that produced the failure body (a leaf when nested)."""
+        ...
+
+
+def condition_holds(step: Step, body: bytes) -> bool:
+    """``gjson.GetBytes(body, condition).Exists()``; an empty condition never holds."""
+    path = step.compiled_condition
+    return path is not None and bool(pygjson.get_bytes(body, path).exists())

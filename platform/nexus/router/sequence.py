@@ -1,0 +1,54 @@
+"""Sequence node: steps in order, each fed the original request or the previous response.
+
+KServe semantics, case by case:
+
+- ``data: $response`` sends the previous step's body (ignored on the first step);
+  anything else sends the node's input.
+- A step's ``condition`` is evaluated on the *previous response*. A previous body that is
+  not valid JSON (including "no previous step": a condition on the first step) fails the
+  node with ``invalid response`` (500). **Quirk kept:** a condition that does not hold stops
+  the sequence and returns the previous body with status **200**, whatever status that
+  step had - so a Soft primary that failed with a body lacking the fallback marker comes
+  back as 200.
+- ``dependency`` defaults to ``Soft``: a non-2xx step lets the chain continue. A non-2xx
+  ``Hard`` step stops the chain and its body and status are the answer.
+- Otherwise the last step's status and body are the answer.
+
+Nexus extension: a 2xx ``text/event-stream`` reply is relayed as a stream. If the next
+step is conditional, the stream is the answer (a streaming success skips the conditional
+fallbacks: they can only happen before the first byte). If the next step is unconditional
+the stream is read whole and the chain goes on exactly as in KServe.
+"""
+
+from __future__ import annotations
+
+from nexus.router.graph import Node
+from nexus.router.reply import GraphError, Headers, Reply, StepRunner, condition_holds
+
+
+async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+    reply: Reply | None = None
+    for step in node.steps:
+        if step.condition:
+            if reply is None:
+                raise GraphError("invalid response", step=step.label)
+            if reply.stream is not None:
+                return reply
+            if not reply.is_valid_json:
+                raise GraphError("invalid response", step=step.label)
+            if not condition_holds(step, reply.body):
+                return Reply(200, reply.body, reply.step, _valid=True)
+            if not reply.ok:
+                runner.fallback_used(node, reply.step, step)
+        body = request
+        if step.data == "$response" and reply is not None:
+            reply = await reply.buffered()
+            body = reply.body
+        elif reply is not None:
+            reply.close()
+        reply = await runner.run_step(step, body, headers)
+        if step.hard and not reply.ok:
+            return reply
+    if reply is None:
+        raise GraphError(f"node {node.name} has no steps", step=node.name)
+    return reply

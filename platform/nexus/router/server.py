@@ -1,0 +1,221 @@
+"""The router's HTTP face: a plain ASGI app (no framework on the hot path).
+
+KServe's routes: ``/readyz`` answers 200, or 503 ``shutting down`` once SIGTERM started
+the drain; every other path and method is the graph entry (the path is ignored, the body
+is the root node's input). Replies follow KServe: a router error is
+``{"error": "Failed to process request", "cause": ...}`` with ``application/json``; a
+step's body gets ``Content-Type: application/json`` only when it is valid JSON, otherwise
+a sniffed type as Go's server would set.
+
+Nexus extensions: ``GET /metrics`` (Prometheus text), the ``x-nexus-graph-step`` header
+naming the step that produced the answer, one JSON log line per request, and SSE relay:
+a streaming reply is forwarded chunk by chunk, and an upstream read stops as soon as the
+client goes away (so a model does not keep generating for nobody).
+
+``routerTimeouts``: ``serverRead`` bounds reading the request body and ``serverWrite``
+the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
+timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
+deadline passes; an ASGI app cannot close without answering, so before the first byte
+the router answers its 500 error body, and a stream in flight is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from nexus.router.executor import Executor
+from nexus.router.graph import ROOT_NODE
+from nexus.router.headers import HeaderPropagation
+from nexus.router.metrics import RouterMetrics, now
+from nexus.router.reply import GraphError, Reply, sniff_content_type
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+STEP_HEADER = b"x-nexus-graph-step"
+JSON = b"application/json"
+DEFAULT_SERVER_SECONDS = 60
+
+log = logging.getLogger("nexus.router.access")
+
+
+@dataclass
+class RouterState:
+    """Mutable process state the signal handler flips; owned by ``main()``."""
+
+    draining: bool = False
+
+
+class RouterApp:
+    """ASGI callable serving one graph."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        propagation: HeaderPropagation,
+        metrics: RouterMetrics,
+        state: RouterState,
+        read_seconds: float | None = DEFAULT_SERVER_SECONDS,
+        write_seconds: float | None = DEFAULT_SERVER_SECONDS,
+    ) -> None:
+        self.executor = executor
+        self.propagation = propagation
+        self.metrics = metrics
+        self.state = state
+        self.read_seconds = read_seconds
+        self.write_seconds = write_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == "/readyz":
+                await self._ready(send)
+            elif path == "/metrics" and scope["method"] == "GET":
+                await _send(send, 200, generate_latest(self.metrics.registry),
+                            CONTENT_TYPE_LATEST.encode())  # fmt: skip
+            else:
+                await self._graph(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.executor.caller.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.executor.caller.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ready(self, send: Send) -> None:
+        if self.state.draining:
+            await _send(send, 503, b"shutting down\n", b"text/plain; charset=utf-8")
+        else:
+            await _send(send, 200, b"", None)
+
+    async def _graph(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = now()
+        headers = scope["headers"]
+        status = 500
+        step = ""
+        streamed = False
+        try:
+            async with asyncio.timeout(self.write_seconds):
+                try:
+                    async with asyncio.timeout(self.read_seconds):
+                        body = await _read_body(receive)
+                    reply = await self.executor.run_node(
+                        ROOT_NODE, body, self.propagation.select(headers)
+                    )
+                except GraphError as exc:
+                    status, step = exc.status, exc.step
+                    await _send(send, status, exc.body(), JSON, step)
+                else:
+                    status, step = reply.status, reply.step
+                    if reply.stream is None:
+                        content_type = (
+                            JSON if reply.is_valid_json else sniff_content_type(reply.body)
+                        )
+                        await _send(send, status, reply.body, content_type, step)
+                    else:
+                        streamed = True
+                        await self._relay(reply, receive, send, started)
+        except TimeoutError:
+            if not streamed:
+                status = 500
+                error = GraphError(
+                    "router deadline (routerTimeouts serverRead/serverWrite) exceeded"
+                )
+                await _send(send, status, error.body(), JSON, step)
+        finally:
+            elapsed = now() - started
+            if not streamed:
+                self.metrics.observe_request(status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info("request", extra={"fields": {
+                    "request_id": _request_id(headers),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "graph_step": step,
+                    "stream": streamed,
+                }})  # fmt: skip
+
+    async def _relay(self, reply: Reply, receive: Receive, send: Send, started: float) -> None:
+        """Forward an SSE reply chunk by chunk; stop reading upstream if the client leaves."""
+        stream = reply.stream
+        assert stream is not None
+        await send({
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                (b"content-type", reply.content_type.encode("latin-1")),
+                (b"cache-control", b"no-cache"),
+                (STEP_HEADER, reply.step.encode("latin-1")),
+            ],
+        })  # fmt: skip
+        self.metrics.observe_request(reply.status, now() - started)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            async for chunk in stream.content.iter_any():
+                if watcher.done():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            logging.getLogger("nexus.router").warning(
+                "stream from step %s ended early: %s", reply.step, exc
+            )
+        finally:
+            watcher.cancel()
+            stream.close()
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            return value.decode("latin-1")
+    return uuid.uuid4().hex
+
+
+async def _send(
+    send: Send, status: int, body: bytes, content_type: bytes | None, step: str = ""
+) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    if step:
+        headers.append((STEP_HEADER, step.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
