@@ -24,22 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from nexus.asgi import Receive, Scope, Send
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
 from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply, sniff_content_type
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 STEP_HEADER = b"x-nexus-graph-step"
 JSON = b"application/json"

@@ -10,11 +10,11 @@ import tempfile
 import orjson
 import uvicorn
 
+from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings, load_settings
 from nexus.errors import ConfigError
 from nexus.observability import GatewayMetrics, configure_json_logging, new_registry
 from nexus.transformer.app import Gateway
-from nexus.transformer.asgi import ASGIApp
 from nexus.transformer.kserve_bridge import build_kserve_app
 
 ARGV_ENV = "NEXUS_TRANSFORMER_ARGV"

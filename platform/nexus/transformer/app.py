@@ -20,14 +20,7 @@ from typing import Any
 
 import orjson
 
-from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
-from nexus.breaker import CircuitBreaker, State
-from nexus.config import GatewaySettings
-from nexus.errors import MethodNotAllowed, NexusError
-from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
-from nexus.observability import GatewayMetrics, exposition
-from nexus.transformer import openai, streaming
-from nexus.transformer.asgi import (
+from nexus.asgi import (
     JSON,
     ASGIApp,
     ClientDisconnected,
@@ -43,6 +36,13 @@ from nexus.transformer.asgi import (
     respond_json,
     trace_id_from,
 )
+from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
+from nexus.breaker import CircuitBreaker, State
+from nexus.config import GatewaySettings
+from nexus.errors import MethodNotAllowed, NexusError
+from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
+from nexus.observability import GatewayMetrics, exposition
+from nexus.transformer import openai, streaming
 from nexus.transformer.governance import Admission, Governor
 from nexus.transformer.upstream import Upstream, new_session
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from nexus.asgi import Headers
 from nexus.auth import Authenticator, Principal
 from nexus.config import GatewaySettings
 from nexus.errors import ModelNotFound, PermissionDenied, RateLimited
 from nexus.limits import Decision, Quota, RateLimiter, Reservation
 from nexus.observability import GatewayMetrics
-from nexus.transformer.asgi import Headers
 
 
 @dataclass(slots=True)

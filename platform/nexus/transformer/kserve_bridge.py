@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
+from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings
 from nexus.errors import NexusError, PredictorRejected
-from nexus.transformer.asgi import ASGIApp
 from nexus.transformer.upstream import Upstream
 
 FORWARD = ("x-request-id", "traceparent", "tracestate")

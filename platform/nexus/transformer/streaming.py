@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
+from nexus.asgi import Headers, Receive, Send
 from nexus.errors import UpstreamFailure
-from nexus.transformer.asgi import Headers, Receive, Send
 from nexus.transformer.upstream import Reply, Upstream
 
 EVENT_END = b"\n\n"

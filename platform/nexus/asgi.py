@@ -1,4 +1,4 @@
-"""The few ASGI primitives the hot path needs, without a framework in between."""
+"""The few ASGI primitives our servers need, without a framework in between."""
 
 from __future__ import annotations
 
