@@ -1,12 +1,7 @@
 """Manifests: rendering InferenceServices from model descriptions, and the manifest linter.
 
-Public front: ``ModelDescription``, ``render_inference_service``/``render_yaml`` for the
-release pipeline, ``lint_paths`` for ``nexus lint`` and the tests.
+Modules: ``model`` (the description), ``render`` (description -> InferenceService through
+the ``kserve`` SDK), ``pools`` (``platform/pools.yaml``), ``lint`` (``nexus lint``) with
+``schema``, ``rules/*`` and ``findings``. Nothing is imported here: the ``kserve`` SDK is
+slow to import and the linter does not need it.
 """
-
-from __future__ import annotations
-
-from nexus.manifests.model import ModelDescription
-from nexus.manifests.render import render_inference_service, render_yaml
-
-__all__ = ["ModelDescription", "render_inference_service", "render_yaml"]
