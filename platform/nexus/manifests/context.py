@@ -67,6 +67,10 @@ class LintContext:
             if doc.kind == kind and (group is None or doc.group == group):
                 yield doc
 
+    def namespaces(self) -> frozenset[str]:
+        """Namespaces the repository's documents live in."""
+        return frozenset(d.namespace for d in self.documents if d.namespace)
+
     def inference_services(self) -> dict[tuple[str | None, str], Document]:
         """(namespace, name) -> InferenceService; namespace None when unset."""
         return {(d.namespace, d.name): d for d in self.of_kind("InferenceService")}

@@ -7,6 +7,7 @@ Argo CD does). Applications whose source is not a path in this repository yield 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from nexus.manifests.context import LintContext
 from nexus.manifests.documents import Document, load_file
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_KLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ", re.MULTILINE)
 
 
 def sources(app: Document) -> list[Mapping[str, Any]]:
@@ -44,7 +46,9 @@ def build_kustomization(directory: Path, kubectl: str) -> tuple[list[Any] | None
         check=False,
     )
     if result.returncode != 0:
-        return None, result.stderr.strip() or result.stdout.strip()
+        # Drop klog's "E1126 04:59:58.925456 14872 run.go:72]" prefix from the message.
+        text = _KLOG_PREFIX.sub("", result.stderr.strip() or result.stdout.strip())
+        return None, text
     return [d for d in yaml.safe_load_all(result.stdout) if isinstance(d, dict)], ""
 
 

@@ -43,11 +43,21 @@ def _where(node: str, index: int, field: str = "") -> str:
     return f"spec.nodes.{node}.steps[{index}]" + (f".{field}" if field else "")
 
 
-def isvc_of_url(url: str, graph_namespace: str | None) -> tuple[str, str | None] | None:
-    """(name, namespace) of the InferenceService a cluster-local URL addresses, else None."""
+def isvc_of_url(
+    url: str, graph_namespace: str | None, namespaces: frozenset[str]
+) -> tuple[str, str | None] | None:
+    """(name, namespace) of the InferenceService a cluster-local URL addresses, else None.
+
+    ``<name>[-component].<namespace>.svc[.cluster.local]`` always is; ``<name>`` and
+    ``<name>.<namespace>`` only when that namespace is one the repository uses, so that
+    ``example.com`` is not taken for service ``example`` in namespace ``com``.
+    """
     host = urlsplit(url).hostname or ""
     labels = host.split(".")
-    local = host.endswith((".svc", ".svc.cluster.local")) or (host and len(labels) <= 2)
+    if host.endswith((".svc", ".svc.cluster.local")) or len(labels) == 1:
+        local = True
+    else:
+        local = len(labels) == 2 and labels[1] in namespaces
     if not local or not labels[0]:
         return None
     namespace = labels[1] if len(labels) > 1 else graph_namespace
@@ -173,7 +183,7 @@ def _targets(doc: Document, ctx: LintContext) -> Iterator[Finding]:
                 )
         elif step.get("serviceUrl"):
             url = str(step["serviceUrl"])
-            ref = isvc_of_url(url, doc.namespace)
+            ref = isvc_of_url(url, doc.namespace, ctx.namespaces())
             if ref is not None:
                 isvc = ctx.find_inference_service(*ref)
                 if isvc is None:
