@@ -42,9 +42,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nexus", description="KServe-native LLM serving platform"
-    )
+    parser = argparse.ArgumentParser(prog="nexus", description="KServe-native LLM serving platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:

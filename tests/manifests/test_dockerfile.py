@@ -48,7 +48,10 @@ def test_install_uses_the_makefiles_lock() -> None:
         pytest.skip("constraints.txt is not committed yet (the Makefile needs it too)")
 
 
-@pytest.mark.parametrize(("stage", "module"), [("transformer", "nexus.transformer"), ("router", "nexus.router")])  # fmt: skip
+ENTRYPOINTS = [("transformer", "nexus.transformer"), ("router", "nexus.router")]
+
+
+@pytest.mark.parametrize(("stage", "module"), ENTRYPOINTS)
 def test_entrypoints_are_the_module_commands(stage: str, module: str) -> None:
     entry = [rest for keyword, rest in _stages()[stage] if keyword == "ENTRYPOINT"]
     assert [json.loads(e) for e in entry] == [["python", "-m", module]]
@@ -61,7 +64,8 @@ def test_final_stages_run_as_non_root_without_build_tools() -> None:
     stages = _stages()
     runtime = stages["runtime"]
     users = [rest for keyword, rest in runtime if keyword == "USER"]
-    assert users and not users[-1].startswith(("0", "root"))
+    assert users
+    assert not users[-1].startswith(("0", "root"))
     for name in ("runtime", "transformer", "router"):
         text = " ".join(rest for _, rest in stages[name])
         for tool in ("gcc", "build-essential", "pip install", "apt-get install"):

@@ -70,7 +70,7 @@ def test_huggingface_runtime_on_a_gpu_pool(pools: dict[str, Pool]) -> None:
     }
     predictor = spec["predictor"]  # type: ignore[index]
     assert predictor["canaryTrafficPercent"] == 25
-    assert predictor["minReplicas"] == 1 and predictor["maxReplicas"] == 3
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 8)
     assert predictor["nodeSelector"] == dict(pools["a100"].node_selector)
     assert predictor["tolerations"] == [t.toleration() for t in pools["a100"].taints]

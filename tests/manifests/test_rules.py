@@ -12,6 +12,7 @@ from nexus.manifests.schema import SchemaRegistry
 from tests.manifests.conftest import FIXTURES, REPO_ROOT
 
 ARGO_REPO = FIXTURES / "argocd-repo"
+WAVE_FIELD = "metadata.annotations.argocd.argoproj.io/sync-wave"
 
 
 def lint(
@@ -31,25 +32,75 @@ CASES = [
     ("schema/unknown-kind.yaml", "schema-unknown", "", "NOT validated"),
     ("schema/not-a-manifest.yaml", "not-a-manifest", "", "apiVersion/kind"),
     ("schema/broken.yaml", "yaml-parse", "", "cannot parse"),
-    ("isvc/canary-raw.yaml", "canary-needs-serverless", "spec.predictor.canaryTrafficPercent", "RawDeployment"),
+    (
+        "isvc/canary-raw.yaml",
+        "canary-needs-serverless",
+        "spec.predictor.canaryTrafficPercent",
+        "RawDeployment",
+    ),
     ("isvc/vllm-no-gpu.yaml", "vllm-needs-gpu", "spec.predictor", "no GPU limit"),
-    ("isvc/pool-no-toleration.yaml", "pool-toleration", "spec.predictor.tolerations", "nexus.dev/pool=h100"),
-    ("isvc/serverless-no-flags.yaml", "knative-podspec-flags", "spec.predictor.nodeSelector", "config-features"),
+    (
+        "isvc/pool-no-toleration.yaml",
+        "pool-toleration",
+        "spec.predictor.tolerations",
+        "nexus.dev/pool=h100",
+    ),
+    (
+        "isvc/serverless-no-flags.yaml",
+        "knative-podspec-flags",
+        "spec.predictor.nodeSelector",
+        "config-features",
+    ),
     ("graph/no-root.yaml", "graph-root", "spec.nodes", "'root'"),
-    ("graph/two-targets.yaml", "graph-step-target", "spec.nodes.root.steps[0]", "serviceUrl, nodeName"),
-    ("graph/dangling.yaml", "graph-dangling-node", "spec.nodes.root.steps[0].nodeName", "'missing'"),
+    (
+        "graph/two-targets.yaml",
+        "graph-step-target",
+        "spec.nodes.root.steps[0]",
+        "serviceUrl, nodeName",
+    ),
+    (
+        "graph/dangling.yaml",
+        "graph-dangling-node",
+        "spec.nodes.root.steps[0].nodeName",
+        "'missing'",
+    ),
     ("graph/cycle.yaml", "graph-cycle", "spec.nodes.a", "a -> b -> a"),
     ("graph/weights.yaml", "graph-splitter-weights", "spec.nodes.root.steps", "[80, 10]"),
-    ("graph/service-name.yaml", "graph-openai-needs-url", "spec.nodes.root.steps[0].serviceName", ":predict"),
-    ("graph/unknown-url.yaml", "graph-unknown-service", "spec.nodes.root.steps[0].serviceUrl", "'ghost'"),
+    (
+        "graph/service-name.yaml",
+        "graph-openai-needs-url",
+        "spec.nodes.root.steps[0].serviceName",
+        ":predict",
+    ),
+    (
+        "graph/unknown-url.yaml",
+        "graph-unknown-service",
+        "spec.nodes.root.steps[0].serviceUrl",
+        "'ghost'",
+    ),
     ("graph/headers.yaml", "graph-propagate-credentials", "spec.nodes.root.steps[0]", "X-Api-Key"),
     ("secrets/secret-data.yaml", "literal-secret", "stringData.password", "Secret value"),
     ("secrets/env-value.yaml", "literal-secret", "data.GATEWAY_API_KEYS", "clear text"),
-    ("secrets/env-value.yaml", "literal-secret", "spec.template.spec.containers[0].env[0].value", "HF_TOKEN"),
-    ("secrets/env-value.yaml", "literal-secret", "spec.template.spec.containers[0].env[1].value", "password in a URL"),
-    ("secrets/token-anywhere.yaml", "literal-secret", "metadata.annotations.note", "Hugging Face token"),
+    (
+        "secrets/env-value.yaml",
+        "literal-secret",
+        "spec.template.spec.containers[0].env[0].value",
+        "HF_TOKEN",
+    ),
+    (
+        "secrets/env-value.yaml",
+        "literal-secret",
+        "spec.template.spec.containers[0].env[1].value",
+        "password in a URL",
+    ),
+    (
+        "secrets/token-anywhere.yaml",
+        "literal-secret",
+        "metadata.annotations.note",
+        "Hugging Face token",
+    ),
     ("kustomize-broken", "kustomize-build", "", "missing.yaml"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("fixture", "rule", "field", "says"), CASES)
@@ -62,7 +113,9 @@ def test_rule_fires_on_its_fixture(
     hits = [
         f
         for f in findings
-        if f.rule == rule and f.field == field and Path(f.path).name in (target.name, "kustomization.yaml")
+        if f.rule == rule
+        and f.field == field
+        and Path(f.path).name in (target.name, "kustomization.yaml")
     ]
     assert len(hits) == 1, [f.text() for f in findings]
     assert says in hits[0].message
@@ -98,14 +151,14 @@ def test_secret_name_heuristic_keeps_token_budgets_apart() -> None:
 
 
 ARGO_CASES = [
-    ("argocd/graphs.yaml", "argocd-sync-order", "metadata.annotations.argocd.argoproj.io/sync-wave", "wave 1"),
+    ("argocd/graphs.yaml", "argocd-sync-order", WAVE_FIELD, "wave 1"),
     ("argocd/graphs.yaml", "argocd-project-kind", "spec.project", "InferenceGraph"),
     ("argocd/isvcs.yaml", "argocd-project-destination", "spec.destination", "'other'"),
     ("argocd/missing-path.yaml", "argocd-app-path", "spec.source.path", "does/not/exist"),
     ("argocd/runtimes.yaml", "argocd-project-missing", "spec.project", "'nowhere'"),
     ("argocd/runtimes.yaml", "argocd-unpinned-revision", "spec.source.targetRevision", "HEAD"),
-    ("runtimes/runtimes.yaml", "argocd-sync-order", "metadata.annotations.argocd.argoproj.io/sync-wave", "ServingRuntime 'rt'"),
-]  # fmt: skip
+    ("runtimes/runtimes.yaml", "argocd-sync-order", WAVE_FIELD, "ServingRuntime 'rt'"),
+]
 
 
 def test_argocd_rules_fire_on_the_fixture_repository(schemas: SchemaRegistry) -> None:

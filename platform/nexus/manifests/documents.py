@@ -117,7 +117,11 @@ def load_file(path: Path, *, root: Path | None = None) -> tuple[list[Document], 
             continue
         if isinstance(data, dict) and path.name in KUSTOMIZATION_NAMES:
             # kustomize accepts a kustomization.yaml without apiVersion/kind.
-            data = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **data}
+            data = {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                **data,
+            }
         if not isinstance(data, dict) or not data.get("apiVersion") or not data.get("kind"):
             findings.append(
                 Finding(

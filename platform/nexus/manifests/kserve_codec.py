@@ -28,7 +28,8 @@ class CodecError(ValueError):
     """A document does not fit the SDK model it is read as."""
 
 
-def _model_class(name: str) -> type | None:
+def _model_class(name: str) -> Any:
+    """The generated model class called ``name`` (kserve first), or None."""
     for module in (kserve, kubernetes.client):
         klass = getattr(module, name, None)
         if isinstance(klass, type) and hasattr(klass, "openapi_types"):

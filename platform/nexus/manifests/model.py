@@ -20,9 +20,10 @@ TRANSFORMER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-transformer:0.1.0"
 ROUTER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-router:0.1.0"
 CPU_WORKER_IMAGE: Final = "nexus/cpu-worker:0.1.0"
 GATEWAY_CONFIGMAP: Final = "nexus-gateway-config"
-GATEWAY_SECRET: Final = "nexus-gateway-secrets"
-HF_TOKEN_SECRET: Final = "hf-token"
-HF_TOKEN_KEY: Final = "HF_TOKEN"
+# Names of Secrets (references only, never values).
+GATEWAY_SECRET: Final = "nexus-gateway-secrets"  # noqa: S105
+HF_TOKEN_SECRET: Final = "hf-token"  # noqa: S105
+HF_TOKEN_KEY: Final = "HF_TOKEN"  # noqa: S105
 VLLM_RUNTIME: Final = "nexus-vllm"
 HUGGINGFACE_RUNTIME: Final = "kserve-huggingfaceserver"
 # Argo CD order: platform 0, runtimes 1, InferenceServices 2, InferenceGraphs 3.

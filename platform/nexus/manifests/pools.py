@@ -82,7 +82,9 @@ def _pool(name: str, raw: Any) -> Pool:
         if not isinstance(taint, dict) or "key" not in taint or "effect" not in taint:
             raise ConfigError(f"{where}.taints[{index}] needs `key` and `effect`")
         value = taint.get("value")
-        taints.append(Taint(str(taint["key"]), None if value is None else str(value), taint["effect"]))
+        taints.append(
+            Taint(str(taint["key"]), None if value is None else str(value), taint["effect"])
+        )
     accelerator = None
     acc = raw.get("accelerator")
     if acc is not None:

@@ -120,9 +120,7 @@ class SchemaRegistry:
 
     def knows(self, group: str, kind: str) -> bool:
         """Whether the directory has a CRD for this kind (any version)."""
-        return (group, kind) in self._files or any(
-            (g, k) == (group, kind) for g, _, k in self._raw
-        )
+        return (group, kind) in self._files or any((g, k) == (group, kind) for g, _, k in self._raw)
 
     def _validator(self, key: tuple[str, str, str]) -> jsonschema.Draft4Validator | None:
         for file in self._files.get((key[0], key[2]), []):

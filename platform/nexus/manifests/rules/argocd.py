@@ -19,7 +19,12 @@ from nexus.manifests.rules.appcontent import app_content, sources
 
 WAVE = "argocd.argoproj.io/sync-wave"
 # platform (everything else) -> runtimes -> InferenceServices -> InferenceGraphs
-STAGE = {"ServingRuntime": 1, "ClusterServingRuntime": 1, "InferenceService": 2, "InferenceGraph": 3}
+STAGE = {
+    "ServingRuntime": 1,
+    "ClusterServingRuntime": 1,
+    "InferenceService": 2,
+    "InferenceGraph": 3,
+}
 STAGE_NAMES = {0: "platform resources", 1: "runtimes", 2: "InferenceServices", 3: "InferenceGraphs"}
 CLUSTER_SCOPED = frozenset(
     {
@@ -49,14 +54,15 @@ def _check_paths(app: Document, ctx: LintContext) -> Iterator[Finding]:
     for index, source in enumerate(sources(app)):
         path = source.get("path")
         field = "spec.source" if "source" in app.spec else f"spec.sources[{index}]"
-        if isinstance(path, str) and not source.get("chart"):
-            if "{{" not in path and not (ctx.repo_root / path).is_dir():
-                yield app.finding(
-                    f"{field}.path",
-                    "argocd-app-path",
-                    f"path {path!r} does not exist in the repository; the sync would fail",
-                    "point the Application at an existing folder (relative to the repo root)",
-                )
+        # Helm charts and templated (ApplicationSet) paths are not folders of this repo.
+        templated = not isinstance(path, str) or source.get("chart") or "{{" in path
+        if not templated and not (ctx.repo_root / str(path)).is_dir():
+            yield app.finding(
+                f"{field}.path",
+                "argocd-app-path",
+                f"path {path!r} does not exist in the repository; the sync would fail",
+                "point the Application at an existing folder (relative to the repo root)",
+            )
         revision = source.get("targetRevision")
         if revision in (None, "", "HEAD"):
             yield app.finding(
@@ -68,7 +74,9 @@ def _check_paths(app: Document, ctx: LintContext) -> Iterator[Finding]:
             )
 
 
-def _check_app_order(apps: Sequence[Document], contents: Mapping[str, list[Document]]) -> Iterator[Finding]:
+def _check_app_order(
+    apps: Sequence[Document], contents: Mapping[str, list[Document]]
+) -> Iterator[Finding]:
     staged = [(app, _stages(contents[app.name])) for app in apps if contents.get(app.name)]
     for later, later_stages in staged:
         for earlier, earlier_stages in staged:
@@ -105,13 +113,18 @@ def _check_resource_order(docs: Sequence[Document]) -> Iterator[Finding]:
 
 def _allowed(entries: Any, group: str, kind: str) -> bool:
     for entry in entries or []:
-        if isinstance(entry, dict) and fnmatch.fnmatchcase(group, str(entry.get("group", ""))):
-            if fnmatch.fnmatchcase(kind, str(entry.get("kind", ""))):
-                return True
+        if (
+            isinstance(entry, dict)
+            and fnmatch.fnmatchcase(group, str(entry.get("group", "")))
+            and fnmatch.fnmatchcase(kind, str(entry.get("kind", "")))
+        ):
+            return True
     return False
 
 
-def _check_project(app: Document, project: Document | None, content: Sequence[Document]) -> Iterator[Finding]:
+def _check_project(
+    app: Document, project: Document | None, content: Sequence[Document]
+) -> Iterator[Finding]:
     name = str(app.spec.get("project", "default"))
     if project is None:
         if name != "default":

@@ -94,9 +94,10 @@ def _structure(doc: Document) -> Iterator[Finding]:
     for node_name, node in nodes.items():
         if isinstance(node, dict) and node.get("routerType") == "Splitter":
             weights = [s.get("weight") for s in node.get("steps") or [] if isinstance(s, dict)]
-            if any(not isinstance(w, int) for w in weights) or sum(
-                w for w in weights if isinstance(w, int)
-            ) != 100:
+            if (
+                any(not isinstance(w, int) for w in weights)
+                or sum(w for w in weights if isinstance(w, int)) != 100
+            ):
                 yield doc.finding(
                     f"spec.nodes.{node_name}.steps",
                     "graph-splitter-weights",
