@@ -47,13 +47,23 @@ class LintContext:
 
     @classmethod
     def build(
-        cls, documents: Iterable[Document], *, repo_root: Path | None, use_kubectl: bool = True
+        cls,
+        documents: Iterable[Document],
+        *,
+        repo_root: Path | None,
+        pools_file: Path | None = None,
+        use_kubectl: bool = True,
     ) -> LintContext:
+        """``pools_file`` defaults to the repository's ``platform/pools.yaml``."""
+        if pools_file is None and repo_root is not None:
+            pools_file = repo_root / "platform" / "pools.yaml"
         pools: Mapping[str, Pool] = {}
-        if repo_root is not None and (repo_root / "platform" / "pools.yaml").is_file():
+        if pools_file is not None and pools_file.is_file():
             try:
-                pools = load_pools(repo_root / "platform" / "pools.yaml")
+                pools = load_pools(pools_file)
             except ConfigError:
+                # A broken pools file must not hide the other findings; rules then skip
+                # the pool checks (the renderer's own tests catch the file itself).
                 pools = {}
         return cls(
             documents=list(documents),

@@ -62,10 +62,11 @@ def lint_paths(
         linted = {(d.display, d.index) for d in docs}
         context_docs = docs + [d for d in repo_docs if (d.display, d.index) not in linted]
     ctx = LintContext.build(
-        context_docs, repo_root=None if options.isolated else root, use_kubectl=options.use_kubectl
+        context_docs,
+        repo_root=None if options.isolated else root,
+        pools_file=root / "platform" / "pools.yaml" if root is not None else None,
+        use_kubectl=options.use_kubectl,
     )
-    if options.isolated and root is not None:
-        ctx.pools = LintContext.build([], repo_root=root, use_kubectl=False).pools
     findings += validate_all(docs, schemas)
     findings += kustomize.check(docs, ctx)
     for rule in RULES:

@@ -136,6 +136,16 @@ def _check_project(
             )
         return
     spec = project.spec
+    repos = [str(r) for r in spec.get("sourceRepos") or []]
+    for index, source in enumerate(sources(app)):
+        repo = str(source.get("repoURL", ""))
+        if not any(fnmatch.fnmatchcase(repo, pattern) for pattern in repos):
+            yield app.finding(
+                "spec.source.repoURL" if "source" in app.spec else f"spec.sources[{index}].repoURL",
+                "argocd-project-repo",
+                f"repository {repo!r} is not among AppProject {project.name!r}'s sourceRepos",
+                "use the project's repository or add it to sourceRepos",
+            )
     destinations = [d for d in spec.get("destinations") or [] if isinstance(d, dict)]
     app_ns = str((app.spec.get("destination") or {}).get("namespace", ""))
     seen: set[tuple[str, str, str]] = set()
