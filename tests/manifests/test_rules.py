@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,8 @@ CASES = [
 def test_rule_fires_on_its_fixture(
     schemas: SchemaRegistry, fixture: str, rule: str, field: str, says: str
 ) -> None:
+    if rule == "kustomize-build" and shutil.which("kubectl") is None:
+        pytest.skip("kubectl missing; the offline check has its own test below")
     target = FIXTURES / fixture
     context = target.parent if target.is_file() else target
     findings = lint(context, schemas)
