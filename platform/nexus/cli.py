@@ -82,6 +82,20 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from nexus.manifests.findings import format_json, format_text, has_errors
+    from nexus.manifests.lint import run
+
+    findings, crds_dir = run(args.paths, crds=args.crds, isolated=args.isolated)
+    if args.format == "json":
+        sys.stdout.write(format_json(findings) + "\n")
+    else:
+        if crds_dir is None:
+            sys.stderr.write("nexus lint: no CRD directory; custom resources are not validated\n")
+        sys.stdout.write(format_text(findings))
+    return 1 if has_errors(findings) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexus", description="KServe-native LLM serving platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -115,6 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     passthrough.add_argument("rest", nargs=argparse.REMAINDER)
     passthrough = add("cpu-llm", _cmd_cpu_llm, "run the vLLM-shaped CPU server")
     passthrough.add_argument("rest", nargs=argparse.REMAINDER)
+    lint = add("lint", _cmd_lint, "check manifests against CRD schemas and Nexus' rules")
+    lint.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files or folders (default: the repository's manifest folders)",
+    )
+    lint.add_argument(
+        "--crds",
+        metavar="DIR",
+        help="folder of CRD YAML (default: $NEXUS_CRDS_DIR, else <repo>/../shared/crds)",
+    )
+    lint.add_argument("--format", choices=("text", "json"), default="text")
+    lint.add_argument(
+        "--isolated",
+        action="store_true",
+        help="use only PATHs as context (not the rest of the repository)",
+    )
     return parser
 
 

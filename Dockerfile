@@ -1,0 +1,37 @@
+# Images of the transformer and the InferenceGraph router (one build, two targets):
+#   docker build --target transformer -t ghcr.io/nexus-serving/nexus-transformer:0.1.0 .
+#   docker build --target router      -t ghcr.io/nexus-serving/nexus-router:0.1.0 .
+# The install command is the Makefile's (`pip install -c constraints.txt`), from the same
+# lock; tests/manifests/test_dockerfile.py keeps the two from drifting apart.
+
+# Pinned to an exact patch release; for reproducible rebuilds add its digest
+# (`python:3.11.11-slim-bookworm@sha256:...`) once the registry is reachable from CI.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/nexus
+ENV PATH=/opt/nexus/bin:$PATH
+COPY pyproject.toml constraints.txt README.md ./
+COPY platform ./platform
+RUN pip install -c constraints.txt .
+# The runtime needs neither pip nor setuptools; leaving them out shrinks the attack surface.
+RUN pip uninstall --yes pip setuptools
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 nexus \
+    && useradd --system --uid 10001 --gid nexus --no-create-home --shell /usr/sbin/nologin nexus
+COPY --from=build /opt/nexus /opt/nexus
+ENV PATH=/opt/nexus/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /tmp
+USER 10001:10001
+# KServe passes --http_port 8080 to transformers; the router listens on 8080.
+EXPOSE 8080
+
+FROM runtime AS router
+ENTRYPOINT ["python", "-m", "nexus.router"]
+
+# Last stage, so a plain `docker build .` produces the transformer.
+FROM runtime AS transformer
+ENTRYPOINT ["python", "-m", "nexus.transformer"]

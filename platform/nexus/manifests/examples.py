@@ -1,0 +1,89 @@
+"""The model descriptions behind the committed ``inference_services/<env>/`` examples.
+
+``python -m nexus.manifests.examples [REPO_ROOT]`` rewrites the files; the test suite
+renders the same descriptions and fails when a committed file differs, so the examples
+can never drift from what the renderer produces.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
+from nexus.manifests.pools import Pool, load_pools
+from nexus.manifests.render import render_yaml
+
+EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
+    "prod": (
+        ModelDescription(
+            name="llama-70b",
+            storage_uri="hf://meta-llama/Llama-3.1-70B-Instruct",
+            runtime="vllm",
+            pool="h100",
+            environment="prod",
+            min_replicas=1,
+            max_replicas=4,
+            vllm_args=("--tensor-parallel-size=1", "--max-model-len=32768"),
+            concurrency_target=16,
+        ),
+        ModelDescription(
+            name="llama-8b",
+            storage_uri="hf://meta-llama/Llama-3.1-8B-Instruct",
+            runtime="huggingface",
+            pool="a100",
+            environment="prod",
+            min_replicas=1,
+            max_replicas=3,
+            canary_percent=10,
+            concurrency_target=8,
+        ),
+    ),
+    "local": (
+        ModelDescription(
+            name="tiny-primary",
+            storage_uri="hf://Qwen/Qwen2.5-0.5B-Instruct",
+            runtime="vllm",
+            pool="cpu",
+            environment="local",
+            predictor_image=CPU_WORKER_IMAGE,
+            concurrency_target=2,
+        ),
+        ModelDescription(
+            name="tiny-fallback",
+            storage_uri="hf://HuggingFaceTB/SmolLM2-135M-Instruct",
+            runtime="vllm",
+            pool="cpu",
+            environment="local",
+            predictor_image=CPU_WORKER_IMAGE,
+            concurrency_target=2,
+        ),
+    ),
+}
+
+
+def example_files(pools: Mapping[str, Pool]) -> dict[Path, str]:
+    """Relative path -> rendered text of every committed example."""
+    return {
+        Path("inference_services") / env / f"inferenceservice.{desc.name}.yaml": render_yaml(
+            [desc], pools
+        )
+        for env, descriptions in EXAMPLES.items()
+        for desc in descriptions
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    root = Path(args[0]) if args else Path.cwd()
+    for relative, text in example_files(load_pools(root / "platform" / "pools.yaml")).items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""What a team says about a model version, and the names the platform gives its parts.
+
+``ModelDescription`` is the whole input of the renderer: the release pipeline builds one
+from an MLflow model version (its storage URI and serving tags) and the renderer turns
+it into an InferenceService. Validation happens here, so a bad description fails before
+anything is rendered or committed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from nexus.errors import ConfigError
+
+Runtime = Literal["huggingface", "vllm"]
+
+TRANSFORMER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-transformer:0.1.0"
+ROUTER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-router:0.1.0"
+CPU_WORKER_IMAGE: Final = "nexus/cpu-worker:0.1.0"
+GATEWAY_CONFIGMAP: Final = "nexus-gateway-config"
+# Names of Secrets (references only, never values).
+GATEWAY_SECRET: Final = "nexus-gateway-secrets"  # noqa: S105
+HF_TOKEN_SECRET: Final = "hf-token"  # noqa: S105
+HF_TOKEN_KEY: Final = "HF_TOKEN"  # noqa: S105
+VLLM_RUNTIME: Final = "nexus-vllm"
+HUGGINGFACE_RUNTIME: Final = "kserve-huggingfaceserver"
+# Argo CD order: platform 0, runtimes 1, InferenceServices 2, InferenceGraphs 3.
+ISVC_SYNC_WAVE: Final = "2"
+# KServe storage initializer schemes; there is no `models:/`, MLflow must give a real URI.
+STORAGE_SCHEMES: Final = ("hf://", "s3://", "gs://", "pvc://", "oci://", "https://")
+# OpenAI routes: the Hugging Face server serves them under /openai, plain vLLM at the root.
+PREDICTOR_PATH_PREFIX: Final[dict[str, str]] = {"huggingface": "/openai", "vllm": ""}
+
+# Knative appends revision suffixes to the name, which must stay a DNS label (63 chars).
+_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """One model version to serve; everything else comes from the pool and platform."""
+
+    name: str
+    storage_uri: str
+    runtime: Runtime
+    pool: str
+    environment: str
+    min_replicas: int = 1
+    max_replicas: int = 1
+    vllm_args: tuple[str, ...] = ()
+    canary_percent: int | None = None
+    concurrency_target: int = 8
+    namespace: str = "nexus"
+    # A custom predictor container speaking the runtime's API (the local CPU worker).
+    predictor_image: str | None = None
+    transformer_image: str = TRANSFORMER_IMAGE
+    model_aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"model name {self.name!r} must be a lowercase DNS label of at most 45 "
+                "characters (Knative adds revision suffixes)"
+            )
+        if self.runtime not in PREDICTOR_PATH_PREFIX:
+            raise ConfigError(f"runtime must be 'huggingface' or 'vllm', got {self.runtime!r}")
+        if not self.storage_uri.startswith(STORAGE_SCHEMES):
+            raise ConfigError(
+                f"storage URI {self.storage_uri!r} has no scheme KServe can download from; "
+                f"use one of {', '.join(STORAGE_SCHEMES)}"
+            )
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ConfigError(
+                f"replicas must satisfy 0 <= min ({self.min_replicas}) <= max "
+                f"({self.max_replicas}) and max >= 1"
+            )
+        if self.canary_percent is not None and not 0 <= self.canary_percent <= 100:
+            raise ConfigError(f"canary percent must be within 0..100, got {self.canary_percent}")
+        if self.concurrency_target < 1:
+            raise ConfigError("concurrency target must be at least 1")
+        if self.predictor_image is not None and self.runtime != "vllm":
+            raise ConfigError("a custom predictor image must speak the vLLM API (runtime 'vllm')")
+
+    @property
+    def path_prefix(self) -> str:
+        return PREDICTOR_PATH_PREFIX[self.runtime]

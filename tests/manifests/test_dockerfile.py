@@ -1,0 +1,80 @@
+"""The Dockerfile installs exactly like the Makefile and starts the modules the tests start.
+
+No Docker engine runs where the tests run, so the image is kept honest by reading it:
+same lock file, same install command, non-root, pinned base, module entrypoints that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.util import find_spec
+
+import pytest
+
+from tests.manifests.conftest import REPO_ROOT
+
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+
+
+def _instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in _instructions():
+        if keyword == "FROM":
+            current = []
+            stages[rest.split(" AS ")[-1].strip()] = current
+        current.append((keyword, rest))
+    return stages
+
+
+def test_install_uses_the_makefiles_lock() -> None:
+    runs = [rest for keyword, rest in _stages()["build"] if keyword == "RUN"]
+    assert "pip install -c constraints.txt ." in runs
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "pip install --quiet -c constraints.txt" in makefile
+    if not (REPO_ROOT / "constraints.txt").is_file():
+        pytest.skip("constraints.txt is not committed yet (the Makefile needs it too)")
+
+
+ENTRYPOINTS = [("transformer", "nexus.transformer"), ("router", "nexus.router")]
+
+
+@pytest.mark.parametrize(("stage", "module"), ENTRYPOINTS)
+def test_entrypoints_are_the_module_commands(stage: str, module: str) -> None:
+    entry = [rest for keyword, rest in _stages()[stage] if keyword == "ENTRYPOINT"]
+    assert [json.loads(e) for e in entry] == [["python", "-m", module]]
+    if find_spec(module) is None:
+        pytest.skip(f"{module} is not in this checkout yet")
+    assert find_spec(f"{module}.__main__") is not None
+
+
+def test_final_stages_run_as_non_root_without_build_tools() -> None:
+    stages = _stages()
+    runtime = stages["runtime"]
+    users = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert users
+    assert not users[-1].startswith(("0", "root"))
+    for name in ("runtime", "transformer", "router"):
+        text = " ".join(rest for _, rest in stages[name])
+        for tool in ("gcc", "build-essential", "pip install", "apt-get install"):
+            assert tool not in text, (name, tool)
+
+
+def test_base_image_is_pinned() -> None:
+    (arg,) = [rest for keyword, rest in _instructions() if keyword == "ARG"]
+    image = arg.split("=", 1)[1]
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image)
+    froms = [rest for keyword, rest in _instructions() if keyword == "FROM"]
+    assert all(f.startswith(("${PYTHON_IMAGE}", "runtime")) for f in froms)

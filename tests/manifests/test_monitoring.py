@@ -1,0 +1,147 @@
+"""Alerts and dashboard: promtool accepts and unit-tests the rules, and every query uses
+only metrics our components export (nexus.manifests.metric_names is the contract)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nexus.manifests.metric_names import GATEWAY_METRICS, VLLM_PREFIX, queryable_names
+from tests.manifests.conftest import REPO_ROOT
+
+MONITORING = REPO_ROOT / "platform" / "k8s" / "monitoring"
+PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool"
+PROMQL_WORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+     "bool", "offset", "inf", "nan"}
+)  # fmt: skip
+
+
+def _rule_spec() -> dict[str, Any]:
+    doc = yaml.safe_load((MONITORING / "nexus.prometheusrule.yaml").read_text(encoding="utf-8"))
+    return doc["spec"]  # type: ignore[no-any-return]
+
+
+def _dashboard() -> dict[str, Any]:
+    doc = yaml.safe_load((MONITORING / "nexus-dashboard.configmap.yaml").read_text("utf-8"))
+    assert doc["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = doc["data"].values()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Series names a PromQL expression reads (labels, functions and keywords removed)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        rest = expr[match.end() :].lstrip()
+        if rest.startswith("(") or match.group().lower() in PROMQL_WORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def _rule_exprs() -> list[str]:
+    return [rule["expr"] for group in _rule_spec()["groups"] for rule in group["rules"]]
+
+
+def _recorded() -> set[str]:
+    return {r["record"] for g in _rule_spec()["groups"] for r in g["rules"] if "record" in r}
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = _dashboard()
+    exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+    for var in dash["templating"]["list"]:
+        query = var.get("query")
+        if isinstance(query, dict):
+            inner = re.match(r"label_values\((\w+),", query["query"])
+            assert inner, query
+            exprs.append(inner.group(1))
+    return exprs
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (isvc, le) (rate(x_bucket{status=~"5.."}[5m]))) '
+        "> on (ns) group_left () min by (ns) (vllm:y) + 0.02"
+    )
+    assert metric_names(expr) == {"x_bucket", "vllm:y"}
+
+
+@pytest.mark.parametrize("source", ["rules", "dashboard"])
+def test_queries_use_only_exported_metrics(source: str) -> None:
+    exprs = _rule_exprs() if source == "rules" else _dashboard_exprs()
+    allowed = queryable_names() | _recorded()
+    used = set().union(*(metric_names(e) for e in exprs))
+    unknown = {n for n in used if n not in allowed and not n.startswith(VLLM_PREFIX)}
+    assert unknown == set()
+    assert used  # the extraction found something to check
+
+
+def test_dashboard_covers_every_gateway_metric_and_required_panel() -> None:
+    used = set().union(*(metric_names(e) for e in _dashboard_exprs()))
+    for metric in GATEWAY_METRICS:
+        assert any(name.startswith(metric.name) for name in used), metric.name
+    titles = " | ".join(p["title"].lower() for p in _dashboard()["panels"])
+    for needed in ("requests/s", "5xx", "request latency p95", "upstream latency p95",
+                   "upstream errors", "rate-limited", "circuit", "fallback", "in-flight",
+                   "tokens/s", "time to first token"):  # fmt: skip
+        assert needed in titles, needed
+
+
+def test_alerts_cover_the_required_conditions() -> None:
+    alerts = {r["alert"] for g in _rule_spec()["groups"] for r in g["rules"] if "alert" in r}
+    assert {
+        "NexusHigh5xxRatio",
+        "NexusCircuitOpen",
+        "NexusLimiterDegraded",
+        "NexusHighP95Latency",
+        "NexusCanaryErrorRatioAboveStable",
+    } <= alerts
+
+
+@pytest.fixture
+def promtool_dir(tmp_path: Path) -> Path:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool missing: apt-get install prometheus (scripts/system-deps.sh)")
+    (tmp_path / "nexus.rules.yaml").write_text(yaml.safe_dump(_rule_spec()), encoding="utf-8")
+    for test_file in PROMTOOL_TESTS.glob("*.test.yaml"):
+        shutil.copy(test_file, tmp_path / test_file.name)
+    return tmp_path
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_promtool_check_rules(promtool_dir: Path) -> None:
+    result = _promtool("check", "rules", "nexus.rules.yaml", cwd=promtool_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests(promtool_dir: Path) -> None:
+    tests = sorted(p.name for p in promtool_dir.glob("*.test.yaml"))
+    assert tests
+    result = _promtool("test", "rules", *tests, cwd=promtool_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_can_fail(promtool_dir: Path) -> None:
+    # A broken threshold must make the unit tests fail, or they prove nothing.
+    rules = (promtool_dir / "nexus.rules.yaml").read_text(encoding="utf-8")
+    (promtool_dir / "nexus.rules.yaml").write_text(rules.replace("> 0.05", "> 0.5"), "utf-8")
+    result = _promtool("test", "rules", "nexus.rules.test.yaml", cwd=promtool_dir)
+    assert result.returncode != 0

@@ -1,0 +1,156 @@
+"""The renderer: complete, deterministic, round-trips through the kserve SDK, and lint-clean."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from nexus.errors import ConfigError
+from nexus.manifests.examples import EXAMPLES, example_files
+from nexus.manifests.kserve_codec import CodecError, from_dict, to_dict
+from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
+from nexus.manifests.pools import Pool, load_pools
+from nexus.manifests.render import merge_args, render_inference_service, render_yaml
+from tests.manifests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def pools() -> dict[str, Pool]:
+    return load_pools(REPO_ROOT / "platform" / "pools.yaml")
+
+
+def _desc(**overrides: object) -> ModelDescription:
+    base = ModelDescription(
+        name="chat",
+        storage_uri="hf://org/chat",
+        runtime="huggingface",
+        pool="a100",
+        environment="prod",
+        min_replicas=1,
+        max_replicas=3,
+        vllm_args=("--max-model-len=4096", "--enforce-eager"),
+        canary_percent=25,
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def _doc(desc: ModelDescription, pools: dict[str, Pool]) -> dict[str, object]:
+    return yaml.safe_load(render_yaml([desc], pools))  # type: ignore[no-any-return]
+
+
+def test_rendering_twice_is_byte_identical(pools: dict[str, Pool]) -> None:
+    descriptions = [d for ds in EXAMPLES.values() for d in ds]
+    assert render_yaml(descriptions, pools) == render_yaml(descriptions, pools)
+
+
+def test_output_round_trips_through_the_kserve_sdk(pools: dict[str, Pool]) -> None:
+    for desc in [_desc(), _desc(runtime="vllm", pool="h100", canary_percent=None)]:
+        data = to_dict(render_inference_service(desc, pools))
+        rebuilt = from_dict(data, "V1beta1InferenceService")
+        assert type(rebuilt).__name__ == "V1beta1InferenceService"
+        assert to_dict(rebuilt) == data
+        assert yaml.safe_load(render_yaml([desc], pools)) == data
+
+
+def test_codec_refuses_fields_the_sdk_does_not_know() -> None:
+    with pytest.raises(CodecError, match="canaryTraficPercent"):
+        from_dict(
+            {"predictor": {"canaryTraficPercent": 5}}, "V1beta1InferenceServiceSpec", path="spec"
+        )
+
+
+def test_huggingface_runtime_on_a_gpu_pool(pools: dict[str, Pool]) -> None:
+    doc = _doc(_desc(), pools)
+    meta, spec = doc["metadata"], doc["spec"]
+    assert meta["annotations"] == {  # type: ignore[index]
+        "argocd.argoproj.io/sync-wave": "2",
+        "serving.kserve.io/deploymentMode": "Serverless",
+    }
+    predictor = spec["predictor"]  # type: ignore[index]
+    assert predictor["canaryTrafficPercent"] == 25
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 8)
+    assert predictor["nodeSelector"] == dict(pools["a100"].node_selector)
+    assert predictor["tolerations"] == [t.toleration() for t in pools["a100"].taints]
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "huggingface"}
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # pool defaults first, the model's own value replaces the pool's --max-model-len
+    assert model["args"] == [
+        "--backend=vllm",
+        "--dtype=bfloat16",
+        "--gpu-memory-utilization=0.85",
+        "--max-model-len=4096",
+        "--enforce-eager",
+    ]
+    assert model["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}}
+    ]
+    (transformer,) = spec["transformer"]["containers"]  # type: ignore[index]
+    assert transformer["args"] == ["--model_name", "chat"]
+    assert transformer["env"] == [{"name": "GATEWAY_PREDICTOR_PATH_PREFIX", "value": "/openai"}]
+    assert transformer["envFrom"] == [
+        {"configMapRef": {"name": "nexus-gateway-config"}},
+        {"secretRef": {"name": "nexus-gateway-secrets"}},
+    ]
+
+
+def test_vllm_runtime_has_no_path_prefix_and_no_canary_when_not_asked(
+    pools: dict[str, Pool],
+) -> None:
+    doc = _doc(_desc(runtime="vllm", pool="h100", canary_percent=None), pools)
+    predictor = doc["spec"]["predictor"]  # type: ignore[index]
+    assert "canaryTrafficPercent" not in predictor
+    assert predictor["model"]["runtime"] == "nexus-vllm"
+    assert "--backend=vllm" not in predictor["model"]["args"]
+    (transformer,) = doc["spec"]["transformer"]["containers"]  # type: ignore[index]
+    assert transformer["env"] == [{"name": "GATEWAY_PREDICTOR_PATH_PREFIX", "value": ""}]
+
+
+def test_local_cpu_worker_is_a_custom_predictor_container(pools: dict[str, Pool]) -> None:
+    desc = _desc(runtime="vllm", pool="cpu", predictor_image=CPU_WORKER_IMAGE, canary_percent=None)
+    predictor = _doc(desc, pools)["spec"]["predictor"]  # type: ignore[index]
+    (container,) = predictor["containers"]
+    assert container["image"] == "nexus/cpu-worker:0.1.0"
+    assert {"name": "STORAGE_URI", "value": "hf://org/chat"} in container["env"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "tolerations" not in predictor
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "Chat_Model"}, "DNS label"),
+        ({"storage_uri": "models:/chat/3"}, "no scheme"),
+        ({"min_replicas": 4}, "replicas"),
+        ({"canary_percent": 120}, "0..100"),
+        ({"runtime": "tgi"}, "runtime"),
+    ],
+)
+def test_bad_descriptions_fail_before_rendering(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _desc(**overrides)
+
+
+def test_unknown_pool_and_gpu_runtime_on_cpu_pool_are_refused(pools: dict[str, Pool]) -> None:
+    with pytest.raises(ConfigError, match="unknown pool"):
+        render_inference_service(_desc(pool="tpu"), pools)
+    with pytest.raises(ConfigError, match="no accelerator"):
+        render_inference_service(_desc(pool="cpu"), pools)
+
+
+def test_merge_args_overrides_by_flag() -> None:
+    assert merge_args(["--a=1", "--b=2"], ["--b=3", "--c"]) == ["--a=1", "--b=3", "--c"]
+
+
+def test_committed_examples_are_what_the_renderer_produces(pools: dict[str, Pool]) -> None:
+    files = example_files(pools)
+    assert {p.parent.as_posix() for p in files} == {
+        "inference_services/prod",
+        "inference_services/local",
+    }
+    for relative, text in files.items():
+        committed = (REPO_ROOT / relative).read_text(encoding="utf-8")
+        assert committed == text, f"{relative} is stale: python -m nexus.manifests.examples"
