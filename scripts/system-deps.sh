@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system programs the tests and the local platform run for real
-# (redis-server, wrk for benchmarks), through apt, only when missing.
+# Installs the system programs the tests and the local platform run for real, through
+# apt, only when missing: redis-server (limiter state), prometheus (promtool for the alert
+# rules' unit tests, and the local platform's scrapes), wrk (benchmarks), git.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 
 if [ ${#need[@]} -eq 0 ]; then

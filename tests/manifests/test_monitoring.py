@@ -113,8 +113,7 @@ def test_alerts_cover_the_required_conditions() -> None:
 
 @pytest.fixture
 def promtool_dir(tmp_path: Path) -> Path:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing: apt-get install prometheus (scripts/system-deps.sh)")
+    assert shutil.which("promtool"), "promtool missing: `make system-deps` installs prometheus"
     (tmp_path / "nexus.rules.yaml").write_text(yaml.safe_dump(_rule_spec()), encoding="utf-8")
     for test_file in PROMTOOL_TESTS.glob("*.test.yaml"):
         shutil.copy(test_file, tmp_path / test_file.name)

@@ -38,6 +38,32 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             max_replicas=3,
             canary_percent=10,
             concurrency_target=8,
+            model_aliases=("chat",),
+        ),
+        # The weighted split's second model and the fallback chain's smaller model: the
+        # graphs in graphs/ address exactly these InferenceServices, and every model a
+        # graph may route to answers for the graph's public model name, "chat".
+        ModelDescription(
+            name="mistral-7b",
+            storage_uri="hf://mistralai/Mistral-7B-Instruct-v0.3",
+            runtime="huggingface",
+            pool="a100",
+            environment="prod",
+            min_replicas=1,
+            max_replicas=2,
+            concurrency_target=8,
+            model_aliases=("chat",),
+        ),
+        ModelDescription(
+            name="qwen-1-5b",
+            storage_uri="hf://Qwen/Qwen2.5-1.5B-Instruct",
+            runtime="huggingface",
+            pool="a100",
+            environment="prod",
+            min_replicas=1,
+            max_replicas=2,
+            concurrency_target=16,
+            model_aliases=("chat",),
         ),
     ),
     "local": (
