@@ -160,11 +160,22 @@ class Supervisor:
             os.killpg(pid, signal.SIGKILL)
         return True
 
-    def stop_all(self) -> list[str]:
-        # Start order is unknown on disk: the controller goes first (it would start what
-        # disappears), then front ends (routers, transformers) before what they call.
+    def stop_all(self, *, timeout: float = 10.0) -> list[str]:
+        """Stop the controller first (it would replace what disappears), then the rest at once."""
         names = sorted(self.running(), key=_stop_rank)
-        return [n for n in names if self.stop(n)]
+        stopped = [n for n in names if n == "controller" and self.stop(n, timeout=timeout)]
+        pids = {n: pid for n in names if n != "controller" and (pid := self.pid_of(n))}
+        for name, pid in pids.items():
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.05)
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        return stopped + list(pids)
 
 
 def _stop_rank(name: str) -> tuple[int, str]:
