@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(handler=_cmd_up)
     up.add_argument(
-        "--port-base", type=int, default=18100, help="first port of the range (default 18100)"
+        "--port-base",
+        type=int,
+        default=None,
+        help="first port of the range (default: as booked before, else 18100)",
     )
     for flag in ("status", "mlflow", "redis", "prometheus"):
         up.add_argument(f"--{flag}-port", type=int, default=None, help=f"fixed {flag} port")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from nexus.local import gitops, prometheus
-from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
+from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode, vllm_unavailable_reason
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
-from nexus.local.supervisor import PlatformError, Service, Supervisor, python
+from nexus.local.supervisor import PlatformError, Service, Supervisor, port_in_use, python
 
 __all__ = ["Options", "PlatformError", "down", "status", "up"]
 
@@ -39,8 +39,8 @@ KEY_FILE = "demo-api-key"
 @dataclass(frozen=True, slots=True)
 class Options:
     project_dir: Path
-    port_base: int = DEFAULT_BASE
-    port_span: int = DEFAULT_SPAN
+    port_base: int | None = None
+    port_span: int | None = None
     status_port: int | None = None
     mlflow_port: int | None = None
     redis_port: int | None = None
@@ -142,6 +142,12 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
             controller += [flag, value]
     status_url = f"http://127.0.0.1:{status_port}"
     services.append(Service("controller", controller, status_port, status_url + "/healthz"))
+    for service in services:
+        if port_in_use(service.port):
+            raise PlatformError(
+                f"port {service.port} for {service.name} is already in use by another program; "
+                "stop it or choose other ports (--port-base, --<name>-port)"
+            )
     try:
         launched = [(s, supervisor.launch(s)) for s in services]
         for service, process in launched:

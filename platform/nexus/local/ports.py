@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nexus.local.supervisor import PlatformError, port_in_use
 
@@ -30,19 +31,23 @@ class PortBook:
         self,
         path: Path,
         *,
-        base: int = DEFAULT_BASE,
-        span: int = DEFAULT_SPAN,
+        base: int | None = None,
+        span: int | None = None,
         in_use: Callable[[int], bool] = port_in_use,
     ) -> None:
+        """``base``/``span`` ``None``: the range booked before, else the defaults."""
+        self.path = path
+        saved = self._read()
+        base = base if base is not None else int(saved.get("base", DEFAULT_BASE))
+        span = span if span is not None else int(saved.get("span", DEFAULT_SPAN))
         if base < 1024 or base + span > 65536:
             raise PlatformError(f"port range {base}..{base + span - 1} is not within 1024..65535")
-        self.path = path
         self.base = base
         self.span = span
         self._in_use = in_use
         self._ports: dict[str, int] = self._load()
 
-    def _load(self) -> dict[str, int]:
+    def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -51,8 +56,10 @@ class PortBook:
             raise PlatformError(
                 f"{self.path} is unreadable ({exc}); delete it to re-allocate"
             ) from None
-        ports = data.get("ports", {}) if isinstance(data, dict) else {}
-        return {str(k): int(v) for k, v in ports.items()}
+        return data if isinstance(data, dict) else {}
+
+    def _load(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self._read().get("ports", {}).items()}
 
     def reload(self) -> None:
         self._ports = self._load()
