@@ -29,48 +29,43 @@ def _cmd_cpu_llm(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from nexus.local.platform import PlatformError, Ports, up
+    from nexus.local.platform import Options, PlatformError, default_project_dir, up
+    from nexus.local.report import endpoints_table
 
-    ports = Ports(transformer=args.port, predictor=args.predictor_port, redis=args.redis_port)
     try:
-        info = up(args.state_dir, ports, progress=lambda line: print(f"· {line}", flush=True))
+        options = Options(
+            project_dir=args.project_dir or default_project_dir(),
+            port_base=args.port_base,
+            status_port=args.status_port,
+            mlflow_port=args.mlflow_port,
+            redis_port=args.redis_port,
+            prometheus_port=args.prometheus_port,
+            predictor=args.predictor,
+            timeout=args.timeout,
+        )
+        info = up(args.state_dir, options, progress=lambda line: print(f"· {line}", flush=True))
     except PlatformError as exc:
         print(f"nexus up: {exc}", file=sys.stderr)
         return 1
-    width = max(len(k) for k in info)
-    print("\nNexus is up.\n")
-    for name, value in info.items():
-        print(f"  {name:<{width}}  {value}")
-    print(
-        f"""
-Try it:
-  curl -s {info["openai"]}/chat/completions \\
-    -H "Authorization: Bearer {info["api_key"]}" -H 'Content-Type: application/json' \\
-    -d '{{"model": "{info["model"]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
-
-  python - <<'EOF'
-  import openai
-  client = openai.OpenAI(base_url="{info["openai"]}", api_key="{info["api_key"]}")
-  reply = client.chat.completions.create(
-      model="{info["model"]}", messages=[{{"role": "user", "content": "Hi"}}]
-  )
-  print(reply.choices[0].message.content)
-  EOF
-
-`nexus status` shows what runs, `nexus down` stops it."""
-    )
+    print(endpoints_table(info))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from nexus.local.platform import status
+    import json
 
-    running = status(args.state_dir)
-    if not running:
+    from nexus.local.platform import PlatformError, status
+    from nexus.local.report import status_table
+
+    try:
+        live = status(args.state_dir)
+    except PlatformError as exc:
+        print(f"nexus status: {exc}", file=sys.stderr)
+        return 1
+    if live is None:
         print("nothing is running (start it with `nexus up`)")
         return 3
-    for name, pid in running.items():
-        print(f"{name:<24} running  pid {pid}")
+    print(json.dumps(live, indent=2) if args.json else status_table(live))
     return 0
 
 
@@ -113,15 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
         "up", parents=[state], help="run the platform locally", description="run the platform"
     )
     up.set_defaults(handler=_cmd_up)
-    up.add_argument("--port", type=int, default=8080, help="transformer (OpenAI/KServe) port")
-    up.add_argument("--predictor-port", type=int, default=9000)
-    up.add_argument("--redis-port", type=int, default=6390)
-    for name, handler, text in (
-        ("status", _cmd_status, "show what the local platform runs"),
-        ("down", _cmd_down, "stop everything `nexus up` started"),
-    ):
-        command = sub.add_parser(name, parents=[state], help=text, description=text)
-        command.set_defaults(handler=handler)
+    up.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="first port of the range (default: as booked before, else 18100)",
+    )
+    for flag in ("status", "mlflow", "redis", "prometheus"):
+        up.add_argument(f"--{flag}-port", type=int, default=None, help=f"fixed {flag} port")
+    up.add_argument("--project-dir", type=Path, default=None, help="checkout to seed GitOps from")
+    up.add_argument(
+        "--predictor",
+        choices=("cpu", "vllm"),
+        default="cpu",
+        help="vllm: real vLLM servers where a GPU and vllm are present",
+    )
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    status = sub.add_parser("status", parents=[state], help="show InferenceServices and graphs")
+    status.set_defaults(handler=_cmd_status)
+    status.add_argument("--json", action="store_true", help="the raw objects")
+    down = sub.add_parser("down", parents=[state], help="stop everything `nexus up` started")
+    down.set_defaults(handler=_cmd_down)
 
     passthrough = add(
         "transformer", _cmd_transformer, "run the KServe transformer (same flags as KServe)"

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 WORDS = (
     "the model answers every prompt with calm deterministic words drawn from a small "
@@ -77,6 +78,15 @@ class CpuLlm:
         self.faults = faults
         self.requests = 0
         self.last_headers: dict[str, str] = {}
+        # vLLM's metric names, so dashboards and the canary analysis read the same here.
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+        self.successes = Counter("vllm:request_success", "Finished requests", labels,
+                                 registry=self.registry)  # fmt: skip
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens", labels,
+                                     registry=self.registry)  # fmt: skip
+        self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens", labels,
+                                         registry=self.registry)  # fmt: skip
 
     async def _apply_faults(self, request: web.Request) -> web.Response | None:
         self.requests += 1
@@ -127,6 +137,9 @@ class CpuLlm:
             "completion_tokens": len(tokens),
             "total_tokens": count_tokens(prompt) + len(tokens),
         }
+        self.successes.labels(self.model).inc()
+        self.prompt_tokens.labels(self.model).inc(usage["prompt_tokens"])
+        self.generation_tokens.labels(self.model).inc(len(tokens))
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.sha256(prompt.encode()).hexdigest()[:16]
         if body.get("stream"):
@@ -229,6 +242,9 @@ class CpuLlm:
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(text="")
 
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
     async def v1_predict(self, request: web.Request) -> web.Response:
         body = await request.read()
         fault = await self._apply_faults(request)
@@ -296,6 +312,7 @@ def build_app(*, model: str, faults: Faults, prefix: str = "") -> web.Applicatio
         app.router.add_post(f"{base}/v1/embeddings", llm.embeddings)
         app.router.add_get(f"{base}/v1/models", llm.models)
     app.router.add_get("/health", llm.health)
+    app.router.add_get("/metrics", llm.metrics)
     app.router.add_post(f"/v1/models/{model}:predict", llm.v1_predict)
     app.router.add_post(f"/v2/models/{model}/infer", llm.v2_infer)
     app.router.add_post("/admin/faults", llm.set_faults)

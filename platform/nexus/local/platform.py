@@ -1,36 +1,57 @@
-"""``nexus up`` / ``status`` / ``down``: the platform's processes on one machine.
+"""``nexus up`` / ``status`` / ``down``: KServe + Argo CD on one machine.
 
-Today the local platform runs the data plane of one InferenceService: the vLLM-shaped
-CPU predictor, our transformer in front of it (started with KServe's own flags), and a
-private ``redis-server`` for the rate limiter when one is installed.
+``up`` starts the infrastructure a cluster would have (MLflow on SQLite, Redis and
+Prometheus when installed), seeds the local GitOps repository once, and starts the
+controller, which reconciles that repository into processes (see ``controller``). It
+then waits until both Argo CD applications are Synced and Healthy and writes
+``<state>/endpoints.json`` for people, the release pipeline and tests. ``down`` stops
+the controller first (so nothing is restarted behind its back), then every process with
+a pid file; the data under the state directory stays.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import secrets
 import shutil
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from nexus.local.supervisor import PlatformError, Service, Supervisor, python
+from nexus.local import gitops, prometheus
+from nexus.local.ports import PortBook
+from nexus.local.resources import PredictorMode, vllm_unavailable_reason
+from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
+from nexus.local.supervisor import PlatformError, Service, Supervisor, port_in_use, python
 
-__all__ = ["PlatformError", "Ports", "down", "status", "up"]
+__all__ = ["Options", "PlatformError", "down", "status", "up"]
 
 Progress = Callable[[str], None]
-MODEL = "chat"
+GITOPS_FOLDERS = ("inference_services/local", "graphs")
+KEY_FILE = "demo-api-key"
 
 
 @dataclass(frozen=True, slots=True)
-class Ports:
-    transformer: int = 8080
-    predictor: int = 9000
-    redis: int = 6390
+class Options:
+    project_dir: Path
+    port_base: int | None = None
+    port_span: int | None = None
+    status_port: int | None = None
+    mlflow_port: int | None = None
+    redis_port: int | None = None
+    prometheus_port: int | None = None
+    predictor: PredictorMode = "cpu"
+    timeout: float = 300.0
 
 
 def demo_key(state_dir: Path) -> str:
     """The demo API key, made once and kept (mode 0600) so restarts keep working clients."""
-    path = state_dir / "demo-api-key"
+    path = state_dir / KEY_FILE
     if path.exists():
         return path.read_text().strip()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -40,91 +61,188 @@ def demo_key(state_dir: Path) -> str:
     return key
 
 
-def up(state_dir: Path, ports: Ports, *, progress: Progress) -> dict[str, str]:
+def _infrastructure(
+    state: Path, book: PortBook, options: Options, progress: Progress
+) -> tuple[list[Service], dict[str, Any]]:
+    """The services ``up`` starts itself, and what they mean for the endpoints."""
+    services: list[Service] = []
+    info: dict[str, Any] = {"tracking_uri": None, "prometheus_url": None, "redis_url": None}
+    if importlib.util.find_spec("mlflow") is not None:
+        port = book.allocate("mlflow", fixed=options.mlflow_port)
+        folder = state / "mlflow"
+        (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+        args = python("mlflow", "server", "--backend-store-uri",
+                      f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root",
+                      str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                      "--workers", "1")  # fmt: skip
+        services.append(Service("mlflow", args, port, f"http://127.0.0.1:{port}/health"))
+        info["tracking_uri"] = f"http://127.0.0.1:{port}"
+    else:
+        progress("mlflow is not installed (pip install 'nexus-serving[release]'): no registry")
+    if redis := shutil.which("redis-server"):
+        port = book.allocate("redis", fixed=options.redis_port)
+        (state / "redis").mkdir(parents=True, exist_ok=True)
+        args = [redis, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(state / "redis")]
+        services.append(Service("redis", args, port))
+        info["redis_url"] = f"redis://127.0.0.1:{port}/0"
+    else:
+        progress("redis-server not found: each transformer limits rates in-process (one replica)")
+    if binary := shutil.which("prometheus"):
+        port = book.allocate("prometheus", fixed=options.prometheus_port)
+        config = state / "prometheus" / "prometheus.yml"
+        if not config.exists():
+            status_port = book.get("controller")
+            prometheus.write(config, prometheus.render([prometheus.Target(
+                f"127.0.0.1:{status_port}", "front")]))  # fmt: skip
+        args = prometheus.command(binary, state, port)
+        services.append(Service("prometheus", args, port, f"http://127.0.0.1:{port}/-/ready"))
+        info["prometheus_url"] = f"http://127.0.0.1:{port}"
+    else:
+        progress("prometheus not found: no metrics are collected (apt-get install prometheus)")
+    return services, info
+
+
+def _predictor_mode(options: Options, progress: Progress) -> PredictorMode:
+    if options.predictor != "vllm":
+        return "cpu"
+    reason = vllm_unavailable_reason()
+    if reason is None:
+        progress("vLLM InferenceServices get real vLLM servers (--predictor vllm)")
+        return "vllm"
+    progress(f"--predictor vllm: {reason}; keeping the CPU worker")
+    return "cpu"
+
+
+def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, Any]:
     """Start everything; on any failure stop what was started and raise ``PlatformError``."""
-    supervisor = Supervisor(state_dir)
+    state = state_dir.resolve()
+    supervisor = Supervisor(state)
     if supervisor.running():
         raise PlatformError(
             f"the platform is already running ({', '.join(supervisor.running())}); "
             "`nexus status` shows it, `nexus down` stops it"
         )
-    key = demo_key(state_dir)
-    env = {"GATEWAY_API_KEYS": key}
+    book = PortBook(state / "ports.json", base=options.port_base, span=options.port_span)
+    key = demo_key(state)
+    repo = state / "gitops.git"
+    if gitops.seed(repo, options.project_dir, GITOPS_FOLDERS):
+        progress(f"seeded the GitOps repository {repo} from {', '.join(GITOPS_FOLDERS)}")
+    else:
+        progress(f"GitOps repository {repo} keeps its history")
+    status_port = book.allocate("controller", fixed=options.status_port)
+    services, info = _infrastructure(state, book, options, progress)
+    controller = python("nexus.local.controller", "--state-dir", str(state),
+                        "--project-dir", str(options.project_dir), "--gitops-repo", str(repo),
+                        "--status-port", str(status_port), "--port-base", str(book.base),
+                        "--port-span", str(book.span), "--api-key-file", str(state / KEY_FILE),
+                        "--predictor", _predictor_mode(options, progress))  # fmt: skip
+    for flag, value in (("--redis-url", info["redis_url"]),
+                        ("--prometheus-url", info["prometheus_url"])):  # fmt: skip
+        if value:
+            controller += [flag, value]
+    status_url = f"http://127.0.0.1:{status_port}"
+    services.append(Service("controller", controller, status_port, status_url + "/healthz"))
+    for service in services:
+        if port_in_use(service.port):
+            raise PlatformError(
+                f"port {service.port} for {service.name} is already in use by another program; "
+                "stop it or choose other ports (--port-base, --<name>-port)"
+            )
     try:
-        if shutil.which("redis-server"):
-            progress(f"starting redis-server on :{ports.redis} (shared rate-limit state)")
-            data = state_dir / "redis"
-            data.mkdir(parents=True, exist_ok=True)
-            supervisor.start(
-                Service(
-                    "redis",
-                    [
-                        "redis-server",
-                        "--port",
-                        str(ports.redis),
-                        "--bind",
-                        "127.0.0.1",
-                        "--dir",
-                        str(data),
-                    ],
-                    ports.redis,
-                )
-            )
-            env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{ports.redis}/0"
-        else:
-            progress("redis-server not found: the transformer limits in-process (one replica)")
-        progress(f"starting the CPU predictor on :{ports.predictor}")
-        supervisor.start(
-            Service(
-                "predictor-chat",
-                python(
-                    "nexus.local.cpu_llm",
-                    "--port",
-                    str(ports.predictor),
-                    "--model",
-                    MODEL,
-                    "--token-latency-ms",
-                    "5",
-                ),
-                ports.predictor,
-                ready_url=f"http://127.0.0.1:{ports.predictor}/health",
-            )
-        )
-        progress(f"starting the transformer on :{ports.transformer}")
-        supervisor.start(
-            Service(
-                "transformer-chat",
-                python(
-                    "nexus.transformer",
-                    "--model_name",
-                    MODEL,
-                    "--predictor_host",
-                    f"127.0.0.1:{ports.predictor}",
-                    "--http_port",
-                    str(ports.transformer),
-                ),
-                ports.transformer,
-                ready_url=f"http://127.0.0.1:{ports.transformer}/v2/health/ready",
-                env=env,
-            )
-        )
+        launched = [(s, supervisor.launch(s)) for s in services]
+        for service, process in launched:
+            progress(f"waiting for {service.name} on :{service.port}")
+            supervisor.wait_ready(service, process, timeout=options.timeout)
+        isvcs, graphs = _wait_synced(status_url, options.timeout, progress)
     except PlatformError:
         supervisor.stop_all()
         raise
-    return {
-        "openai": f"http://127.0.0.1:{ports.transformer}/v1",
-        "kserve_v2": f"http://127.0.0.1:{ports.transformer}/v2/models/{MODEL}/infer",
-        "metrics": f"http://127.0.0.1:{ports.transformer}/metrics",
+    endpoints = {
+        **{k: v for k, v in info.items() if k != "redis_url"},
+        "gitops_repo": str(repo),
+        "status_url": status_url,
+        "graphs": {g["metadata"]["name"]: g["status"]["url"] for g in graphs},
+        "inference_services": {i["metadata"]["name"]: i["status"]["url"] for i in isvcs},
         "api_key": key,
-        "model": MODEL,
-        "logs": str(state_dir / "logs"),
+        "redis_url": info["redis_url"],
+        "logs": str(state / "logs"),
+    }
+    (state / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+    return endpoints
+
+
+def fetch(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our loopback API
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise PlatformError(f"the controller's status API did not answer {url}: {exc}") from exc
+
+
+def _list(status_url: str, version: str, plural: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = fetch(f"{status_url}/apis/{KSERVE_GROUP}/{version}/{plural}")[
+        "items"
+    ]
+    return items
+
+
+def _wait_synced(
+    status_url: str, timeout: float, progress: Progress
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Until both applications are Synced and Healthy; progress when the picture changes."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        apps = [fetch(f"{status_url}/api/v1/applications/{n}") for n in (ISVC_APP, GRAPH_APP)]
+        isvcs = _list(status_url, "v1beta1", "inferenceservices")
+        graphs = _list(status_url, "v1alpha1", "inferencegraphs")
+        ready = [sum(_is_ready(o) for o in objs) for objs in (isvcs, graphs)]
+        line = (f"InferenceServices ready {ready[0]}/{len(isvcs)}, "
+                f"InferenceGraphs ready {ready[1]}/{len(graphs)}")  # fmt: skip
+        if line != last:
+            progress(line)
+            last = line
+        states = [(a["status"]["sync"]["status"], a["status"]["health"]["status"]) for a in apps]
+        if all(s == ("Synced", "Healthy") for s in states):
+            return isvcs, graphs
+        if any(h == "Degraded" for _, h in states) or time.monotonic() > deadline:
+            why = [c.get("message", "") for o in (*isvcs, *graphs) if not _is_ready(o)
+                   for c in o["status"]["conditions"] if c["type"] == "Ready"]  # fmt: skip
+            raise PlatformError(
+                f"the platform did not become healthy ({states}): {'; '.join(why)[:1500]}"
+            )
+        time.sleep(0.5)
+
+
+def _is_ready(obj: dict[str, Any]) -> bool:
+    conditions = obj.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def status(state_dir: Path) -> dict[str, Any] | None:
+    """The live objects, or ``None`` when the platform is not running."""
+    state = state_dir.resolve()
+    supervisor = Supervisor(state)
+    if supervisor.pid_of("controller") is None:
+        return None
+    endpoints = json.loads((state / "endpoints.json").read_text())
+    url = endpoints["status_url"]
+    return {
+        "applications": [fetch(f"{url}/api/v1/applications/{n}") for n in (ISVC_APP, GRAPH_APP)],
+        "inference_services": _list(url, "v1beta1", "inferenceservices"),
+        "graphs": _list(url, "v1alpha1", "inferencegraphs"),
+        "processes": {name: supervisor.pid_of(name) for name in supervisor.running()},
+        "endpoints": endpoints,
     }
 
 
-def status(state_dir: Path) -> dict[str, int | None]:
-    supervisor = Supervisor(state_dir)
-    return {name: supervisor.pid_of(name) for name in supervisor.running()}
-
-
 def down(state_dir: Path) -> list[str]:
-    return Supervisor(state_dir).stop_all()
+    return Supervisor(state_dir.resolve()).stop_all()
+
+
+def default_project_dir() -> Path:
+    """The checkout ``nexus`` runs from: the working directory if it has the manifests."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (candidate / "graphs").is_dir() and (candidate / "inference_services").is_dir():
+            return candidate
+    raise PlatformError("run `nexus up` from a Nexus checkout (no graphs/ and inference_services/)")

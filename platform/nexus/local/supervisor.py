@@ -77,6 +77,13 @@ class Supervisor:
         return [n for n in names if self.pid_of(n) is not None]
 
     def start(self, service: Service, *, timeout: float = 60.0) -> int:
+        """Launch ``service`` and wait until it is ready; a failed start leaves nothing."""
+        process = self.launch(service)
+        self.wait_ready(service, process, timeout=timeout)
+        return process.pid
+
+    def launch(self, service: Service) -> subprocess.Popen[bytes]:
+        """Start ``service`` detached without waiting for it (callers poll readiness)."""
         if self.pid_of(service.name) is not None:
             raise PlatformError(f"{service.name} is already running; `nexus down` stops it")
         if port_in_use(service.port):
@@ -86,8 +93,7 @@ class Supervisor:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{service.name}.log"
-        with log_path.open("ab") as log:
+        with self.log_path(service.name).open("ab") as log:
             process = subprocess.Popen(  # noqa: S603 - our own argv, never user input
                 list(service.args),
                 stdout=log,
@@ -97,8 +103,16 @@ class Supervisor:
                 start_new_session=True,
             )
         (self.run_dir / f"{service.name}.pid").write_text(str(process.pid))
-        self._wait_ready(service, process, log_path, timeout)
-        return process.pid
+        return process
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def wait_ready(
+        self, service: Service, process: subprocess.Popen[bytes], *, timeout: float = 60.0
+    ) -> None:
+        """Block until ``service`` answers; on exit or timeout stop it and raise."""
+        self._wait_ready(service, process, self.log_path(service.name), timeout)
 
     def _wait_ready(
         self, service: Service, process: subprocess.Popen[bytes], log: Path, timeout: float
@@ -109,14 +123,14 @@ class Supervisor:
                 tail = log.read_text(errors="replace")[-1500:]
                 self.stop(service.name)
                 raise PlatformError(f"{service.name} exited during start-up; its log ends:\n{tail}")
-            if self._ready(service):
+            if self.ready(service):
                 return
             time.sleep(0.1)
         self.stop(service.name)
         raise PlatformError(f"{service.name} was not ready after {timeout:.0f}s; see {log}")
 
     @staticmethod
-    def _ready(service: Service) -> bool:
+    def ready(service: Service) -> bool:
         if service.ready_url is None:
             with (
                 contextlib.suppress(OSError),
@@ -146,10 +160,30 @@ class Supervisor:
             os.killpg(pid, signal.SIGKILL)
         return True
 
-    def stop_all(self) -> list[str]:
-        # Reverse start order is unknown on disk; stop front ends (transformers) first.
-        names = sorted(self.running(), key=lambda n: (not n.startswith("transformer"), n))
-        return [n for n in names if self.stop(n)]
+    def stop_all(self, *, timeout: float = 10.0) -> list[str]:
+        """Stop the controller first (it would replace what disappears), then the rest at once."""
+        names = sorted(self.running(), key=_stop_rank)
+        stopped = [n for n in names if n == "controller" and self.stop(n, timeout=timeout)]
+        pids = {n: pid for n in names if n != "controller" and (pid := self.pid_of(n))}
+        for name, pid in pids.items():
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.05)
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        return stopped + list(pids)
+
+
+def _stop_rank(name: str) -> tuple[int, str]:
+    order = ("controller", "router-", "transformer")
+    for rank, prefix in enumerate(order):
+        if name.startswith(prefix) or f"-{prefix}" in name:
+            return rank, name
+    return len(order), name
 
 
 def _alive(pid: int) -> bool:

@@ -66,25 +66,24 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             model_aliases=("chat",),
         ),
     ),
-    "local": (
+    # The same three InferenceServices as prod, on the CPU pool with the vLLM-shaped CPU
+    # worker as a custom predictor: graphs/ routes among them unchanged on one machine.
+    "local": tuple(
         ModelDescription(
-            name="tiny-primary",
-            storage_uri="hf://Qwen/Qwen2.5-0.5B-Instruct",
+            name=name,
+            storage_uri=uri,
             runtime="vllm",
             pool="cpu",
             environment="local",
             predictor_image=CPU_WORKER_IMAGE,
             concurrency_target=2,
-        ),
-        ModelDescription(
-            name="tiny-fallback",
-            storage_uri="hf://HuggingFaceTB/SmolLM2-135M-Instruct",
-            runtime="vllm",
-            pool="cpu",
-            environment="local",
-            predictor_image=CPU_WORKER_IMAGE,
-            concurrency_target=2,
-        ),
+            model_aliases=("chat",),
+        )
+        for name, uri in (
+            ("llama-8b", "hf://meta-llama/Llama-3.1-8B-Instruct"),
+            ("mistral-7b", "hf://mistralai/Mistral-7B-Instruct-v0.3"),
+            ("qwen-1-5b", "hf://Qwen/Qwen2.5-1.5B-Instruct"),
+        )
     ),
 }
 

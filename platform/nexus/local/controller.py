@@ -1,0 +1,185 @@
+"""The local control plane: an Argo CD-like sync loop playing KServe and Knative.
+
+``python -m nexus.local.controller --state-dir .nexus ...`` (started by ``nexus up``)
+polls the GitOps repository about once a second and reconciles what it finds:
+
+- every InferenceService of ``inference_services/<environment>/``: one predictor worker
+  and one transformer per live Knative revision (``revisions`` holds the rules), and an
+  in-process front on a fixed port that splits traffic between the revisions (what
+  Knative's route does for ``<isvc>.<ns>.svc.cluster.local``);
+- every InferenceGraph of ``graphs/``: our router with ``--host-map`` pointing each
+  InferenceService's cluster host at its front;
+- Prometheus' scrape targets, and the status API the release pipeline waits on.
+
+A pipeline therefore changes the platform by pushing to the bare repository, nothing
+else. Revision state is kept in ``<state>/controller/state.json`` so a restart keeps
+revision numbers and rolled-out history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from nexus.local import prometheus
+from nexus.local.front import Front, front_app, front_metrics
+from nexus.local.gitops import GitReader
+from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
+from nexus.local.reconcile import Reconciler, Settings
+from nexus.local.resources import ResourceError, parse
+from nexus.local.revisions import RevisionState, from_json, to_json
+from nexus.local.status import Snapshot, status_app
+from nexus.local.supervisor import PlatformError, Supervisor
+from nexus.local.workloads import Workloads
+
+
+class Controller:
+    """The sync loop and the listeners it owns (status API, InferenceService fronts)."""
+
+    def __init__(self, *, settings: Settings, reconciler: Reconciler, reader: GitReader) -> None:
+        self.settings = settings
+        self.reconciler = reconciler
+        self.reader = reader
+        self.head: str | None = None
+        self.applied: str | None = None
+        self.sync_error: str | None = None
+        self._files: dict[str, str] = {}
+
+    def snapshot(self) -> Snapshot:
+        isvcs, graphs = self.reconciler.views()
+        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error)
+
+    async def sync_once(self) -> None:
+        """Fetch, compare, apply: one pass of the loop."""
+        try:
+            head = await self.reader.head()
+            if head != self.head:
+                folder = f"inference_services/{self.settings.environment}"
+                files = await self.reader.files(head, folder)
+                files.update(await self.reader.files(head, "graphs"))
+                isvcs, graphs = parse(files, "InferenceService"), parse(files, "InferenceGraph")
+                self.reconciler.desire(isvcs, graphs)
+                self.head = head
+            await self.reconciler.apply()
+        except (PlatformError, ResourceError) as exc:
+            self.sync_error = str(exc)
+            return
+        self.sync_error = None
+        self.applied = self.head
+        self._save()
+
+    def _save(self) -> None:
+        path = self.settings.state_dir / "controller" / "state.json"
+        data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
+        text = json.dumps({"inference_services": data}, indent=2, sort_keys=True) + "\n"
+        prometheus.write(path, text)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.sync_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.interval)
+
+
+def load_states(state_dir: Path) -> dict[str, RevisionState]:
+    path = state_dir / "controller" / "state.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {key: from_json(value) for key, value in data.get("inference_services", {}).items()}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nexus.local.controller", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--project-dir", type=Path, required=True)
+    parser.add_argument("--gitops-repo", type=Path, required=True)
+    parser.add_argument("--environment", default="local")
+    parser.add_argument("--status-port", type=int, required=True)
+    parser.add_argument("--port-base", type=int, default=DEFAULT_BASE)
+    parser.add_argument("--port-span", type=int, default=DEFAULT_SPAN)
+    parser.add_argument("--api-key-file", type=Path, required=True)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--prometheus-url", default=None)
+    parser.add_argument("--predictor", choices=("cpu", "vllm"), default="cpu")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    state_dir = args.state_dir.resolve()
+    settings = Settings(
+        state_dir=state_dir,
+        project_dir=args.project_dir.resolve(),
+        environment=args.environment,
+        api_key=args.api_key_file.read_text().strip(),
+        redis_url=args.redis_url,
+        prometheus_url=args.prometheus_url,
+        predictor_mode=args.predictor,
+        status_port=args.status_port,
+        interval=args.interval,
+    )
+    registry = CollectorRegistry()
+    requests = front_metrics(registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        book = PortBook(state_dir / "ports.json", base=args.port_base, span=args.port_span)
+        workloads = Workloads(supervisor=Supervisor(state_dir), session=session)
+
+        def make_front(isvc: str) -> tuple[Front, web.Application]:
+            front = Front(isvc=isvc, session=session, requests=requests)
+            return front, front_app(front)
+
+        reconciler = Reconciler(
+            settings=settings,
+            workloads=workloads,
+            book=book,
+            session=session,
+            make_front=make_front,
+            states=load_states(state_dir),
+        )
+        controller = Controller(
+            settings=settings, reconciler=reconciler, reader=GitReader(args.gitops_repo)
+        )
+        app = status_app(controller.snapshot)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", settings.status_port).start()
+        except OSError as exc:
+            raise SystemExit(
+                f"controller: cannot listen on 127.0.0.1:{settings.status_port}: {exc}"
+            ) from None
+        try:
+            await controller.run(stop)
+        finally:
+            await reconciler.close()
+            await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Prometheus for the local platform: a generated config and a reload after every change.
+
+Targets carry the labels a cluster's PodMonitors give (``isvc``, ``revision``,
+``component``, ``graph``), so the dashboards' and the canary analysis' PromQL reads
+the same on one machine. The controller rewrites ``prometheus.yml`` when processes come
+and go and asks Prometheus to reload (``--web.enable-lifecycle``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+SCRAPE_INTERVAL = "5s"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    address: str
+    component: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def render(targets: Sequence[Target]) -> str:
+    """``prometheus.yml`` with one job per component; deterministic for change detection."""
+    jobs: dict[str, list[Target]] = {}
+    for target in targets:
+        jobs.setdefault(target.component, []).append(target)
+    scrape_configs = [
+        {
+            "job_name": component,
+            "static_configs": [
+                {
+                    "targets": [t.address],
+                    "labels": {"component": component, **dict(sorted(t.labels.items()))},
+                }
+                for t in sorted(group, key=lambda t: t.address)
+            ],
+        }
+        for component, group in sorted(jobs.items())
+    ]
+    config = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "scrape_configs": scrape_configs,
+    }
+    header = "# Written by the Nexus local controller; rewritten when processes change.\n"
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def command(binary: str, state_dir: Path, port: int) -> list[str]:
+    folder = state_dir / "prometheus"
+    return [
+        binary,
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=7d",
+    ]
+
+
+def write(path: Path, text: str) -> bool:
+    """Write ``text`` unless it is already there; True when it changed."""
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+async def reload(session: aiohttp.ClientSession, url: str) -> str | None:
+    """Ask Prometheus to re-read its config; the error text, or ``None`` on success."""
+    try:
+        async with session.post(url.rstrip("/") + "/-/reload") as response:
+            if response.status >= 300:
+                return f"reload answered {response.status}: {await response.text()}"
+    except aiohttp.ClientError as exc:
+        return f"reload failed: {exc}"
+    return None

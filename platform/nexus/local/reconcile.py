@@ -1,0 +1,332 @@
+"""Reconciling the desired resources from Git with the processes that play them.
+
+One ``Reconciler`` per controller. ``desire()`` takes the InferenceServices and
+InferenceGraphs of a commit; ``apply()`` (every loop pass) moves the running platform one
+step towards them: revisions created, processes started and probed, traffic moved when
+Knative would move it, old revisions stopped, routers restarted when their graph or host
+map changed, removed resources pruned (Argo CD's automated prune), Prometheus told.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from nexus.local import prometheus
+from nexus.local.front import Backend, Front
+from nexus.local.ports import PortBook
+from nexus.local.resources import (
+    PredictorMode,
+    Resource,
+    ResourceError,
+    cluster_host,
+    container_env,
+    load_configmaps,
+    predictor_command,
+    transformer_command,
+    transformer_container,
+)
+from nexus.local.revisions import (
+    RevisionState,
+    TrafficTarget,
+    canary_percent,
+    desired_traffic,
+    live,
+    observe,
+    route,
+)
+from nexus.local.status import GraphView, IsvcView
+from nexus.local.supervisor import PlatformError, Service
+from nexus.local.workloads import Workloads
+
+PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    state_dir: Path
+    project_dir: Path
+    api_key: str
+    status_port: int
+    environment: str = "local"
+    redis_url: str | None = None
+    prometheus_url: str | None = None
+    predictor_mode: PredictorMode = "cpu"
+    interval: float = 1.0
+
+
+@dataclass(slots=True)
+class Listener:
+    front: Front
+    runner: web.AppRunner
+    port: int
+
+
+@dataclass(slots=True)
+class IsvcRun:
+    resource: Resource
+    desired: tuple[TrafficTarget, ...] = ()
+    error: str | None = None
+    listener: Listener | None = None
+
+
+@dataclass(slots=True)
+class GraphRun:
+    resource: Resource
+    error: str | None = None
+    port: int | None = None
+
+
+@dataclass(slots=True)
+class Reconciler:
+    settings: Settings
+    workloads: Workloads
+    book: PortBook
+    session: aiohttp.ClientSession
+    make_front: Callable[[str], tuple[Front, web.Application]]
+    states: dict[str, RevisionState] = field(default_factory=dict)
+    isvcs: dict[str, IsvcRun] = field(default_factory=dict)
+    graphs: dict[str, GraphRun] = field(default_factory=dict)
+    wanted_isvcs: set[str] = field(default_factory=set)
+    wanted_graphs: set[str] = field(default_factory=set)
+    prometheus_config: str = ""
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        """The Secrets a cluster creates outside Git, made from local values."""
+        gateway = {"GATEWAY_API_KEYS": self.settings.api_key}
+        if self.settings.redis_url:
+            gateway["GATEWAY_REDIS_URL"] = self.settings.redis_url
+        found: dict[str, dict[str, str]] = {"nexus-gateway-secrets": gateway}
+        if os.environ.get("HF_TOKEN"):
+            found["hf-token"] = {"HF_TOKEN": os.environ["HF_TOKEN"]}
+        return found
+
+    def desire(self, isvcs: list[Resource], graphs: list[Resource]) -> None:
+        """The resources of the newest commit; ``apply()`` converges on them."""
+        for resource in isvcs:
+            self.isvcs.setdefault(resource.key, IsvcRun(resource)).resource = resource
+        for resource in graphs:
+            self.graphs.setdefault(resource.key, GraphRun(resource)).resource = resource
+        self.wanted_isvcs = {r.key for r in isvcs}
+        self.wanted_graphs = {r.key for r in graphs}
+
+    async def apply(self) -> None:
+        await self.workloads.probe()
+        for key in list(self.isvcs):
+            if key in self.wanted_isvcs:
+                await self._isvc(self.isvcs[key])
+            else:
+                await self._prune_isvc(key)
+        for key in list(self.graphs):
+            if key in self.wanted_graphs:
+                await self._graph(self.graphs[key])
+            else:
+                await self.workloads.stop(_router_name(self.graphs.pop(key).resource))
+        await self._prometheus()
+
+    # InferenceServices
+
+    def revision_ready(self, revision: str) -> bool:
+        parts = [self.workloads.get(n) for n in _process_names(revision)]
+        return all(w is not None and w.ready and w.failure is None for w in parts)
+
+    def revision_failure(self, revision: str) -> str | None:
+        for name in _process_names(revision):
+            workload = self.workloads.get(name)
+            if workload is not None and workload.failure:
+                return f"{name} {workload.failure}"
+        return None
+
+    async def _isvc(self, run: IsvcRun) -> None:
+        res = run.resource
+        try:
+            predictor = (res.body.get("spec") or {}).get("predictor") or {}
+            state = observe(self.states.get(res.key, RevisionState()), res.name, predictor)
+            run.desired = desired_traffic(state, canary_percent(predictor))
+            if run.listener is None:
+                run.listener = await self._listen(res.name)
+            for name in live(state, run.desired):
+                await self._revision(res, state, name)
+            state = route(state, run.desired, self.revision_ready)
+            keep = set(live(state, run.desired))
+            for revision in state.revisions:
+                if revision.name not in keep:
+                    await self._stop_revision(revision.name)
+            self.states[res.key] = state
+            run.listener.front.set_backends(
+                [
+                    Backend(t.revision, self._transformer_url(t.revision), t.percent)
+                    for t in state.traffic
+                ]
+            )
+            run.error = None
+        except (ResourceError, PlatformError, ValueError) as exc:
+            run.error = str(exc)
+
+    async def _listen(self, isvc: str) -> Listener:
+        port = self.book.allocate(f"front-{isvc}")
+        front, app = self.make_front(isvc)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise PlatformError(f"port {port} for the {isvc} front is unavailable: {exc}") from None
+        return Listener(front, runner, port)
+
+    def _transformer_url(self, revision: str) -> str:
+        port = self.book.get(_process_names(revision)[1])
+        return f"http://127.0.0.1:{port}"
+
+    async def _revision(self, res: Resource, state: RevisionState, name: str) -> None:
+        revision = state.revision(name)
+        assert revision is not None
+        worker, transformer = _process_names(name)
+        worker_port = self.book.allocate(worker)
+        command = predictor_command(
+            res.body, revision.spec, name=res.name, port=worker_port,
+            mode=self.settings.predictor_mode,
+        )  # fmt: skip
+        await self._converge(
+            Service(worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health")
+        )
+        container = transformer_container(res.body)
+        if container is None:
+            raise ResourceError(f"{res.key} has no transformer; the local platform needs one")
+        configmaps = load_configmaps([self.settings.project_dir / "platform" / "k8s" / "base"])
+        env = container_env(container, configmaps=configmaps, secrets=self.secrets())
+        port = self.book.allocate(transformer)
+        command = transformer_command(container, predictor_port=worker_port, port=port)
+        await self._converge(
+            Service(transformer, command, port, f"http://127.0.0.1:{port}/v2/health/live", env)
+        )
+
+    async def _converge(self, service: Service) -> None:
+        current = self.workloads.get(service.name)
+        if current is not None and current.service != service:
+            await self.workloads.stop(service.name)
+        self.workloads.ensure(service)
+
+    async def _stop_revision(self, revision: str) -> None:
+        for name in _process_names(revision):
+            if self.workloads.get(name) is not None or self.book.get(name) is not None:
+                await self.workloads.stop(name)
+                self.book.release(name)
+
+    async def _prune_isvc(self, key: str) -> None:
+        run = self.isvcs.pop(key)
+        for revision in (self.states.pop(key, None) or RevisionState()).revisions:
+            await self._stop_revision(revision.name)
+        if run.listener is not None:
+            await run.listener.runner.cleanup()
+        self.book.release(f"front-{run.resource.name}")
+
+    # InferenceGraphs
+
+    async def _graph(self, run: GraphRun) -> None:
+        res = run.resource
+        try:
+            text = yaml.safe_dump(dict(res.body), sort_keys=False)
+            path = self.settings.state_dir / "routers" / f"{res.namespace}.{res.name}.yaml"
+            prometheus.write(path, text)
+            name = _router_name(res)
+            port = self.book.allocate(name)
+            hosts = []
+            for isvc in self.isvcs.values():
+                if isvc.listener is not None:
+                    host = cluster_host(isvc.resource.name, isvc.resource.namespace)
+                    hosts += ["--host-map", f"{host}=127.0.0.1:{isvc.listener.port}"]
+            args = [
+                *(sys.executable, "-m", "nexus.router", "--graph-file", str(path)),
+                *("--port", str(port), "--host", "127.0.0.1", "--drain-seconds", "0"),
+                *hosts,
+            ]
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            env = {"PROPAGATE_HEADERS": PROPAGATE_HEADERS, "NEXUS_GRAPH_DIGEST": digest}
+            await self._converge(Service(name, args, port, f"http://127.0.0.1:{port}/readyz", env))
+            run.port = port
+            workload = self.workloads.get(name)
+            run.error = workload.failure if workload else None
+        except (PlatformError, OSError) as exc:
+            run.error = str(exc)
+
+    # Prometheus
+
+    async def _prometheus(self) -> None:
+        if not self.settings.prometheus_url:
+            return
+        targets = [prometheus.Target(f"127.0.0.1:{self.settings.status_port}", "front")]
+        for key, state in self.states.items():
+            isvc = self.isvcs.get(key)
+            if isvc is None:
+                continue
+            for revision in state.revisions:
+                for name, component in zip(_process_names(revision.name),
+                                           ("predictor", "transformer"), strict=True):  # fmt: skip
+                    workload = self.workloads.get(name)
+                    if workload is not None and workload.process is not None:
+                        labels = {"isvc": isvc.resource.name, "revision": revision.name}
+                        address = f"127.0.0.1:{workload.service.port}"
+                        targets.append(prometheus.Target(address, component, labels))
+        for run in self.graphs.values():
+            if run.port is not None:
+                labels = {"graph": run.resource.name}
+                targets.append(prometheus.Target(f"127.0.0.1:{run.port}", "router", labels))
+        text = prometheus.render(targets)
+        if text != self.prometheus_config:
+            prometheus.write(self.settings.state_dir / "prometheus" / "prometheus.yml", text)
+            if await prometheus.reload(self.session, self.settings.prometheus_url) is None:
+                self.prometheus_config = text
+
+    # Views and shutdown
+
+    def views(self) -> tuple[tuple[IsvcView, ...], tuple[GraphView, ...]]:
+        isvcs = []
+        for key, run in self.isvcs.items():
+            state = self.states.get(key, RevisionState())
+            names = [r.name for r in state.revisions]
+            failures = {n: f for n in names if (f := self.revision_failure(n))}
+            isvcs.append(
+                IsvcView(
+                    resource=run.resource,
+                    state=state,
+                    desired=run.desired,
+                    ready={n: self.revision_ready(n) for n in names},
+                    failures=failures,
+                    url=f"http://127.0.0.1:{run.listener.port}" if run.listener else None,
+                    error=run.error,
+                )
+            )
+        graphs = []
+        for graph in self.graphs.values():
+            workload = self.workloads.get(_router_name(graph.resource))
+            ready = workload is not None and workload.ready and workload.failure is None
+            error = graph.error or (workload.failure if workload else None)
+            url = f"http://127.0.0.1:{graph.port}" if graph.port else None
+            graphs.append(GraphView(graph.resource, url, ready, error))
+        return tuple(isvcs), tuple(graphs)
+
+    async def close(self) -> None:
+        await self.workloads.stop_all()
+        for run in self.isvcs.values():
+            if run.listener is not None:
+                await run.listener.runner.cleanup()
+
+
+def _process_names(revision: str) -> tuple[str, str]:
+    """(worker, transformer) process names of a predictor revision."""
+    isvc, _, number = revision.rpartition("-predictor-")
+    return revision, f"{isvc}-transformer-{number}"
+
+
+def _router_name(resource: Resource) -> str:
+    return f"router-{resource.name}"

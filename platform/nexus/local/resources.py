@@ -1,0 +1,199 @@
+"""What the controller reads from Git, and how a Pod spec becomes a local command line.
+
+The manifests stay exactly as the cluster reads them; this module resolves the parts a
+cluster resolves at run time:
+
+- ``envFrom``/``valueFrom`` references. ConfigMaps come from the project's
+  ``platform/k8s/base/*.yaml`` (the cluster's own values, e.g. ``nexus-gateway-config``);
+  Secrets are created outside Git in a cluster, so locally they are built by
+  ``nexus up``: ``nexus-gateway-secrets`` holds the demo API key and the local Redis URL,
+  ``hf-token`` holds ``$HF_TOKEN`` when it is set. A reference to anything else fails the
+  revision unless it is ``optional``.
+- The predictor container: on one machine it is the vLLM-shaped CPU worker, or a real
+  vLLM server with ``--predictor vllm``; ``predictor_command`` is the one place that
+  decides, so switching to the BentoML worker is a one-function change.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PredictorMode = Literal["cpu", "vllm"]
+DEFAULT_NAMESPACE = "default"
+
+
+class ResourceError(Exception):
+    """A manifest the local platform cannot run, with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: str
+    name: str
+    namespace: str
+    body: Mapping[str, Any]
+    path: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse(files: Mapping[str, str], kind: str) -> list[Resource]:
+    """Every document of ``kind`` in ``files`` (path -> YAML text), in path order."""
+    found: list[Resource] = []
+    for path in sorted(files):
+        try:
+            documents = list(yaml.safe_load_all(files[path]))
+        except yaml.YAMLError as exc:
+            raise ResourceError(f"{path} is not valid YAML: {exc}") from exc
+        for doc in documents:
+            if not isinstance(doc, dict) or doc.get("kind") != kind:
+                continue
+            meta = doc.get("metadata") or {}
+            name = meta.get("name")
+            if not isinstance(name, str) or not name:
+                raise ResourceError(f"{path}: a {kind} without metadata.name")
+            namespace = meta.get("namespace") or DEFAULT_NAMESPACE
+            found.append(Resource(kind, name, str(namespace), doc, path))
+    return found
+
+
+def cluster_host(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def load_configmaps(folders: Iterable[Path]) -> dict[str, dict[str, str]]:
+    """ConfigMap name -> data, from the YAML files in ``folders``."""
+    maps: dict[str, dict[str, str]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+                    data = doc.get("data") or {}
+                    maps[doc["metadata"]["name"]] = {str(k): str(v) for k, v in data.items()}
+    return maps
+
+
+def container_env(
+    container: Mapping[str, Any],
+    *,
+    configmaps: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """A container's environment as Kubernetes builds it: ``envFrom`` first, ``env`` wins."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        for field, store, what in (
+            ("configMapRef", configmaps, "ConfigMap"),
+            ("secretRef", secrets, "Secret"),
+        ):
+            ref = source.get(field)
+            if ref is None:
+                continue
+            values = store.get(ref.get("name", ""))
+            if values is None:
+                if ref.get("optional"):
+                    continue
+                raise ResourceError(f"{what} {ref.get('name')!r} is not known locally")
+            prefix = source.get("prefix", "")
+            env.update({prefix + k: v for k, v in values.items()})
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "value" in item:
+            env[name] = str(item["value"])
+            continue
+        value_from = item.get("valueFrom") or {}
+        for field, store, what in (
+            ("configMapKeyRef", configmaps, "ConfigMap"),
+            ("secretKeyRef", secrets, "Secret"),
+        ):
+            ref = value_from.get(field)
+            if ref is None:
+                continue
+            value = (store.get(ref.get("name", "")) or {}).get(ref.get("key", ""))
+            if value is not None:
+                env[name] = value
+            elif not ref.get("optional"):
+                raise ResourceError(f"{what} key {ref.get('name')}/{ref.get('key')} is not known")
+    return env
+
+
+def transformer_container(isvc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    containers = ((isvc.get("spec") or {}).get("transformer") or {}).get("containers") or []
+    return containers[0] if containers else None
+
+
+def runtime_of(isvc: Mapping[str, Any]) -> str:
+    """``vllm`` or ``huggingface``: from the model format, else the Nexus runtime label."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    model_format = ((predictor.get("model") or {}).get("modelFormat") or {}).get("name", "")
+    if model_format:
+        return "vllm" if model_format.lower() == "vllm" else "huggingface"
+    labels = (isvc.get("metadata") or {}).get("labels") or {}
+    return str(labels.get("nexus.dev/runtime", "vllm"))
+
+
+def storage_uri(predictor: Mapping[str, Any]) -> str | None:
+    model = predictor.get("model") or {}
+    if model.get("storageUri"):
+        return str(model["storageUri"])
+    for container in predictor.get("containers") or []:
+        for item in container.get("env") or []:
+            if item.get("name") == "STORAGE_URI" and "value" in item:
+                return str(item["value"])
+    return None
+
+
+def predictor_command(
+    isvc: Mapping[str, Any],
+    predictor: Mapping[str, Any],
+    *,
+    name: str,
+    port: int,
+    mode: PredictorMode,
+) -> list[str]:
+    """The local process playing the predictor container of one revision.
+
+    The transformer rewrites ``model`` to the InferenceService name (unless
+    ``GATEWAY_UPSTREAM_MODEL_NAME`` says otherwise), so every worker serves that name.
+    """
+    if mode == "vllm" and runtime_of(isvc) == "vllm":
+        uri = storage_uri(predictor)
+        if uri is None:
+            raise ResourceError(f"{name}: no storage URI for the vLLM server")
+        model = uri.removeprefix("hf://")
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                "--port", str(port), "--served-model-name", name]  # fmt: skip
+    return [sys.executable, "-m", "nexus.local.cpu_llm", "--port", str(port), "--model", name,
+            "--token-latency-ms", "2"]  # fmt: skip
+
+
+def transformer_command(
+    container: Mapping[str, Any], *, predictor_port: int, port: int
+) -> list[str]:
+    """KServe's transformer flags: the container's args plus the predictor host and port."""
+    args = [str(a) for a in container.get("args") or []]
+    host = f"127.0.0.1:{predictor_port}"
+    return [
+        *(sys.executable, "-m", "nexus.transformer", *args),
+        *("--predictor_host", host, "--http_port", str(port)),
+    ]
+
+
+def vllm_unavailable_reason() -> str | None:
+    """Why real vLLM servers cannot run here, or ``None`` when they can."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("nvidia-smi") is None and not Path("/dev/nvidia0").exists():
+        return "no NVIDIA GPU found (no nvidia-smi, no /dev/nvidia0)"
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (pip install 'nexus-serving[vllm]')"
+    return None
