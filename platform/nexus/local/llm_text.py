@@ -73,7 +73,12 @@ class Faults:
             kind = known.get(key)
             if kind is None:
                 raise RequestError(400, f"unknown fault {key!r}")
-            if isinstance(value, (dict, list)) or value is None:
+            # bool("false") is True: a JSON bool must come as a JSON bool (or 0/1).
+            if (
+                isinstance(value, (dict, list))
+                or value is None
+                or (kind is bool and isinstance(value, str))
+            ):
                 raise RequestError(400, f"bad faults: {key} must be a {kind.__name__}")
             try:
                 parsed[key] = kind(value)
