@@ -90,7 +90,8 @@ class SocketOwner:
         self.admin_port = admin_port
 
     def _main_servers(self) -> list[Any]:
-        return [s for s in self.server.servers
+        # uvicorn makes ``servers`` after the app's startup, where refuse-at-start runs.
+        return [s for s in getattr(self.server, "servers", [])
                 if any(k.getsockname()[1] == self.port for k in s.sockets)]  # fmt: skip
 
     def _connections(self) -> list[Any]:

@@ -145,6 +145,10 @@ class Worker:
             loop = asyncio.get_running_loop()
             self._clear_refuse = loop.call_later(self.faults.refuse_seconds, self._end_refuse)
 
+    async def follow_refuse(self) -> None:
+        """``set_refusing`` on the event loop (a sync background task would run in a thread)."""
+        self.set_refusing()
+
     def _end_refuse(self) -> None:
         self.faults.refuse = False
         self.set_refusing()
@@ -265,7 +269,7 @@ async def set_faults(request: Request) -> Response:
     except RequestError as exc:
         return _error(exc)
     # Close the socket only after this answer has gone out on it.
-    task = BackgroundTask(worker.set_refusing) if "refuse" in changes else None
+    task = BackgroundTask(worker.follow_refuse) if "refuse" in changes else None
     return _json({"faults": worker.faults.as_dict()}, background=task)
 
 
