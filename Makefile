@@ -34,12 +34,13 @@ test: $(STAMP) system-deps check pytest
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests bench
-	$(BIN)/ruff format --check platform tests bench
+	$(BIN)/ruff check platform tests bento
+	$(BIN)/ruff format --check platform tests bento
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bento
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

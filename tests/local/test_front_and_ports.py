@@ -61,10 +61,15 @@ def test_container_env_resolves_references_like_kubernetes() -> None:
 def test_predictor_command_is_the_cpu_worker_unless_vllm_is_asked() -> None:
     isvc = {"metadata": {"labels": {"nexus.dev/runtime": "vllm"}}}
     predictor = {"containers": [{"env": [{"name": "STORAGE_URI", "value": "hf://org/m"}]}]}
-    cpu = predictor_command(isvc, predictor, name="llama-8b", port=1, mode="cpu")
-    assert cpu[1:3] == ["-m", "nexus.local.cpu_llm"]
-    assert cpu[cpu.index("--model") + 1] == "llama-8b"
-    gpu = predictor_command(isvc, predictor, name="llama-8b", port=1, mode="vllm")
+    project = Path("/checkout")
+    cpu = predictor_command(
+        isvc, predictor, name="llama-8b", port=1, mode="cpu", project_dir=project
+    )
+    assert cpu[1] == "/checkout/bento/cpu_worker.py"
+    assert cpu[cpu.index("--model-name") + 1] == "llama-8b"
+    gpu = predictor_command(
+        isvc, predictor, name="llama-8b", port=1, mode="vllm", project_dir=project
+    )
     assert gpu[2] == "vllm.entrypoints.openai.api_server"
     assert gpu[gpu.index("--model") + 1] == "org/m"
     assert gpu[gpu.index("--served-model-name") + 1] == "llama-8b"

@@ -6,7 +6,8 @@ It speaks the routes a vLLM predictor serves (``/v1/chat/completions``, ``/v1/co
 ``kserve-huggingfaceserver``). Text is generated deterministically from the prompt, so
 tests can assert on it; per-token latency and faults are settable at start and at run
 time (``POST /admin/faults``), which is what tests, benchmarks and demos need from a
-predictor they can break on purpose.
+predictor they can break on purpose. What it answers comes from ``nexus.local.llm_text``,
+shared with the BentoML CPU worker in ``bento/``; this module is only the aiohttp socket.
 
     python -m nexus.local.cpu_llm --port 9000 --model chat --token-latency-ms 5
 """
@@ -15,59 +16,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-WORDS = (
-    "the model answers every prompt with calm deterministic words drawn from a small "
-    "vocabulary so that tests can predict each token while streaming stays realistic"
-).split()
+from nexus.local.llm_text import (
+    Faults,
+    RequestError,
+    answer_delay,
+    check_model,
+    completion_body,
+    embeddings_body,
+    error_body,
+    models_body,
+    parse_completion,
+    parse_json,
+    stream_events,
+    v1_predict_body,
+    v2_infer_body,
+)
 
-
-@dataclass(slots=True)
-class Faults:
-    """What the server does wrong on purpose; changed at run time by ``POST /admin/faults``."""
-
-    error_ratio: float = 0.0
-    error_status: int = 500
-    hang: bool = False
-    token_latency_ms: float = 0.0
-    first_token_latency_ms: float = 0.0
-    break_stream_after: int = 0  # drop the connection after this many streamed tokens
-
-
-def generate(prompt: str, max_tokens: int) -> list[str]:
-    """The tokens this server answers ``prompt`` with: a pure function of its inputs."""
-    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
-    rng = random.Random(seed)  # noqa: S311 - determinism, not security
-    return [rng.choice(WORDS) for _ in range(max_tokens)]
-
-
-def count_tokens(text: str) -> int:
-    return max(1, len(text.split()))
-
-
-def _prompt_of_chat(messages: list[dict[str, Any]]) -> str:
-    parts = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "\n".join(parts)
+__all__ = ["CpuLlm", "Faults", "build_app", "main"]
 
 
 def _error(status: int, message: str) -> web.Response:
-    body = {"object": "error", "message": message, "type": "BadRequestError", "code": status}
+    body = error_body(status, message)
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _json_response(body: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 class CpuLlm:
@@ -78,35 +58,18 @@ class CpuLlm:
         self.faults = faults
         self.requests = 0
         self.last_headers: dict[str, str] = {}
-        # vLLM's metric names, so dashboards and the canary analysis read the same here.
-        self.registry = CollectorRegistry()
-        labels = ["model_name"]
-        self.successes = Counter("vllm:request_success", "Finished requests", labels,
-                                 registry=self.registry)  # fmt: skip
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens", labels,
-                                     registry=self.registry)  # fmt: skip
-        self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens", labels,
-                                         registry=self.registry)  # fmt: skip
 
-    async def _apply_faults(self, request: web.Request) -> web.Response | None:
+    async def _apply_faults(self, request: web.Request) -> None:
         self.requests += 1
         self.last_headers = dict(request.headers)
         if self.faults.hang:
             await asyncio.sleep(3600)
-        if self.faults.error_ratio and random.random() < self.faults.error_ratio:  # noqa: S311
-            return _error(self.faults.error_status, "injected fault")
-        return None
+        if self.faults.should_fail():
+            raise RequestError(self.faults.error_status, "injected fault")
 
-    async def _json(self, request: web.Request) -> dict[str, Any] | web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _error(400, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        model = body.get("model", self.model)
-        if model != self.model:
-            return _error(404, f"The model `{model}` does not exist.")
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        body = parse_json(await request.read())
+        check_model(body, self.model)
         return body
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -116,191 +79,82 @@ class CpuLlm:
         return await self._complete(request, chat=False)
 
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
-        body = await self._json(request)
-        if isinstance(body, web.Response):
-            return body
-        fault = await self._apply_faults(request)
-        if fault is not None:
-            return fault
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                return _error(400, "messages must be a non-empty list")
-            prompt = _prompt_of_chat(messages)
-        else:
-            raw = body.get("prompt", "")
-            prompt = raw if isinstance(raw, str) else " ".join(map(str, raw))
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
-        tokens = generate(prompt, int(max_tokens))
-        usage = {
-            "prompt_tokens": count_tokens(prompt),
-            "completion_tokens": len(tokens),
-            "total_tokens": count_tokens(prompt) + len(tokens),
-        }
-        self.successes.labels(self.model).inc()
-        self.prompt_tokens.labels(self.model).inc(usage["prompt_tokens"])
-        self.generation_tokens.labels(self.model).inc(len(tokens))
+        try:
+            body = await self._json(request)
+            await self._apply_faults(request)
+            completion = parse_completion(body, chat=chat)
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
         created = int(time.time())
-        rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.sha256(prompt.encode()).hexdigest()[:16]
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(request, rid, created, tokens, usage, chat, include_usage)
-        await self._sleep_for(len(tokens))
-        text = " ".join(tokens)
-        choice: dict[str, Any]
-        if chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "length",
-            }
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": "length"}
-        answer = {
-            "id": rid,
-            "object": "chat.completion" if chat else "text_completion",
-            "created": created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": usage,
-        }
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
-
-    async def _sleep_for(self, n_tokens: int) -> None:
-        delay = self.faults.first_token_latency_ms + self.faults.token_latency_ms * n_tokens
+        if completion.stream:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            async for frame in stream_events(
+                completion, self.faults, model=self.model, created=created
+            ):
+                if frame is None:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                await response.write(frame)
+            await response.write_eof()
+            return response
+        delay = answer_delay(self.faults, completion.max_tokens)
         if delay:
-            await asyncio.sleep(delay / 1000)
-
-    async def _stream(
-        self,
-        request: web.Request,
-        rid: str,
-        created: int,
-        tokens: list[str],
-        usage: dict[str, int],
-        chat: bool,
-        include_usage: bool,
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        if self.faults.first_token_latency_ms:
-            await asyncio.sleep(self.faults.first_token_latency_ms / 1000)
-        for i, token in enumerate(tokens):
-            piece = token if i == 0 else " " + token
-            last = i == len(tokens) - 1
-            choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
-            if chat:
-                choice["delta"] = (
-                    {"content": piece} if i else {"role": "assistant", "content": piece}
-                )
-            else:
-                choice["text"] = piece
-            chunk = {"id": rid, "object": obj, "created": created, "model": self.model,
-                     "choices": [choice]}  # fmt: skip
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            if self.faults.break_stream_after and i + 1 >= self.faults.break_stream_after:
-                assert request.transport is not None
-                request.transport.close()
-                return response
-            if self.faults.token_latency_ms and not last:
-                await asyncio.sleep(self.faults.token_latency_ms / 1000)
-        if include_usage:
-            chunk = {"id": rid, "object": obj, "created": created, "model": self.model,
-                     "choices": [], "usage": usage}  # fmt: skip
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+            await asyncio.sleep(delay)
+        return _json_response(completion_body(completion, model=self.model, created=created))
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
-        if isinstance(body, web.Response):
-            return body
-        fault = await self._apply_faults(request)
-        if fault is not None:
-            return fault
-        inputs = body.get("input")
-        items = [inputs] if isinstance(inputs, str) else inputs
-        if not isinstance(items, list) or not items:
-            return _error(400, "input must be a string or a non-empty list")
-        data = []
-        for i, item in enumerate(items):
-            digest = hashlib.sha256(str(item).encode()).digest()
-            data.append({"object": "embedding", "index": i,
-                         "embedding": [b / 255 for b in digest[:8]]})  # fmt: skip
-        n = sum(count_tokens(str(i)) for i in items)
-        answer = {"object": "list", "data": data, "model": self.model,
-                  "usage": {"prompt_tokens": n, "total_tokens": n}}  # fmt: skip
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        try:
+            body = await self._json(request)
+            await self._apply_faults(request)
+            return _json_response(embeddings_body(body, model=self.model))
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
 
     async def models(self, _: web.Request) -> web.Response:
-        answer = {"object": "list",
-                  "data": [{"id": self.model, "object": "model", "owned_by": "nexus"}]}  # fmt: skip
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        return _json_response(models_body(self.model))
 
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(text="")
 
-    async def metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
-
     async def v1_predict(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        fault = await self._apply_faults(request)
-        if fault is not None:
-            return fault
+        raw = await request.read()
         try:
-            instances = orjson.loads(body).get("instances")
-        except (orjson.JSONDecodeError, AttributeError):
-            return _error(400, "body must be a JSON object with instances")
-        answer = {"predictions": [" ".join(generate(str(i), 4)) for i in instances or []]}
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+            await self._apply_faults(request)
+            return _json_response(v1_predict_body(parse_json(raw)))
+        except RequestError as exc:
+            if exc.status == 400:
+                return _error(400, "body must be a JSON object with instances")
+            return _error(exc.status, exc.message)
 
     async def v2_infer(self, request: web.Request) -> web.Response:
-        fault = await self._apply_faults(request)
-        if fault is not None:
-            return fault
         try:
-            body = orjson.loads(await request.read())
-            inputs = body["inputs"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _error(400, "body must be a v2 inference request with inputs")
-        outputs = []
-        for tensor in inputs:
-            texts = [" ".join(generate(str(v), 4)) for v in tensor.get("data", [])]
-            outputs.append({"name": "output-" + str(tensor.get("name")), "datatype": "BYTES",
-                            "shape": [len(texts)], "data": texts})  # fmt: skip
-        answer = {"model_name": self.model, "id": body.get("id") or "0", "outputs": outputs}
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+            await self._apply_faults(request)
+            body = parse_json(await request.read())
+            return _json_response(v2_infer_body(body, model=self.model))
+        except RequestError as exc:
+            if exc.status == 400:
+                return _error(400, "body must be a v2 inference request with inputs")
+            return _error(exc.status, exc.message)
 
     async def set_faults(self, request: web.Request) -> web.Response:
         try:
-            changes = orjson.loads(await request.read())
-            for key, value in changes.items():
-                if not hasattr(self.faults, key):
-                    return _error(400, f"unknown fault {key!r}")
-                setattr(self.faults, key, type(getattr(self.faults, key))(value))
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            self.faults.update(orjson.loads(await request.read()))
+        except orjson.JSONDecodeError as exc:
             return _error(400, f"bad faults: {exc}")
-        return web.json_response({"faults": _faults(self)})
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+        return web.json_response({"faults": self.faults.as_dict()})
 
     async def stats(self, _: web.Request) -> web.Response:
         return web.json_response(
-            {"requests": self.requests, "faults": _faults(self), "last_headers": self.last_headers}
+            {
+                "requests": self.requests,
+                "faults": self.faults.as_dict(),
+                "last_headers": self.last_headers,
+            }
         )
-
-
-def _faults(llm: CpuLlm) -> dict[str, Any]:
-    f = llm.faults
-    return {
-        "error_ratio": f.error_ratio,
-        "error_status": f.error_status,
-        "hang": f.hang,
-        "token_latency_ms": f.token_latency_ms,
-        "first_token_latency_ms": f.first_token_latency_ms,
-        "break_stream_after": f.break_stream_after,
-    }
 
 
 def build_app(*, model: str, faults: Faults, prefix: str = "") -> web.Application:
@@ -312,7 +166,6 @@ def build_app(*, model: str, faults: Faults, prefix: str = "") -> web.Applicatio
         app.router.add_post(f"{base}/v1/embeddings", llm.embeddings)
         app.router.add_get(f"{base}/v1/models", llm.models)
     app.router.add_get("/health", llm.health)
-    app.router.add_get("/metrics", llm.metrics)
     app.router.add_post(f"/v1/models/{model}:predict", llm.v1_predict)
     app.router.add_post(f"/v2/models/{model}/infer", llm.v2_infer)
     app.router.add_post("/admin/faults", llm.set_faults)

@@ -194,7 +194,7 @@ class Reconciler:
         worker_port = self.book.allocate(worker)
         command = predictor_command(
             res.body, revision.spec, name=res.name, port=worker_port,
-            mode=self.settings.predictor_mode,
+            mode=self.settings.predictor_mode, project_dir=self.settings.project_dir,
         )  # fmt: skip
         await self._converge(
             Service(worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health")

@@ -158,11 +158,14 @@ def predictor_command(
     name: str,
     port: int,
     mode: PredictorMode,
+    project_dir: Path,
 ) -> list[str]:
     """The local process playing the predictor container of one revision.
 
-    The transformer rewrites ``model`` to the InferenceService name (unless
-    ``GATEWAY_UPSTREAM_MODEL_NAME`` says otherwise), so every worker serves that name.
+    By default the BentoML CPU worker from ``bento/`` (the image the local manifests name),
+    started as its container would be but on a local port. The transformer rewrites
+    ``model`` to the InferenceService name (unless ``GATEWAY_UPSTREAM_MODEL_NAME`` says
+    otherwise), so every worker serves that name.
     """
     if mode == "vllm" and runtime_of(isvc) == "vllm":
         uri = storage_uri(predictor)
@@ -171,8 +174,9 @@ def predictor_command(
         model = uri.removeprefix("hf://")
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                 "--port", str(port), "--served-model-name", name]  # fmt: skip
-    return [sys.executable, "-m", "nexus.local.cpu_llm", "--port", str(port), "--model", name,
-            "--token-latency-ms", "2"]  # fmt: skip
+    worker = project_dir / "bento" / "cpu_worker.py"
+    return [sys.executable, str(worker), "--model-name", name, "--host", "127.0.0.1",
+            "--port", str(port), "--token-latency-ms", "2"]  # fmt: skip
 
 
 def transformer_command(

@@ -39,6 +39,11 @@ from nexus.manifests import model as m
 from nexus.manifests.kserve_codec import dump_yaml, to_dict
 from nexus.manifests.pools import Pool
 
+# The CPU worker's entry inside its Bento image (bento/bentofile.yaml), relative to the
+# image's working directory, and the port it listens on (also Knative's $PORT).
+CPU_WORKER_COMMAND = ("python", "src/bento/cpu_worker.py")
+PREDICTOR_PORT = 8080
+
 HEADER = "# Rendered by nexus.manifests.render from a model description; do not edit by hand.\n"
 
 
@@ -86,13 +91,18 @@ def _predictor(desc: m.ModelDescription, pool: Pool) -> V1beta1PredictorSpec:
         "tolerations": tolerations,
     }
     if desc.predictor_image is not None:
+        args = [f"--model-name={desc.name}", *desc.vllm_args]
+        if desc.predictor_image == m.CPU_WORKER_IMAGE:
+            # The Bento image's entrypoint turns flag-only args into `bentoml serve <flags>`,
+            # which knows no --model-name; a command is exec'd as given instead.
+            args = [*CPU_WORKER_COMMAND, *args, f"--port={PREDICTOR_PORT}"]
         container = V1Container(
             name="kserve-container",
             image=desc.predictor_image,
-            args=[f"--model-name={desc.name}", *desc.vllm_args],
+            args=args,
             # STORAGE_URI on a custom container makes KServe run its storage initializer.
             env=[V1EnvVar(name="STORAGE_URI", value=desc.storage_uri), _hf_token(optional=True)],
-            ports=[V1ContainerPort(container_port=8080, protocol="TCP")],
+            ports=[V1ContainerPort(container_port=PREDICTOR_PORT, protocol="TCP")],
             resources=_resources(pool),
         )
         return V1beta1PredictorSpec(containers=[container], **common)

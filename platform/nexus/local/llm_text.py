@@ -1,0 +1,300 @@
+"""The pure half of a fake vLLM: request parsing, deterministic text, response shapes, faults.
+
+Two servers play a vLLM predictor on machines without a GPU: ``nexus.local.cpu_llm`` (lean
+aiohttp, for the transformer's tests) and the BentoML CPU worker in ``bento/`` (the
+predictor of every ``local`` InferenceService). Both must answer byte for byte alike, so
+everything that does not touch a socket lives here and both import it: what a request
+means (``parse_completion``), which tokens answer it (``generate``), the JSON bodies and
+SSE chunks vLLM would send, and the faults a test can switch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+import orjson
+
+WORDS: Final = (
+    "the model answers every prompt with calm deterministic words drawn from a small "
+    "vocabulary so that tests can predict each token while streaming stays realistic"
+).split()
+
+DEFAULT_MAX_TOKENS: Final = 16
+# vLLM rejects requests longer than the model's context; this stands in for that bound.
+MAX_TOKENS_LIMIT: Final = 8192
+
+# vLLM names its error types after the HTTP status (``ErrorResponse.type``).
+ERROR_TYPES: Final = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    413: "BadRequestError",
+    422: "BadRequestError",
+    429: "RateLimitError",
+    501: "NotImplementedError",
+    503: "ServiceUnavailableError",
+}
+
+
+class RequestError(Exception):
+    """A request the server refuses with a 4xx (or an injected status) and an error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class Faults:
+    """What the server does wrong on purpose; changed at run time by ``POST /admin/faults``."""
+
+    error_ratio: float = 0.0
+    error_status: int = 500
+    hang: bool = False
+    token_latency_ms: float = 0.0
+    first_token_latency_ms: float = 0.0
+    break_stream_after: int = 0  # drop the connection after this many streamed tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def update(self, changes: object) -> None:
+        """Apply a JSON object of changes, all or nothing; unknown or ill-typed keys are a 400."""
+        if not isinstance(changes, dict):
+            raise RequestError(400, "faults must be a JSON object")
+        known = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        parsed: dict[str, Any] = {}
+        for key, value in changes.items():
+            kind = known.get(key)
+            if kind is None:
+                raise RequestError(400, f"unknown fault {key!r}")
+            # bool("false") is True: a JSON bool must come as a JSON bool (or 0/1).
+            if (
+                isinstance(value, (dict, list))
+                or value is None
+                or (kind is bool and isinstance(value, str))
+            ):
+                raise RequestError(400, f"bad faults: {key} must be a {kind.__name__}")
+            try:
+                parsed[key] = kind(value)
+            except (TypeError, ValueError) as exc:
+                raise RequestError(400, f"bad faults: {exc}") from exc
+        for key, value in parsed.items():
+            setattr(self, key, value)
+
+    def should_fail(self) -> bool:
+        return bool(self.error_ratio) and random.random() < self.error_ratio  # noqa: S311
+
+
+def generate(prompt: str, max_tokens: int) -> list[str]:
+    """The tokens this server answers ``prompt`` with: a pure function of its inputs."""
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
+    rng = random.Random(seed)  # noqa: S311 - determinism, not security
+    return [rng.choice(WORDS) for _ in range(max_tokens)]
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def prompt_of_chat(messages: list[Any]) -> str:
+    parts = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One parsed ``/v1/chat/completions`` or ``/v1/completions`` request and its answer."""
+
+    chat: bool
+    prompt: str
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+
+    @property
+    def tokens(self) -> list[str]:
+        return generate(self.prompt, self.max_tokens)
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+        return ("chatcmpl-" if self.chat else "cmpl-") + digest
+
+    @property
+    def usage(self) -> dict[str, int]:
+        prompt_tokens = count_tokens(self.prompt)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": self.max_tokens,
+            "total_tokens": prompt_tokens + self.max_tokens,
+        }
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise RequestError(400, "body must be a JSON object")
+    return body
+
+
+def check_model(body: Mapping[str, Any], served: str) -> None:
+    model = body.get("model", served)
+    if model != served:
+        raise RequestError(404, f"The model `{model}` does not exist.")
+
+
+def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
+    """What a completion request asks for; anything malformed is a 400, never a crash."""
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "messages must be a non-empty list")
+        prompt = prompt_of_chat(messages)
+    else:
+        raw = body.get("prompt", "")
+        if isinstance(raw, str):
+            prompt = raw
+        elif isinstance(raw, list):
+            prompt = " ".join(map(str, raw))
+        else:
+            raise RequestError(400, "prompt must be a string or a list")
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise RequestError(400, "max_tokens must be an integer")
+    if not 0 < max_tokens <= MAX_TOKENS_LIMIT:
+        raise RequestError(400, f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError(400, "stream_options must be an object")
+    return Completion(
+        chat=chat,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        stream=bool(body.get("stream")),
+        include_usage=bool(options.get("include_usage")),
+    )
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
+    return {"object": "error", "message": message, "type": kind, "code": status}
+
+
+def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any]:
+    text = " ".join(c.tokens)
+    choice: dict[str, Any]
+    if c.chat:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "length",
+        }
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": "length"}
+    return {
+        "id": c.id,
+        "object": "chat.completion" if c.chat else "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": c.usage,
+    }
+
+
+def _chunk(c: Completion, *, model: str, created: int, **fields_: Any) -> bytes:
+    obj = "chat.completion.chunk" if c.chat else "text_completion"
+    chunk = {"id": c.id, "object": obj, "created": created, "model": model, **fields_}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def stream_events(
+    c: Completion, faults: Faults, *, model: str, created: int
+) -> AsyncIterator[bytes | None]:
+    """SSE frames of a streamed answer, paced by the faults; ``None`` means drop the connection.
+
+    The sleeps live here so both servers pace tokens alike; the caller owns the socket and
+    decides how to break it.
+    """
+    if faults.first_token_latency_ms:
+        await asyncio.sleep(faults.first_token_latency_ms / 1000)
+    tokens = c.tokens
+    for i, token in enumerate(tokens):
+        piece = token if i == 0 else " " + token
+        last = i == len(tokens) - 1
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
+        if c.chat:
+            choice["delta"] = {"content": piece} if i else {"role": "assistant", "content": piece}
+        else:
+            choice["text"] = piece
+        yield _chunk(c, model=model, created=created, choices=[choice])
+        if faults.break_stream_after and i + 1 >= faults.break_stream_after:
+            yield None
+            return
+        if faults.token_latency_ms and not last:
+            await asyncio.sleep(faults.token_latency_ms / 1000)
+    if c.include_usage:
+        yield _chunk(c, model=model, created=created, choices=[], usage=c.usage)
+    yield b"data: [DONE]\n\n"
+
+
+def answer_delay(faults: Faults, n_tokens: int) -> float:
+    """Seconds a non-streamed answer of ``n_tokens`` takes: the same pacing as the stream."""
+    return (faults.first_token_latency_ms + faults.token_latency_ms * n_tokens) / 1000
+
+
+def models_body(model: str) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "nexus"}]}
+
+
+def embeddings_body(body: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    inputs = body.get("input")
+    items = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(items, list) or not items:
+        raise RequestError(400, "input must be a string or a non-empty list")
+    data = []
+    for i, item in enumerate(items):
+        digest = hashlib.sha256(str(item).encode()).digest()
+        data.append({"object": "embedding", "index": i,
+                     "embedding": [b / 255 for b in digest[:8]]})  # fmt: skip
+    n = sum(count_tokens(str(i)) for i in items)
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": n, "total_tokens": n}}  # fmt: skip
+
+
+def v1_predict_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """KServe v1 protocol: ``{"instances": [...]}`` in, ``{"predictions": [...]}`` out."""
+    instances = body.get("instances")
+    if instances is not None and not isinstance(instances, list):
+        raise RequestError(400, "body must be a JSON object with instances")
+    return {"predictions": [" ".join(generate(str(i), 4)) for i in instances or []]}
+
+
+def v2_infer_body(body: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """KServe v2 (Open Inference Protocol): BYTES tensors in, BYTES tensors out."""
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
+        raise RequestError(400, "body must be a v2 inference request with inputs")
+    outputs = []
+    for tensor in inputs:
+        values = tensor.get("data", [])
+        if not isinstance(values, list):
+            raise RequestError(400, "a v2 input's data must be a list")
+        texts = [" ".join(generate(str(v), 4)) for v in values]
+        outputs.append({"name": "output-" + str(tensor.get("name")), "datatype": "BYTES",
+                        "shape": [len(texts)], "data": texts})  # fmt: skip
+    return {"model_name": model, "id": body.get("id") or "0", "outputs": outputs}
