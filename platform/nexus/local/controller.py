@@ -72,10 +72,13 @@ class Controller:
             await self.reconciler.apply()
         except (PlatformError, ResourceError) as exc:
             self.sync_error = str(exc)
-            return
-        self.sync_error = None
-        self.applied = self.head
-        self._save()
+        else:
+            self.sync_error = None
+            self.applied = self.head
+        finally:
+            # Revision history advances even in a pass that fails later (one process not
+            # ready); losing it would renumber revisions after the next `nexus up`.
+            self._save()
 
     def _save(self) -> None:
         path = self.settings.state_dir / "controller" / "state.json"
