@@ -127,13 +127,23 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     terminate_on_sigterm()
     wrk_version = load.wrk_version()
+    host = machine()
+    if host["load_before"] > 0.5:
+        # Other work on the machine competes with the servers: figures come out low and noisy.
+        print(f"warning: load average is {host['load_before']} before the run; "
+              "figures measured on a busy machine understate every target", flush=True)  # fmt: skip
     with_litellm = not args.without_litellm and servers.ensure_litellm(install=args.with_litellm)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = REPO / "bench" / "results" / stamp
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
-        "machine": machine(),
+        "machine": {**host, "load_after": round(os.getloadavg()[0], 2)},
         "versions": versions,
         "params": {
             "wrk": wrk_version.split(" [")[0],
@@ -245,4 +255,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        # The servers were stopped on the way out of main(); no traceback for a Ctrl-C.
+        print("\ninterrupted: every server started was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
