@@ -48,7 +48,7 @@ def summarize(
     """Medians per target over rounds; added latency = target median - baseline median."""
 
     def median(key: str, pick: int, attr: str) -> float:
-        return statistics.median(getattr(cells[pick], attr) for cells in rounds[key])
+        return float(statistics.median(getattr(cells[pick], attr) for cells in rounds[key]))
 
     out: dict[str, Summary] = {}
     for key in rounds:
@@ -175,7 +175,13 @@ def markdown(results: dict[str, Any], s: dict[str, Summary]) -> str:
             lines.append(
                 f"| {row['label']} | {_ms(row['first_chunk_ms'])} | {_ms(row['total_ms'])} |"
             )
-    lines += ["", "Targets of issue 2 (2-core machine, one worker process), Nexus OpenAI route:"]
+    nproc = results["machine"]["nproc"]
+    caveat = "" if nproc == 2 else f"; this machine has {nproc}"
+    lines += [
+        "",
+        f"Targets of issue 2 (stated for a 2-core machine{caveat}; one worker process), "
+        "Nexus on the OpenAI route:",
+    ]
     for text, met in verdicts(s, r):
         verdict = "not measured" if met is None else ("**met**" if met else "**not met**")
         lines.append(f"- {text}: {verdict}")
@@ -188,7 +194,7 @@ def how_measured(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
     return (
         f"Measured {results['date']} on {m['nproc']} CPUs ({m['cpu_model']}) by "
-        f"`make bench`: {p['wrk']}, {p['threads']} thread, 1 and 32 connections, "
+        f"`bench/run.py` (`make bench`): {p['wrk']}, {p['threads']} thread, 1 and 32 connections, "
         f"{p['duration_s']:g} s per cell after a {p['warmup_s']:g} s warm-up, medians of "
         f"{p['rounds']} rounds; client, servers, upstream (`nexus.local.cpu_llm`) and Redis "
         f"on 127.0.0.1, one worker process each; {versions}; 1-minute load average "

@@ -6,7 +6,7 @@ so slow drift of the machine touches every target alike, then measures streaming
 first chunk. Raw results go to ``bench/results/``; ``--write-readme`` puts the table into
 README.md between the bench markers.
 
-    python bench/run.py [--with-litellm] [--write-readme] [--duration 8] [--rounds 3]
+    python bench/run.py [--with-litellm] [--write-readme] [--duration 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Target:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each target")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all targets")
     parser.add_argument("--connections", type=int, default=32, help="the throughput cell")
