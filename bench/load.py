@@ -35,20 +35,27 @@ end
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """What one wrk run measured."""
+    """What one wrk run measured; latencies are ``None`` when no request completed."""
 
     connections: int
     requests: int
     seconds: float
     errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    cpu_seconds: float | None = None  # of the server measured, when known
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_seconds is None or not self.requests:
+            return None
+        return self.cpu_seconds / self.requests * 1e6
 
 
 def wrk_path() -> str:
@@ -94,13 +101,15 @@ def run(url: str, *, script: Path, connections: int, threads: int, seconds: floa
         data[k]
         for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
     )
+    done = data["requests"] > 0
+    # wrk reports 0 ms percentiles for a cell where nothing completed: that is no figure.
     return Cell(
         connections=connections,
         requests=data["requests"],
         seconds=data["duration_us"] / 1e6,
-        errors=errors,
-        p50_ms=data["p50_us"] / 1000,
-        p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        max_ms=data["max_us"] / 1000,
+        errors=errors if done else max(errors, 1),
+        p50_ms=data["p50_us"] / 1000 if done else None,
+        p90_ms=data["p90_us"] / 1000 if done else None,
+        p99_ms=data["p99_us"] / 1000 if done else None,
+        max_ms=data["max_us"] / 1000 if done else None,
     )

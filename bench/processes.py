@@ -105,6 +105,28 @@ class Child:
         self._log.close()
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in group ``pgid`` (workers included).
+
+    CPU per request is the figure that stays meaningful when other work shares the
+    machine: wall-clock latency and throughput then depend on who else gets the cores.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the parenthesised command: state ppid pgrp ... utime(12) stime(13).
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 class Children(contextlib.ExitStack):
     """Every child of one run; leaving the ``with`` block stops them all, in reverse order."""
 

@@ -7,6 +7,7 @@ except the targets, which are issue 2's and named as such.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ class Summary:
     key: str
     label: str
     route: str
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None
+    p99_ms: float | None
     rps: float
-    p99_32_ms: float
+    p99_32_ms: float | None
     errors: int
+    cpu_us_per_request: float | None
     added_p50_ms: float | None
     added_p99_ms: float | None
 
@@ -47,8 +49,8 @@ def summarize(
 ) -> dict[str, Summary]:
     """Medians per target over rounds; added latency = target median - baseline median."""
 
-    def median(key: str, pick: int, attr: str) -> float:
-        return float(statistics.median(getattr(cells[pick], attr) for cells in rounds[key]))
+    def median(key: str, pick: int, attr: str) -> float | None:
+        return _median_known(getattr(cells[pick], attr) for cells in rounds[key])
 
     out: dict[str, Summary] = {}
     for key in rounds:
@@ -60,18 +62,28 @@ def summarize(
             route=labels[key][1],
             p50_ms=p50,
             p99_ms=p99,
-            rps=median(key, 1, "rps"),
+            rps=median(key, 1, "rps") or 0.0,
             p99_32_ms=median(key, 1, "p99_ms"),
             errors=sum(c.errors for cells in rounds[key] for c in cells),
-            added_p50_ms=None if base is None else p50 - median(base, 0, "p50_ms"),
-            added_p99_ms=None if base is None else p99 - median(base, 0, "p99_ms"),
+            cpu_us_per_request=median(key, 1, "cpu_us_per_request"),
+            added_p50_ms=_minus(p50, None if base is None else median(base, 0, "p50_ms")),
+            added_p99_ms=_minus(p99, None if base is None else median(base, 0, "p99_ms")),
         )
     return out
 
 
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _median_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(statistics.median(known)) if known else None
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """``None`` when either side is missing or the denominator is not a positive figure."""
-    if numerator is None or denominator is None or denominator <= 0:
+    """``None`` unless both sides are positive figures (noise can make an added latency < 0)."""
+    if numerator is None or denominator is None or numerator <= 0 or denominator <= 0:
         return None
     return numerator / denominator
 
@@ -88,6 +100,9 @@ def ratios(s: dict[str, Summary]) -> dict[str, float | None]:
         "nexus_rps_over_litellm": ratio(get(nexus, "rps"), get(litellm, "rps")),
         "litellm_added_p50_over_nexus": ratio(
             get(litellm, "added_p50_ms"), get(nexus, "added_p50_ms")
+        ),
+        "litellm_cpu_over_nexus": ratio(
+            get(litellm, "cpu_us_per_request"), get(nexus, "cpu_us_per_request")
         ),
         "nexus_v1_rps_over_kserve": ratio(get(nexus_v1, "rps"), get(kserve, "rps")),
         "kserve_added_p50_over_nexus_v1": ratio(
@@ -130,9 +145,13 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} ms"
 
 
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} µs"
+
+
 def _times(value: float | None) -> str:
     # The multiplication sign is meant: these are ratios in a human-read table.
-    return "not measured" if value is None else f"{value:.1f}×"  # noqa: RUF001
+    return "n/a" if value is None else f"{value:.1f}×"  # noqa: RUF001
 
 
 def markdown(results: dict[str, Any], s: dict[str, Summary]) -> str:
@@ -140,14 +159,14 @@ def markdown(results: dict[str, Any], s: dict[str, Summary]) -> str:
     r = ratios(s)
     lines = [
         "| path | route | p50 @1 conn | p99 @1 conn | added p50 | added p99 "
-        "| req/s @32 conn | p99 @32 conn |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| req/s @32 conn | p99 @32 conn | CPU per request |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for x in s.values():
         lines.append(
             f"| {x.label} | {x.route} | {_ms(x.p50_ms)} | {_ms(x.p99_ms)} "
             f"| {_ms(x.added_p50_ms)} | {_ms(x.added_p99_ms)} | {x.rps:,.0f} "
-            f"| {_ms(x.p99_32_ms)} |"
+            f"| {_ms(x.p99_32_ms)} | {_us(x.cpu_us_per_request)} |"
         )
     failed = [x.label + " (" + x.route + ")" for x in s.values() if x.errors]
     if failed:
@@ -156,6 +175,7 @@ def markdown(results: dict[str, Any], s: dict[str, Summary]) -> str:
         "",
         f"Ratios: Nexus ÷ LiteLLM throughput {_times(r['nexus_rps_over_litellm'])}; "
         f"LiteLLM ÷ Nexus added p50 {_times(r['litellm_added_p50_over_nexus'])}; "
+        f"LiteLLM ÷ Nexus CPU per request {_times(r['litellm_cpu_over_nexus'])}; "
         f"Nexus ÷ `kserve.Model` throughput on the v1 route "
         f"{_times(r['nexus_v1_rps_over_kserve'])}; `kserve.Model` ÷ Nexus added p50 on the "
         f"v1 route {_times(r['kserve_added_p50_over_nexus_v1'])}.",
@@ -199,7 +219,9 @@ def how_measured(results: dict[str, Any]) -> str:
         f"{p['rounds']} rounds; client, servers, upstream (`nexus.local.cpu_llm`) and Redis "
         f"on 127.0.0.1, one worker process each; {versions}; 1-minute load average "
         f"{m['load_before']:g} before, {m['load_after']:g} after (with the benchmark's own). "
-        "Added latency is against the upstream called directly on the same route."
+        "Added latency is against the upstream called directly on the same route; CPU per "
+        "request is the measured server's own processes (user + system) during the "
+        "32-connection cell, so for a proxy it excludes the upstream and Redis."
     )
 
 

@@ -30,7 +30,7 @@ import load
 import report
 import servers
 import ttfb
-from processes import REPO, Children, terminate_on_sigterm
+from processes import REPO, Children, group_cpu_seconds, terminate_on_sigterm
 
 MODEL = "chat"
 CHAT_BODY = json.dumps(
@@ -53,6 +53,7 @@ class Target:
     url: str
     body: bytes
     baseline: str | None
+    server: servers.Server
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,16 +99,24 @@ def measure(
             common = {"script": script, "threads": args.threads}
             load.run(t.url, connections=args.connections, seconds=args.warmup, **common)
             one = load.run(t.url, connections=1, seconds=args.duration, **common)
+            cpu_before = group_cpu_seconds(t.server.child.proc.pid)
             many = load.run(t.url, connections=args.connections, seconds=args.duration, **common)
+            cpu = group_cpu_seconds(t.server.child.proc.pid) - cpu_before
+            many = dataclasses.replace(many, cpu_seconds=cpu)
             rounds[t.key].append((one, many))
             print(
                 f"round {n}/{args.rounds} {t.label:<28} {t.route:<18} "
-                f"p50 {one.p50_ms:6.3f} ms  p99 {one.p99_ms:6.3f} ms  | "
-                f"{many.rps:8.0f} req/s  p99 {many.p99_ms:7.2f} ms"
+                f"p50 {_num(one.p50_ms, 6, 3)} ms  p99 {_num(one.p99_ms, 6, 3)} ms  | "
+                f"{many.rps:8.0f} req/s  p99 {_num(many.p99_ms, 7, 2)} ms  "
+                f"CPU {many.cpu_us_per_request or 0:6.0f} µs/req"
                 + (f"  ERRORS {one.errors + many.errors}" if one.errors + many.errors else ""),
                 flush=True,
             )
     return rounds
+
+
+def _num(value: float | None, width: int, places: int) -> str:
+    return "n/a".rjust(width) if value is None else f"{value:{width}.{places}f}"
 
 
 def set_token_latency(upstream: servers.Server, ms: float) -> None:
@@ -169,22 +178,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         targets = [
             Target("direct-openai", "direct upstream", "OpenAI chat",
-                   upstream.base_url + OPENAI_PATH, CHAT_BODY, None),
+                   upstream.base_url + OPENAI_PATH, CHAT_BODY, None, upstream),
             Target("nexus-openai", "Nexus transformer", "OpenAI chat",
-                   nexus.base_url + OPENAI_PATH, CHAT_BODY, "direct-openai"),
+                   nexus.base_url + OPENAI_PATH, CHAT_BODY, "direct-openai", nexus),
         ]  # fmt: skip
         if litellm is not None:
             targets.append(
                 Target("litellm-openai", "LiteLLM proxy", "OpenAI chat",
-                       litellm.base_url + OPENAI_PATH, CHAT_BODY, "direct-openai")
+                       litellm.base_url + OPENAI_PATH, CHAT_BODY, "direct-openai", litellm)
             )  # fmt: skip
         targets += [
             Target("direct-v1", "direct upstream", "KServe v1 predict",
-                   upstream.base_url + V1_PATH, V1_BODY, None),
+                   upstream.base_url + V1_PATH, V1_BODY, None, upstream),
             Target("nexus-v1", "Nexus transformer", "KServe v1 predict",
-                   nexus.base_url + V1_PATH, V1_BODY, "direct-v1"),
+                   nexus.base_url + V1_PATH, V1_BODY, "direct-v1", nexus),
             Target("kserve-v1", "`kserve.Model` pass-through", "KServe v1 predict",
-                   kserve.base_url + V1_PATH, V1_BODY, "direct-v1"),
+                   kserve.base_url + V1_PATH, V1_BODY, "direct-v1", kserve),
         ]  # fmt: skip
         for target in targets:
             smoke_test(target, api_key)
