@@ -22,6 +22,8 @@ TARGET_ADDED_P50_MS = 0.4
 TARGET_RPS = 5_000
 TARGET_VS_LITELLM_RPS = 25
 TARGET_VS_LITELLM_LATENCY = 10
+# Above this 1-minute load average before the run, other work shares the cores.
+BUSY_LOAD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,14 @@ def markdown(results: dict[str, Any], s: dict[str, Summary]) -> str:
         verdict = "not measured" if met is None else ("**met**" if met else "**not met**")
         lines.append(f"- {text}: {verdict}")
     lines += ["", how_measured(results)]
+    load = results["machine"]["load_before"]
+    if load > BUSY_LOAD:
+        lines += [
+            "",
+            f"**The machine was busy when this ran (load average {load:g} before the "
+            "benchmark started): other work competed for the cores, so latency and throughput "
+            "figures understate every path. Re-run `make bench` on an idle machine.**",
+        ]
     return "\n".join(lines)
 
 

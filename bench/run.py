@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     terminate_on_sigterm()
     wrk_version = load.wrk_version()
     host = machine()
-    if host["load_before"] > 0.5:
+    if host["load_before"] > report.BUSY_LOAD:
         # Other work on the machine competes with the servers: figures come out low and noisy.
         print(f"warning: load average is {host['load_before']} before the run; "
               "figures measured on a busy machine understate every target", flush=True)  # fmt: skip
