@@ -1,0 +1,146 @@
+"""How each measured server is started, all on 127.0.0.1, all in front of one upstream.
+
+    cpu_llm (upstream) ◄─┬─ Nexus transformer (API key, Redis limiter, breaker; 1 worker)
+                         ├─ kserve.Model pass-through (KServe's default transformer path)
+                         └─ LiteLLM proxy (master key, no database), when its venv exists
+
+LiteLLM lives in its own venv (``bench/.venv-litellm``): its pinned dependencies conflict
+with the project's, and it is a point of comparison, not something Nexus depends on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from processes import REPO, Child, Children, free_port
+
+LITELLM_VENV = REPO / "bench" / ".venv-litellm"
+READY_TIMEOUT = 60.0
+LITELLM_READY_TIMEOUT = 180.0
+# High enough that the limiter counts every request but never rejects one in a run.
+UNLIMITED_RPM = 1_000_000_000
+UNLIMITED_TPM = 1_000_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A started server: where it listens and the process behind it."""
+
+    name: str
+    port: int
+    child: Child
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_upstream(children: Children, *, model: str) -> Server:
+    port = free_port()
+    args = [sys.executable, "-m", "nexus.local.cpu_llm", "--port", str(port), "--model", model]
+    child = children.start("upstream", args)
+    child.wait_ready(f"http://127.0.0.1:{port}/health", timeout=READY_TIMEOUT)
+    return Server("upstream", port, child)
+
+
+def start_redis(children: Children) -> Server:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is not installed: `make system-deps` installs it")
+    port = free_port()
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    child = children.start("redis", args)
+    child.wait_port(port, timeout=READY_TIMEOUT)
+    return Server("redis", port, child)
+
+
+def start_nexus(
+    children: Children, *, upstream: Server, redis: Server, model: str, api_key: str
+) -> Server:
+    """The transformer exactly as KServe starts it, with the full governed path switched on."""
+    port = free_port()
+    args = [sys.executable, "-m", "nexus.transformer", "--model_name", model,
+            "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
+            "--workers", "1"]  # fmt: skip
+    env = {
+        "GATEWAY_API_KEYS": api_key,
+        "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "GATEWAY_RATE_LIMIT_PER_MINUTE": str(UNLIMITED_RPM),
+        "GATEWAY_TOKENS_PER_MINUTE": str(UNLIMITED_TPM),
+        "GATEWAY_RATE_LIMIT_FAILURE_MODE": "closed",  # a Redis problem fails loudly, not fast
+    }
+    child = children.start("nexus", args, env=env)
+    child.wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=READY_TIMEOUT)
+    return Server("nexus", port, child)
+
+
+def start_kserve_passthrough(children: Children, *, upstream: Server, model: str) -> Server:
+    port = free_port()
+    script = REPO / "bench" / "kserve_passthrough.py"
+    args = [sys.executable, str(script), "--model_name", model,
+            "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
+            "--enable_grpc", "false", "--workers", "1"]  # fmt: skip
+    child = children.start("kserve", args)
+    child.wait_ready(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=READY_TIMEOUT)
+    return Server("kserve", port, child)
+
+
+def litellm_bin() -> Path:
+    return LITELLM_VENV / "bin" / "litellm"
+
+
+def ensure_litellm(*, install: bool) -> bool:
+    """Whether LiteLLM can be measured; with ``install`` its venv is created when missing."""
+    if litellm_bin().exists():
+        return True
+    if not install:
+        return False
+    print(f"installing litellm[proxy] into {LITELLM_VENV.relative_to(REPO)} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    pip = str(LITELLM_VENV / "bin" / "pip")
+    subprocess.run([pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([pip, "install", "--quiet", "litellm[proxy]"], check=True)
+    return litellm_bin().exists()
+
+
+def litellm_version() -> str:
+    python = str(LITELLM_VENV / "bin" / "python")
+    code = "import importlib.metadata as m; print(m.version('litellm'))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def start_litellm(
+    children: Children, *, upstream: Server, model: str, api_key: str, config_dir: Path
+) -> Server:
+    """LiteLLM's proxy with the upstream as an OpenAI-compatible model and a master key."""
+    config = {
+        "model_list": [
+            {
+                "model_name": model,
+                "litellm_params": {
+                    "model": f"openai/{model}",
+                    "api_base": f"{upstream.base_url}/v1",
+                    "api_key": "x",
+                },
+            }
+        ],
+        "general_settings": {"master_key": api_key},
+    }
+    path = config_dir / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    args = [str(litellm_bin()), "--config", str(path), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1"]  # fmt: skip
+    # The bundled cost map instead of a download at start: the run stays on loopback.
+    # PYTHONPATH emptied: the project's modules must not leak into LiteLLM's interpreter.
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": ""}
+    child = children.start("litellm", args, env=env)
+    child.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout=LITELLM_READY_TIMEOUT)
+    return Server("litellm", port, child)
