@@ -34,8 +34,8 @@ test: $(STAMP) system-deps check pytest
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests bento
-	$(BIN)/ruff format --check platform tests bento
+	$(BIN)/ruff check platform tests bento bench
+	$(BIN)/ruff format --check platform tests bento bench
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -46,7 +46,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps
-	$(BIN)/python bench/run.py --write-readme
+	$(BIN)/python bench/run.py --with-litellm --write-readme
 
 ## Re-pin constraints.txt from a fresh resolve of pyproject.toml's dependencies.
 constraints:
