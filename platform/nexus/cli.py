@@ -213,6 +213,9 @@ def _add_release_commands(
     for flag in ("--gitops-repo", "--prometheus-url", "--status-url"):
         release.add_argument(flag, default="", help="default: .nexus/endpoints.json")
     release.add_argument("--kfp-host", default="", help="submit to this KFP instead of running")
+    release.add_argument(
+        "--inline", action="store_true", help="run the steps in this process, without kfp.local"
+    )
     release.add_argument("--package", type=Path, default=Path("pipelines/compiled/release.yaml"),
                          help="compiled pipeline for --kfp-host")  # fmt: skip
 

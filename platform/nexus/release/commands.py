@@ -47,7 +47,7 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def release(args: argparse.Namespace) -> int:
-    from nexus.release.run import run_local, submit
+    from nexus.release.run import run_inline, run_local, submit
 
     try:
         params = arguments(args)
@@ -61,11 +61,11 @@ def release(args: argparse.Namespace) -> int:
             print(f"submitted release of {args.name} version {args.version}: {url}")
             return 0
         print(f"releasing {args.name} version {args.version} to {args.environment}", flush=True)
-        outcome = run_local(
-            params,
-            pipeline_root=args.state_dir / "kfp",
-            show=lambda line: print(line, flush=True),
-        )
+        if args.inline:
+            status = run_inline(params)
+            print(f"\n{args.name} version {args.version}: {status}")
+            return EXIT_CODES.get(status, 1)
+        outcome = run_local(params, pipeline_root=args.state_dir / "kfp")
     except (ConfigError, ReleaseError, RegistryError) as exc:
         print(f"nexus release: {exc}", file=sys.stderr)
         return 1

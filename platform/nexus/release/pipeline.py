@@ -55,24 +55,15 @@ def render(plan: str, canary_percent: int) -> str:
 @dsl.component(base_image=RELEASE_IMAGE)
 def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: str) -> str:
     """Commit and push the manifest (idempotent); the version becomes ``challenger``."""
-    from nexus.registry.client import Registry
-    from nexus.release.gitops import commit_step
-    from nexus.release.plan import ReleasePlan
-    from nexus.release.record import mark_rollout
+    from nexus.release.rollout import commit_first
 
-    p = ReleasePlan.from_json(plan)
-    action = "Release" if p.first_release else "Canary"
-    sha = commit_step(
-        repo_url=gitops_repo,
-        environment=p.environment,
-        model=p.model,
-        version=p.version,
-        run=run,
+    return commit_first(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        plan_json=plan,
         manifest=manifest,
-        action=action,
+        run=run,
     )
-    mark_rollout(Registry.connect(tracking_uri), p, commit=sha, run=run)
-    return sha
 
 
 @dsl.component(base_image=RELEASE_IMAGE)
@@ -85,21 +76,15 @@ def wait(
     timeout_s: float,
 ) -> str:
     """Until Argo CD synced the commit and the predictor's traffic is split as asked."""
-    from nexus.release.plan import ReleasePlan
-    from nexus.release.render import canary_split
-    from nexus.release.wait import wait_step
+    from nexus.release.rollout import wait_first
 
-    p = ReleasePlan.from_json(plan)
-    split = canary_split(p, canary_percent)
-    return wait_step(
+    return wait_first(
         status_url=status_url,
-        namespace=p.namespace,
-        model=p.model,
-        commit=commit_sha,
-        expect="full" if split is None else "canary",
-        canary_percent=split or 0,
-        timeout_s=timeout_s,
         gitops_repo=gitops_repo,
+        plan_json=plan,
+        commit=commit_sha,
+        canary_percent=canary_percent,
+        timeout_s=timeout_s,
     )
 
 
@@ -146,7 +131,7 @@ def promote(
     timeout_s: float,
 ) -> str:
     """100 % on the new version, then ``champion`` moves to it."""
-    from nexus.release.promote import promote_step
+    from nexus.release.rollout import promote_step
 
     return promote_step(
         tracking_uri=tracking_uri,
@@ -170,7 +155,7 @@ def rollback(
     timeout_s: float,
 ) -> str:
     """``canaryTrafficPercent: 0``: the champion serves everything again."""
-    from nexus.release.promote import rollback_step
+    from nexus.release.rollout import rollback_step
 
     return rollback_step(
         tracking_uri=tracking_uri,

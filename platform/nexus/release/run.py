@@ -14,12 +14,14 @@ import contextlib
 import io
 import json
 import re
+import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
@@ -48,8 +50,8 @@ def local_endpoints(state_dir: Path) -> dict[str, str]:
 class ProgressFilter(io.TextIOBase):
     """A stdout stand-in that passes on step progress and keeps everything in ``log``."""
 
-    def __init__(self, show: Callable[[str], None], log: io.TextIOBase) -> None:
-        self._show = show
+    def __init__(self, out: TextIO, log: TextIO) -> None:
+        self._out = out
         self._log = log
         self._pending = ""
 
@@ -63,6 +65,10 @@ class ProgressFilter(io.TextIOBase):
         for line in lines:
             self._line(_ANSI.sub("", line))
         return len(text)
+
+    def _show(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
 
     def _line(self, line: str) -> None:
         if "nexus-release:" in line:
@@ -86,7 +92,7 @@ def run_local(
     arguments: Mapping[str, Any],
     *,
     pipeline_root: Path,
-    show: Callable[[str], None] = print,
+    out: TextIO | None = None,
 ) -> Outcome:
     """Run the pipeline in this process' interpreter; the outcome as the registry has it."""
     from kfp import local
@@ -103,7 +109,8 @@ def run_local(
             pipeline_root=str(pipeline_root),
             raise_on_error=False,
         )
-        with contextlib.redirect_stdout(ProgressFilter(show, log)):  # type: ignore[type-var]
+        progress = ProgressFilter(out or sys.stdout, log)
+        with contextlib.redirect_stdout(progress):  # type: ignore[type-var]
             release(**arguments)
     registry = Registry.connect(str(arguments["tracking_uri"]))
     tags = registry.version(str(arguments["model_name"]), str(arguments["version"])).tags
@@ -139,3 +146,77 @@ def submit(host: str, arguments: Mapping[str, Any], *, package: Path | None = No
             run_name=f"release-{arguments['model_name']}-{arguments['version']}",
         )
     return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+
+
+def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
+    """The pipeline's steps in this process, in its order, without KFP; the final status.
+
+    For quick local iterations (one interpreter instead of one per step, which matters
+    on small machines where importing MLflow and KServe takes seconds) and for tests of
+    step behaviour. The graph is the pipeline's: first rollout, analysis, promote or
+    roll back, and the exit handler's recording of any failure (then re-raised).
+    """
+    from nexus.release import analyze, record, render, resolve, rollout
+
+    a = dict(arguments)
+    run = run or f"inline-{a['model_name']}-{a['version']}-{int(time.time())}"
+    state, error = "SUCCEEDED", ""
+    try:
+        plan = resolve.resolve_step(
+            tracking_uri=a["tracking_uri"],
+            model=a["model_name"],
+            version=a["version"],
+            environment=a["environment"],
+            namespace=a["namespace"],
+        )
+        manifest = render.render_step(plan_json=plan, canary_percent=a["canary_percent"])
+        sha = rollout.commit_first(
+            tracking_uri=a["tracking_uri"],
+            gitops_repo=a["gitops_repo"],
+            plan_json=plan,
+            manifest=manifest,
+            run=run,
+        )
+        rolled = rollout.wait_first(
+            status_url=a["status_url"],
+            gitops_repo=a["gitops_repo"],
+            plan_json=plan,
+            commit=sha,
+            canary_percent=a["canary_percent"],
+            timeout_s=a["wait_timeout_s"],
+        )
+        summary = analyze.analyze_step(
+            prometheus_url=a["prometheus_url"],
+            plan_json=plan,
+            rollout_json=rolled,
+            window_s=a["analysis_window_s"],
+            max_error_ratio=a["max_error_ratio"],
+            max_p95_latency_ratio=a["max_p95_latency_ratio"],
+            min_requests=a["min_canary_requests"],
+        )
+        step = rollout.promote_step
+        if json.loads(summary)["decision"] != "promote":
+            step = rollout.rollback_step
+        step(
+            tracking_uri=a["tracking_uri"],
+            gitops_repo=a["gitops_repo"],
+            status_url=a["status_url"],
+            plan_json=plan,
+            analysis_json=summary,
+            run=run,
+            timeout_s=a["wait_timeout_s"],
+        )
+    except Exception as exc:
+        # The exit handler's contract: whatever failed, the registry says so.
+        state, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        status = record.record_outcome_step(
+            tracking_uri=a["tracking_uri"],
+            model=a["model_name"],
+            version=a["version"],
+            run=run,
+            state=state,
+            error=error,
+        )
+    return status
