@@ -23,12 +23,12 @@ from kfp import dsl
 from kfp.dsl import Artifact, Output, PipelineTaskFinalStatus
 
 # The transformer image does not carry MLflow or KFP; releases run in their own image
-# (same Dockerfile, `.[release]` installed).
+# (same Dockerfile, `.[release]` installed; it brings kfp, so nothing installs at run time).
 RELEASE_IMAGE: Final = "ghcr.io/nexus-serving/nexus-release:0.1.0"
 PIPELINE_NAME: Final = "nexus-release"
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def resolve(
     tracking_uri: str, model_name: str, version: str, environment: str, namespace: str
 ) -> str:
@@ -44,7 +44,7 @@ def resolve(
     )
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def render(plan: str, canary_percent: int) -> str:
     """The InferenceService of the first rollout (canary, or 100 % for a first release)."""
     from nexus.release.render import render_step
@@ -52,7 +52,7 @@ def render(plan: str, canary_percent: int) -> str:
     return render_step(plan_json=plan, canary_percent=canary_percent)
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: str) -> str:
     """Commit and push the manifest (idempotent); the version becomes ``challenger``."""
     from nexus.release.rollout import commit_first
@@ -66,7 +66,7 @@ def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: s
     )
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def wait(
     status_url: str,
     gitops_repo: str,
@@ -88,7 +88,7 @@ def wait(
     )
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def analyze(
     prometheus_url: str,
     plan: str,
@@ -120,7 +120,7 @@ def analyze(
     return (decision, summary)  # type: ignore[return-value]
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def promote(
     tracking_uri: str,
     gitops_repo: str,
@@ -144,7 +144,7 @@ def promote(
     )
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def rollback(
     tracking_uri: str,
     gitops_repo: str,
@@ -168,7 +168,7 @@ def rollback(
     )
 
 
-@dsl.component(base_image=RELEASE_IMAGE)
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def record_outcome(
     tracking_uri: str, model_name: str, version: str, run: str, status: PipelineTaskFinalStatus
 ) -> None:
