@@ -20,6 +20,7 @@ import json
 import math
 import re
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -94,6 +95,9 @@ class Prometheus:
                 f"{self.url}/api/v1/query?{params}", timeout=15
             ) as response:
                 body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response
+            raise ReleaseError(f"Prometheus refused {expr!r}: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise ReleaseError(f"Prometheus at {self.url} did not answer {expr!r}: {exc}") from exc
         if body.get("status") != "success":

@@ -117,7 +117,7 @@ def analyze(
         out.write(summary)
     decision = json.loads(summary)["decision"]
     analysis.metadata["decision"] = decision
-    return (decision, summary)  # type: ignore[return-value]
+    return (decision, summary)
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)

@@ -110,7 +110,7 @@ def run_local(
             raise_on_error=False,
         )
         progress = ProgressFilter(out or sys.stdout, log)
-        with contextlib.redirect_stdout(progress):  # type: ignore[type-var]
+        with contextlib.redirect_stdout(progress):
             release(**arguments)
     registry = Registry.connect(str(arguments["tracking_uri"]))
     tags = registry.version(str(arguments["model_name"]), str(arguments["version"])).tags

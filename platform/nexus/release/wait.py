@@ -67,6 +67,7 @@ def _get_json(url: str) -> Mapping[str, Any] | None:
             body: Mapping[str, Any] = json.loads(response.read())
             return body
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error carries the open response
         if exc.code == 404:
             return None
         raise
