@@ -91,6 +91,18 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     return 1 if has_errors(findings) else 0
 
 
+def _cmd_registry_register(args: argparse.Namespace) -> int:
+    from nexus.registry.commands import register
+
+    return register(args)
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from nexus.release.commands import release
+
+    return release(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexus", description="KServe-native LLM serving platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,7 +166,65 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use only PATHs as context (not the rest of the repository)",
     )
+    _add_release_commands(sub, state)
     return parser
+
+
+def _add_release_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], state: argparse.ArgumentParser
+) -> None:
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument(
+        "--tracking-uri", default="", help="MLflow (default: $MLFLOW_TRACKING_URI, .nexus/)"
+    )
+    registry = sub.add_parser("registry", help="the MLflow model registry", description=(
+        "register model versions with validated serving tags"))  # fmt: skip
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True, metavar="CMD")
+    register = registry_sub.add_parser(
+        "register", parents=[tracking, state], help="register a model version for serving"
+    )
+    register.set_defaults(handler=_cmd_registry_register)
+    register.add_argument("name", help="registered model = InferenceService name")
+    register.add_argument(
+        "--storage-uri", required=True, help="hf://, s3://, gs://, pvc://, oci://"
+    )
+    register.add_argument("--runtime", required=True, choices=("huggingface", "vllm"))
+    register.add_argument("--gpu-pool", required=True, help="a GPU pool of platform/pools.yaml")
+    register.add_argument("--max-model-len", type=int)
+    register.add_argument(
+        "--args", default="", help="extra vLLM arguments, a JSON list: '[\"--x=1\"]'"
+    )
+    register.add_argument("--min-replicas", type=int, default=1)
+    register.add_argument("--max-replicas", type=int, default=1)
+    register.add_argument("--fallback", default="", help="model an InferenceGraph falls back to")
+
+    release = sub.add_parser(
+        "release",
+        parents=[tracking, state],
+        help="release a model version (canary, analysis, promote or roll back)",
+        description="run the release pipeline through kfp.local, or submit it with --kfp-host; "
+        "exit status 0 promoted, 3 rolled back, 1 failed",
+    )
+    release.set_defaults(handler=_cmd_release)
+    release.add_argument("name")
+    release.add_argument("--version", required=True)
+    release.add_argument("--environment", default="prod")
+    release.add_argument("--canary-percent", type=int, default=10)
+    release.add_argument("--analysis-window", type=float, default=None, metavar="SECONDS",
+                         help="default 600 (60 for --environment local)")  # fmt: skip
+    release.add_argument("--max-error-ratio", type=float, default=0.02)
+    release.add_argument("--max-p95-latency-ratio", type=float, default=1.5)
+    release.add_argument("--min-canary-requests", type=int, default=10)
+    release.add_argument("--wait-timeout", type=float, default=900.0, metavar="SECONDS")
+    release.add_argument("--namespace", default="nexus")
+    for flag in ("--gitops-repo", "--prometheus-url", "--status-url"):
+        release.add_argument(flag, default="", help="default: .nexus/endpoints.json")
+    release.add_argument("--kfp-host", default="", help="submit to this KFP instead of running")
+    release.add_argument(
+        "--inline", action="store_true", help="run the steps in this process, without kfp.local"
+    )
+    release.add_argument("--package", type=Path, default=Path("pipelines/compiled/release.yaml"),
+                         help="compiled pipeline for --kfp-host")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

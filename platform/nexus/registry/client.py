@@ -1,0 +1,174 @@
+"""The only module that talks to MLflow: versions, tags and aliases, MLflow errors translated.
+
+Everything returns plain Nexus values (``VersionInfo``) so that callers never handle
+MLflow entities or ``MlflowException``. MLflow's HTTP client retries a refused
+connection for minutes by default; a release step should rather fail fast and let the
+pipeline's retry policy decide, hence the bounded retries set in ``connect``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from nexus.errors import ConfigError
+from nexus.manifests.pools import Pool
+from nexus.registry import conventions as c
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+T = TypeVar("T")
+
+
+class RegistryError(Exception):
+    """MLflow refused or could not answer; the message says what was asked."""
+
+
+class VersionNotFound(RegistryError):
+    """The registered model or the version does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One model version as releases see it."""
+
+    name: str
+    version: str
+    source: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+def _translate(what: str, exc: Exception) -> RegistryError:
+    code = getattr(exc, "error_code", "")
+    message = getattr(exc, "message", str(exc))
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return VersionNotFound(f"{what}: {message}")
+    return RegistryError(f"{what}: {message}")
+
+
+class Registry:
+    """Model versions, tags and aliases of one MLflow tracking server."""
+
+    def __init__(self, client: MlflowClient, *, tracking_uri: str) -> None:
+        self._client = client
+        self.tracking_uri = tracking_uri
+
+    @classmethod
+    def connect(cls, tracking_uri: str) -> Registry:
+        if not tracking_uri:
+            raise ConfigError("no MLflow tracking URI (flag --tracking-uri or MLFLOW_TRACKING_URI)")
+        # Set before MLflow reads them; an operator's explicit values are kept.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return cls(client, tracking_uri=tracking_uri)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args)
+        except MlflowException as exc:
+            raise _translate(what, exc) from exc
+
+    def version(self, name: str, version: str) -> VersionInfo:
+        mv = self._call(
+            f"model {name!r} version {version}", self._client.get_model_version, name, version
+        )
+        return VersionInfo(
+            name=name,
+            version=str(mv.version),
+            source=str(mv.source or ""),
+            tags=dict(mv.tags or {}),
+            aliases=tuple(mv.aliases or ()),
+        )
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        model = self._call(f"model {name!r}", self._client.get_registered_model, name)
+        return dict(model.tags or {})
+
+    def alias(self, name: str, alias: str) -> str | None:
+        """The version an alias points to, or ``None`` when the alias (or model) is unset."""
+        model = self._call(f"model {name!r}", self._client.get_registered_model, name)
+        aliases: Mapping[str, str] = model.aliases or {}
+        value = aliases.get(alias)
+        return None if value is None else str(value)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(
+            f"alias {alias} of {name!r} to version {version}",
+            self._client.set_registered_model_alias,
+            name,
+            alias,
+            version,
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Drop the alias; a missing alias is not an error (releases are retried)."""
+        if self.alias(name, alias) is None:
+            return
+        self._call(
+            f"delete alias {alias} of {name!r}",
+            self._client.delete_registered_model_alias,
+            name,
+            alias,
+        )
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in sorted(tags.items()):
+            self._call(
+                f"tag {key} of {name!r} version {version}",
+                self._client.set_model_version_tag,
+                name,
+                version,
+                key,
+                value,
+            )
+
+    def register(
+        self, name: str, spec: c.ServingSpec, pools: Mapping[str, Pool], *, fallback: str = ""
+    ) -> VersionInfo:
+        """Validate, then create the registered model if needed and a new version.
+
+        Validation happens first and fully, so a bad value writes nothing. The version's
+        ``source`` is the storage URI: KServe downloads from there, MLflow keeps no weights.
+        """
+        description = c.validate(name, spec, pools)
+        if fallback:
+            dataclasses.replace(description, name=fallback)  # the same name rules apply
+        from mlflow.exceptions import MlflowException
+
+        model_tags = {c.SERVING_FALLBACK: fallback} if fallback else {}
+        try:
+            self._client.create_registered_model(name, tags=model_tags)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise _translate(f"create model {name!r}", exc) from exc
+            for key, value in model_tags.items():
+                self._call(
+                    f"tag {key} of {name!r}",
+                    self._client.set_registered_model_tag,
+                    name,
+                    key,
+                    value,
+                )
+        try:
+            mv = self._client.create_model_version(name, source=spec.storage_uri, tags=spec.tags())
+        except MlflowException as exc:
+            error = _translate(f"create a version of {name!r}", exc)
+            if spec.storage_uri.startswith("https://"):
+                # MLflow refuses host-addressed sources unless the server allows them.
+                error = RegistryError(
+                    f"{error}; start the MLflow server with "
+                    "MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES=https to register https:// "
+                    "storage URIs"
+                )
+            raise error from exc
+        return self.version(name, str(mv.version))

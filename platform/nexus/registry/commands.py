@@ -1,0 +1,74 @@
+"""``nexus registry register``: a model version with validated serving tags, or a clear refusal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from nexus.errors import ConfigError
+from nexus.manifests.pools import load_pools
+from nexus.registry.client import Registry, RegistryError
+from nexus.registry.conventions import SERVING_ARGS, ServingSpec, validate
+
+
+def tracking_uri(flag: str, state_dir: Path) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else what ``nexus up`` wrote."""
+    if flag:
+        return flag
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    endpoints = state_dir / "endpoints.json"
+    if endpoints.is_file():
+        try:
+            return str(json.loads(endpoints.read_text(encoding="utf-8")).get("tracking_uri", ""))
+        except (OSError, ValueError):
+            return ""
+    return ""
+
+
+def _spec(args: argparse.Namespace) -> ServingSpec:
+    extra: tuple[str, ...] = ()
+    if args.args:
+        try:
+            parsed = json.loads(args.args)
+        except ValueError as exc:
+            raise ConfigError(f"--args must be a JSON list of strings: {exc}") from None
+        if not isinstance(parsed, list) or not all(isinstance(a, str) for a in parsed):
+            raise ConfigError(f"--args must be a JSON list of strings, got {args.args!r}")
+        extra = tuple(parsed)
+    # Round-trip through the tags so that the CLI and the pipeline validate identically.
+    tags = ServingSpec(
+        storage_uri=args.storage_uri,
+        runtime=args.runtime,
+        gpu_pool=args.gpu_pool,
+        max_model_len=args.max_model_len,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+    ).tags()
+    if extra:
+        tags[SERVING_ARGS] = json.dumps(list(extra))
+    return ServingSpec.from_tags(tags)
+
+
+def register(args: argparse.Namespace) -> int:
+    from nexus.release.resolve import default_pools_file
+
+    try:
+        spec = _spec(args)
+        pools = load_pools(default_pools_file())
+        validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
+        registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
+        info = registry.register(args.name, spec, pools, fallback=args.fallback)
+    except ConfigError as exc:
+        print(f"nexus registry register: refused: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        print(f"nexus registry register: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {info.name} version {info.version} ({spec.storage_uri})")
+    for key, value in sorted(info.tags.items()):
+        print(f"  {key} = {value}")
+    return 0

@@ -1,0 +1,161 @@
+"""Tag and alias names of the registry, and the validation of a version's serving tags.
+
+A registered model's name is the InferenceService name. Each version says how it is
+served through ``serving.*`` tags; releases write their outcome as ``release.*`` tags and
+move the ``champion`` (serving 100 %) and ``challenger`` (in canary) aliases. MLflow
+stages are deprecated, so nothing here uses them.
+
+Validation builds the same ``ModelDescription`` the renderer takes, so a version that
+passes here renders, and a bad value is refused before anything is written to MLflow or
+Git.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, cast, get_args
+
+from nexus.errors import ConfigError
+from nexus.manifests.model import PREDICTOR_PATH_PREFIX, ModelDescription, Runtime
+from nexus.manifests.pools import Pool
+
+SERVING_RUNTIME: Final = "serving.runtime"
+SERVING_STORAGE_URI: Final = "serving.storage_uri"
+SERVING_GPU_POOL: Final = "serving.gpu_pool"
+SERVING_MAX_MODEL_LEN: Final = "serving.max_model_len"
+SERVING_ARGS: Final = "serving.args"
+SERVING_MIN_REPLICAS: Final = "serving.min_replicas"
+SERVING_MAX_REPLICAS: Final = "serving.max_replicas"
+# Registered-model tag: the model an InferenceGraph falls back to.
+SERVING_FALLBACK: Final = "serving.fallback"
+
+RELEASE_STATUS: Final = "release.status"
+RELEASE_GIT_COMMIT: Final = "release.git_commit"
+RELEASE_RUN: Final = "release.run"
+RELEASE_ANALYSIS: Final = "release.analysis"
+RELEASE_ERROR: Final = "release.error"
+
+ReleaseStatus = Literal["canary", "promoted", "rolled_back", "failed"]
+RELEASE_STATUSES: Final = frozenset(get_args(ReleaseStatus))
+
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+
+def _int_tag(tags: Mapping[str, str], key: str, default: int | None) -> int | None:
+    raw = tags.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"tag {key}={raw!r} must be an integer") from None
+
+
+def _args_tag(raw: str | None) -> tuple[str, ...]:
+    if raw is None or raw == "":
+        return ()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"tag {SERVING_ARGS} must be a JSON list of strings: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise ConfigError(f"tag {SERVING_ARGS} must be a JSON list of strings, got {raw!r}")
+    bad = [a for a in value if not a.startswith("--")]
+    if bad:
+        raise ConfigError(f"tag {SERVING_ARGS}: every argument is a --flag[=value], got {bad}")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSpec:
+    """What the ``serving.*`` tags of one model version say."""
+
+    storage_uri: str
+    runtime: Runtime
+    gpu_pool: str
+    max_model_len: int | None = None
+    args: tuple[str, ...] = ()
+    min_replicas: int = 1
+    max_replicas: int = 1
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> ServingSpec:
+        """Parse the tags; a missing or malformed tag raises ``ConfigError`` naming it."""
+        missing = [
+            key
+            for key in (SERVING_STORAGE_URI, SERVING_RUNTIME, SERVING_GPU_POOL)
+            if not tags.get(key)
+        ]
+        if missing:
+            raise ConfigError(f"model version lacks the serving tag(s) {', '.join(missing)}")
+        runtime = tags[SERVING_RUNTIME]
+        if runtime not in PREDICTOR_PATH_PREFIX:
+            raise ConfigError(
+                f"tag {SERVING_RUNTIME}={runtime!r} must be one of {sorted(PREDICTOR_PATH_PREFIX)}"
+            )
+        max_model_len = _int_tag(tags, SERVING_MAX_MODEL_LEN, None)
+        if max_model_len is not None and max_model_len < 1:
+            raise ConfigError(f"tag {SERVING_MAX_MODEL_LEN} must be positive")
+        return cls(
+            storage_uri=tags[SERVING_STORAGE_URI],
+            runtime=cast(Runtime, runtime),
+            gpu_pool=tags[SERVING_GPU_POOL],
+            max_model_len=max_model_len,
+            args=_args_tag(tags.get(SERVING_ARGS)),
+            min_replicas=_int_tag(tags, SERVING_MIN_REPLICAS, 1) or 0,
+            max_replicas=_int_tag(tags, SERVING_MAX_REPLICAS, 1) or 0,
+        )
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that describe this spec (the inverse of ``from_tags``)."""
+        tags = {
+            SERVING_STORAGE_URI: self.storage_uri,
+            SERVING_RUNTIME: self.runtime,
+            SERVING_GPU_POOL: self.gpu_pool,
+            SERVING_MIN_REPLICAS: str(self.min_replicas),
+            SERVING_MAX_REPLICAS: str(self.max_replicas),
+        }
+        if self.max_model_len is not None:
+            tags[SERVING_MAX_MODEL_LEN] = str(self.max_model_len)
+        if self.args:
+            tags[SERVING_ARGS] = json.dumps(list(self.args))
+        return tags
+
+    def vllm_args(self) -> tuple[str, ...]:
+        """Arguments for the predictor; ``max_model_len`` wins over a pool's default."""
+        if self.max_model_len is None:
+            return self.args
+        return (*self.args, f"--max-model-len={self.max_model_len}")
+
+
+def validate(name: str, spec: ServingSpec, pools: Mapping[str, Pool]) -> ModelDescription:
+    """The production description of ``name`` served as ``spec``; ``ConfigError`` if invalid.
+
+    ``ModelDescription`` checks the name, runtime, storage scheme and replicas; the pool
+    must exist and carry an accelerator because production predictors are vLLM on GPUs.
+    """
+    pool = pools.get(spec.gpu_pool)
+    if pool is None:
+        raise ConfigError(
+            f"tag {SERVING_GPU_POOL}={spec.gpu_pool!r} is not a pool of platform/pools.yaml; "
+            f"known pools: {', '.join(sorted(pools))}"
+        )
+    if pool.accelerator is None:
+        gpu_pools = sorted(p.name for p in pools.values() if p.accelerator is not None)
+        raise ConfigError(
+            f"tag {SERVING_GPU_POOL}={spec.gpu_pool!r} has no accelerator; "
+            f"vLLM predictors need one of {', '.join(gpu_pools)}"
+        )
+    return ModelDescription(
+        name=name,
+        storage_uri=spec.storage_uri,
+        runtime=spec.runtime,
+        pool=spec.gpu_pool,
+        environment="prod",
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        vllm_args=spec.vllm_args(),
+    )

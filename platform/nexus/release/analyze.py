@@ -1,0 +1,238 @@
+"""Step 5, analyze: canary against stable over a window, from Prometheus, to a decision.
+
+The transformer in front of every predictor exports ``gateway_requests_total`` and the
+latency histograms; the scrape adds ``isvc`` and ``revision`` target labels (PodMonitor
+relabeling in a cluster, the local platform's scrape config locally). The queries have
+the shape of the PrometheusRule's (``platform/k8s/monitoring``), narrowed to the two
+revisions of one InferenceService over the analysis window.
+
+The canary is rolled back when it got too little traffic to judge, when its 5xx ratio
+exceeds the stable revision's by more than ``max_error_ratio`` (the alert rule's "points
+above stable"), or when its p95 latency or p95 time to first token exceeds the stable
+one's times ``max_p95_latency_ratio`` *and* by more than ``LATENCY_FLOOR_S``: histogram
+quantiles of fast answers jump between buckets, and tens of milliseconds never make an
+LLM release worse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.release.wait import Rollout
+
+Decision = Literal["promote", "rollback"]
+LATENCY_FLOOR_S: Final = 0.05
+_LABEL_VALUE = re.compile(r"^[-a-z0-9.]{1,253}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    max_error_ratio: float = 0.02
+    max_p95_latency_ratio: float = 1.5
+    min_requests: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionStats:
+    revision: str
+    requests: float
+    errors: float
+    p95_latency_s: float | None
+    p95_ttft_s: float | None
+
+    @property
+    def error_ratio(self) -> float | None:
+        return self.errors / self.requests if self.requests > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    decision: Decision
+    reasons: tuple[str, ...]
+    window_s: float
+    canary: RevisionStats | None = None
+    stable: RevisionStats | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        def stats(s: RevisionStats | None) -> dict[str, Any] | None:
+            return None if s is None else {**asdict(s), "error_ratio": s.error_ratio}
+
+        body = {
+            "decision": self.decision,
+            "reasons": list(self.reasons),
+            "window_s": self.window_s,
+            "canary": stats(self.canary),
+            "stable": stats(self.stable),
+            **self.extra,
+        }
+        return json.dumps(body, sort_keys=True)
+
+
+class Prometheus:
+    """Instant queries over Prometheus' HTTP API (``/api/v1/query``)."""
+
+    def __init__(self, url: str) -> None:
+        if not url:
+            raise ReleaseError("no Prometheus URL (--prometheus-url or .nexus/endpoints.json)")
+        self.url = url.rstrip("/")
+
+    def query(self, expr: str, *, at: float) -> dict[str, float]:
+        """``{revision label: value}`` of a vector result; NaN samples are left out."""
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - operator's URL
+                f"{self.url}/api/v1/query?{params}", timeout=15
+            ) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response
+            raise ReleaseError(f"Prometheus refused {expr!r}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise ReleaseError(f"Prometheus at {self.url} did not answer {expr!r}: {exc}") from exc
+        if body.get("status") != "success":
+            raise ReleaseError(f"Prometheus refused {expr!r}: {body.get('error')}")
+        values: dict[str, float] = {}
+        for sample in body["data"]["result"]:
+            value = float(sample["value"][1])
+            if not math.isnan(value):
+                values[sample["metric"].get("revision", "")] = value
+        return values
+
+
+def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
+    """The PromQL of each measure, per revision of ``isvc`` over the window."""
+    for value in (isvc, *revisions):
+        if not _LABEL_VALUE.match(value):
+            raise ReleaseError(f"{value!r} is not a valid InferenceService or revision name")
+    selector = f'isvc="{isvc}", revision=~"{"|".join(revisions)}"'
+    window = f"[{max(1, round(window_s))}s]"
+
+    def p95(family: str) -> str:
+        return (
+            f"histogram_quantile(0.95, sum by (revision, le) "
+            f"(rate({family}_bucket{{{selector}}}{window})))"
+        )
+
+    return {
+        "requests": f"sum by (revision) (increase(gateway_requests_total{{{selector}}}{window}))",
+        "errors": (
+            f"sum by (revision) "
+            f'(increase(gateway_requests_total{{{selector}, status=~"5.."}}{window}))'
+        ),
+        "p95_latency_s": p95("gateway_request_latency_seconds"),
+        "p95_ttft_s": p95("gateway_time_to_first_token_seconds"),
+    }
+
+
+def measure(
+    prometheus: Prometheus, isvc: str, revisions: list[str], window_s: float, *, at: float
+) -> dict[str, RevisionStats]:
+    results = {
+        name: prometheus.query(expr, at=at)
+        for name, expr in queries(isvc, revisions, window_s).items()
+    }
+    return {
+        rev: RevisionStats(
+            revision=rev,
+            requests=results["requests"].get(rev, 0.0),
+            errors=results["errors"].get(rev, 0.0),
+            p95_latency_s=results["p95_latency_s"].get(rev),
+            p95_ttft_s=results["p95_ttft_s"].get(rev),
+        )
+        for rev in revisions
+    }
+
+
+def _slower(canary: float | None, stable: float | None, ratio: float) -> bool:
+    if canary is None or stable is None or stable <= 0:
+        return False
+    return canary > stable * ratio and canary - stable > LATENCY_FLOOR_S
+
+
+def decide(
+    canary: RevisionStats, stable: RevisionStats | None, thresholds: Thresholds
+) -> tuple[Decision, tuple[str, ...]]:
+    """Promote unless a threshold is crossed; every crossed threshold is a reason."""
+    reasons: list[str] = []
+    if canary.requests < thresholds.min_requests:
+        reasons.append(
+            f"canary served {canary.requests:.0f} requests, fewer than the "
+            f"{thresholds.min_requests} needed to judge it"
+        )
+    canary_errors = canary.error_ratio or 0.0
+    stable_errors = (stable.error_ratio if stable else None) or 0.0
+    if canary_errors - stable_errors > thresholds.max_error_ratio:
+        reasons.append(
+            f"canary 5xx ratio {canary_errors:.3f} exceeds stable {stable_errors:.3f} "
+            f"by more than {thresholds.max_error_ratio}"
+        )
+    ratio = thresholds.max_p95_latency_ratio
+    for measure_name, label in (("p95_latency_s", "p95 latency"), ("p95_ttft_s", "p95 TTFT")):
+        mine = getattr(canary, measure_name)
+        theirs = getattr(stable, measure_name) if stable else None
+        if _slower(mine, theirs, ratio):
+            reasons.append(f"canary {label} {mine:.3f}s exceeds stable {theirs:.3f}s x {ratio}")
+    if reasons:
+        return "rollback", tuple(reasons)
+    return "promote", ("canary within every threshold",)
+
+
+def analyze(
+    prometheus: Prometheus | None,
+    plan: ReleasePlan,
+    rollout: Rollout,
+    *,
+    window_s: float,
+    thresholds: Thresholds,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Analysis:
+    """Let the canary take traffic for ``window_s``, then judge that window."""
+    if plan.first_release:
+        return Analysis("promote", ("first release: no stable revision to compare",), 0.0)
+    if prometheus is None:
+        raise ReleaseError("a canary needs Prometheus to be judged")
+    if not rollout.stable_revision:
+        raise ReleaseError(f"no stable revision takes traffic: {list(rollout.traffic)}")
+    sleep(window_s)
+    revisions = [rollout.latest_revision, rollout.stable_revision]
+    stats = measure(prometheus, plan.model, revisions, window_s, at=clock())
+    canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
+    decision, reasons = decide(canary, stable, thresholds)
+    return Analysis(decision, reasons, window_s, canary, stable)
+
+
+def analyze_step(
+    *,
+    prometheus_url: str,
+    plan_json: str,
+    rollout_json: str,
+    window_s: float,
+    max_error_ratio: float,
+    max_p95_latency_ratio: float,
+    min_requests: int,
+) -> str:
+    """The KFP component's body: the analysis (decision and numbers) as JSON."""
+    plan = ReleasePlan.from_json(plan_json)
+    thresholds = Thresholds(max_error_ratio, max_p95_latency_ratio, min_requests)
+    prometheus = Prometheus(prometheus_url) if not plan.first_release else None
+    analysis = analyze(
+        prometheus,
+        plan,
+        Rollout.from_json(rollout_json),
+        window_s=window_s,
+        thresholds=thresholds,
+    )
+    print(f"nexus-release: decision {analysis.decision}: {'; '.join(analysis.reasons)}")
+    return analysis.to_json()

@@ -1,0 +1,264 @@
+"""The release pipeline (KFP v2): resolve → render → commit → wait → analyze → promote | roll back.
+
+Components are lightweight Python components whose bodies call ``nexus.release``; they
+install nothing at run time, so the base image must already hold ``nexus`` with its
+``release`` extra (``RELEASE_IMAGE``). ``kfp.local`` runs the same components in
+subprocesses of the current interpreter. The exit handler records the outcome in the
+registry whatever happened; steps whose result depends on the world (registry, Git, the
+cluster, Prometheus, the clock) never come from KFP's cache; the commit step is retried
+(push races are handled inside it too, this covers transient Git outages).
+
+``pipelines/release.py`` re-exports ``release`` and compiles it to
+``pipelines/compiled/release.yaml``; the definitions live in the package so that the
+``nexus`` command and the release image can import them without the repository.
+"""
+
+# No `from __future__ import annotations` here, unlike everywhere else: KFP reads the
+# components' annotations as live types to build their interfaces, and runs each body
+# as a standalone module, so annotations must be expressions that evaluate there too
+# (hence the inline NamedTuple of `analyze`).
+from typing import Final, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output, PipelineTaskFinalStatus
+
+# The transformer image does not carry MLflow or KFP; releases run in their own image
+# (same Dockerfile, `.[release]` installed; it brings kfp, so nothing installs at run time).
+RELEASE_IMAGE: Final = "ghcr.io/nexus-serving/nexus-release:0.1.0"
+PIPELINE_NAME: Final = "nexus-release"
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def resolve(
+    tracking_uri: str, model_name: str, version: str, environment: str, namespace: str
+) -> str:
+    """The version exists and its tags are valid; fails before any side effect."""
+    from nexus.release.resolve import resolve_step
+
+    return resolve_step(
+        tracking_uri=tracking_uri,
+        model=model_name,
+        version=version,
+        environment=environment,
+        namespace=namespace,
+    )
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def render(plan: str, canary_percent: int) -> str:
+    """The InferenceService of the first rollout (canary, or 100 % for a first release)."""
+    from nexus.release.render import render_step
+
+    return render_step(plan_json=plan, canary_percent=canary_percent)
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: str) -> str:
+    """Commit and push the manifest (idempotent); the version becomes ``challenger``."""
+    from nexus.release.rollout import commit_first
+
+    return commit_first(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        plan_json=plan,
+        manifest=manifest,
+        run=run,
+    )
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def wait(
+    status_url: str,
+    gitops_repo: str,
+    plan: str,
+    commit_sha: str,
+    canary_percent: int,
+    timeout_s: float,
+) -> str:
+    """Until Argo CD synced the commit and the predictor's traffic is split as asked."""
+    from nexus.release.rollout import wait_first
+
+    return wait_first(
+        status_url=status_url,
+        gitops_repo=gitops_repo,
+        plan_json=plan,
+        commit=commit_sha,
+        canary_percent=canary_percent,
+        timeout_s=timeout_s,
+    )
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def analyze(
+    prometheus_url: str,
+    plan: str,
+    rollout: str,
+    window_s: float,
+    max_error_ratio: float,
+    max_p95_latency_ratio: float,
+    min_canary_requests: int,
+    analysis: Output[Artifact],
+) -> NamedTuple("Judgement", [("decision", str), ("summary", str)]):  # type: ignore[valid-type]
+    """Canary vs stable over the window: the decision, and the numbers as an artifact."""
+    import json
+
+    from nexus.release.analyze import analyze_step
+
+    summary = analyze_step(
+        prometheus_url=prometheus_url,
+        plan_json=plan,
+        rollout_json=rollout,
+        window_s=window_s,
+        max_error_ratio=max_error_ratio,
+        max_p95_latency_ratio=max_p95_latency_ratio,
+        min_requests=min_canary_requests,
+    )
+    with open(analysis.path, "w", encoding="utf-8") as out:
+        out.write(summary)
+    decision = json.loads(summary)["decision"]
+    analysis.metadata["decision"] = decision
+    return (decision, summary)
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def promote(
+    tracking_uri: str,
+    gitops_repo: str,
+    status_url: str,
+    plan: str,
+    summary: str,
+    run: str,
+    timeout_s: float,
+) -> str:
+    """100 % on the new version, then ``champion`` moves to it."""
+    from nexus.release.rollout import promote_step
+
+    return promote_step(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        plan_json=plan,
+        analysis_json=summary,
+        run=run,
+        timeout_s=timeout_s,
+    )
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def rollback(
+    tracking_uri: str,
+    gitops_repo: str,
+    status_url: str,
+    plan: str,
+    summary: str,
+    run: str,
+    timeout_s: float,
+) -> str:
+    """``canaryTrafficPercent: 0``: the champion serves everything again."""
+    from nexus.release.rollout import rollback_step
+
+    return rollback_step(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        plan_json=plan,
+        analysis_json=summary,
+        run=run,
+        timeout_s=timeout_s,
+    )
+
+
+@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
+def record_outcome(
+    tracking_uri: str, model_name: str, version: str, run: str, status: PipelineTaskFinalStatus
+) -> None:
+    """Exit handler: a run that did not end in promote or rollback is tagged ``failed``."""
+    from nexus.release.record import record_outcome_step
+
+    record_outcome_step(
+        tracking_uri=tracking_uri,
+        model=model_name,
+        version=version,
+        run=run,
+        state=status.state,
+        error=status.error_message or "",
+    )
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Release an MLflow model version through GitOps")
+def release(
+    model_name: str,
+    version: str,
+    environment: str = "prod",
+    canary_percent: int = 10,
+    analysis_window_s: float = 600.0,
+    max_error_ratio: float = 0.02,
+    max_p95_latency_ratio: float = 1.5,
+    min_canary_requests: int = 10,
+    gitops_repo: str = "",
+    prometheus_url: str = "",
+    tracking_uri: str = "",
+    status_url: str = "",
+    namespace: str = "nexus",
+    wait_timeout_s: float = 900.0,
+) -> None:
+    run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    outcome = record_outcome(
+        tracking_uri=tracking_uri, model_name=model_name, version=version, run=run
+    ).set_caching_options(False)
+    with dsl.ExitHandler(outcome, name="release"):
+        planned = resolve(
+            tracking_uri=tracking_uri,
+            model_name=model_name,
+            version=version,
+            environment=environment,
+            namespace=namespace,
+        )
+        planned.set_caching_options(False)
+        manifest = render(plan=planned.output, canary_percent=canary_percent)
+        pushed = commit(
+            gitops_repo=gitops_repo,
+            tracking_uri=tracking_uri,
+            plan=planned.output,
+            manifest=manifest.output,
+            run=run,
+        )
+        pushed.set_caching_options(False).set_retry(num_retries=3, backoff_duration="5s")
+        rolled = wait(
+            status_url=status_url,
+            gitops_repo=gitops_repo,
+            plan=planned.output,
+            commit_sha=pushed.output,
+            canary_percent=canary_percent,
+            timeout_s=wait_timeout_s,
+        ).set_caching_options(False)
+        judged = analyze(
+            prometheus_url=prometheus_url,
+            plan=planned.output,
+            rollout=rolled.output,
+            window_s=analysis_window_s,
+            max_error_ratio=max_error_ratio,
+            max_p95_latency_ratio=max_p95_latency_ratio,
+            min_canary_requests=min_canary_requests,
+        ).set_caching_options(False)
+        decision, summary = judged.outputs["decision"], judged.outputs["summary"]
+        with dsl.If(decision == "promote", name="canary-passed"):
+            promote(
+                tracking_uri=tracking_uri,
+                gitops_repo=gitops_repo,
+                status_url=status_url,
+                plan=planned.output,
+                summary=summary,
+                run=run,
+                timeout_s=wait_timeout_s,
+            ).set_caching_options(False)
+        with dsl.Else(name="canary-failed"):
+            rollback(
+                tracking_uri=tracking_uri,
+                gitops_repo=gitops_repo,
+                status_url=status_url,
+                plan=planned.output,
+                summary=summary,
+                run=run,
+                timeout_s=wait_timeout_s,
+            ).set_caching_options(False)

@@ -1,0 +1,108 @@
+"""Step 7, record: the registry says what a release did (tags) and what serves (aliases).
+
+``champion`` is the version serving 100 %, ``challenger`` the one in canary; a version's
+``release.*`` tags hold its last release's status, Git commit, pipeline run and analysis.
+Every write is idempotent, because KFP may retry any step.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nexus.registry import conventions as c
+from nexus.registry.client import Registry, RegistryError
+from nexus.release.plan import ReleaseError, ReleasePlan
+
+# MLflow limits tag values (5000 characters in its SQL store); keep room for JSON.
+_MAX_TAG = 4000
+_FINAL: Final = frozenset({"promoted", "rolled_back"})
+
+
+def _tags(registry: Registry, plan: ReleasePlan, tags: dict[str, str]) -> None:
+    try:
+        registry.set_tags(plan.model, plan.version, {k: v[:_MAX_TAG] for k, v in tags.items()})
+    except RegistryError as exc:
+        raise ReleaseError(f"cannot record the release in MLflow: {exc}") from exc
+
+
+def mark_rollout(registry: Registry, plan: ReleasePlan, *, commit: str, run: str) -> None:
+    """After the first push: a canary becomes ``challenger``; the commit and run are kept."""
+    tags = {c.RELEASE_GIT_COMMIT: commit, c.RELEASE_RUN: run}
+    if not plan.first_release:
+        tags[c.RELEASE_STATUS] = "canary"
+        registry.set_alias(plan.model, c.CHALLENGER, plan.version)
+    _tags(registry, plan, tags)
+
+
+def mark_promoted(
+    registry: Registry, plan: ReleasePlan, *, commit: str, run: str, analysis: str
+) -> None:
+    """The version serves 100 %: it becomes ``champion`` and nothing is in canary."""
+    try:
+        registry.set_alias(plan.model, c.CHAMPION, plan.version)
+        registry.delete_alias(plan.model, c.CHALLENGER)
+    except RegistryError as exc:
+        raise ReleaseError(f"cannot move the aliases of {plan.model}: {exc}") from exc
+    _tags(
+        registry,
+        plan,
+        {
+            c.RELEASE_STATUS: "promoted",
+            c.RELEASE_GIT_COMMIT: commit,
+            c.RELEASE_RUN: run,
+            c.RELEASE_ANALYSIS: analysis,
+        },
+    )
+
+
+def mark_rolled_back(
+    registry: Registry, plan: ReleasePlan, *, commit: str, run: str, analysis: str
+) -> None:
+    """Traffic is back on the champion; the version stops being ``challenger``."""
+    try:
+        if registry.alias(plan.model, c.CHALLENGER) == plan.version:
+            registry.delete_alias(plan.model, c.CHALLENGER)
+    except RegistryError as exc:
+        raise ReleaseError(f"cannot move the aliases of {plan.model}: {exc}") from exc
+    _tags(
+        registry,
+        plan,
+        {
+            c.RELEASE_STATUS: "rolled_back",
+            c.RELEASE_GIT_COMMIT: commit,
+            c.RELEASE_RUN: run,
+            c.RELEASE_ANALYSIS: analysis,
+        },
+    )
+
+
+def record_outcome_step(
+    *, tracking_uri: str, model: str, version: str, run: str, state: str, error: str
+) -> str:
+    """The exit handler's body: a run that did not succeed leaves ``release.status=failed``.
+
+    A version already ``promoted`` or ``rolled_back`` by this run keeps that status (the
+    traffic really is where the status says) even if a later step failed.
+    """
+    registry = Registry.connect(tracking_uri)
+    try:
+        tags = registry.version(model, version).tags
+    except RegistryError as exc:
+        # Resolve may have failed precisely because the version does not exist.
+        print(f"nexus-release: outcome not recorded: {exc}")
+        return "failed"
+    current = tags.get(c.RELEASE_STATUS, "")
+    if current in _FINAL and tags.get(c.RELEASE_RUN) == run:
+        print(f"nexus-release: {model} version {version} {current} (run {state})")
+        return current
+    reason = error or f"pipeline run ended {state} before promote or rollback"
+    try:
+        registry.set_tags(
+            model,
+            version,
+            {c.RELEASE_STATUS: "failed", c.RELEASE_RUN: run, c.RELEASE_ERROR: reason[:_MAX_TAG]},
+        )
+    except RegistryError as exc:
+        raise ReleaseError(f"cannot record the outcome in MLflow: {exc}") from exc
+    print(f"nexus-release: {model} version {version} failed: {reason}")
+    return "failed"

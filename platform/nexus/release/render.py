@@ -1,0 +1,57 @@
+"""Step 2, render: the InferenceService of the plan, with or without a canary split.
+
+A first release (no champion yet) goes straight to 100 %: there is no stable revision
+to compare with, so a canary would only delay it. Otherwise the new version gets
+``canaryTrafficPercent``; promote renders the same version without the field, and
+rollback renders it with ``canaryTrafficPercent: 0`` so Knative sends everything back to
+the previous rolled-out revision (KServe's documented rollback) without creating a third
+revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from nexus.errors import ConfigError
+from nexus.manifests.pools import Pool, load_pools
+from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.release.resolve import default_pools_file
+
+
+def manifest_path(environment: str, model: str) -> str:
+    """Where the InferenceService lives in the GitOps repository (Argo CD syncs it)."""
+    return f"inference_services/{environment}/inferenceservice.{model}.yaml"
+
+
+def canary_split(plan: ReleasePlan, requested: int) -> int | None:
+    """The ``canaryTrafficPercent`` of the first rollout: ``None`` means 100 % at once."""
+    if not 1 <= requested <= 99:
+        raise ReleaseError(f"canary percent must be within 1..99, got {requested}")
+    return None if plan.first_release else requested
+
+
+def render_manifest(
+    plan: ReleasePlan, *, canary_percent: int | None, pools: Mapping[str, Pool]
+) -> str:
+    """Deterministic YAML of the plan's InferenceService (import of ``kserve`` is deferred)."""
+    from nexus.manifests.render import render_yaml
+
+    try:
+        return render_yaml([plan.description(canary_percent=canary_percent)], pools)
+    except ConfigError as exc:
+        raise ReleaseError(f"cannot render {plan.model} version {plan.version}: {exc}") from exc
+
+
+def load_step_pools(pools_file: str) -> dict[str, Pool]:
+    try:
+        return load_pools(Path(pools_file) if pools_file else default_pools_file())
+    except ConfigError as exc:
+        raise ReleaseError(str(exc)) from exc
+
+
+def render_step(*, plan_json: str, canary_percent: int, pools_file: str = "") -> str:
+    """The KFP component's body: the manifest of the first rollout."""
+    plan = ReleasePlan.from_json(plan_json)
+    pools = load_step_pools(pools_file)
+    return render_manifest(plan, canary_percent=canary_split(plan, canary_percent), pools=pools)

@@ -1,0 +1,99 @@
+"""Step 1, resolve: the version exists and its serving tags are valid, before any side effect.
+
+The result is a ``ReleasePlan``. For the ``local`` environment the plan deliberately
+ignores the version's GPU pool: the local platform has no GPUs, so it places the model on
+pool ``cpu`` with the CPU worker image (which speaks the vLLM API, hence runtime ``vllm``)
+while still validating the GPU pool, so a version that releases locally also releases to
+production.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from nexus.errors import ConfigError
+from nexus.manifests.model import CPU_WORKER_IMAGE
+from nexus.manifests.pools import Pool, load_pools
+from nexus.registry import conventions as c
+from nexus.registry.client import Registry, RegistryError
+from nexus.release.plan import ReleaseError, ReleasePlan
+
+LOCAL_ENVIRONMENT: Final = "local"
+LOCAL_POOL: Final = "cpu"
+
+
+def default_pools_file() -> Path:
+    """``platform/pools.yaml`` next to the package (source checkout or image layout)."""
+    return Path(__file__).resolve().parents[2] / "pools.yaml"
+
+
+def plan_release(
+    registry: Registry,
+    *,
+    model: str,
+    version: str,
+    environment: str,
+    pools: Mapping[str, Pool],
+    namespace: str = "nexus",
+) -> ReleasePlan:
+    """Read the version and the champion; ``ReleaseError`` says what is wrong with them."""
+    try:
+        info = registry.version(model, version)
+        spec = c.ServingSpec.from_tags(info.tags)
+        description = c.validate(model, spec, pools)
+        champion = registry.alias(model, c.CHAMPION)
+    except (ConfigError, RegistryError) as exc:
+        raise ReleaseError(f"cannot release {model} version {version}: {exc}") from exc
+    plan = ReleasePlan(
+        model=model,
+        version=info.version,
+        environment=environment,
+        storage_uri=description.storage_uri,
+        runtime=description.runtime,
+        pool=description.pool,
+        namespace=namespace,
+        min_replicas=description.min_replicas,
+        max_replicas=description.max_replicas,
+        vllm_args=description.vllm_args,
+        champion=champion,
+    )
+    if environment == LOCAL_ENVIRONMENT:
+        if LOCAL_POOL not in pools:
+            raise ReleaseError(f"the local environment needs pool {LOCAL_POOL!r} in pools.yaml")
+        plan = dataclasses.replace(
+            plan, pool=LOCAL_POOL, runtime="vllm", predictor_image=CPU_WORKER_IMAGE
+        )
+    try:
+        plan.description(canary_percent=None)
+    except ConfigError as exc:
+        raise ReleaseError(f"cannot release {model} version {version}: {exc}") from exc
+    return plan
+
+
+def resolve_step(
+    *,
+    tracking_uri: str,
+    model: str,
+    version: str,
+    environment: str,
+    namespace: str = "nexus",
+    pools_file: str = "",
+) -> str:
+    """The KFP component's body: the plan as JSON."""
+    try:
+        pools = load_pools(Path(pools_file) if pools_file else default_pools_file())
+        registry = Registry.connect(tracking_uri)
+    except ConfigError as exc:
+        raise ReleaseError(str(exc)) from exc
+    plan = plan_release(
+        registry,
+        model=model,
+        version=version,
+        environment=environment,
+        pools=pools,
+        namespace=namespace,
+    )
+    return plan.to_json()

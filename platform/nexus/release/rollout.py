@@ -1,0 +1,157 @@
+"""The rollouts of a release: the first one (canary, or 100 %), then promote or roll back.
+
+Each is render → commit → wait → record. The first rollout's commit and wait are
+separate pipeline steps (the commit is retried on its own); promote and rollback are one
+step each. Promote renders the new version without ``canaryTrafficPercent`` (Knative sends it
+100 %); rollback renders it with ``canaryTrafficPercent: 0`` (everything back on the
+previous rolled-out revision, the champion). Either way Git holds the truth and the
+registry is only updated once the cluster shows the traffic where Git says it is.
+"""
+
+from __future__ import annotations
+
+from nexus.registry.client import Registry
+from nexus.release import record
+from nexus.release.gitops import commit_step
+from nexus.release.plan import ReleasePlan
+from nexus.release.render import canary_split, load_step_pools, render_manifest
+from nexus.release.wait import Expect, wait_step
+
+
+def commit_first(
+    *, tracking_uri: str, gitops_repo: str, plan_json: str, manifest: str, run: str
+) -> str:
+    """Commit the first rollout's manifest; a canary version becomes ``challenger``."""
+    plan = ReleasePlan.from_json(plan_json)
+    sha = commit_step(
+        repo_url=gitops_repo,
+        environment=plan.environment,
+        model=plan.model,
+        version=plan.version,
+        run=run,
+        manifest=manifest,
+        action="Release" if plan.first_release else "Canary",
+    )
+    record.mark_rollout(Registry.connect(tracking_uri), plan, commit=sha, run=run)
+    return sha
+
+
+def wait_first(
+    *,
+    status_url: str,
+    gitops_repo: str,
+    plan_json: str,
+    commit: str,
+    canary_percent: int,
+    timeout_s: float,
+) -> str:
+    """Wait for the first rollout: the canary split, or 100 % for a first release."""
+    plan = ReleasePlan.from_json(plan_json)
+    split = canary_split(plan, canary_percent)
+    return wait_step(
+        status_url=status_url,
+        namespace=plan.namespace,
+        model=plan.model,
+        commit=commit,
+        expect="full" if split is None else "canary",
+        canary_percent=split or 0,
+        timeout_s=timeout_s,
+        gitops_repo=gitops_repo,
+    )
+
+
+def _apply(
+    *,
+    plan: ReleasePlan,
+    canary_percent: int | None,
+    expect: Expect,
+    action: str,
+    gitops_repo: str,
+    status_url: str,
+    run: str,
+    timeout_s: float,
+    pools_file: str,
+) -> str:
+    manifest = render_manifest(
+        plan, canary_percent=canary_percent, pools=load_step_pools(pools_file)
+    )
+    commit = commit_step(
+        repo_url=gitops_repo,
+        environment=plan.environment,
+        model=plan.model,
+        version=plan.version,
+        run=run,
+        manifest=manifest,
+        action=action,
+    )
+    wait_step(
+        status_url=status_url,
+        namespace=plan.namespace,
+        model=plan.model,
+        commit=commit,
+        expect=expect,
+        canary_percent=0,
+        timeout_s=timeout_s,
+        gitops_repo=gitops_repo,
+    )
+    return commit
+
+
+def promote_step(
+    *,
+    tracking_uri: str,
+    gitops_repo: str,
+    status_url: str,
+    plan_json: str,
+    analysis_json: str,
+    run: str,
+    timeout_s: float,
+    pools_file: str = "",
+) -> str:
+    """The KFP component's body: 100 % on the new version, which becomes ``champion``."""
+    plan = ReleasePlan.from_json(plan_json)
+    commit = _apply(
+        plan=plan,
+        canary_percent=None,
+        expect="full",
+        action="Promote",
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        run=run,
+        timeout_s=timeout_s,
+        pools_file=pools_file,
+    )
+    registry = Registry.connect(tracking_uri)
+    record.mark_promoted(registry, plan, commit=commit, run=run, analysis=analysis_json)
+    print(f"nexus-release: {plan.model} version {plan.version} promoted ({commit[:12]})")
+    return "promoted"
+
+
+def rollback_step(
+    *,
+    tracking_uri: str,
+    gitops_repo: str,
+    status_url: str,
+    plan_json: str,
+    analysis_json: str,
+    run: str,
+    timeout_s: float,
+    pools_file: str = "",
+) -> str:
+    """The KFP component's body: the canary gets 0 %, the champion serves everything."""
+    plan = ReleasePlan.from_json(plan_json)
+    commit = _apply(
+        plan=plan,
+        canary_percent=0,
+        expect="rollback",
+        action="Roll back",
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        run=run,
+        timeout_s=timeout_s,
+        pools_file=pools_file,
+    )
+    registry = Registry.connect(tracking_uri)
+    record.mark_rolled_back(registry, plan, commit=commit, run=run, analysis=analysis_json)
+    print(f"nexus-release: {plan.model} version {plan.version} rolled back ({commit[:12]})")
+    return "rolled_back"

@@ -1,0 +1,222 @@
+"""Running the release pipeline: through ``kfp.local`` on this machine, or on a KFP cluster.
+
+Local runs use ``kfp.local.SubprocessRunner(use_venv=False)``: each component runs in a
+subprocess of this interpreter, which already has ``nexus``. KFP prints every
+component's whole executor input and log; ``ProgressFilter`` keeps what a person wants
+to follow (each step starting and ending, and the steps' own ``nexus-release:`` lines)
+and the full log goes to a file. The outcome is read back from the registry, where the
+exit handler recorded it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from nexus.registry import conventions as c
+from nexus.registry.client import Registry
+from nexus.release.plan import ReleaseError
+
+ENDPOINTS_FILE: Final = "endpoints.json"
+ENDPOINT_KEYS: Final = ("tracking_uri", "gitops_repo", "prometheus_url", "status_url")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_ERROR = re.compile(r"^\s*(?:nexus\.[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+def local_endpoints(state_dir: Path) -> dict[str, str]:
+    """What ``nexus up`` wrote to ``<state_dir>/endpoints.json`` (empty when absent)."""
+    path = state_dir / ENDPOINTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReleaseError(f"cannot read {path}: {exc}") from exc
+    return {key: str(raw[key]) for key in ENDPOINT_KEYS if raw.get(key)}
+
+
+class ProgressFilter(io.TextIOBase):
+    """A stdout stand-in that passes on step progress and keeps everything in ``log``."""
+
+    def __init__(self, out: TextIO, log: TextIO) -> None:
+        self._out = out
+        self._log = log
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _show(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+    def _line(self, line: str) -> None:
+        if "nexus-release:" in line:
+            self._show("    " + line.split("nexus-release:", 1)[1].strip())
+        elif match := _STARTED.search(line):
+            self._show(f"· {match[1]}")
+        elif match := _FINISHED.search(line):
+            self._show(f"  {match[1]}: {match[2]}")
+        elif match := _ERROR.match(line):
+            self._show(f"    {match[1]}: {match[2]}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str
+    analysis: Mapping[str, Any]
+    log: Path
+
+
+def run_local(
+    arguments: Mapping[str, Any],
+    *,
+    pipeline_root: Path,
+    out: TextIO | None = None,
+) -> Outcome:
+    """Run the pipeline in this process' interpreter; the outcome as the registry has it."""
+    from kfp import local
+
+    from nexus.release.pipeline import release
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    log_path = pipeline_root / f"release-{arguments['model_name']}-{arguments['version']}.log"
+    with warnings.catch_warnings(), log_path.open("w", encoding="utf-8") as log:
+        # The base image is for clusters; locally the components run in this interpreter.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task")
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(pipeline_root),
+            raise_on_error=False,
+        )
+        progress = ProgressFilter(out or sys.stdout, log)
+        with contextlib.redirect_stdout(progress):
+            release(**arguments)
+    registry = Registry.connect(str(arguments["tracking_uri"]))
+    tags = registry.version(str(arguments["model_name"]), str(arguments["version"])).tags
+    try:
+        analysis = json.loads(tags.get(c.RELEASE_ANALYSIS, "{}"))
+    except ValueError:
+        analysis = {}
+    return Outcome(tags.get(c.RELEASE_STATUS, "failed"), analysis, log_path)
+
+
+def compile_pipeline(target: Path) -> None:
+    """Compile deterministically: same sources, same bytes (the YAML is committed)."""
+    from kfp import compiler
+
+    from nexus.release.pipeline import release
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(release, package_path=str(target))
+
+
+def submit(host: str, arguments: Mapping[str, Any], *, package: Path | None = None) -> str:
+    """Start a run on a KFP cluster from the compiled package; the run's URL."""
+    import kfp
+
+    with tempfile.TemporaryDirectory(prefix="nexus-kfp-") as tmp:
+        if package is None or not package.is_file():
+            package = Path(tmp) / "release.yaml"
+            compile_pipeline(package)
+        client = kfp.Client(host=host)
+        result = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=dict(arguments),
+            run_name=f"release-{arguments['model_name']}-{arguments['version']}",
+        )
+    return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+
+
+def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
+    """The pipeline's steps in this process, in its order, without KFP; the final status.
+
+    For quick local iterations (one interpreter instead of one per step, which matters
+    on small machines where importing MLflow and KServe takes seconds) and for tests of
+    step behaviour. The graph is the pipeline's: first rollout, analysis, promote or
+    roll back, and the exit handler's recording of any failure (then re-raised).
+    """
+    from nexus.release import analyze, record, render, resolve, rollout
+
+    a = dict(arguments)
+    run = run or f"inline-{a['model_name']}-{a['version']}-{int(time.time())}"
+    state, error = "SUCCEEDED", ""
+    try:
+        plan = resolve.resolve_step(
+            tracking_uri=a["tracking_uri"],
+            model=a["model_name"],
+            version=a["version"],
+            environment=a["environment"],
+            namespace=a["namespace"],
+        )
+        manifest = render.render_step(plan_json=plan, canary_percent=a["canary_percent"])
+        sha = rollout.commit_first(
+            tracking_uri=a["tracking_uri"],
+            gitops_repo=a["gitops_repo"],
+            plan_json=plan,
+            manifest=manifest,
+            run=run,
+        )
+        rolled = rollout.wait_first(
+            status_url=a["status_url"],
+            gitops_repo=a["gitops_repo"],
+            plan_json=plan,
+            commit=sha,
+            canary_percent=a["canary_percent"],
+            timeout_s=a["wait_timeout_s"],
+        )
+        summary = analyze.analyze_step(
+            prometheus_url=a["prometheus_url"],
+            plan_json=plan,
+            rollout_json=rolled,
+            window_s=a["analysis_window_s"],
+            max_error_ratio=a["max_error_ratio"],
+            max_p95_latency_ratio=a["max_p95_latency_ratio"],
+            min_requests=a["min_canary_requests"],
+        )
+        step = rollout.promote_step
+        if json.loads(summary)["decision"] != "promote":
+            step = rollout.rollback_step
+        step(
+            tracking_uri=a["tracking_uri"],
+            gitops_repo=a["gitops_repo"],
+            status_url=a["status_url"],
+            plan_json=plan,
+            analysis_json=summary,
+            run=run,
+            timeout_s=a["wait_timeout_s"],
+        )
+    except Exception as exc:
+        # The exit handler's contract: whatever failed, the registry says so.
+        state, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        status = record.record_outcome_step(
+            tracking_uri=a["tracking_uri"],
+            model=a["model_name"],
+            version=a["version"],
+            run=run,
+            state=state,
+            error=error,
+        )
+    return status

@@ -1,0 +1,162 @@
+"""A model's releases: first release, a canary promoted, a canary rolled back.
+
+One scenario because each phase starts from the state the previous one left (champion,
+revisions, Git history), exactly as releases of one model follow each other. The first
+release goes through the CLI and the real KFP pipeline in ``kfp.local``; the canaries run
+the same steps through ``run_inline`` (one interpreter: on a 2-CPU CI machine each
+kfp.local step pays ~10 s of MLflow/KServe imports; ``test_pipeline_local`` runs the
+rollback branch of the pipeline itself).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nexus.cli import main
+from nexus.manifests.model import CPU_WORKER_IMAGE
+from nexus.manifests.pools import load_pools
+from nexus.registry import conventions as c
+from nexus.registry.client import Registry
+from nexus.release.resolve import default_pools_file
+from nexus.release.run import run_inline
+from tests.release.conftest import (
+    LIFECYCLE_MODEL,
+    Fleet,
+    Mlflow,
+    StatusApi,
+    Traffic,
+    git,
+    set_faults,
+)
+
+PATH = f"inference_services/local/inferenceservice.{LIFECYCLE_MODEL}.yaml"
+
+
+def manifest(repo: Path, rev: str = "main") -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(git("--git-dir", str(repo), "show", f"{rev}:{PATH}"))
+    return doc
+
+
+def register(registry: Registry, uri: str) -> str:
+    spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100", max_model_len=4096)
+    return registry.register(LIFECYCLE_MODEL, spec, load_pools(default_pools_file())).version
+
+
+def pipeline_args(
+    version: str, mlflow: Mlflow, repo: Path, status: StatusApi, fleet: Fleet
+) -> dict[str, Any]:
+    return {
+        "model_name": LIFECYCLE_MODEL,
+        "version": version,
+        "environment": "local",
+        "canary_percent": 20,
+        "analysis_window_s": 6.0,
+        "max_error_ratio": 0.05,
+        "max_p95_latency_ratio": 2.0,
+        "min_canary_requests": 5,
+        "gitops_repo": str(repo),
+        "prometheus_url": fleet.prometheus_url,
+        "tracking_uri": mlflow.url,
+        "status_url": status.url,
+        "namespace": "nexus",
+        "wait_timeout_s": 30.0,
+    }
+
+
+@pytest.mark.timeout(280)
+def test_release_lifecycle(
+    mlflow_server: Mlflow,
+    gitops_repo: Path,
+    status_api: StatusApi,
+    fleet: Fleet,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = Registry.connect(mlflow_server.url)
+    v1 = register(registry, "hf://acme/alpha-v1")
+
+    # 1. First release, through the CLI with the endpoints `nexus up` would have written.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "endpoints.json").write_text(
+        json.dumps(
+            {
+                "tracking_uri": mlflow_server.url,
+                "gitops_repo": str(gitops_repo),
+                "prometheus_url": fleet.prometheus_url,
+                "status_url": status_api.url,
+            }
+        )
+    )
+    code = main(
+        [
+            "release",
+            LIFECYCLE_MODEL,
+            "--version",
+            v1,
+            "--environment",
+            "local",
+            "--state-dir",
+            str(state),
+            "--wait-timeout",
+            "30",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for step in ("resolve", "render", "commit", "wait", "analyze", "promote", "record-outcome"):
+        assert f"· {step}" in out, out
+    assert "first release" in out
+    assert f"{LIFECYCLE_MODEL} version {v1}: promoted" in out
+    assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v1
+    first = manifest(gitops_repo)
+    predictor = first["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor
+    assert predictor["containers"][0]["image"] == CPU_WORKER_IMAGE
+    assert predictor["nodeSelector"] == {"nexus.dev/pool": "cpu"}
+    assert "--max-model-len=4096" in predictor["containers"][0]["args"]
+    tags = registry.version(LIFECYCLE_MODEL, v1).tags
+    assert tags[c.RELEASE_STATUS] == "promoted"
+    assert tags[c.RELEASE_GIT_COMMIT] == git("--git-dir", str(gitops_repo), "rev-parse", "main")
+
+    # 2. A healthy canary takes 20 %, passes the analysis and is promoted.
+    v2 = register(registry, "hf://acme/alpha-v2")
+    with Traffic(fleet.revisions[:2]):
+        status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, status_api, fleet))
+    assert status == "promoted"
+    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS])
+    assert analysis["decision"] == "promote"
+    assert analysis["canary"]["revision"] == fleet.revisions[1].name
+    assert analysis["stable"]["revision"] == fleet.revisions[0].name
+    assert analysis["canary"]["requests"] >= 5
+    assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
+    assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None
+    assert "canaryTrafficPercent" not in manifest(gitops_repo)["spec"]["predictor"]
+    assert manifest(gitops_repo, "main~1")["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    subjects = git("--git-dir", str(gitops_repo), "log", "--format=%s", "main")
+    assert subjects.splitlines()[:2] == [
+        f"Promote {LIFECYCLE_MODEL} version {v2} in local",
+        f"Canary {LIFECYCLE_MODEL} version {v2} in local",
+    ]
+
+    # 3. A canary whose predictor fails every request is rolled back; v2 stays champion.
+    v3 = register(registry, "hf://acme/alpha-v3")
+    set_faults(fleet.revisions[2].llm, error_ratio=1.0)
+    with Traffic(fleet.revisions[1:]):
+        status = run_inline(pipeline_args(v3, mlflow_server, gitops_repo, status_api, fleet))
+    assert status == "rolled_back"
+    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v3).tags[c.RELEASE_ANALYSIS])
+    assert analysis["canary"]["error_ratio"] > 0.5
+    assert analysis["stable"]["error_ratio"] == 0
+    assert any("5xx ratio" in reason for reason in analysis["reasons"])
+    assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
+    assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None
+    assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    tags = registry.version(LIFECYCLE_MODEL, v3).tags
+    assert tags[c.RELEASE_STATUS] == "rolled_back"
+    assert json.loads(tags[c.RELEASE_ANALYSIS])["decision"] == "rollback"

@@ -1,0 +1,157 @@
+"""Bad registry values are refused before anything is written; the wait is always bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from nexus.cli import main
+from nexus.registry import conventions as c
+from nexus.registry.client import Registry, VersionNotFound
+from nexus.release.gitops import publish
+from nexus.release.plan import ReleaseError
+from nexus.release.run import run_inline
+from nexus.release.wait import HttpStatus, wait_rollout
+from tests.release.conftest import Mlflow, StatusApi, git
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpu-pool", "tpu"], "not a pool of platform/pools.yaml"),
+        (["--gpu-pool", "cpu"], "has no accelerator"),
+        (["--storage-uri", "models:/m/1"], "no scheme KServe can download from"),
+        (["--args", "--dtype=half"], "JSON list of strings"),
+        (["--min-replicas", "3", "--max-replicas", "2"], "replicas must satisfy"),
+    ],
+)
+def test_register_refuses_bad_values_before_writing(
+    mlflow_server: Mlflow, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    defaults = {"--storage-uri": "hf://acme/m", "--gpu-pool": "a100"}
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        defaults[flag] = value
+    argv = [
+        "registry",
+        "register",
+        "refused",
+        "--runtime",
+        "vllm",
+        "--tracking-uri",
+        mlflow_server.url,
+    ]
+    argv += [f"{flag}={value}" for flag, value in defaults.items()]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(VersionNotFound):
+        Registry.connect(mlflow_server.url).model_tags("refused")
+
+
+def test_register_writes_validated_tags(mlflow_server: Mlflow) -> None:
+    argv = [
+        "registry",
+        "register",
+        "good",
+        "--storage-uri",
+        "s3://b/good",
+        "--runtime",
+        "huggingface",
+        "--gpu-pool",
+        "h100",
+        "--max-model-len",
+        "8192",
+        "--args",
+        '["--enable-chunked-prefill"]',
+        "--max-replicas",
+        "2",
+        "--fallback",
+        "small",
+        "--tracking-uri",
+        mlflow_server.url,
+    ]
+    assert main(argv) == 0
+    registry = Registry.connect(mlflow_server.url)
+    info = registry.version("good", "1")
+    assert info.source == "s3://b/good"
+    spec = c.ServingSpec.from_tags(info.tags)
+    assert spec.vllm_args() == ("--enable-chunked-prefill", "--max-model-len=8192")
+    assert spec.max_replicas == 2
+    assert registry.model_tags("good")[c.SERVING_FALLBACK] == "small"
+
+
+def test_invalid_tags_fail_before_any_commit(
+    mlflow_server: Mlflow, gitops_repo: Path, status_api: StatusApi
+) -> None:
+    # Written with MLflow's own client, as a team bypassing `nexus registry` might.
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    client.create_registered_model("sneaky")
+    client.create_model_version(
+        "sneaky",
+        source="hf://acme/s",
+        tags={
+            c.SERVING_STORAGE_URI: "hf://acme/s",
+            c.SERVING_RUNTIME: "tensorrt",
+            c.SERVING_GPU_POOL: "a100",
+        },
+    )
+    arguments = {
+        "model_name": "sneaky",
+        "version": "1",
+        "environment": "prod",
+        "canary_percent": 10,
+        "analysis_window_s": 1.0,
+        "max_error_ratio": 0.02,
+        "max_p95_latency_ratio": 1.5,
+        "min_canary_requests": 1,
+        "gitops_repo": str(gitops_repo),
+        "prometheus_url": "",
+        "tracking_uri": mlflow_server.url,
+        "status_url": status_api.url,
+        "namespace": "nexus",
+        "wait_timeout_s": 5.0,
+    }
+    with pytest.raises(ReleaseError, match=r"serving.runtime='tensorrt'"):
+        run_inline(arguments)
+    assert git("--git-dir", str(gitops_repo), "for-each-ref") == ""  # nothing pushed
+    tags = Registry.connect(mlflow_server.url).version("sneaky", "1").tags
+    assert tags[c.RELEASE_STATUS] == "failed"
+    assert "tensorrt" in tags[c.RELEASE_ERROR]
+
+
+def test_wait_is_bounded_and_says_why(gitops_repo: Path, status_api: StatusApi) -> None:
+    doc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "slow", "namespace": "nexus"},
+        "spec": {"predictor": {"model": {"storageUri": "hf://a/b"}}},
+    }
+    pushed = publish(
+        repo_url=str(gitops_repo),
+        content=yaml.safe_dump(doc),
+        message="m",
+        path="inference_services/prod/inferenceservice.slow.yaml",
+    )
+    status_api.set_ready(False)
+    with pytest.raises(ReleaseError, match=r"not done after 2s: not Ready \(RevisionMissing\)"):
+        wait_rollout(
+            HttpStatus(status_api.url, "nexus", "slow"),
+            commit=pushed.commit,
+            expect="full",
+            percent=0,
+            timeout_s=2,
+            poll_s=0.2,
+        )
+    status_api.set_ready(True)
+    rollout = wait_rollout(
+        HttpStatus(status_api.url, "nexus", "slow"),
+        commit=pushed.commit,
+        expect="full",
+        percent=0,
+        timeout_s=5,
+        poll_s=0.2,
+    )
+    assert rollout.traffic == (("slow-predictor-00001", 100),)
+    assert rollout.synced_revision == pushed.commit
