@@ -34,8 +34,8 @@ test: $(STAMP) system-deps check pytest
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests bento bench
-	$(BIN)/ruff format --check platform tests bento bench
+	$(BIN)/ruff check platform tests bento bench pipelines
+	$(BIN)/ruff format --check platform tests bento bench pipelines
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
