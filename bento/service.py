@@ -37,7 +37,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from vllm_metrics import VllmMetrics
 
 from nexus.local.llm_text import (
     Completion,
@@ -54,6 +53,7 @@ from nexus.local.llm_text import (
     v1_predict_body,
     v2_infer_body,
 )
+from vllm_metrics import VllmMetrics
 
 log = logging.getLogger("nexus.cpu_worker")
 
