@@ -54,3 +54,21 @@ async def test_keys_expire_with_the_window(redis: Redis) -> None:
     keys = client.keys("nexus:rl:*")
     assert len(keys) == 3
     assert all(0 < client.pttl(k) <= 60_000 for k in keys)
+
+
+async def test_settlements_ride_on_the_next_acquire_or_flush_by_themselves(redis: Redis) -> None:
+    window = RedisWindow.from_url(redis.url, settle_delay=0.05)
+    quota = Quota(requests_per_minute=0, tokens_per_minute=1000)
+    await window.acquire("a:chat", quota, 500, "a1")
+    await window.settle("a:chat", "a1", 500, 50)
+    folded = await window.acquire("a:chat", quota, 100, "a2")  # carries the settlement
+    assert folded.tokens_remaining == 1000 - 50 - 100
+    await window.acquire("b:chat", quota, 500, "b1")
+    await window.settle("b:chat", "b1", 500, 20)
+    client = redis_sync.Redis(port=redis.port)
+    total_key = "nexus:rl:{b:chat}:toktotal"
+    deadline = asyncio.get_running_loop().time() + 5
+    while int(client.get(total_key) or 0) != 20:
+        assert asyncio.get_running_loop().time() < deadline, "the delayed flush never came"
+        await asyncio.sleep(0.02)
+    await window.close()

@@ -23,7 +23,9 @@ class Redis:
 
 
 @contextlib.contextmanager
-def redis_server(tmp: Path, port: int | None = None) -> Iterator[Redis]:
+def redis_server(
+    tmp: Path, port: int | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[Redis]:
     """A private redis-server on a free port, nothing persisted."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -31,7 +33,7 @@ def redis_server(tmp: Path, port: int | None = None) -> Iterator[Redis]:
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(tmp)]  # fmt: skip
+            "--appendonly", "no", "--dir", str(tmp), *extra_args]  # fmt: skip
     with managed(args, log=tmp / f"redis-{port}.log", ready_port=port) as process:
         yield Redis(port=port, process=process, workdir=tmp)
 

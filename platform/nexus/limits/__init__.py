@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from redis.exceptions import RedisError
-
 from nexus.config import FailureMode
 from nexus.errors import LimiterUnavailable
 from nexus.limits.decision import Backend, Decision, Quota, Reservation
 from nexus.limits.redis_backend import RedisWindow
+from nexus.limits.resp import RedisReplyError, RedisUnavailable
 from nexus.limits.sliding_window import InProcessWindow
 
 __all__ = ["Decision", "InProcessWindow", "Quota", "RateLimiter", "RedisWindow", "Reservation"]
@@ -67,7 +66,7 @@ class RateLimiter:
         if self._redis is not None and self._redis_usable():
             try:
                 decision = await self._redis.acquire(key, quota, tokens, member)
-            except (RedisError, OSError) as exc:
+            except (RedisUnavailable, RedisReplyError) as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
@@ -90,7 +89,7 @@ class RateLimiter:
             await reservation.backend.settle(
                 reservation.key, reservation.member, reservation.tokens, actual_tokens
             )
-        except (RedisError, OSError) as exc:
+        except (RedisUnavailable, RedisReplyError) as exc:
             self._mark_down(exc)
 
     async def close(self) -> None:

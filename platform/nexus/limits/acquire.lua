@@ -2,7 +2,9 @@
 -- KEYS[1] request log   (zset: member -> admission ms)
 -- KEYS[2] token log     (zset: "member|tokens" -> reservation ms)
 -- KEYS[3] token total   (string: sum of the token log)
--- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited)
+-- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited),
+--       then settlements of earlier requests as triples: reserved member, settled member,
+--       actual - reserved (folded in here so a request costs one round trip, not two).
 -- Time comes from the Redis server so replicas with skewed clocks share one window.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,8 +31,16 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon)
 if #expired > 0 then
   for i = 1, #expired do total = total - tokens_of(expired[i]) end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
-  if total < 0 then total = 0 end
 end
+for i = 6, #ARGV, 3 do
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if score then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('ZADD', KEYS[2], score, ARGV[i + 1])
+    total = total + tonumber(ARGV[i + 2])
+  end
+end
+if total < 0 then total = 0 end
 
 local count = redis.call('ZCARD', KEYS[1])
 local allowed, reason, retry = 1, 0, -1

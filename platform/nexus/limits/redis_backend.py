@@ -4,19 +4,23 @@ The request window is a sorted set of admission times; the token window is a sor
 of reservations plus a running total, so checking a budget costs O(expired entries)
 rather than a sum over the whole minute. Keys share a hash tag (``{...}``) so the
 script also runs on Redis Cluster.
+
+Settling a reservation with the real usage does not cost a round trip of its own: it is
+queued and travels with the next ``acquire`` of the same key, or after ``SETTLE_DELAY``
+seconds with a batch for that key when no request came. Until then the window holds the
+(larger) reservation, which can only make the limit stricter, never looser.
 """
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
 from nexus.limits.decision import WINDOW_SECONDS, Decision, Quota
+from nexus.limits.resp import Endpoint, RedisReplyError, RedisUnavailable, RespClient, Script
 
-CONNECT_TIMEOUT_SECONDS = 0.25
-COMMAND_TIMEOUT_SECONDS = 0.5
+SETTLE_DELAY = 1.0
 
 
 def _script(name: str) -> str:
@@ -24,23 +28,27 @@ def _script(name: str) -> str:
 
 
 class RedisWindow:
-    """The Redis-backed limiter backend; raises redis/OS errors for the caller to judge."""
+    """The Redis-backed limiter backend; raises ``RedisUnavailable``/``RedisReplyError``."""
 
-    def __init__(self, client: aioredis.Redis, *, window: float = WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        client: RespClient,
+        *,
+        window: float = WINDOW_SECONDS,
+        settle_delay: float = SETTLE_DELAY,
+    ) -> None:
         self._client = client
+        self._settle_delay = settle_delay
         self._window_ms = int(window * 1000)
-        self._acquire = client.register_script(_script("acquire.lua"))
-        self._settle = client.register_script(_script("settle.lua"))
+        self._acquire = Script(client, _script("acquire.lua"))
+        self._settle = Script(client, _script("settle.lua"))
+        # key -> settlements not sent yet, flattened as (reserved, settled, delta) triples
+        self._pending: dict[str, list[str | int]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> RedisWindow:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=COMMAND_TIMEOUT_SECONDS,
-            retry_on_timeout=False,
-        )
-        return cls(client)
+    def from_url(cls, url: str, *, settle_delay: float = SETTLE_DELAY) -> RedisWindow:
+        return cls(RespClient(Endpoint.from_url(url)), settle_delay=settle_delay)
 
     @staticmethod
     def _keys(key: str) -> list[str]:
@@ -50,7 +58,15 @@ class RedisWindow:
     async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision:
         rpm, tpm = quota.requests_per_minute, quota.tokens_per_minute
         args: list[str | int] = [self._window_ms, rpm, tpm, tokens if tpm else 0, member]
-        raw = cast(list[Any], await self._acquire(keys=self._keys(key), args=args))
+        settlements = self._pending.pop(key, None)
+        if settlements:
+            args += settlements
+        try:
+            raw = cast(list[Any], await self._acquire(keys=self._keys(key), args=args))
+        except (RedisUnavailable, RedisReplyError):
+            if settlements:  # not applied: keep them for the next attempt
+                self._pending.setdefault(key, []).extend(settlements)
+            raise
         allowed, reason, req_left, req_reset, tok_left, tok_reset, retry = (int(v) for v in raw)
         return Decision(
             allowed=bool(allowed),
@@ -64,17 +80,42 @@ class RedisWindow:
         )
 
     async def settle(self, key: str, member: str, reserved: int, actual: int) -> None:
+        """Queue the correction; it rides on the key's next acquire or a delayed flush."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = []
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._settle_delay, self._schedule_flush, key)
+        pending += [f"{member}|{reserved}", f"{member}|{actual}", actual - reserved]
+
+    def _schedule_flush(self, key: str) -> None:
+        if key in self._pending:
+            task = asyncio.get_running_loop().create_task(self.flush(key))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def flush(self, key: str) -> None:
+        """Send the key's queued settlements now (none were picked up by an acquire)."""
+        settlements = self._pending.pop(key, None)
+        if not settlements:
+            return
         _, token_log, token_total = self._keys(key)
-        args: list[str | int] = [
-            f"{member}|{reserved}",
-            f"{member}|{actual}",
-            actual - reserved,
-            self._window_ms,
-        ]
-        await self._settle(keys=[token_log, token_total], args=args)
+        try:
+            await self._settle(keys=[token_log, token_total], args=[self._window_ms, *settlements])
+        except (RedisUnavailable, RedisReplyError):
+            # Redis is away; the reservations stay (stricter) until they leave the window.
+            return
+
+    async def flush_all(self) -> None:
+        for key in list(self._pending):
+            await self.flush(key)
 
     async def ping(self) -> bool:
-        return bool(await self._client.ping())
+        return bool(await self._client.call("PING") == b"PONG")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.flush_all()
+        for task in list(self._flushes):
+            task.cancel()
+        await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._client.close()

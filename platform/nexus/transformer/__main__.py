@@ -13,7 +13,7 @@ import uvicorn
 from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings, load_settings
 from nexus.errors import ConfigError
-from nexus.observability import GatewayMetrics, configure_json_logging, new_registry
+from nexus.observability import AccessLog, GatewayMetrics, configure_json_logging, new_registry
 from nexus.transformer.app import Gateway
 from nexus.transformer.kserve_bridge import build_kserve_app
 
@@ -49,6 +49,7 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
         settings=settings,
         metrics=metrics,
         kserve_app=build_kserve_app(settings, lambda: gateway.parts.upstream),
+        access_log=AccessLog("nexus.transformer"),
     )
     return gateway
 

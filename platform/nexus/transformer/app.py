@@ -41,7 +41,7 @@ from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
 from nexus.errors import MethodNotAllowed, NexusError
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
-from nexus.observability import GatewayMetrics, exposition
+from nexus.observability import AccessLog, GatewayMetrics, exposition
 from nexus.transformer import openai, streaming
 from nexus.transformer.governance import Admission, Governor
 from nexus.transformer.upstream import Upstream, new_session
@@ -99,11 +99,17 @@ class Gateway:
     """ASGI callable; ``kserve_app`` serves every route the gateway does not handle itself."""
 
     def __init__(
-        self, *, settings: GatewaySettings, metrics: GatewayMetrics, kserve_app: ASGIApp
+        self,
+        *,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+        kserve_app: ASGIApp,
+        access_log: AccessLog,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.kserve_app = kserve_app
+        self.access_log = access_log
         self._parts: Components | None = None
 
     @property
@@ -161,6 +167,7 @@ class Gateway:
             for close in self._parts.close:
                 await close()
             self._parts = None
+        self.access_log.flush()
 
     def _breaker_changed(self, upstream: str, new: State) -> None:
         self.metrics.circuit_state.labels(upstream).set(int(new))
@@ -252,12 +259,10 @@ class Gateway:
 
     def _account(self, ex: Exchange) -> None:
         elapsed = time.perf_counter() - ex.started
-        status = str(ex.status)
-        labels = [ex.method, ex.route, status]
+        labels: tuple[str, ...] = (ex.method, ex.route, str(ex.status))
         if self.metrics.tenant_label:
-            labels.append(ex.tenant or "")
-        self.metrics.requests.labels(*labels).inc()
-        self.metrics.latency.labels(ex.method, ex.route).observe(elapsed)
+            labels = (*labels, ex.tenant or "")
+        self.metrics.observe_request(labels, elapsed)
         fields: dict[str, Any] = {
             "request_id": ex.request_id,
             "trace_id": ex.trace_id,
@@ -272,7 +277,7 @@ class Gateway:
         }
         if ex.error:
             fields["error"] = ex.error
-        log.info("request", extra={"fields": fields})
+        self.access_log.write(fields)
 
     # ── handlers ────────────────────────────────────────────────────────────────────────
     async def _authenticate(self, headers: dict[bytes, bytes], ex: Exchange) -> Any:
@@ -365,9 +370,8 @@ class Gateway:
             completion = _int(usage.get("completion_tokens"))
             total = _int(usage.get("total_tokens")) or prompt + completion
             ex.tokens = {"prompt": prompt, "completion": completion, "total": total}
-            tenant = [ex.tenant or ""] if self.metrics.tenant_label else []
-            self.metrics.tokens.labels("prompt", *tenant).inc(prompt)
-            self.metrics.tokens.labels("completion", *tenant).inc(completion)
+            tenant = (ex.tenant or "",) if self.metrics.tenant_label else ()
+            self.metrics.count_tokens(prompt, completion, tenant)
         await self.parts.governor.settle(admission, total)
 
     async def _kserve(

@@ -7,6 +7,7 @@ The answer carries the ``x-ratelimit-*`` headers every response repeats.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 
@@ -72,6 +73,10 @@ class Governor:
         self._limiter = limiter
         self._metrics = metrics
         self._served = frozenset(settings.public_models)
+        # Window entries need ids unique across replicas; a random prefix per process and
+        # a counter give that without a system call per request.
+        self._member_prefix = uuid.uuid4().hex[:12]
+        self._members = itertools.count()
 
     async def authenticate(self, api_key: bytes | None, authorization: bytes | None) -> Principal:
         return await self._authenticator.authenticate(api_key, authorization)
@@ -96,7 +101,8 @@ class Governor:
             tokens_per_minute=_pick(principal.tokens_per_minute, settings.tokens_per_minute),
         )
         key = f"{principal.id}:{model}"
-        decision, reservation = await self._limiter.acquire(key, quota, tokens, uuid.uuid4().hex)
+        member = f"{self._member_prefix}-{next(self._members)}"
+        decision, reservation = await self._limiter.acquire(key, quota, tokens, member)
         if not decision.allowed:
             self._count_limited(principal, decision)
             if decision.reason == "tokens" and tokens > quota.tokens_per_minute:

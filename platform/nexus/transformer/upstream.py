@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -76,6 +77,9 @@ class Upstream:
         self._session = session
         self._breaker = breaker
         self._metrics = metrics
+        # Bound once: one upstream per transformer, a handful of statuses.
+        self._latency = metrics.upstream_latency.labels(name)
+        self._by_status: dict[str, Any] = {}
 
     async def open(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
         """Send a request and wait for the answer's headers; raises ``UpstreamFailure``."""
@@ -92,7 +96,7 @@ class Upstream:
             raise self._failed(permit, UpstreamTimeout, "timeout", f"timed out: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._failed(permit, UpstreamUnavailable, "unreachable", str(exc)) from exc
-        self._metrics.upstream_latency.labels(self.name).observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
         content_type = response.headers.get("Content-Type", "application/json").encode()
         return Reply(response.status, content_type, response, permit, started)
 
@@ -149,4 +153,9 @@ class Upstream:
         return kind(f"predictor {self.name} {label}: {detail}", upstream=self.name)
 
     def _count(self, status: str) -> None:
-        self._metrics.upstream_requests.labels(self.name, status).inc()
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self._metrics.upstream_requests.labels(
+                self.name, status
+            )
+        counter.inc()
