@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
+        # Client addresses are not used; uvicorn's X-Forwarded-For middleware is pure cost.
+        "proxy_headers": False,
         "timeout_keep_alive": args.timeout_keep_alive,
         "ssl_certfile": args.ssl_certfile,
         "ssl_keyfile": args.ssl_keyfile,
