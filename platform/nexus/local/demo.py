@@ -250,7 +250,7 @@ def _fallback_answer(graph_url: str, key: str, fallback: str, timeout: float) ->
 def run(options: DemoOptions, *, say: Say) -> int:
     """The demo; 0 when the canary was promoted, 3 when the analysis rolled it back."""
     from nexus.registry import conventions as c
-    from nexus.registry.client import Registry
+    from nexus.registry.client import Registry, VersionNotFound
 
     started = time.monotonic()
     say("1. the platform")
@@ -258,7 +258,10 @@ def run(options: DemoOptions, *, say: Say) -> int:
     key, graph_url = str(endpoints["api_key"]), str(endpoints["graphs"][options.graph])
     model = options.model
     registry = Registry.connect(str(endpoints["tracking_uri"]))
-    champion = registry.alias(model, c.CHAMPION)
+    try:
+        champion = registry.alias(model, c.CHAMPION)
+    except VersionNotFound:  # not registered yet: a fresh platform
+        champion = None
     if champion is None:
         version = _register(endpoints, model, FIRST_URI, options.fallback)
         say(f"\n2. registered {model} version {version} ({FIRST_URI}); releasing it at 100 %")
