@@ -51,6 +51,33 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nexus.errors import ConfigError
+    from nexus.local.demo import DemoOptions, run
+    from nexus.local.platform import Options, PlatformError, default_project_dir
+    from nexus.registry.client import RegistryError
+    from nexus.release.plan import ReleaseError
+
+    try:
+        up_options = Options(
+            project_dir=args.project_dir or default_project_dir(),
+            port_base=args.port_base,
+            timeout=args.timeout,
+        )
+        options = DemoOptions(
+            state_dir=args.state_dir,
+            up=up_options,
+            analysis_window_s=args.analysis_window,
+            wait_timeout_s=args.wait_timeout,
+            refuse_seconds=args.refuse_seconds,
+            inline=args.inline,
+        )
+        return run(options, say=lambda line: print(line, flush=True))
+    except (PlatformError, ReleaseError, RegistryError, ConfigError) as exc:
+        print(f"nexus demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -136,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="vllm: real vLLM servers where a GPU and vllm are present",
     )
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    demo = sub.add_parser(
+        "demo",
+        parents=[state],
+        help="register, release, canary and promote llama-8b, then show the fallback",
+        description="the release story on the local platform (starts `nexus up` if needed); "
+        "exit status 0 promoted, 3 rolled back, 1 failed",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    demo.add_argument("--port-base", type=int, default=None, help="for `nexus up`, if it starts")
+    demo.add_argument("--project-dir", type=Path, default=None, help="checkout to seed GitOps from")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    demo.add_argument("--analysis-window", type=float, default=30.0, metavar="SECONDS")
+    demo.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
+                      help="bound of each rollout wait")  # fmt: skip
+    demo.add_argument("--refuse-seconds", type=float, default=60.0, metavar="SECONDS",
+                      help="how long the primary's worker refuses connections")  # fmt: skip
+    demo.add_argument("--inline", action="store_true",
+                      help="run the release steps in this process, without kfp.local")  # fmt: skip
     status = sub.add_parser("status", parents=[state], help="show InferenceServices and graphs")
     status.set_defaults(handler=_cmd_status)
     status.add_argument("--json", action="store_true", help="the raw objects")

@@ -1,10 +1,12 @@
-"""Real MLflow, real Git, real Prometheus and real transformers for the release tests.
+"""Real MLflow, real Git, real Prometheus and the real local control plane for release tests.
 
 MLflow takes ~30 s to start (schema migrations on a fresh SQLite file), so one server
-serves the whole session; tests use distinct model names. Three "revisions" of one
-InferenceService are played by three transformers, each in front of its own CPU LLM,
-scraped by one Prometheus that adds the ``isvc``/``revision`` target labels the cluster's
-PodMonitor (and the local platform's scrape config) add.
+serves the whole session; tests use distinct model names. ``local_platform`` is the local
+platform's controller (``python -m nexus.local.controller``) syncing the test's bare GitOps
+repository into real revisions (CPU worker + transformer each) behind a front, scraped by
+a Prometheus whose config the controller writes, with the ``isvc``/``revision`` target
+labels the analysis queries. ``status_api`` is the small double kept for unit-level tests
+of the wait step (see its docstring).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -23,8 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import free_port, managed, python_module
-from tests.support.servers import Transformer, Upstream, cpu_llm, transformer
+from tests.support.processes import REPO, free_port, managed, python_module
 
 API_KEY = "release-test-key"
 LIFECYCLE_MODEL = "alpha"
@@ -92,70 +94,97 @@ def status_api(tmp_path: Path, gitops_repo: Path) -> Iterator[StatusApi]:
         yield StatusApi(url=f"http://127.0.0.1:{port}")
 
 
-@dataclass
-class Revision:
-    name: str
-    llm: Upstream
-    gateway: Transformer
+ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
 
 
 @dataclass
-class Fleet:
-    """Revisions 1..3 of the lifecycle model, and the Prometheus scraping them."""
+class LocalPlatform:
+    """The controller's status API and Prometheus; revisions' ports from its port book."""
 
-    revisions: list[Revision]
+    state: Path
+    status_url: str
     prometheus_url: str
 
+    def front(self, isvc: str) -> str:
+        response = httpx.get(f"{self.status_url}{ISVC_API}/{isvc}")
+        response.raise_for_status()
+        return str(response.json()["status"]["url"])
 
-def _prometheus_config(targets: list[tuple[str, Transformer]]) -> str:
-    jobs = [
-        {
-            "job_name": revision,
-            "scrape_interval": "1s",
-            "static_configs": [
-                {
-                    "targets": [f"127.0.0.1:{gw.port}"],
-                    "labels": {"isvc": LIFECYCLE_MODEL, "revision": revision},
-                }
-            ],
-        }
-        for revision, gw in targets
-    ]
-    return json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": jobs})
+    def worker_url(self, revision: str) -> str | None:
+        """The CPU worker of ``revision`` once it answers ``/health``, else ``None``."""
+        try:
+            ports = json.loads((self.state / "ports.json").read_text())["ports"]
+        except (OSError, ValueError, KeyError):
+            return None
+        if revision not in ports:
+            return None
+        url = f"http://127.0.0.1:{ports[revision]}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url
+        return None
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def _port_range(span: int = 30) -> int:
+    """The first of ``span`` consecutive ports that are all free right now."""
+    for _ in range(20):
+        base = free_port()
+        if base + span < 65000 and all(_free(p) for p in range(base, base + span)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
+    """The local control plane on the test's GitOps repository, and its Prometheus."""
+    from nexus.local import prometheus
+    from nexus.local.supervisor import Supervisor
+
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed; run `make system-deps`")
-    tmp = tmp_path_factory.mktemp("fleet")
-    env = {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
-           "GATEWAY_TOKENS_PER_MINUTE": "0"}  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        revisions = []
-        for n in (1, 2, 3):
-            llm = stack.enter_context(cpu_llm(tmp, model=LIFECYCLE_MODEL))
-            gw = stack.enter_context(
-                transformer(tmp, model=LIFECYCLE_MODEL, predictor_host=llm.host, env=env)
-            )
-            revisions.append(Revision(f"{LIFECYCLE_MODEL}-predictor-{n:05d}", llm, gw))
-        config = tmp / "prometheus.yml"
-        config.write_text(_prometheus_config([(r.name, r.gateway) for r in revisions]))
-        port = free_port()
-        args = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-        stack.enter_context(managed(args, log=tmp / "prometheus.log",
-                                    ready_url=f"http://127.0.0.1:{port}/-/ready"))  # fmt: skip
-        yield Fleet(revisions=revisions, prometheus_url=f"http://127.0.0.1:{port}")
+    state = tmp_path / "platform"
+    (state / "api-key").parent.mkdir(parents=True)
+    (state / "api-key").write_text(API_KEY + "\n")
+    prometheus.write(state / "prometheus" / "prometheus.yml", prometheus.render([]))
+    prom_port, status_port, base = free_port(), free_port(), _port_range()
+    prom_url = f"http://127.0.0.1:{prom_port}"
+    controller = python_module(
+        "nexus.local.controller", "--state-dir", str(state), "--project-dir", str(REPO),
+        "--gitops-repo", str(gitops_repo), "--status-port", str(status_port),
+        "--port-base", str(base), "--port-span", "30", "--api-key-file", str(state / "api-key"),
+        "--prometheus-url", prom_url, "--interval", "0.5",
+    )  # fmt: skip
+    try:
+        with (
+            managed(prometheus.command(binary, state, prom_port), log=tmp_path / "prom.log",
+                    ready_url=f"{prom_url}/-/ready"),
+            managed(controller, log=tmp_path / "controller.log",
+                    ready_url=f"http://127.0.0.1:{status_port}/healthz"),
+        ):  # fmt: skip
+            yield LocalPlatform(state, f"http://127.0.0.1:{status_port}", prom_url)
+    finally:
+        # The controller stops its revisions on SIGTERM; should it have been killed
+        # instead, their pid files still name them.
+        Supervisor(state).stop_all()
 
 
 class Traffic:
-    """Chat completions sent to every revision's transformer until stopped (a thread:
-    the pipeline under test blocks the test's own thread)."""
+    """Chat completions sent to an InferenceService's front until stopped (a thread: the
+    pipeline under test blocks the test's own thread). Below the transformers' default
+    rate limit (600 a minute), so every answer is the predictor's."""
 
-    def __init__(self, revisions: list[Revision]) -> None:
-        self._revisions = revisions
+    def __init__(self, url: str) -> None:
+        self._url = url
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.sent = 0
@@ -166,12 +195,10 @@ class Traffic:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
-                for revision in self._revisions:
-                    with contextlib.suppress(httpx.HTTPError):
-                        client.post(f"{revision.gateway.url}/v1/chat/completions",
-                                    json=body, headers=headers)  # fmt: skip
-                        self.sent += 1
-                self._stop.wait(0.02)
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post(f"{self._url}/v1/chat/completions", json=body, headers=headers)
+                    self.sent += 1
+                self._stop.wait(0.12)
 
     def __enter__(self) -> Traffic:
         # httpx logs every request at INFO; the pipeline's log is not the place for them.
@@ -186,8 +213,32 @@ class Traffic:
         logging.getLogger("httpx").setLevel(self._httpx_level)
 
 
-def set_faults(llm: Upstream, **faults: float) -> None:
-    httpx.post(f"{llm.url}/admin/faults", json=faults).raise_for_status()
+class FaultWhenUp:
+    """Sets faults on a revision's worker as soon as it answers (a thread: the revision
+    only exists once the pipeline under test has committed its canary)."""
+
+    def __init__(self, platform: LocalPlatform, revision: str, **faults: float) -> None:
+        self._platform, self._revision, self._faults = platform, revision, faults
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.done = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            url = self._platform.worker_url(self._revision)
+            if url is not None:
+                httpx.post(f"{url}/admin/faults", json=self._faults).raise_for_status()
+                self.done = True
+                return
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> FaultWhenUp:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def python() -> str:

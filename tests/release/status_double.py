@@ -1,13 +1,18 @@
 """A test double of the local platform's status API, driven by a bare GitOps repository.
 
+Kept for one unit-level test only (``test_wait_is_bounded_and_says_why``): readiness is
+switched on request (``POST /admin/state``), so the wait step's timeout and its message
+are tested in two seconds, without starting workers. Every release test that needs the
+platform's behaviour runs against the real controller (``local_platform`` in
+``conftest.py``, ``nexus.local.controller``).
+
 It answers the two Argo CD-shaped routes the wait step polls (``/api/v1/applications/
 {app}`` and the InferenceService under ``/apis/serving.kserve.io/v1beta1/...``) by
 reading the repository's ``main`` branch at each request, the way a sync loop would
 apply it, and by playing Knative's revision rules for ``canaryTrafficPercent``: a
 changed predictor spec makes a new revision; the field absent sends 100 % to the latest
 revision (which becomes the rolled-out one), a percent splits latest vs previously
-rolled-out, 0 sends everything back. Replace it with the real local platform's sync
-loop once that exists. ``POST /admin/state`` with ``{"ready": false}`` makes every
+rolled-out, 0 sends everything back. ``POST /admin/state`` with ``{"ready": false}`` makes every
 InferenceService not Ready (to test the wait's timeout).
 
     python -m tests.release.status_double --port P --repo /path/to/bare.git

@@ -1,11 +1,14 @@
 """A model's releases: first release, a canary promoted, a canary rolled back.
 
 One scenario because each phase starts from the state the previous one left (champion,
-revisions, Git history), exactly as releases of one model follow each other. The first
-release goes through the CLI and the real KFP pipeline in ``kfp.local``; the canaries run
-the same steps through ``run_inline`` (one interpreter: on a 2-CPU CI machine each
-kfp.local step pays ~10 s of MLflow/KServe imports; ``test_pipeline_local`` runs the
-rollback branch of the pipeline itself).
+revisions, Git history), exactly as releases of one model follow each other. Everything
+the pipeline touches is real: the local platform's controller syncs the GitOps repository
+into revisions (CPU worker + transformer) behind a front, its status API is what the wait
+step polls, and Prometheus scrapes the revisions with the labels the analysis queries.
+The first release goes through the CLI and the real KFP pipeline in ``kfp.local``; the
+canaries run the same steps through ``run_inline`` (one interpreter: on a 2-CPU CI
+machine each kfp.local step pays ~10 s of MLflow/KServe imports; ``tests/e2e`` runs the
+canary through ``kfp.local`` with ``nexus demo``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -25,13 +29,13 @@ from nexus.registry.client import Registry
 from nexus.release.resolve import default_pools_file
 from nexus.release.run import run_inline
 from tests.release.conftest import (
+    ISVC_API,
     LIFECYCLE_MODEL,
-    Fleet,
+    FaultWhenUp,
+    LocalPlatform,
     Mlflow,
-    StatusApi,
     Traffic,
     git,
-    set_faults,
 )
 
 PATH = f"inference_services/local/inferenceservice.{LIFECYCLE_MODEL}.yaml"
@@ -47,33 +51,37 @@ def register(registry: Registry, uri: str) -> str:
     return registry.register(LIFECYCLE_MODEL, spec, load_pools(default_pools_file())).version
 
 
+def revision(n: int) -> str:
+    return f"{LIFECYCLE_MODEL}-predictor-{n:05d}"
+
+
 def pipeline_args(
-    version: str, mlflow: Mlflow, repo: Path, status: StatusApi, fleet: Fleet
+    version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform
 ) -> dict[str, Any]:
     return {
         "model_name": LIFECYCLE_MODEL,
         "version": version,
         "environment": "local",
         "canary_percent": 20,
-        "analysis_window_s": 6.0,
+        # The local Prometheus scrapes every 5 s: a window of several scrapes.
+        "analysis_window_s": 16.0,
         "max_error_ratio": 0.05,
         "max_p95_latency_ratio": 2.0,
         "min_canary_requests": 5,
         "gitops_repo": str(repo),
-        "prometheus_url": fleet.prometheus_url,
+        "prometheus_url": platform.prometheus_url,
         "tracking_uri": mlflow.url,
-        "status_url": status.url,
+        "status_url": platform.status_url,
         "namespace": "nexus",
-        "wait_timeout_s": 30.0,
+        "wait_timeout_s": 120.0,
     }
 
 
-@pytest.mark.timeout(280)
+@pytest.mark.timeout(420)
 def test_release_lifecycle(
     mlflow_server: Mlflow,
     gitops_repo: Path,
-    status_api: StatusApi,
-    fleet: Fleet,
+    local_platform: LocalPlatform,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -88,8 +96,8 @@ def test_release_lifecycle(
             {
                 "tracking_uri": mlflow_server.url,
                 "gitops_repo": str(gitops_repo),
-                "prometheus_url": fleet.prometheus_url,
-                "status_url": status_api.url,
+                "prometheus_url": local_platform.prometheus_url,
+                "status_url": local_platform.status_url,
             }
         )
     )
@@ -104,7 +112,7 @@ def test_release_lifecycle(
             "--state-dir",
             str(state),
             "--wait-timeout",
-            "30",
+            "120",
         ]
     )
     out = capsys.readouterr().out
@@ -123,16 +131,17 @@ def test_release_lifecycle(
     tags = registry.version(LIFECYCLE_MODEL, v1).tags
     assert tags[c.RELEASE_STATUS] == "promoted"
     assert tags[c.RELEASE_GIT_COMMIT] == git("--git-dir", str(gitops_repo), "rev-parse", "main")
+    front = local_platform.front(LIFECYCLE_MODEL)
 
     # 2. A healthy canary takes 20 %, passes the analysis and is promoted.
     v2 = register(registry, "hf://acme/alpha-v2")
-    with Traffic(fleet.revisions[:2]):
-        status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, status_api, fleet))
+    with Traffic(front):
+        status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, local_platform))
     assert status == "promoted"
     analysis = json.loads(registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS])
     assert analysis["decision"] == "promote"
-    assert analysis["canary"]["revision"] == fleet.revisions[1].name
-    assert analysis["stable"]["revision"] == fleet.revisions[0].name
+    assert analysis["canary"]["revision"] == revision(2)
+    assert analysis["stable"]["revision"] == revision(1)
     assert analysis["canary"]["requests"] >= 5
     assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
     assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None
@@ -146,9 +155,9 @@ def test_release_lifecycle(
 
     # 3. A canary whose predictor fails every request is rolled back; v2 stays champion.
     v3 = register(registry, "hf://acme/alpha-v3")
-    set_faults(fleet.revisions[2].llm, error_ratio=1.0)
-    with Traffic(fleet.revisions[1:]):
-        status = run_inline(pipeline_args(v3, mlflow_server, gitops_repo, status_api, fleet))
+    with FaultWhenUp(local_platform, revision(3), error_ratio=1.0) as fault, Traffic(front):
+        status = run_inline(pipeline_args(v3, mlflow_server, gitops_repo, local_platform))
+    assert fault.done
     assert status == "rolled_back"
     analysis = json.loads(registry.version(LIFECYCLE_MODEL, v3).tags[c.RELEASE_ANALYSIS])
     assert analysis["canary"]["error_ratio"] > 0.5
@@ -160,3 +169,11 @@ def test_release_lifecycle(
     tags = registry.version(LIFECYCLE_MODEL, v3).tags
     assert tags[c.RELEASE_STATUS] == "rolled_back"
     assert json.loads(tags[c.RELEASE_ANALYSIS])["decision"] == "rollback"
+    # The platform agrees: the champion's revision takes everything again.
+    isvc = httpx.get(f"{local_platform.status_url}{ISVC_API}/{LIFECYCLE_MODEL}").json()
+    predictor = isvc["status"]["components"]["predictor"]
+    assert predictor["latestRolledoutRevision"] == revision(2)
+    assert {t["revisionName"]: t["percent"] for t in predictor["traffic"]} == {
+        revision(3): 0,
+        revision(2): 100,
+    }

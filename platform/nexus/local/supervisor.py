@@ -175,6 +175,11 @@ class Supervisor:
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        # SIGKILL is delivered, not awaited: `down` returns once the processes are gone, so
+        # that whoever runs next (a second `up`, a test's leftover check) finds none.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.05)
         return stopped + list(pids)
 
 

@@ -5,6 +5,13 @@ ignores the version's GPU pool: the local platform has no GPUs, so it places the
 pool ``cpu`` with the CPU worker image (which speaks the vLLM API, hence runtime ``vllm``)
 while still validating the GPU pool, so a version that releases locally also releases to
 production.
+
+A release replaces the whole InferenceService, so it must keep the public model names the
+repository's graphs address it by (``GATEWAY_MODEL_ALIASES``: every model a graph routes
+to answers for ``chat``); without them a released model answers 404 to the graph's
+requests, which is a client error and so never falls back. The registry has no tag for
+them, so they come from the shipped model descriptions (``nexus.manifests.examples``,
+the source of ``inference_services/``): a model the repository does not ship gets none.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ LOCAL_POOL: Final = "cpu"
 def default_pools_file() -> Path:
     """``platform/pools.yaml`` next to the package (source checkout or image layout)."""
     return Path(__file__).resolve().parents[2] / "pools.yaml"
+
+
+def public_names(model: str, environment: str) -> tuple[str, ...]:
+    """The extra model names the shipped InferenceService of ``model`` answers for."""
+    from nexus.manifests.examples import EXAMPLES  # renders with kserve: import when used
+
+    for description in EXAMPLES.get(environment, ()):
+        if description.name == model:
+            return description.model_aliases
+    return ()
 
 
 def plan_release(
@@ -59,6 +76,7 @@ def plan_release(
         max_replicas=description.max_replicas,
         vllm_args=description.vllm_args,
         champion=champion,
+        model_aliases=public_names(model, environment),
     )
     if environment == LOCAL_ENVIRONMENT:
         if LOCAL_POOL not in pools:

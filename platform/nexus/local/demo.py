@@ -1,0 +1,311 @@
+"""``nexus demo``: the release story of one model on the local platform, start to end.
+
+It drives the platform only through the doors a person (or a CI job) has: the MLflow
+registry, the release pipeline (``kfp.local`` by default, the same graph as on a KFP
+cluster), the status API, Prometheus and the InferenceGraph's public URL. In order:
+``nexus up`` unless it runs; llama-8b registered and released at 100 % (skipped when a
+champion serves already, so the demo can be run again); traffic through the
+chat-fallback graph; a new version registered and released as a 20 % canary while
+traffic flows, judged by the pipeline's analysis and promoted; the split the analysis
+measured printed as a table; then the rolled-out worker refuses connections (the CPU
+worker's ``refuse`` fault, which clears itself) and the graph answers from the fallback
+model. The platform keeps running afterwards, with its endpoints printed.
+
+Every wait is bounded and says what it waited for; the traffic thread is stopped
+whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from nexus.local.platform import Options, PlatformError, fetch, status, up
+from nexus.local.ports import PortBook
+from nexus.local.report import endpoints_table
+
+Say = Callable[[str], None]
+CHAT_PATH: Final = "/openai/v1/chat/completions"
+STEP_HEADER: Final = "x-nexus-graph-step"
+ISVC_API: Final = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
+FIRST_URI: Final = "hf://meta-llama/Llama-3.1-8B-Instruct"
+EXIT_ROLLED_BACK: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    state_dir: Path
+    up: Options
+    model: str = "llama-8b"
+    fallback: str = "qwen-1-5b"
+    graph: str = "chat-fallback"
+    canary_percent: int = 20
+    analysis_window_s: float = 30.0
+    wait_timeout_s: float = 300.0
+    refuse_seconds: float = 60.0
+    inline: bool = False
+
+
+def chat(url: str, key: str, *, timeout: float = 30.0) -> tuple[int, str, dict[str, Any]]:
+    """One chat completion through a graph: (status, answering step, body)."""
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+    request = urllib.request.Request(  # noqa: S310 - the platform's loopback URL
+        url + CHAT_PATH,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return (
+                response.status,
+                response.headers.get(STEP_HEADER, ""),
+                json.loads(response.read()),
+            )
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers.get(STEP_HEADER, ""), {}
+
+
+class Traffic:
+    """Chat completions through the graph from two threads until stopped; counts answers.
+
+    Threads because the release pipeline blocks the demo's own thread; they never print
+    (the pipeline's progress owns the terminal).
+    """
+
+    def __init__(self, url: str, key: str, *, threads: int = 2) -> None:
+        self.url, self.key = url, key
+        self.seen: Counter[tuple[int, str]] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                code, step, _ = chat(self.url, self.key, timeout=10)
+            except (OSError, ValueError):
+                code, step = 0, "unreachable"
+            with self._lock:
+                self.seen[(code, step)] += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def summary(self) -> str:
+        with self._lock:
+            seen = dict(self.seen)
+        total = sum(seen.values())
+        ok = sum(n for (code, _), n in seen.items() if code == 200)
+        steps = Counter[str]()
+        for (code, step), n in seen.items():
+            if code == 200:
+                steps[step or "?"] += n
+        by_step = ", ".join(f"{step} {n}" for step, n in steps.most_common())
+        return f"{total} requests, {ok} answered 200 ({by_step or 'none'})"
+
+
+def _platform(options: DemoOptions, say: Say) -> dict[str, Any]:
+    live = status(options.state_dir)
+    if live is None:
+        say("the platform is not running: starting it (nexus up)")
+        endpoints = up(options.state_dir, options.up, progress=lambda line: say(f"  {line}"))
+    else:
+        say(f"the platform is running (status API {live['endpoints']['status_url']})")
+        endpoints = dict(live["endpoints"])
+    for need in ("tracking_uri", "prometheus_url"):
+        if not endpoints.get(need):
+            raise PlatformError(
+                f"the demo needs {need} (MLflow and Prometheus); see the notes of `nexus up`"
+            )
+    return endpoints
+
+
+def _register(endpoints: Mapping[str, Any], model: str, uri: str, fallback: str) -> str:
+    from nexus.manifests.pools import load_pools
+    from nexus.registry import conventions as c
+    from nexus.registry.client import Registry
+    from nexus.release.resolve import default_pools_file
+
+    registry = Registry.connect(str(endpoints["tracking_uri"]))
+    spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100")
+    pools = load_pools(default_pools_file())
+    return registry.register(model, spec, pools, fallback=fallback).version
+
+
+def _release(
+    options: DemoOptions, endpoints: Mapping[str, Any], version: str
+) -> tuple[str, dict[str, Any]]:
+    """Run the release pipeline; (status, analysis) as the registry recorded them."""
+    from nexus.registry import conventions as c
+    from nexus.registry.client import Registry
+    from nexus.release.run import run_inline, run_local
+
+    params = {
+        "model_name": options.model,
+        "version": version,
+        "environment": "local",
+        "canary_percent": options.canary_percent,
+        "analysis_window_s": options.analysis_window_s,
+        "max_error_ratio": 0.02,
+        "max_p95_latency_ratio": 1.5,
+        "min_canary_requests": 10,
+        "gitops_repo": str(endpoints["gitops_repo"]),
+        "prometheus_url": str(endpoints["prometheus_url"]),
+        "tracking_uri": str(endpoints["tracking_uri"]),
+        "status_url": str(endpoints["status_url"]),
+        "namespace": "nexus",
+        "wait_timeout_s": options.wait_timeout_s,
+    }
+    if options.inline:
+        run_inline(params)
+    else:
+        run_local(params, pipeline_root=options.state_dir.resolve() / "kfp")
+    tags = Registry.connect(str(endpoints["tracking_uri"])).version(options.model, version).tags
+    try:
+        analysis: dict[str, Any] = json.loads(tags.get(c.RELEASE_ANALYSIS, "{}"))
+    except ValueError:
+        analysis = {}
+    return tags.get(c.RELEASE_STATUS, "failed"), analysis
+
+
+def split_table(analysis: Mapping[str, Any]) -> str:
+    """The canary window as Prometheus measured it (the analysis' own numbers)."""
+    rows = [("REVISION", "ROLE", "REQUESTS", "SHARE", "5XX RATIO", "P95 LATENCY")]
+    measured = [(role, analysis.get(role)) for role in ("stable", "canary")]
+    total = sum(float(s["requests"]) for _, s in measured if s) or 1.0
+    for role, stats in measured:
+        if not stats:
+            continue
+        p95 = stats.get("p95_latency_s")
+        ratio = stats.get("error_ratio")
+        rows.append((stats["revision"], role, f"{stats['requests']:.0f}",
+                     f"{100 * float(stats['requests']) / total:.0f} %",
+                     "-" if ratio is None else f"{ratio:.3f}",
+                     "-" if p95 is None else f"{1000 * p95:.0f} ms"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     for row in rows)  # fmt: skip
+
+
+def _rolled_out(endpoints: Mapping[str, Any], model: str) -> tuple[str, dict[str, int]]:
+    obj = fetch(f"{endpoints['status_url']}{ISVC_API}/{model}")
+    predictor = obj["status"]["components"]["predictor"]
+    traffic = {t["revisionName"]: int(t["percent"]) for t in predictor.get("traffic", [])}
+    return str(predictor.get("latestRolledoutRevision", "")), traffic
+
+
+def _refuse(options: DemoOptions, revision: str) -> int:
+    """Make the revision's worker refuse connections for ``refuse_seconds``; its port."""
+    port = PortBook(options.state_dir.resolve() / "ports.json").get(revision)
+    if port is None:
+        raise PlatformError(f"no port is booked for {revision}; is the platform running?")
+    body = json.dumps({"refuse": True, "refuse_seconds": options.refuse_seconds}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/faults",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+    except OSError as exc:
+        raise PlatformError(f"the worker of {revision} did not take the fault: {exc}") from exc
+    return port
+
+
+def _fallback_answer(graph_url: str, key: str, fallback: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            code, step, body = chat(graph_url, key)
+        except (OSError, ValueError) as exc:
+            code, step, body = 0, "", {}
+            last = str(exc)
+        if code == 200 and step == fallback:
+            return body
+        last = f"status {code}, {STEP_HEADER}: {step or '-'}"
+        time.sleep(0.5)
+    raise PlatformError(f"the graph did not answer from {fallback} within {timeout:.0f}s: {last}")
+
+
+def run(options: DemoOptions, *, say: Say) -> int:
+    """The demo; 0 when the canary was promoted, 3 when the analysis rolled it back."""
+    from nexus.registry import conventions as c
+    from nexus.registry.client import Registry, VersionNotFound
+
+    started = time.monotonic()
+    say("1. the platform")
+    endpoints = _platform(options, say)
+    key, graph_url = str(endpoints["api_key"]), str(endpoints["graphs"][options.graph])
+    model = options.model
+    registry = Registry.connect(str(endpoints["tracking_uri"]))
+    try:
+        champion = registry.alias(model, c.CHAMPION)
+    except VersionNotFound:  # not registered yet: a fresh platform
+        champion = None
+    if champion is None:
+        version = _register(endpoints, model, FIRST_URI, options.fallback)
+        say(f"\n2. registered {model} version {version} ({FIRST_URI}); releasing it at 100 %")
+        outcome, _ = _release(options, endpoints, version)
+        if outcome != "promoted":
+            raise PlatformError(f"the first release of {model} ended {outcome}; see the log above")
+        champion = version
+    else:
+        say(f"\n2. {model} version {champion} is champion already (an earlier demo): kept")
+    say(f"\n3. traffic through the {options.graph} graph ({graph_url})")
+    with Traffic(graph_url, key) as warmup:
+        time.sleep(5)
+    say(f"   {warmup.summary()}")
+
+    uri = f"hf://nexus-demo/llama-3.1-8b-chat-{time.strftime('%Y%m%d-%H%M%S')}"
+    canary = _register(endpoints, model, uri, options.fallback)
+    say(f"\n4. registered {model} version {canary} ({uri}); releasing it as a "
+        f"{options.canary_percent} % canary while traffic flows")  # fmt: skip
+    with Traffic(graph_url, key) as during:
+        outcome, analysis = _release(options, endpoints, canary)
+    say(f"   traffic during the release: {during.summary()}")
+    say(f"\n5. the canary window ({analysis.get('window_s', 0):.0f} s) in Prometheus:")
+    say(split_table(analysis))
+    say(f"   decision: {analysis.get('decision', '?')} ({'; '.join(analysis.get('reasons', []))})")
+    revision, traffic = _rolled_out(endpoints, model)
+    say(f"   {model} version {canary}: {outcome}; traffic now {traffic}")
+    say(f"   MLflow aliases: champion -> {registry.alias(model, c.CHAMPION)}, "
+        f"challenger -> {registry.alias(model, c.CHALLENGER)}")  # fmt: skip
+
+    say(f"\n6. the rolled-out worker ({revision}) refuses connections for "
+        f"{options.refuse_seconds:.0f} s")  # fmt: skip
+    port = _refuse(options, revision)
+    body = _fallback_answer(graph_url, key, options.fallback, timeout=30)
+    say(f"   {options.graph} answered with {STEP_HEADER}: {options.fallback} "
+        f"(model {body.get('model')}): "
+        f"{body['choices'][0]['message']['content']!r}")  # fmt: skip
+    say(f"   the worker on :{port} accepts connections again by itself after the fault")
+
+    say(endpoints_table(endpoints))
+    query = urllib.parse.quote(f'sum by (revision) (nexus_front_requests_total{{isvc="{model}"}})')
+    say(f"\nThe demo's model in the MLflow UI: {endpoints['tracking_uri']}/#/models/{model}")
+    say(f"Requests by revision in Prometheus: {endpoints['prometheus_url']}/graph?g0.expr={query}")
+    say(f"Release another version: nexus registry register {model} --storage-uri hf://... "
+        f"--runtime vllm --gpu-pool a100 && nexus release {model} --version N "
+        f"--environment local --canary-percent 20")  # fmt: skip
+    say(f"\nnexus demo took {time.monotonic() - started:.0f} s; the platform keeps running.")
+    return 0 if outcome == "promoted" else EXIT_ROLLED_BACK
