@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests and the local platform run for real, through
 # apt, only when missing: redis-server (limiter state), prometheus (promtool for the alert
-# rules' unit tests, and the local platform's scrapes), wrk (benchmarks), git.
+# rules' unit tests, and the local platform's scrapes), chromium (the MLflow UI test),
+# wrk (benchmarks), git.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v git >/dev/null 2>&1 || need+=(git)
 
 if [ ${#need[@]} -eq 0 ]; then

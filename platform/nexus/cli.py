@@ -242,6 +242,13 @@ def _add_release_commands(
     register.add_argument("--min-replicas", type=int, default=1)
     register.add_argument("--max-replicas", type=int, default=1)
     register.add_argument("--fallback", default="", help="model an InferenceGraph falls back to")
+    register.add_argument(
+        "--model-alias",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra public model name it answers for (repeatable), e.g. the 'chat' of a graph",
+    )
 
     release = sub.add_parser(
         "release",

@@ -9,10 +9,12 @@ import yaml
 from mlflow import MlflowClient
 
 from nexus.cli import main
+from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry, VersionNotFound
 from nexus.release.gitops import publish
 from nexus.release.plan import ReleaseError
+from nexus.release.resolve import default_pools_file, plan_release
 from nexus.release.run import run_inline
 from nexus.release.wait import HttpStatus, wait_rollout
 from tests.release.conftest import Mlflow, StatusApi, git
@@ -69,6 +71,10 @@ def test_register_writes_validated_tags(mlflow_server: Mlflow) -> None:
         "2",
         "--fallback",
         "small",
+        "--model-alias",
+        "chat",
+        "--model-alias",
+        "assistant",
         "--tracking-uri",
         mlflow_server.url,
     ]
@@ -80,6 +86,16 @@ def test_register_writes_validated_tags(mlflow_server: Mlflow) -> None:
     assert spec.vllm_args() == ("--enable-chunked-prefill", "--max-model-len=8192")
     assert spec.max_replicas == 2
     assert registry.model_tags("good")[c.SERVING_FALLBACK] == "small"
+    # The public names survive into every release's InferenceService.
+    assert registry.public_names("good") == ("chat", "assistant")
+    plan = plan_release(
+        registry,
+        model="good",
+        version="1",
+        environment="prod",
+        pools=load_pools(default_pools_file()),
+    )
+    assert plan.model_aliases == ("chat", "assistant")
 
 
 def test_invalid_tags_fail_before_any_commit(mlflow_server: Mlflow, gitops_repo: Path) -> None:

@@ -121,6 +121,11 @@ class Registry:
             alias,
         )
 
+    def public_names(self, name: str) -> tuple[str, ...]:
+        """The extra model names the registered model answers for (``serving.model_aliases``)."""
+        raw = self.model_tags(name).get(c.SERVING_MODEL_ALIASES, "")
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         for key, value in sorted(tags.items()):
             self._call(
@@ -133,7 +138,13 @@ class Registry:
             )
 
     def register(
-        self, name: str, spec: c.ServingSpec, pools: Mapping[str, Pool], *, fallback: str = ""
+        self,
+        name: str,
+        spec: c.ServingSpec,
+        pools: Mapping[str, Pool],
+        *,
+        fallback: str = "",
+        model_aliases: tuple[str, ...] = (),
     ) -> VersionInfo:
         """Validate, then create the registered model if needed and a new version.
 
@@ -143,9 +154,13 @@ class Registry:
         description = c.validate(name, spec, pools)
         if fallback:
             dataclasses.replace(description, name=fallback)  # the same name rules apply
+        for alias in model_aliases:
+            dataclasses.replace(description, name=alias)
         from mlflow.exceptions import MlflowException
 
         model_tags = {c.SERVING_FALLBACK: fallback} if fallback else {}
+        if model_aliases:
+            model_tags[c.SERVING_MODEL_ALIASES] = ",".join(model_aliases)
         try:
             self._client.create_registered_model(name, tags=model_tags)
         except MlflowException as exc:

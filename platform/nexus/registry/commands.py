@@ -61,7 +61,9 @@ def register(args: argparse.Namespace) -> int:
         pools = load_pools(default_pools_file())
         validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
         registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
-        info = registry.register(args.name, spec, pools, fallback=args.fallback)
+        info = registry.register(
+            args.name, spec, pools, fallback=args.fallback, model_aliases=tuple(args.model_alias)
+        )
     except ConfigError as exc:
         print(f"nexus registry register: refused: {exc}", file=sys.stderr)
         return 2

@@ -28,8 +28,10 @@ SERVING_MAX_MODEL_LEN: Final = "serving.max_model_len"
 SERVING_ARGS: Final = "serving.args"
 SERVING_MIN_REPLICAS: Final = "serving.min_replicas"
 SERVING_MAX_REPLICAS: Final = "serving.max_replicas"
-# Registered-model tag: the model an InferenceGraph falls back to.
+# Registered-model tags: the model an InferenceGraph falls back to, and the extra public
+# names (comma-separated) the model answers for, such as the "chat" a graph's clients send.
 SERVING_FALLBACK: Final = "serving.fallback"
+SERVING_MODEL_ALIASES: Final = "serving.model_aliases"
 
 RELEASE_STATUS: Final = "release.status"
 RELEASE_GIT_COMMIT: Final = "release.git_commit"

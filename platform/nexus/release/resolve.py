@@ -7,11 +7,10 @@ while still validating the GPU pool, so a version that releases locally also rel
 production.
 
 A release replaces the whole InferenceService, so it must keep the public model names the
-repository's graphs address it by (``GATEWAY_MODEL_ALIASES``: every model a graph routes
-to answers for ``chat``); without them a released model answers 404 to the graph's
-requests, which is a client error and so never falls back. The registry has no tag for
-them, so they come from the shipped model descriptions (``nexus.manifests.examples``,
-the source of ``inference_services/``): a model the repository does not ship gets none.
+graphs address it by (``GATEWAY_MODEL_ALIASES``: every model a graph routes to answers for
+``chat``); without them a released model answers 404 to the graph's requests, which is a
+client error and so never falls back. They are the registered model's
+``serving.model_aliases`` tag (``nexus registry register --model-alias chat``).
 """
 
 from __future__ import annotations
@@ -37,16 +36,6 @@ def default_pools_file() -> Path:
     return Path(__file__).resolve().parents[2] / "pools.yaml"
 
 
-def public_names(model: str, environment: str) -> tuple[str, ...]:
-    """The extra model names the shipped InferenceService of ``model`` answers for."""
-    from nexus.manifests.examples import EXAMPLES  # renders with kserve: import when used
-
-    for description in EXAMPLES.get(environment, ()):
-        if description.name == model:
-            return description.model_aliases
-    return ()
-
-
 def plan_release(
     registry: Registry,
     *,
@@ -62,6 +51,7 @@ def plan_release(
         spec = c.ServingSpec.from_tags(info.tags)
         description = c.validate(model, spec, pools)
         champion = registry.alias(model, c.CHAMPION)
+        public = registry.public_names(model)
     except (ConfigError, RegistryError) as exc:
         raise ReleaseError(f"cannot release {model} version {version}: {exc}") from exc
     plan = ReleasePlan(
@@ -76,7 +66,7 @@ def plan_release(
         max_replicas=description.max_replicas,
         vllm_args=description.vllm_args,
         champion=champion,
-        model_aliases=public_names(model, environment),
+        model_aliases=public,
     )
     if environment == LOCAL_ENVIRONMENT:
         if LOCAL_POOL not in pools:
