@@ -29,7 +29,8 @@ def _cmd_cpu_llm(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from nexus.local.platform import Options, PlatformError, default_project_dir, up
+    from nexus.errors import PlatformError
+    from nexus.local.platform import Options, default_project_dir, up
     from nexus.local.report import endpoints_table
 
     try:
@@ -52,11 +53,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from nexus.errors import ConfigError
+    from nexus.errors import ConfigError, PlatformError, RegistryError, ReleaseError
     from nexus.local.demo import DemoOptions, run
-    from nexus.local.platform import Options, PlatformError, default_project_dir
-    from nexus.registry.client import RegistryError
-    from nexus.release.plan import ReleaseError
+    from nexus.local.platform import Options, default_project_dir
 
     try:
         up_options = Options(
@@ -81,7 +80,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from nexus.local.platform import PlatformError, status
+    from nexus.errors import PlatformError
+    from nexus.local.platform import status
     from nexus.local.report import status_table
 
     try:

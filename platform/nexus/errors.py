@@ -14,7 +14,17 @@
     │   ├── UpstreamTimeout            504 (no first byte within the timeout)
     │   ├── UpstreamServerError        502 (the predictor answered 5xx)
     │   └── CircuitOpen                503 (breaker open; Retry-After)
-    └── LimiterUnavailable             503 (Redis unreachable and failure mode `closed`)
+    ├── LimiterUnavailable             503 (Redis unreachable and failure mode `closed`)
+    └── OperationalError               commands and start-up, never the request path: the
+        │                              message says what is wrong and what to do
+        ├── ConfigError                settings or a model description that cannot work
+        ├── RegistryError              MLflow refused or could not answer
+        │   └── VersionNotFound
+        ├── ReleaseError               a release step cannot go on
+        │   └── GitError               a git command failed (its stderr in the message)
+        │       └── PushRace           the remote moved between fetch and push
+        ├── PlatformError              the local platform cannot start or stop something
+        └── ResourceError              a manifest the local platform cannot run
 
 Upstream failures are the only errors whose JSON body contains
 ``error.upstream_failure``; an InferenceGraph Sequence uses exactly that path as the
@@ -172,5 +182,37 @@ class LimiterUnavailable(NexusError):
     code = "rate_limiter_unavailable"
 
 
-class ConfigError(Exception):
+class OperationalError(NexusError):
+    """A command cannot do what was asked; the CLI prints the message, no traceback."""
+
+
+class ConfigError(OperationalError):
     """Settings that cannot work; raised at start-up, never on the request path."""
+
+
+class RegistryError(OperationalError):
+    """MLflow refused or could not answer; the message says what was asked."""
+
+
+class VersionNotFound(RegistryError):
+    """The registered model or the version does not exist."""
+
+
+class ReleaseError(OperationalError):
+    """A release step cannot go on; the message says why and what to do."""
+
+
+class GitError(ReleaseError):
+    """A git command failed; the message carries its stderr."""
+
+
+class PushRace(GitError):
+    """The remote branch moved between our fetch and our push."""
+
+
+class PlatformError(OperationalError):
+    """A local-platform problem with a message a person can act on."""
+
+
+class ResourceError(OperationalError):
+    """A manifest the local platform cannot run, with the reason."""

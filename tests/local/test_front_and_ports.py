@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from nexus.errors import PlatformError, ResourceError
 from nexus.local.front import Backend, choose
 from nexus.local.ports import PortBook
-from nexus.local.resources import ResourceError, container_env, predictor_command
-from nexus.local.supervisor import PlatformError
+from nexus.local.resources import container_env, predictor_command
 
 BACKENDS = (Backend("r2", "http://a", 20), Backend("r1", "http://b", 80))
 

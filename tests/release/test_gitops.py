@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus.release.gitops import GitError, publish
+from nexus.errors import GitError
+from nexus.release.gitops import publish
 from tests.release.conftest import git
 
 PATH = "inference_services/prod/inferenceservice.m.yaml"

@@ -9,11 +9,11 @@ import yaml
 from mlflow import MlflowClient
 
 from nexus.cli import main
+from nexus.errors import ReleaseError, VersionNotFound
 from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
-from nexus.registry.client import Registry, VersionNotFound
+from nexus.registry.client import Registry
 from nexus.release.gitops import publish
-from nexus.release.plan import ReleaseError
 from nexus.release.resolve import default_pools_file, plan_release
 from nexus.release.run import run_inline
 from nexus.release.wait import HttpStatus, wait_rollout

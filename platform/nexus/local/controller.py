@@ -30,15 +30,16 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
 from nexus.local.front import Front, front_app, front_metrics
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
-from nexus.local.resources import ResourceError, parse
+from nexus.local.resources import parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.status import Snapshot, status_app
-from nexus.local.supervisor import PlatformError, Supervisor
+from nexus.local.supervisor import Supervisor
 from nexus.local.workloads import Workloads
 
 

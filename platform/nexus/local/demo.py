@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from nexus.local.platform import Options, PlatformError, fetch, status, up
+from nexus.errors import PlatformError
+from nexus.local.platform import Options, fetch, status, up
 from nexus.local.ports import PortBook
 from nexus.local.report import endpoints_table
 
@@ -250,8 +251,9 @@ def _fallback_answer(graph_url: str, key: str, fallback: str, timeout: float) ->
 
 def run(options: DemoOptions, *, say: Say) -> int:
     """The demo; 0 when the canary was promoted, 3 when the analysis rolled it back."""
+    from nexus.errors import VersionNotFound
     from nexus.registry import conventions as c
-    from nexus.registry.client import Registry, VersionNotFound
+    from nexus.registry.client import Registry
 
     started = time.monotonic()
     say("1. the platform")

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nexus.local.supervisor import PlatformError
+from nexus.errors import PlatformError
 
 BRANCH = "main"
 IDENTITY = ("-c", "user.name=Nexus local platform", "-c", "user.email=nexus@localhost")

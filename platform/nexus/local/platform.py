@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nexus.errors import PlatformError
 from nexus.local import gitops, prometheus
 from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode, vllm_unavailable_reason
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
-from nexus.local.supervisor import PlatformError, Service, Supervisor, port_in_use, python
+from nexus.local.supervisor import Service, Supervisor, port_in_use, python
 
 __all__ = ["Options", "PlatformError", "down", "status", "up"]
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nexus.local.supervisor import PlatformError, port_in_use
+from nexus.errors import PlatformError
+from nexus.local.supervisor import port_in_use
 
 DEFAULT_BASE = 18100
 DEFAULT_SPAN = 200

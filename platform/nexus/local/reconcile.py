@@ -20,13 +20,13 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
 from nexus.local.front import Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
     PredictorMode,
     Resource,
-    ResourceError,
     cluster_host,
     container_env,
     load_configmaps,
@@ -44,7 +44,7 @@ from nexus.local.revisions import (
     route,
 )
 from nexus.local.status import GraphView, IsvcView
-from nexus.local.supervisor import PlatformError, Service
+from nexus.local.supervisor import Service
 from nexus.local.workloads import Workloads
 
 PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"

@@ -24,12 +24,10 @@ from typing import Any, Literal
 
 import yaml
 
+from nexus.errors import ResourceError
+
 PredictorMode = Literal["cpu", "vllm"]
 DEFAULT_NAMESPACE = "default"
-
-
-class ResourceError(Exception):
-    """A manifest the local platform cannot run, with the reason."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class PlatformError(Exception):
-    """A local-platform problem with a message a person can act on."""
+from nexus.errors import PlatformError
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from nexus.local.supervisor import PlatformError, Service, Supervisor
+from nexus.errors import PlatformError
+from nexus.local.supervisor import Service, Supervisor
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 

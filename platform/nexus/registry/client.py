@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nexus.errors import ConfigError
+from nexus.errors import ConfigError, RegistryError, VersionNotFound
 from nexus.manifests.pools import Pool
 from nexus.registry import conventions as c
 
@@ -22,14 +22,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 T = TypeVar("T")
-
-
-class RegistryError(Exception):
-    """MLflow refused or could not answer; the message says what was asked."""
-
-
-class VersionNotFound(RegistryError):
-    """The registered model or the version does not exist."""
 
 
 @dataclass(frozen=True, slots=True)

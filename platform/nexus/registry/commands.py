@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from nexus.errors import ConfigError
+from nexus.errors import ConfigError, RegistryError
 from nexus.manifests.pools import load_pools
-from nexus.registry.client import Registry, RegistryError
+from nexus.registry.client import Registry
 from nexus.registry.conventions import SERVING_ARGS, ServingSpec, validate
 
 

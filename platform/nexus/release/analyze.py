@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
-from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.errors import ReleaseError
+from nexus.release.plan import ReleasePlan
 from nexus.release.wait import Rollout
 
 Decision = Literal["promote", "rollback"]

@@ -11,10 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from nexus.errors import ConfigError
-from nexus.registry.client import RegistryError
+from nexus.errors import ConfigError, RegistryError, ReleaseError
 from nexus.registry.commands import tracking_uri
-from nexus.release.plan import ReleaseError
 from nexus.release.resolve import LOCAL_ENVIRONMENT
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 3}

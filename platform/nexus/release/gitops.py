@@ -19,19 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from nexus.release.plan import ReleaseError
+from nexus.errors import GitError, PushRace, ReleaseError
 
 AUTHOR: Final = ("Nexus release", "release@nexus.invalid")
 # What git prints when the remote moved under us (as opposed to auth or path errors).
 _RACE_MARKERS: Final = ("non-fast-forward", "fetch first", "cannot lock ref", "stale info")
-
-
-class GitError(ReleaseError):
-    """A git command failed; the message carries its stderr."""
-
-
-class PushRace(GitError):
-    """The remote branch moved between our fetch and our push."""
 
 
 @dataclass(frozen=True, slots=True)

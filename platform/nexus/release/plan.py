@@ -17,10 +17,6 @@ from nexus.manifests.model import ModelDescription, Runtime
 ISVC_APPLICATION: Final = "nexus-inference-services"
 
 
-class ReleaseError(Exception):
-    """A release step cannot go on; the message says why and what to do."""
-
-
 @dataclass(frozen=True, slots=True)
 class ReleasePlan:
     """One model version bound for one environment."""

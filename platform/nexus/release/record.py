@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from nexus.errors import RegistryError, ReleaseError
 from nexus.registry import conventions as c
-from nexus.registry.client import Registry, RegistryError
-from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.registry.client import Registry
+from nexus.release.plan import ReleasePlan
 
 # MLflow limits tag values (5000 characters in its SQL store); keep room for JSON.
 _MAX_TAG = 4000

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from nexus.errors import ConfigError
+from nexus.errors import ConfigError, ReleaseError
 from nexus.manifests.pools import Pool, load_pools
-from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 
 

@@ -20,12 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from nexus.errors import ConfigError
+from nexus.errors import ConfigError, RegistryError, ReleaseError
 from nexus.manifests.model import CPU_WORKER_IMAGE
 from nexus.manifests.pools import Pool, load_pools
 from nexus.registry import conventions as c
-from nexus.registry.client import Registry, RegistryError
-from nexus.release.plan import ReleaseError, ReleasePlan
+from nexus.registry.client import Registry
+from nexus.release.plan import ReleasePlan
 
 LOCAL_ENVIRONMENT: Final = "local"
 LOCAL_POOL: Final = "cpu"

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from nexus.errors import ReleaseError
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
-from nexus.release.plan import ReleaseError
 
 ENDPOINTS_FILE: Final = "endpoints.json"
 ENDPOINT_KEYS: Final = ("tracking_uri", "gitops_repo", "prometheus_url", "status_url")

@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
+from nexus.errors import ReleaseError
 from nexus.release.gitops import is_ancestor
-from nexus.release.plan import ISVC_APPLICATION, ReleaseError
+from nexus.release.plan import ISVC_APPLICATION
 
 Expect = Literal["canary", "full", "rollback"]
 
