@@ -47,6 +47,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --with-litellm --write-readme
+	$(BIN)/python bench/router.py --write-readme
 
 ## Re-pin constraints.txt from a fresh resolve of pyproject.toml's dependencies.
 constraints:

@@ -235,9 +235,10 @@ def how_measured(results: dict[str, Any]) -> str:
     )
 
 
-def write_readme(readme: Path, section: str) -> None:
+def write_readme(readme: Path, section: str, *, start: str = START, end: str = END) -> None:
+    """Replace what lies between the ``start`` and ``end`` marker lines with ``section``."""
     text = readme.read_text()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{readme} has no {START} … {END} section to replace")
-    readme.write_text(text[: start + len(START)] + "\n" + section + "\n" + text[end:])
+    at, until = text.find(start), text.find(end)
+    if at < 0 or until < at:
+        raise SystemExit(f"{readme} has no {start} … {end} section to replace")
+    readme.write_text(text[: at + len(start)] + "\n" + section + "\n" + text[until:])

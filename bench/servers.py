@@ -4,6 +4,10 @@
                          ├─ kserve.Model pass-through (KServe's default transformer path)
                          └─ LiteLLM proxy (master key, no database), when its venv exists
 
+The router benchmark (``bench/router.py``) adds the InferenceGraph router in front of the
+transformer or an upstream, a canned-answer upstream (``fast_upstream.py``) and a minimal
+ASGI pass-through (``passthrough.py``) as the floor a Python proxy starts from.
+
 LiteLLM lives in its own venv (``bench/.venv-litellm``): its pinned dependencies conflict
 with the project's, and it is a point of comparison, not something Nexus depends on.
 """
@@ -144,3 +148,39 @@ def start_litellm(
     child = children.start("litellm", args, env=env)
     child.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout=LITELLM_READY_TIMEOUT)
     return Server("litellm", port, child)
+
+
+def start_fast_upstream(children: Children) -> Server:
+    port = free_port()
+    script = REPO / "bench" / "fast_upstream.py"
+    child = children.start("fast-upstream", [sys.executable, str(script), "--port", str(port)])
+    child.wait_ready(f"http://127.0.0.1:{port}/health", timeout=READY_TIMEOUT)
+    return Server("fast-upstream", port, child)
+
+
+def start_passthrough(children: Children, *, name: str, upstream_url: str) -> Server:
+    port = free_port()
+    script = REPO / "bench" / "passthrough.py"
+    args = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port)]
+    child = children.start(name, args)
+    child.wait_port(port, timeout=READY_TIMEOUT)
+    return Server(name, port, child)
+
+
+def start_router(
+    children: Children,
+    *,
+    name: str,
+    graph_file: Path,
+    host_map: dict[str, Server],
+    propagate: str,
+) -> Server:
+    """``python -m nexus.router`` exactly as the local platform runs it (one process)."""
+    port = free_port()
+    args = [sys.executable, "-m", "nexus.router", "--graph-file", str(graph_file),
+            "--port", str(port), "--host", "127.0.0.1", "--drain-seconds", "0"]  # fmt: skip
+    for host, server in host_map.items():
+        args += ["--host-map", f"{host}=127.0.0.1:{server.port}"]
+    child = children.start(name, args, env={"PROPAGATE_HEADERS": propagate})
+    child.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=READY_TIMEOUT)
+    return Server(name, port, child)

@@ -109,6 +109,12 @@ def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> Rout
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_json_logging(args.log_level.upper())
+    # The logging HOWTO's "Optimization" switches: every LogRecord otherwise looks up the
+    # thread, process and multiprocessing names that the JSON line never prints. This
+    # process is the router alone, so the switches are set for it here, not at import.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     try:
         if args.enable_tls or args.enable_auth:
             raise ConfigError("--enable-tls/--enable-auth are not supported by the Nexus router")
@@ -132,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,
+        # The router never reads the client address; uvicorn's X-Forwarded-For middleware
+        # would wrap every request for nothing.
+        proxy_headers=False,
         log_config=None,
         timeout_keep_alive=graph.timeouts.server_idle or DEFAULT_IDLE_SECONDS,
     )

@@ -70,6 +70,11 @@ class StepCaller:
             for step in node.steps
             if step.service_url
         }
+        # The headers a call carries when nothing is propagated (the common case), built
+        # once per step URL instead of per request.
+        self._plain_headers = {
+            url: _step_headers([], host) for url, (_, host) in self._targets.items()
+        }
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -92,23 +97,21 @@ class StepCaller:
         if session is None:
             raise RuntimeError("StepCaller.start() was not awaited")
         target, host = self._targets.get(url) or (url, None)
-        out = list(headers)
-        if not any(name == "Content-Type" for name, _ in out):
-            out.append(("Content-Type", "application/json"))
-        if host is not None:
-            out.append(("Host", host))
+        out = self._plain_headers.get(url) if not headers else None
+        if out is None:
+            out = _step_headers(headers, host)
         started = now()
         try:
-            async with asyncio.timeout(self.timeout):
-                response = await session.post(target, data=body, headers=out)
+            if self.timeout is None:
+                # No serviceClient timeout (the default): no timeout context to enter.
+                response, payload = await self._exchange(session, target, body, out)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    response, payload = await self._exchange(session, target, body, out)
+            if payload is None:
+                self.metrics.observe_step(label, response.status, now() - started)
                 content_type = response.headers.get("Content-Type", "")
-                if 200 <= response.status <= 299 and content_type.startswith(EVENT_STREAM):
-                    self.metrics.observe_step(label, response.status, now() - started)
-                    return Reply(response.status, b"", label, response, content_type)
-                try:
-                    payload = await response.read()
-                finally:
-                    response.release()
+                return Reply(response.status, b"", label, response, content_type)
         except TimeoutError:
             self.metrics.observe_step(label, "error", now() - started)
             raise GraphError(
@@ -124,6 +127,30 @@ class StepCaller:
             raise GraphError(f'Post "{url}": {exc or type(exc).__name__}', step=label) from exc
         self.metrics.observe_step(label, response.status, now() - started)
         return Reply(response.status, payload, label)
+
+    @staticmethod
+    async def _exchange(
+        session: aiohttp.ClientSession, target: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """POST and read the answer; a 2xx event stream is left open (payload ``None``)."""
+        response = await session.post(target, data=body, headers=headers)
+        content_type = response.headers.get("Content-Type", "")
+        if 200 <= response.status <= 299 and content_type.startswith(EVENT_STREAM):
+            return response, None
+        try:
+            return response, await response.read()
+        finally:
+            response.release()
+
+
+def _step_headers(propagated: list[tuple[str, str]], host: str | None) -> list[tuple[str, str]]:
+    """Propagated headers, plus KServe's default Content-Type and a mapped ``Host``."""
+    out = list(propagated)
+    if not any(name == "Content-Type" for name, _ in out):
+        out.append(("Content-Type", "application/json"))
+    if host is not None:
+        out.append(("Host", host))
+    return out
 
 
 def _dial_error(exc: aiohttp.ClientConnectorError) -> str:

@@ -73,21 +73,27 @@ class RouterMetrics:
             registry=registry,
         )
         self._step_seconds = {step: self.step_seconds.labels(step) for step in steps}
-        self._codes: dict[tuple[str, str], Any] = {}
+        # Children by (step, status) and by status, bound on first use: a status is an
+        # int on the hot path, so the cache is keyed by it and str() runs once per code.
+        self._step_codes: dict[tuple[str, int | str], Any] = {}
+        self._request_codes: dict[int, Any] = {}
 
     def observe_step(self, step: str, code: int | str, seconds: float) -> None:
         child = self._step_seconds.get(step)
         if child is None:
             child = self._step_seconds[step] = self.step_seconds.labels(step)
         child.observe(seconds)
-        key = (step, str(code))
-        counter = self._codes.get(key)
+        key = (step, code)
+        counter = self._step_codes.get(key)
         if counter is None:
-            counter = self._codes[key] = self.step_responses.labels(*key)
+            counter = self._step_codes[key] = self.step_responses.labels(step, str(code))
         counter.inc()
 
     def observe_request(self, code: int, seconds: float) -> None:
-        self.requests.labels(str(code)).inc()
+        counter = self._request_codes.get(code)
+        if counter is None:
+            counter = self._request_codes[code] = self.requests.labels(str(code))
+        counter.inc()
         self.request_seconds.observe(seconds)
 
     def fallback(self, from_model: str, to_model: str) -> None:
