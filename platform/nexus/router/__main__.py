@@ -28,7 +28,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from nexus.errors import ConfigError
-from nexus.observability import configure_json_logging
+from nexus.observability import AccessLog, configure_json_logging
 from nexus.router.calls import StepCaller, parse_host_map
 from nexus.router.executor import Executor
 from nexus.router.graph import Graph, load_graph_file, load_graph_json
@@ -101,6 +101,7 @@ def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> Rout
         propagation=HeaderPropagation(compile_patterns(patterns) if patterns else ()),
         metrics=metrics,
         state=state,
+        access_log=AccessLog("nexus.router.access"),
         read_seconds=timeouts.server_read or DEFAULT_SERVER_SECONDS,
         write_seconds=timeouts.server_write or DEFAULT_SERVER_SECONDS,
     )

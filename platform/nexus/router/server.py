@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nexus.asgi import Receive, Scope, Send
+from nexus.observability import AccessLog
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
@@ -59,6 +60,7 @@ class RouterApp:
         propagation: HeaderPropagation,
         metrics: RouterMetrics,
         state: RouterState,
+        access_log: AccessLog,
         read_seconds: float | None = DEFAULT_SERVER_SECONDS,
         write_seconds: float | None = DEFAULT_SERVER_SECONDS,
     ) -> None:
@@ -66,9 +68,11 @@ class RouterApp:
         self.propagation = propagation
         self.metrics = metrics
         self.state = state
+        self.access_log = access_log
         self.read_seconds = read_seconds
         self.write_seconds = write_seconds
         self._ids = random.Random()  # noqa: S311 - request ids for logs, see _request_id
+        self.log_requests = log.isEnabledFor(logging.INFO)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -92,6 +96,7 @@ class RouterApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.executor.caller.close()
+                self.access_log.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -164,8 +169,8 @@ class RouterApp:
         step: str,
         streamed: bool,
     ) -> None:
-        """The request's JSON log line."""
-        if not log.isEnabledFor(logging.INFO):
+        """The request's JSON log line (batched with the others of this loop tick)."""
+        if not self.log_requests:
             return
         fields = {
             "request_id": _request_id(headers, self._ids),
@@ -176,10 +181,7 @@ class RouterApp:
             "graph_step": step,
             "stream": streamed,
         }
-        # log.handle(makeRecord(...)) is what log.info() ends in, minus findCaller(): a
-        # walk up the stack for a source location the JSON line does not contain.
-        log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "request", (), None,
-                                  extra={"fields": fields}))  # fmt: skip
+        self.access_log.write(fields)
 
     async def _relay(self, reply: Reply, receive: Receive, send: Send, started: float) -> None:
         """Forward an SSE reply chunk by chunk; stop reading upstream if the client leaves."""
