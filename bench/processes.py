@@ -68,6 +68,7 @@ class Child:
                     if reply.status < 500:
                         return
             except urllib.error.HTTPError as exc:
+                exc.close()  # the error carries the open response
                 if exc.code < 500:
                     return
                 last = exc

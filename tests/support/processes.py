@@ -38,6 +38,7 @@ def wait_http(
                 if response.status < 500:
                     return
         except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response; unclosed, its socket leaks
             if exc.code < 500:
                 return
             last = exc

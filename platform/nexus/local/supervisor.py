@@ -140,6 +140,7 @@ class Supervisor:
             with urllib.request.urlopen(service.ready_url, timeout=2) as response:  # noqa: S310
                 return bool(response.status < 500)
         except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response; unclosed, its socket leaks
             return exc.code < 500
         except OSError:
             return False
