@@ -28,7 +28,6 @@ import yaml
 import report
 import run
 import servers
-import ttfb
 from load import wrk_version
 from processes import REPO, Children, terminate_on_sigterm
 
@@ -217,14 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         rounds = run.measure(targets, args=args, api_key=api_key, workdir=workdir)
         run.set_token_latency(upstream, run.STREAM_TOKEN_LATENCY_MS)
-        stream_rows = []
-        for label, server in streaming:
-            timing = ttfb.measure(server.base_url + run.OPENAI_PATH, model=run.MODEL,
-                                  max_tokens=run.STREAM_MAX_TOKENS, api_key=api_key,
-                                  requests=args.stream_requests)  # fmt: skip
-            stream_rows.append({"label": label, **dataclasses.asdict(timing)})
-            print(f"streaming {label:<32} first chunk {timing.first_chunk_ms:7.2f} ms  "
-                  f"whole answer {timing.total_ms:7.1f} ms", flush=True)  # fmt: skip
+        stream_rows = run.measure_streams(streaming, api_key=api_key, requests=args.stream_requests)
         print(f"measured in {time.monotonic() - started:.0f} s; stopping servers", flush=True)
 
     summaries = report.summarize(

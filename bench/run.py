@@ -21,6 +21,7 @@ import secrets
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -144,6 +145,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+def measure_streams(
+    servers: Iterable[tuple[str, Any]], *, api_key: str, requests: int
+) -> list[dict[str, Any]]:
+    """Time to first chunk and whole answer of each server (``None`` servers are skipped)."""
+    rows: list[dict[str, Any]] = []
+    for label, server in servers:
+        if server is None:
+            continue
+        timing = ttfb.measure(
+            server.base_url + OPENAI_PATH,
+            model=MODEL,
+            max_tokens=STREAM_MAX_TOKENS,
+            api_key=api_key,
+            requests=requests,
+        )
+        rows.append({"label": label, **dataclasses.asdict(timing)})
+        print(f"streaming {label:<32} first chunk {timing.first_chunk_ms:7.2f} ms  "
+              f"whole answer {timing.total_ms:7.1f} ms", flush=True)  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     terminate_on_sigterm()
@@ -201,21 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         rounds = measure(targets, args=args, api_key=api_key, workdir=workdir)
 
         set_token_latency(upstream, STREAM_TOKEN_LATENCY_MS)
-        stream_rows = []
-        for label, server in (("direct upstream", upstream), ("Nexus transformer", nexus),
-                              ("LiteLLM proxy", litellm)):  # fmt: skip
-            if server is None:
-                continue
-            timing = ttfb.measure(
-                server.base_url + OPENAI_PATH,
-                model=MODEL,
-                max_tokens=STREAM_MAX_TOKENS,
-                api_key=api_key,
-                requests=args.stream_requests,
-            )
-            stream_rows.append({"label": label, **dataclasses.asdict(timing)})
-            print(f"streaming {label:<20} first chunk {timing.first_chunk_ms:7.2f} ms  "
-                  f"whole answer {timing.total_ms:7.1f} ms", flush=True)  # fmt: skip
+        stream_rows = measure_streams(
+            (
+                ("direct upstream", upstream),
+                ("Nexus transformer", nexus),
+                ("LiteLLM proxy", litellm),
+            ),
+            api_key=api_key,
+            requests=args.stream_requests,
+        )
         print(f"measured in {time.monotonic() - started:.0f} s; stopping servers", flush=True)
 
     summaries = report.summarize(
