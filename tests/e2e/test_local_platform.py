@@ -2,8 +2,8 @@
 
 One platform is shared by the module (starting ~15 processes on a small machine takes a
 while); the tests run in file order and each leaves the platform as the next expects:
-healthy, then canaried/promoted/rolled back, then with its primary worker killed, then
-stopped and started again.
+healthy, then canaried/promoted/rolled back, then with its primary worker killed and
+restarted, then stopped and started again.
 """
 
 from __future__ import annotations
@@ -25,54 +25,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.processes import free_port
+from tests.support.local_platform import alive, nexus, pids
+from tests.support.processes import free_port_range
 
-NEXUS = [sys.executable, "-m", "nexus.cli"]
 LLAMA = "inference_services/local/inferenceservice.llama-8b.yaml"
 ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
 CHAT_PATH = "/openai/v1/chat/completions"
 pytestmark = pytest.mark.timeout(900)
-
-
-def nexus(*args: str, state: Path, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*NEXUS, *args, "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def pids(state: Path) -> dict[str, int]:
-    return {p.stem: int(p.read_text()) for p in (state / "run").glob("*.pid")}
-
-
-def port_base(span: int = 60) -> int:
-    """A range of ``span`` ports starting near a free one, all free right now."""
-    for _ in range(20):
-        base = free_port()
-        if base + span > 65000:
-            continue
-        free = []
-        for port in range(base, base + span):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    break
-                free.append(port)
-        if len(free) == span:
-            return base
-    raise RuntimeError("no free port range")
 
 
 class Platform:
@@ -179,7 +138,7 @@ async def count_revisions(url: str, headers: dict[str, str], n: int) -> Counter[
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state = tmp_path_factory.mktemp("nexus") / "state"
     started = time.monotonic()
-    result = nexus("up", "--port-base", str(port_base()), state=state)
+    result = nexus("up", "--port-base", str(free_port_range(60)), state=state)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         sys.stderr.write(f"nexus up took {time.monotonic() - started:.1f}s\n")
@@ -273,15 +232,26 @@ def test_canary_split_promote_and_rollback_through_git(platform: Platform, tmp_p
     assert app.json()["status"]["sync"]["status"] == "Synced"
 
 
-def test_killing_the_primary_worker_makes_the_fallback_graph_answer(platform: Platform) -> None:
+def test_killing_the_primary_worker_makes_the_fallback_graph_answer_until_it_restarts(
+    platform: Platform,
+) -> None:
     rolled_out = platform.isvc("llama-8b")["status"]["components"]["predictor"]
-    worker = pids(platform.state)[rolled_out["latestRolledoutRevision"]]
+    revision = rolled_out["latestRolledoutRevision"]
+    worker = pids(platform.state)[revision]
     os.kill(worker, 9)
     response = platform.chat("chat-fallback")
     assert response.status_code == 200, response.text
     assert response.headers["x-nexus-graph-step"] == "qwen-1-5b"
     assert response.json()["model"] == "qwen-1-5b"
-    platform.wait_isvc("llama-8b", lambda o: not ready(o), timeout=10)
+
+    # As kubelet restarts a container: a new process for the same revision, serving again.
+    deadline = time.monotonic() + 60
+    while pids(platform.state).get(revision) in (None, worker):
+        assert time.monotonic() < deadline, "the killed worker was never restarted"
+        time.sleep(0.1)
+    platform.wait_isvc("llama-8b", ready, timeout=60)
+    assert platform.chat("chat-fallback").headers["x-nexus-graph-step"] == "llama-8b"
+    assert alive(pids(platform.state)[revision])
 
 
 def test_down_stops_everything_and_a_second_up_keeps_registry_and_history(
@@ -317,7 +287,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        result = nexus("up", "--port-base", str(port_base()), "--mlflow-port", str(port),
+        result = nexus("up", "--port-base", str(free_port_range(60)), "--mlflow-port", str(port),
                        state=tmp_path, timeout=60)  # fmt: skip
     assert result.returncode == 1
     assert f"port {port} for mlflow is already in use" in result.stderr

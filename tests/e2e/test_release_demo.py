@@ -26,7 +26,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.test_local_platform import alive, nexus, pids, port_base
+from tests.support.local_platform import alive, nexus, pids
+from tests.support.processes import free_port_range
 
 LLAMA = "inference_services/local/inferenceservice.llama-8b.yaml"
 ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.timeout(900)
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A running platform's state directory; every process it started is gone afterwards."""
     state = tmp_path_factory.mktemp("demo") / "state"
-    result = nexus("up", "--port-base", str(port_base()), state=state)
+    result = nexus("up", "--port-base", str(free_port_range(60)), state=state)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield state

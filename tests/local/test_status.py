@@ -68,7 +68,17 @@ def test_isvc_object_has_kserve_status_shape() -> None:
     assert predictor["latestReadyRevision"] == "llama-8b-predictor-00002"
 
 
-def test_a_dead_process_makes_the_isvc_degraded_and_not_ready() -> None:
+def test_a_restarting_process_makes_the_isvc_progressing_and_says_why() -> None:
+    why = "llama-8b-predictor-00002 restarting (1 restarts) after: exited with code -9"
+    view = canary_view(restarting={"llama-8b-predictor-00002": why})
+    view = IsvcView(view.resource, view.state, view.desired,
+                    ready={"llama-8b-predictor-00001": True}, restarting=view.restarting)  # fmt: skip
+    ready = next(c for c in isvc_object(view)["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["message"]) == ("False", why)
+    assert isvc_health(view) == "Progressing"
+
+
+def test_a_crash_looping_process_makes_the_isvc_degraded_and_not_ready() -> None:
     view = canary_view(failures={"llama-8b-predictor-00002": "exited with code -9"})
     view = IsvcView(view.resource, view.state, view.desired,
                     ready={"llama-8b-predictor-00001": True}, failures=view.failures)  # fmt: skip

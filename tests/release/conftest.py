@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import REPO, free_port, managed, python_module
+from tests.support.processes import REPO, free_port, free_port_range, managed, python_module
 
 API_KEY = "release-test-key"
 LIFECYCLE_MODEL = "alpha"
@@ -125,24 +124,6 @@ class LocalPlatform:
         return None
 
 
-def _port_range(span: int = 30) -> int:
-    """The first of ``span`` consecutive ports that are all free right now."""
-    for _ in range(20):
-        base = free_port()
-        if base + span < 65000 and all(_free(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
     """The local control plane on the test's GitOps repository, and its Prometheus."""
@@ -156,7 +137,7 @@ def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]
     (state / "api-key").parent.mkdir(parents=True)
     (state / "api-key").write_text(API_KEY + "\n")
     prometheus.write(state / "prometheus" / "prometheus.yml", prometheus.render([]))
-    prom_port, status_port, base = free_port(), free_port(), _port_range()
+    prom_port, status_port, base = free_port(), free_port(), free_port_range(30)
     prom_url = f"http://127.0.0.1:{prom_port}"
     controller = python_module(
         "nexus.local.controller", "--state-dir", str(state), "--project-dir", str(REPO),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,39 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(span: int) -> int:
+    """The first of ``span`` consecutive loopback ports, all free now, below the ephemeral range.
+
+    A local platform books its range at start and binds ports from it for minutes. Inside
+    the kernel's ephemeral range an outgoing connection can take one of those ports
+    meanwhile, and the process that binds it later fails to start. Below that range, only
+    listeners compete. The base is random, so two runs on one machine rarely meet.
+    """
+    low = _ephemeral_low()
+    for _ in range(100):
+        base = random.randrange(10_000, low - span)
+        if all(_bindable(port) for port in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no {span} consecutive free ports between 10000 and {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, 12_000)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_http(

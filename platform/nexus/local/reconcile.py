@@ -145,6 +145,16 @@ class Reconciler:
                 return f"{name} {workload.failure}"
         return None
 
+    def revision_restarting(self, revision: str) -> str | None:
+        """Why a revision that exited and is being restarted is not ready yet."""
+        for name in _process_names(revision):
+            workload = self.workloads.get(name)
+            if workload is not None and workload.last_exit and not workload.ready:
+                return (
+                    f"{name} restarting ({workload.restarts} restarts) after: {workload.last_exit}"
+                )
+        return None
+
     async def _isvc(self, run: IsvcRun) -> None:
         res = run.resource
         try:
@@ -295,6 +305,7 @@ class Reconciler:
             state = self.states.get(key, RevisionState())
             names = [r.name for r in state.revisions]
             failures = {n: f for n in names if (f := self.revision_failure(n))}
+            restarting = {n: r for n in names if (r := self.revision_restarting(n))}
             isvcs.append(
                 IsvcView(
                     resource=run.resource,
@@ -302,6 +313,7 @@ class Reconciler:
                     desired=run.desired,
                     ready={n: self.revision_ready(n) for n in names},
                     failures=failures,
+                    restarting=restarting,
                     url=f"http://127.0.0.1:{run.listener.port}" if run.listener else None,
                     error=run.error,
                 )

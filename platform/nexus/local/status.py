@@ -34,6 +34,7 @@ class IsvcView:
     desired: tuple[TrafficTarget, ...]
     ready: Mapping[str, bool] = field(default_factory=dict)
     failures: Mapping[str, str] = field(default_factory=dict)
+    restarting: Mapping[str, str] = field(default_factory=dict)
     url: str | None = None
     error: str | None = None
 
@@ -85,6 +86,8 @@ def _why_not_ready(view: IsvcView) -> str:
     failed = [f"{name}: {why}" for name, why in view.failures.items()]
     if failed:
         return "; ".join(failed)
+    if view.restarting:
+        return "; ".join(view.restarting.values())
     return "waiting for revisions to become ready"
 
 

@@ -3,9 +3,12 @@
 Each process is launched detached through the ``Supervisor`` (pid file and log under the
 state directory, so ``nexus down`` can stop it even if the controller is gone), then
 probed without blocking the controller's event loop, the way kubelet runs readiness
-probes. A process that exits is reported, not restarted: the failure shows in the
-InferenceService's status (Degraded), which is what the fallback graph and the release
-pipeline's rollback are there to handle.
+probes. A process that exits is restarted as kubelet restarts a container under
+``restartPolicy: Always``: at once the first time, then after a back-off that doubles
+(kubelet: 10 s up to 5 min; here 1 s up to 60 s, since a worker starts in two seconds).
+Until it is ready again its revision is not ready, and traffic falls back as in a
+cluster. After ``CRASH_LOOP`` exits in a row (kubelet's ``CrashLoopBackOff``) the exit is
+reported as a failure, which marks the InferenceService Degraded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from nexus.errors import PlatformError
 from nexus.local.supervisor import Service, Supervisor
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+FIRST_BACKOFF = 1.0  # seconds before the second restart; doubles with every exit after
+MAX_BACKOFF = 60.0
+CRASH_LOOP = 3  # exits in a row that make a failure
+STABLE_AFTER = 60.0  # a process that ran this long before exiting starts a new row
+LOG_TAIL = 400  # characters of the log quoted in an exit message
 
 
 @dataclass(slots=True)
@@ -31,8 +39,18 @@ class Workload:
     service: Service
     process: subprocess.Popen[bytes] | None
     ready: bool = False
-    failure: str | None = None
+    failure: str | None = None  # set once crash-looping: the revision is Degraded
     started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    exits: int = 0  # in a row, each within STABLE_AFTER of its start
+    last_exit: str | None = None
+    restart_at: float | None = None  # while no process runs
+
+    def backoff(self) -> float:
+        """Seconds before the next restart: none after the first exit, then 1, 2, 4 ..."""
+        if self.exits <= 1:
+            return 0.0
+        return float(min(FIRST_BACKOFF * 2 ** (self.exits - 2), MAX_BACKOFF))
 
 
 class Workloads:
@@ -50,32 +68,65 @@ class Workloads:
         return self._items.get(name)
 
     def ensure(self, service: Service) -> Workload:
-        """Start ``service`` unless a process of that name is known (alive or failed)."""
+        """Start ``service`` unless a process of that name is known (running or restarting)."""
         current = self._items.get(service.name)
         if current is not None and current.service == service:
             return current
         if current is not None:
             raise PlatformError(f"{service.name} changed while running; stop it first")
-        try:
-            process = self.supervisor.launch(service)
-        except PlatformError as exc:
-            workload = Workload(service, None, failure=str(exc))
-        else:
-            workload = Workload(service, process)
+        workload = Workload(service, None)
         self._items[service.name] = workload
+        self._launch(workload)
         return workload
+
+    def _launch(self, workload: Workload) -> None:
+        workload.restart_at = None
+        workload.started = time.monotonic()
+        try:
+            workload.process = self.supervisor.launch(workload.service)
+        except PlatformError as exc:
+            self._exited(workload, str(exc))
+
+    def _exited(self, workload: Workload, why: str) -> None:
+        now = time.monotonic()
+        if now - workload.started >= STABLE_AFTER:
+            workload.exits = 0
+        workload.process = None
+        workload.ready = False
+        workload.exits += 1
+        workload.last_exit = why
+        delay = workload.backoff()
+        workload.restart_at = now + delay
+        if workload.exits >= CRASH_LOOP:
+            workload.failure = (
+                f"{why}; restarting in {delay:.0f} s (CrashLoopBackOff, "
+                f"{workload.restarts} restarts)"
+            )
+
+    def _exit_message(self, name: str, code: int) -> str:
+        log = self.supervisor.log_path(name)
+        try:
+            with log.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL))
+                tail = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            tail = []
+        last = f": {tail[-1].strip()}" if tail else ""
+        return f"exited with code {code}{last} (log: {log})"
 
     async def probe(self) -> None:
         await asyncio.gather(*(self._probe(w) for w in self._items.values()))
 
     async def _probe(self, workload: Workload) -> None:
-        if workload.process is None or workload.failure is not None:
+        if workload.process is None:
+            if workload.restart_at is not None and time.monotonic() >= workload.restart_at:
+                workload.restarts += 1
+                self._launch(workload)
             return
         code = workload.process.poll()
         if code is not None:
-            workload.ready = False
-            log = self.supervisor.log_path(workload.service.name)
-            workload.failure = f"exited with code {code} (log: {log})"
+            _signal_group(workload.process, signal.SIGKILL)  # what it forked goes with it
+            self._exited(workload, self._exit_message(workload.service.name, code))
             return
         if workload.ready:
             return
@@ -85,6 +136,8 @@ class Workloads:
                 workload.ready = response.status < 300
         except (aiohttp.ClientError, TimeoutError):
             workload.ready = False
+        if workload.ready:
+            workload.failure = None
 
     async def stop(self, name: str, *, grace: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds."""
