@@ -1,4 +1,4 @@
-"""A model's releases: first release, a canary promoted, a canary rolled back.
+"""A model's releases: first release, a canary promoted, one rolled back, one from a failed run.
 
 One scenario because each phase starts from the state the previous one left (champion,
 revisions, Git history), exactly as releases of one model follow each other. Everything
@@ -14,6 +14,7 @@ canary through ``kfp.local`` with ``nexus demo``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from nexus.cli import main
+from nexus.errors import ReleaseError
 from nexus.manifests.model import CPU_WORKER_IMAGE
 from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
@@ -37,6 +39,7 @@ from tests.release.conftest import (
     Traffic,
     git,
 )
+from tests.support.processes import free_port
 
 PATH = f"inference_services/local/inferenceservice.{LIFECYCLE_MODEL}.yaml"
 
@@ -177,3 +180,34 @@ def test_release_lifecycle(
         revision(3): 0,
         revision(2): 100,
     }
+
+    # 4. A run that fails after its canary commit (Prometheus is gone) leaves no split:
+    #    the exit handler takes the canary out of traffic and records why it failed.
+    v4 = register(registry, "hf://acme/alpha-v4")
+    args = pipeline_args(v4, mlflow_server, gitops_repo, local_platform)
+    args["prometheus_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    with pytest.raises(ReleaseError, match="did not answer"):
+        run_inline(args)
+    subjects = git("--git-dir", str(gitops_repo), "log", "--format=%s", "main")
+    assert subjects.splitlines()[:2] == [
+        f"Revert the canary of {LIFECYCLE_MODEL} version {v4} in local",
+        f"Canary {LIFECYCLE_MODEL} version {v4} in local",
+    ]
+    assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert manifest(gitops_repo, "main~1")["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    tags = registry.version(LIFECYCLE_MODEL, v4).tags
+    assert tags[c.RELEASE_STATUS] == "failed"
+    assert "did not answer" in tags[c.RELEASE_ERROR]
+    assert "the canary was taken out of traffic in " in tags[c.RELEASE_ERROR]
+    assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
+    assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None
+    # Argo CD's part: the platform applies the revert and the champion takes everything.
+    deadline = time.monotonic() + 60
+    while True:
+        isvc = httpx.get(f"{local_platform.status_url}{ISVC_API}/{LIFECYCLE_MODEL}").json()
+        predictor = isvc["status"]["components"]["predictor"]
+        split = {t["revisionName"]: t["percent"] for t in predictor["traffic"]}
+        if split == {revision(4): 0, revision(2): 100}:
+            break
+        assert time.monotonic() < deadline, f"the revert was never applied: {split}"
+        time.sleep(0.25)

@@ -38,6 +38,8 @@ RELEASE_GIT_COMMIT: Final = "release.git_commit"
 RELEASE_RUN: Final = "release.run"
 RELEASE_ANALYSIS: Final = "release.analysis"
 RELEASE_ERROR: Final = "release.error"
+# The canary's plan (JSON), so the exit handler of a failed run can take it out of traffic.
+RELEASE_PLAN: Final = "release.plan"
 
 ReleaseStatus = Literal["canary", "promoted", "rolled_back", "failed"]
 RELEASE_STATUSES: Final = frozenset(get_args(ReleaseStatus))

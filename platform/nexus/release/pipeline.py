@@ -3,10 +3,11 @@
 Components are lightweight Python components whose bodies call ``nexus.release``; they
 install nothing at run time, so the base image must already hold ``nexus`` with its
 ``release`` extra (``RELEASE_IMAGE``). ``kfp.local`` runs the same components in
-subprocesses of the current interpreter. The exit handler records the outcome in the
-registry whatever happened; steps whose result depends on the world (registry, Git, the
-cluster, Prometheus, the clock) never come from KFP's cache; the commit step is retried
-(push races are handled inside it too, this covers transient Git outages).
+subprocesses of the current interpreter. The exit handler takes a failed run's canary
+out of traffic and records the outcome in the registry whatever happened; steps whose
+result depends on the world (registry, Git, the cluster, Prometheus, the clock) never
+come from KFP's cache; the commit step is retried (push races are handled inside it too,
+this covers transient Git outages).
 
 ``pipelines/release.py`` re-exports ``release`` and compiles it to
 ``pipelines/compiled/release.yaml``; the definitions live in the package so that the
@@ -170,13 +171,19 @@ def rollback(
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def record_outcome(
-    tracking_uri: str, model_name: str, version: str, run: str, status: PipelineTaskFinalStatus
+    tracking_uri: str,
+    gitops_repo: str,
+    model_name: str,
+    version: str,
+    run: str,
+    status: PipelineTaskFinalStatus,
 ) -> None:
-    """Exit handler: a run that did not end in promote or rollback is tagged ``failed``."""
-    from nexus.release.record import record_outcome_step
+    """Exit handler: a failed run's canary leaves traffic; the version is tagged ``failed``."""
+    from nexus.release.rollout import outcome_step
 
-    record_outcome_step(
+    outcome_step(
         tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
         model=model_name,
         version=version,
         run=run,
@@ -204,7 +211,11 @@ def release(
 ) -> None:
     run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     outcome = record_outcome(
-        tracking_uri=tracking_uri, model_name=model_name, version=version, run=run
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        model_name=model_name,
+        version=version,
+        run=run,
     ).set_caching_options(False)
     with dsl.ExitHandler(outcome, name="release"):
         planned = resolve(

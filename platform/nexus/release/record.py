@@ -31,6 +31,7 @@ def mark_rollout(registry: Registry, plan: ReleasePlan, *, commit: str, run: str
     tags = {c.RELEASE_GIT_COMMIT: commit, c.RELEASE_RUN: run}
     if not plan.first_release:
         tags[c.RELEASE_STATUS] = "canary"
+        tags[c.RELEASE_PLAN] = plan.to_json()
         registry.set_alias(plan.model, c.CHALLENGER, plan.version)
     _tags(registry, plan, tags)
 
@@ -60,11 +61,7 @@ def mark_rolled_back(
     registry: Registry, plan: ReleasePlan, *, commit: str, run: str, analysis: str
 ) -> None:
     """Traffic is back on the champion; the version stops being ``challenger``."""
-    try:
-        if registry.alias(plan.model, c.CHALLENGER) == plan.version:
-            registry.delete_alias(plan.model, c.CHALLENGER)
-    except RegistryError as exc:
-        raise ReleaseError(f"cannot move the aliases of {plan.model}: {exc}") from exc
+    drop_challenger(registry, plan)
     _tags(
         registry,
         plan,
@@ -77,10 +74,33 @@ def mark_rolled_back(
     )
 
 
+def live_canary(registry: Registry, model: str, version: str, run: str) -> ReleasePlan | None:
+    """The plan of the canary ``run`` put in Git and neither promoted nor rolled back."""
+    try:
+        tags = registry.version(model, version).tags
+    except RegistryError:
+        return None
+    if tags.get(c.RELEASE_STATUS) != "canary" or tags.get(c.RELEASE_RUN) != run:
+        return None
+    try:
+        return ReleasePlan.from_json(tags[c.RELEASE_PLAN])
+    except (KeyError, ValueError, TypeError):  # no plan, or one cut at the tag limit
+        return None
+
+
+def drop_challenger(registry: Registry, plan: ReleasePlan) -> None:
+    """``plan``'s version no longer takes traffic: it stops being ``challenger``."""
+    try:
+        if registry.alias(plan.model, c.CHALLENGER) == plan.version:
+            registry.delete_alias(plan.model, c.CHALLENGER)
+    except RegistryError as exc:
+        raise ReleaseError(f"cannot move the aliases of {plan.model}: {exc}") from exc
+
+
 def record_outcome_step(
     *, tracking_uri: str, model: str, version: str, run: str, state: str, error: str
 ) -> str:
-    """The exit handler's body: a run that did not succeed leaves ``release.status=failed``.
+    """The registry's part of the exit handler: a run that did not succeed leaves ``failed``.
 
     A version already ``promoted`` or ``rolled_back`` by this run keeps that status (the
     traffic really is where the status says) even if a later step failed.

@@ -10,6 +10,7 @@ registry is only updated once the cluster shows the traffic where Git says it is
 
 from __future__ import annotations
 
+from nexus.errors import NexusError
 from nexus.registry.client import Registry
 from nexus.release import record
 from nexus.release.gitops import commit_step
@@ -60,6 +61,29 @@ def wait_first(
     )
 
 
+def _commit(
+    *,
+    plan: ReleasePlan,
+    canary_percent: int | None,
+    action: str,
+    gitops_repo: str,
+    run: str,
+    pools_file: str,
+) -> str:
+    manifest = render_manifest(
+        plan, canary_percent=canary_percent, pools=load_step_pools(pools_file)
+    )
+    return commit_step(
+        repo_url=gitops_repo,
+        environment=plan.environment,
+        model=plan.model,
+        version=plan.version,
+        run=run,
+        manifest=manifest,
+        action=action,
+    )
+
+
 def _apply(
     *,
     plan: ReleasePlan,
@@ -72,17 +96,13 @@ def _apply(
     timeout_s: float,
     pools_file: str,
 ) -> str:
-    manifest = render_manifest(
-        plan, canary_percent=canary_percent, pools=load_step_pools(pools_file)
-    )
-    commit = commit_step(
-        repo_url=gitops_repo,
-        environment=plan.environment,
-        model=plan.model,
-        version=plan.version,
-        run=run,
-        manifest=manifest,
+    commit = _commit(
+        plan=plan,
+        canary_percent=canary_percent,
         action=action,
+        gitops_repo=gitops_repo,
+        run=run,
+        pools_file=pools_file,
     )
     wait_step(
         status_url=status_url,
@@ -155,3 +175,47 @@ def rollback_step(
     record.mark_rolled_back(registry, plan, commit=commit, run=run, analysis=analysis_json)
     print(f"nexus-release: {plan.model} version {plan.version} rolled back ({commit[:12]})")
     return "rolled_back"
+
+
+def outcome_step(
+    *,
+    tracking_uri: str,
+    gitops_repo: str,
+    model: str,
+    version: str,
+    run: str,
+    state: str,
+    error: str,
+    pools_file: str = "",
+) -> str:
+    """The exit handler's body: a failed run takes its canary out of traffic, then says so.
+
+    A run that fails between its canary commit and the decision (Prometheus unreachable, a
+    wait that timed out, a crashed step) would leave the split in Git, and Argo CD would
+    keep sending the canary its share. If this run's canary is still in Git, the handler
+    commits ``canaryTrafficPercent: 0`` as a rollback does, without waiting for the
+    cluster (the run has failed already; Argo CD applies the commit). Then the registry
+    records ``failed`` with why, and what became of the canary.
+    """
+    registry = Registry.connect(tracking_uri)
+    plan = None if state == "SUCCEEDED" else record.live_canary(registry, model, version, run)
+    error = error or f"pipeline run ended {state} before promote or rollback"
+    if plan is not None:
+        try:
+            sha = _commit(
+                plan=plan,
+                canary_percent=0,
+                action="Revert the canary of",
+                gitops_repo=gitops_repo,
+                run=run,
+                pools_file=pools_file,
+            )
+            record.drop_challenger(registry, plan)
+        except NexusError as exc:
+            error = f"{error}; taking the canary out of traffic failed too: {exc}"
+        else:
+            error = f"{error}; the canary was taken out of traffic in {sha[:12]}"
+            print(f"nexus-release: {model} version {version}: canary reverted ({sha[:12]})")
+    return record.record_outcome_step(
+        tracking_uri=tracking_uri, model=model, version=version, run=run, state=state, error=error
+    )

@@ -154,9 +154,10 @@ def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
     For quick local iterations (one interpreter instead of one per step, which matters
     on small machines where importing MLflow and KServe takes seconds) and for tests of
     step behaviour. The graph is the pipeline's: first rollout, analysis, promote or
-    roll back, and the exit handler's recording of any failure (then re-raised).
+    roll back, and the exit handler (a failed run's canary reverted, the failure recorded,
+    then re-raised).
     """
-    from nexus.release import analyze, record, render, resolve, rollout
+    from nexus.release import analyze, render, resolve, rollout
 
     a = dict(arguments)
     run = run or f"inline-{a['model_name']}-{a['version']}-{int(time.time())}"
@@ -207,12 +208,14 @@ def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
             timeout_s=a["wait_timeout_s"],
         )
     except Exception as exc:
-        # The exit handler's contract: whatever failed, the registry says so.
+        # The exit handler's contract: whatever failed, no canary is left in traffic by this
+        # run and the registry says so.
         state, error = "FAILED", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        status = record.record_outcome_step(
+        status = rollout.outcome_step(
             tracking_uri=a["tracking_uri"],
+            gitops_repo=a["gitops_repo"],
             model=a["model_name"],
             version=a["version"],
             run=run,
