@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
-from nexus.local.front import Front, front_app, front_metrics
+from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
@@ -134,7 +134,7 @@ async def serve(args: argparse.Namespace) -> None:
         interval=args.interval,
     )
     registry = CollectorRegistry()
-    requests = front_metrics(registry)
+    revision_metrics = RevisionMetrics(registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,7 +145,7 @@ async def serve(args: argparse.Namespace) -> None:
         workloads = Workloads(supervisor=Supervisor(state_dir), session=session)
 
         def make_front(isvc: str) -> tuple[Front, web.Application]:
-            front = Front(isvc=isvc, session=session, requests=requests)
+            front = Front(isvc=isvc, session=session, metrics=revision_metrics)
             return front, front_app(front)
 
         reconciler = Reconciler(

@@ -304,7 +304,7 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"   the worker on :{port} accepts connections again by itself after the fault")
 
     say(endpoints_table(endpoints))
-    query = urllib.parse.quote(f'sum by (revision) (nexus_front_requests_total{{isvc="{model}"}})')
+    query = urllib.parse.quote(f'sum by (revision) (revision_app_request_count{{isvc="{model}"}})')
     say(f"\nThe demo's model in the MLflow UI: {endpoints['tracking_uri']}/#/models/{model}")
     say(f"Requests by revision in Prometheus: {endpoints['prometheus_url']}/graph?g0.expr={query}")
     say(f"Release another version: nexus registry register {model} --storage-uri hf://... "

@@ -5,18 +5,26 @@ and relays the answer as it arrives (SSE streams included). The response carries
 ``x-nexus-revision`` so clients and tests can tell which revision answered. Routes are
 replaced atomically by the controller when traffic moves; requests in flight finish on
 the revision they started on, as with Knative.
+
+It also reports what Knative's queue-proxy reports for every revision
+(``RevisionMetrics``): in a cluster the transformer does not know which predictor revision
+answered, so the canary analysis, the alert rules and the dashboard read the
+queue-proxy's series, and locally the front exports them under the same names.
 """
 
 from __future__ import annotations
 
+import collections
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import Metric, UnknownMetricFamily
 
 REVISION_HEADER = "x-nexus-revision"
 # Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded; Host is set by the client.
@@ -48,6 +56,52 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
+# Knative's queue-proxy: its labels, and its latency buckets in milliseconds.
+QUEUE_PROXY_LABELS = ("isvc", "revision", "configuration_name", "revision_name",
+                      "response_code", "response_code_class")  # fmt: skip
+# fmt: off
+LATENCY_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400, 450, 500,
+                      600, 700, 800, 900, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+# fmt: on
+
+
+class RevisionMetrics:
+    """``revision_app_request_count`` and ``revision_app_request_latencies`` per revision.
+
+    Named and labelled as the queue-proxy's (``revision_name``, ``response_code_class``
+    ...), plus the ``isvc`` and ``revision`` labels a cluster's PodMonitor adds. The count
+    is exposed without the ``_total`` suffix that ``prometheus_client`` gives counters,
+    as the queue-proxy does, hence a collector of its own.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._counts: collections.Counter[tuple[str, ...]] = collections.Counter()
+        self._latency = Histogram(
+            "revision_app_request_latencies",
+            "The response time in millisecond",
+            QUEUE_PROXY_LABELS,
+            buckets=LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+        registry.register(self)
+
+    def observe(self, isvc: str, revision: str, status: int, seconds: float) -> None:
+        configuration = f"{isvc}-predictor"
+        labels = (isvc, revision, configuration, revision, str(status), f"{status // 100}xx")
+        self._counts[labels] += 1
+        self._latency.labels(*labels).observe(seconds * 1000)
+
+    def collect(self) -> Iterator[Metric]:
+        family = UnknownMetricFamily(
+            "revision_app_request_count",
+            "The number of requests that are routed to user-container",
+            labels=QUEUE_PROXY_LABELS,
+        )
+        for labels, count in list(self._counts.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
 class Front:
     """One InferenceService's weighted proxy; ``session`` is shared across fronts."""
 
@@ -56,12 +110,12 @@ class Front:
         *,
         isvc: str,
         session: aiohttp.ClientSession,
-        requests: Counter,
+        metrics: RevisionMetrics,
         rng: random.Random | None = None,
     ) -> None:
         self.isvc = isvc
         self.session = session
-        self.requests = requests
+        self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic split, not security
         self.backends: tuple[Backend, ...] = ()
 
@@ -71,8 +125,8 @@ class Front:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         backend = choose(self.backends, self.rng.random() * 100)
         if backend is None:
-            self.requests.labels(isvc=self.isvc, revision="", code="503").inc()
             return _error(503, f"InferenceService {self.isvc} has no ready revision")
+        started = time.perf_counter()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         url = backend.base_url + request.rel_url.raw_path_qs
         body = await request.read()
@@ -81,7 +135,7 @@ class Front:
                 request.method, url, headers=headers, data=body, allow_redirects=False
             )
         except aiohttp.ClientError as exc:
-            self.requests.labels(isvc=self.isvc, revision=backend.revision, code="503").inc()
+            self.metrics.observe(self.isvc, backend.revision, 503, time.perf_counter() - started)
             return _error(503, f"revision {backend.revision} is unreachable: {exc}")
         async with upstream:
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -91,19 +145,9 @@ class Front:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
-        self.requests.labels(
-            isvc=self.isvc, revision=backend.revision, code=str(upstream.status)
-        ).inc()
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(self.isvc, backend.revision, upstream.status, elapsed)
         return response
-
-
-def front_metrics(registry: CollectorRegistry) -> Counter:
-    return Counter(
-        "nexus_front_requests",
-        "Requests through an InferenceService front, by revision and status code",
-        ["isvc", "revision", "code"],
-        registry=registry,
-    )
 
 
 def front_app(front: Front) -> web.Application:

@@ -1,9 +1,14 @@
 """Step 5, analyze: canary against stable over a window, from Prometheus, to a decision.
 
-The transformer in front of every predictor exports ``gateway_requests_total`` and the
-latency histograms; the scrape adds ``isvc`` and ``revision`` target labels (PodMonitor
-relabeling in a cluster, the local platform's scrape config locally). The queries have
-the shape of the PrometheusRule's (``platform/k8s/monitoring``), narrowed to the two
+Only metrics that know the predictor's Knative revision can tell a canary from the stable
+revision. A canary changes the predictor alone, so the transformer keeps its one revision
+and cannot say which predictor revision answered; its ``gateway_*`` series are no use
+here. The analysis reads Knative's queue-proxy instead (``revision_app_request_count``
+and ``revision_app_request_latencies``, in milliseconds, on every predictor pod) and
+vLLM's ``vllm:time_to_first_token_seconds``. The PodMonitors add ``isvc`` and ``revision``
+labels from the pod's KServe and Knative labels; locally the front exports the
+queue-proxy's series and the scrape config labels the workers. The queries have the
+shape of the PrometheusRule's (``platform/k8s/monitoring``), narrowed to the two
 revisions of one InferenceService over the analysis window.
 
 The canary is rolled back when it got too little traffic to judge, when its 5xx ratio
@@ -125,14 +130,15 @@ def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
             f"(rate({family}_bucket{{{selector}}}{window})))"
         )
 
+    requests = "revision_app_request_count"
     return {
-        "requests": f"sum by (revision) (increase(gateway_requests_total{{{selector}}}{window}))",
+        "requests": f"sum by (revision) (increase({requests}{{{selector}}}{window}))",
         "errors": (
             f"sum by (revision) "
-            f'(increase(gateway_requests_total{{{selector}, status=~"5.."}}{window}))'
+            f'(increase({requests}{{{selector}, response_code_class="5xx"}}{window}))'
         ),
-        "p95_latency_s": p95("gateway_request_latency_seconds"),
-        "p95_ttft_s": p95("gateway_time_to_first_token_seconds"),
+        "p95_latency_s": f"{p95('revision_app_request_latencies')} / 1000",
+        "p95_ttft_s": p95("vllm:time_to_first_token_seconds"),
     }
 
 
