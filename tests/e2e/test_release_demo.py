@@ -82,6 +82,7 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert "registered llama-8b version 2" in out
     assert re.search(r"llama-8b-predictor-\d+\s+canary\s+\d+\s+\d+ %", out), out
     assert "decision: promote" in out
+    assert "not answered" not in out, "the demo's traffic must be served, not rate limited"
     assert "x-nexus-graph-step: qwen-1-5b" in out
     assert "the platform keeps running" in out
 

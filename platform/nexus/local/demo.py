@@ -76,29 +76,49 @@ def chat(url: str, key: str, *, timeout: float = 30.0) -> tuple[int, str, dict[s
             return exc.code, exc.headers.get(STEP_HEADER, ""), {}
 
 
+def answered(status: int, body: Mapping[str, Any]) -> str | None:
+    """``None`` for a completion, else what went wrong (an error code, or the status).
+
+    A graph's ``Sequence`` answers 200 with the primary's error body when the fallback
+    condition does not match (a 429 or a 401 is the client's problem, not a failure to
+    fall back from), so the status alone does not say whether a completion came back.
+    """
+    if status == 200 and "choices" in body:
+        return None
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, Mapping) else None
+    return str(code or f"status {status}")
+
+
 class Traffic:
     """Chat completions through the graph from two threads until stopped; counts answers.
 
     Threads because the release pipeline blocks the demo's own thread; they never print
-    (the pipeline's progress owns the terminal).
+    (the pipeline's progress owns the terminal). Each thread sends at most ``per_second``
+    requests a second: the demo key shares one limit per minute and model
+    (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 600 locally), and two threads at 3 a second stay
+    well below it, so what the demo shows is serving, not rate limiting.
     """
 
-    def __init__(self, url: str, key: str, *, threads: int = 2) -> None:
+    def __init__(self, url: str, key: str, *, threads: int = 2, per_second: float = 3) -> None:
         self.url, self.key = url, key
-        self.seen: Counter[tuple[int, str]] = Counter()
+        self.interval = 1 / per_second
+        self.seen: Counter[tuple[str, str | None]] = Counter()  # (step, problem)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
-                code, step, _ = chat(self.url, self.key, timeout=10)
-            except (OSError, ValueError):
-                code, step = 0, "unreachable"
+                status, step, body = chat(self.url, self.key, timeout=10)
+                problem = answered(status, body)
+            except (OSError, ValueError) as exc:
+                step, problem = "", type(exc).__name__
             with self._lock:
-                self.seen[(code, step)] += 1
-            self._stop.wait(0.05)
+                self.seen[(step, problem)] += 1
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
@@ -114,13 +134,17 @@ class Traffic:
         with self._lock:
             seen = dict(self.seen)
         total = sum(seen.values())
-        ok = sum(n for (code, _), n in seen.items() if code == 200)
-        steps = Counter[str]()
-        for (code, step), n in seen.items():
-            if code == 200:
+        steps, problems = Counter[str](), Counter[str]()
+        for (step, problem), n in seen.items():
+            if problem is None:
                 steps[step or "?"] += n
+            else:
+                problems[problem] += n
         by_step = ", ".join(f"{step} {n}" for step, n in steps.most_common())
-        return f"{total} requests, {ok} answered 200 ({by_step or 'none'})"
+        text = f"{total} requests, {steps.total()} completions ({by_step or 'none'})"
+        if problems:
+            text += "; not answered: " + ", ".join(f"{p} {n}" for p, n in problems.most_common())
+        return text
 
 
 def _platform(options: DemoOptions, say: Say) -> dict[str, Any]:
@@ -242,9 +266,10 @@ def _fallback_answer(graph_url: str, key: str, fallback: str, timeout: float) ->
         except (OSError, ValueError) as exc:
             code, step, body = 0, "", {}
             last = str(exc)
-        if code == 200 and step == fallback:
+        if answered(code, body) is None and step == fallback:
             return body
-        last = f"status {code}, {STEP_HEADER}: {step or '-'}"
+        last = f"status {code} ({answered(code, body) or 'a completion'}), "
+        last += f"{STEP_HEADER}: {step or '-'}"
         time.sleep(0.5)
     raise PlatformError(f"the graph did not answer from {fallback} within {timeout:.0f}s: {last}")
 
