@@ -5,10 +5,11 @@ revisions, Git history), exactly as releases of one model follow each other. Eve
 the pipeline touches is real: the local platform's controller syncs the GitOps repository
 into revisions (CPU worker + transformer) behind a front, its status API is what the wait
 step polls, and Prometheus scrapes the revisions with the labels the analysis queries.
-The first release goes through the CLI and the real KFP pipeline in ``kfp.local``; the
-canaries run the same steps through ``run_inline`` (one interpreter: on a 2-CPU CI
-machine each kfp.local step pays ~10 s of MLflow/KServe imports; ``tests/e2e`` runs the
-canary through ``kfp.local`` with ``nexus demo``).
+The first release, the rolled-back canary and the failed run go through the CLI and the
+real KFP pipeline in ``kfp.local`` (the ``dsl.If``/``dsl.Else`` branches and the exit
+handler as KFP runs them); the promoted canary runs the same steps through ``run_inline``
+(one interpreter: on a 2-CPU CI machine each kfp.local step pays ~10 s of MLflow/KServe
+imports; ``tests/e2e`` runs a promoted canary through ``kfp.local`` with ``nexus demo``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import pytest
 import yaml
 
 from nexus.cli import main
-from nexus.errors import ReleaseError
 from nexus.manifests.model import CPU_WORKER_IMAGE
 from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
@@ -80,7 +80,20 @@ def pipeline_args(
     }
 
 
-@pytest.mark.timeout(420)
+# What `pipeline_args` sets, as `nexus release` flags (kfp.local runs).
+CANARY_FLAGS = ("--environment", "local", "--canary-percent", "20", "--analysis-window", "16",
+                "--max-error-ratio", "0.05", "--max-p95-latency-ratio", "2.0",
+                "--min-canary-requests", "5", "--wait-timeout", "120")  # fmt: skip
+
+
+def release(version: str, state: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> str:
+    """``nexus release`` through kfp.local; its output, its exit status in the last line."""
+    code = main(["release", LIFECYCLE_MODEL, "--version", version, "--state-dir", str(state),
+                 *CANARY_FLAGS, *flags])  # fmt: skip
+    return capsys.readouterr().out + f"\nexit status {code}"
+
+
+@pytest.mark.timeout(600)
 def test_release_lifecycle(
     mlflow_server: Mlflow,
     gitops_repo: Path,
@@ -159,9 +172,11 @@ def test_release_lifecycle(
     # 3. A canary whose predictor fails every request is rolled back; v2 stays champion.
     v3 = register(registry, "hf://acme/alpha-v3")
     with FaultWhenUp(local_platform, revision(3), error_ratio=1.0) as fault, Traffic(front):
-        status = run_inline(pipeline_args(v3, mlflow_server, gitops_repo, local_platform))
+        out = release(v3, state, capsys)
     assert fault.done
-    assert status == "rolled_back"
+    assert out.endswith("exit status 3"), out
+    assert "· rollback" in out, out
+    assert f"{LIFECYCLE_MODEL} version {v3} rolled back" in out, out
     analysis = json.loads(registry.version(LIFECYCLE_MODEL, v3).tags[c.RELEASE_ANALYSIS])
     assert analysis["canary"]["error_ratio"] > 0.5
     assert analysis["stable"]["error_ratio"] == 0
@@ -184,10 +199,10 @@ def test_release_lifecycle(
     # 4. A run that fails after its canary commit (Prometheus is gone) leaves no split:
     #    the exit handler takes the canary out of traffic and records why it failed.
     v4 = register(registry, "hf://acme/alpha-v4")
-    args = pipeline_args(v4, mlflow_server, gitops_repo, local_platform)
-    args["prometheus_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
-    with pytest.raises(ReleaseError, match="did not answer"):
-        run_inline(args)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    out = release(v4, state, capsys, "--prometheus-url", dead)
+    assert out.endswith("exit status 1"), out
+    assert f"{LIFECYCLE_MODEL} version {v4}: canary reverted" in out, out
     subjects = git("--git-dir", str(gitops_repo), "log", "--format=%s", "main")
     assert subjects.splitlines()[:2] == [
         f"Revert the canary of {LIFECYCLE_MODEL} version {v4} in local",
@@ -197,7 +212,9 @@ def test_release_lifecycle(
     assert manifest(gitops_repo, "main~1")["spec"]["predictor"]["canaryTrafficPercent"] == 20
     tags = registry.version(LIFECYCLE_MODEL, v4).tags
     assert tags[c.RELEASE_STATUS] == "failed"
-    assert "did not answer" in tags[c.RELEASE_ERROR]
+    # KFP hands the exit handler only "Task ... failed."; the step recorded its own error.
+    error = tags[c.RELEASE_ERROR]
+    assert error.startswith(f"analyze: ReleaseError: Prometheus at {dead} did not answer"), error
     assert "the canary was taken out of traffic in " in tags[c.RELEASE_ERROR]
     assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
     assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None

@@ -31,18 +31,20 @@ PIPELINE_NAME: Final = "nexus-release"
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def resolve(
-    tracking_uri: str, model_name: str, version: str, environment: str, namespace: str
+    tracking_uri: str, model_name: str, version: str, environment: str, namespace: str, run: str
 ) -> str:
     """The version exists and its tags are valid; fails before any side effect."""
+    from nexus.release.record import step_errors
     from nexus.release.resolve import resolve_step
 
-    return resolve_step(
-        tracking_uri=tracking_uri,
-        model=model_name,
-        version=version,
-        environment=environment,
-        namespace=namespace,
-    )
+    with step_errors(tracking_uri, run, "resolve", model=model_name, version=version):
+        return resolve_step(
+            tracking_uri=tracking_uri,
+            model=model_name,
+            version=version,
+            environment=environment,
+            namespace=namespace,
+        )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -56,41 +58,48 @@ def render(plan: str, canary_percent: int) -> str:
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: str) -> str:
     """Commit and push the manifest (idempotent); the version becomes ``challenger``."""
+    from nexus.release.record import step_errors
     from nexus.release.rollout import commit_first
 
-    return commit_first(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        plan_json=plan,
-        manifest=manifest,
-        run=run,
-    )
+    with step_errors(tracking_uri, run, "commit", plan=plan):
+        return commit_first(
+            tracking_uri=tracking_uri,
+            gitops_repo=gitops_repo,
+            plan_json=plan,
+            manifest=manifest,
+            run=run,
+        )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def wait(
+    tracking_uri: str,
     status_url: str,
     gitops_repo: str,
     plan: str,
     commit_sha: str,
     canary_percent: int,
     timeout_s: float,
+    run: str,
 ) -> str:
     """Until Argo CD synced the commit and the predictor's traffic is split as asked."""
+    from nexus.release.record import step_errors
     from nexus.release.rollout import wait_first
 
-    return wait_first(
-        status_url=status_url,
-        gitops_repo=gitops_repo,
-        plan_json=plan,
-        commit=commit_sha,
-        canary_percent=canary_percent,
-        timeout_s=timeout_s,
-    )
+    with step_errors(tracking_uri, run, "wait", plan=plan):
+        return wait_first(
+            status_url=status_url,
+            gitops_repo=gitops_repo,
+            plan_json=plan,
+            commit=commit_sha,
+            canary_percent=canary_percent,
+            timeout_s=timeout_s,
+        )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def analyze(
+    tracking_uri: str,
     prometheus_url: str,
     plan: str,
     rollout: str,
@@ -98,22 +107,25 @@ def analyze(
     max_error_ratio: float,
     max_p95_latency_ratio: float,
     min_canary_requests: int,
+    run: str,
     analysis: Output[Artifact],
 ) -> NamedTuple("Judgement", [("decision", str), ("summary", str)]):  # type: ignore[valid-type]
     """Canary vs stable over the window: the decision, and the numbers as an artifact."""
     import json
 
     from nexus.release.analyze import analyze_step
+    from nexus.release.record import step_errors
 
-    summary = analyze_step(
-        prometheus_url=prometheus_url,
-        plan_json=plan,
-        rollout_json=rollout,
-        window_s=window_s,
-        max_error_ratio=max_error_ratio,
-        max_p95_latency_ratio=max_p95_latency_ratio,
-        min_requests=min_canary_requests,
-    )
+    with step_errors(tracking_uri, run, "analyze", plan=plan):
+        summary = analyze_step(
+            prometheus_url=prometheus_url,
+            plan_json=plan,
+            rollout_json=rollout,
+            window_s=window_s,
+            max_error_ratio=max_error_ratio,
+            max_p95_latency_ratio=max_p95_latency_ratio,
+            min_requests=min_canary_requests,
+        )
     with open(analysis.path, "w", encoding="utf-8") as out:
         out.write(summary)
     decision = json.loads(summary)["decision"]
@@ -132,17 +144,19 @@ def promote(
     timeout_s: float,
 ) -> str:
     """100 % on the new version, then ``champion`` moves to it."""
+    from nexus.release.record import step_errors
     from nexus.release.rollout import promote_step
 
-    return promote_step(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        plan_json=plan,
-        analysis_json=summary,
-        run=run,
-        timeout_s=timeout_s,
-    )
+    with step_errors(tracking_uri, run, "promote", plan=plan):
+        return promote_step(
+            tracking_uri=tracking_uri,
+            gitops_repo=gitops_repo,
+            status_url=status_url,
+            plan_json=plan,
+            analysis_json=summary,
+            run=run,
+            timeout_s=timeout_s,
+        )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -156,17 +170,19 @@ def rollback(
     timeout_s: float,
 ) -> str:
     """``canaryTrafficPercent: 0``: the champion serves everything again."""
+    from nexus.release.record import step_errors
     from nexus.release.rollout import rollback_step
 
-    return rollback_step(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        plan_json=plan,
-        analysis_json=summary,
-        run=run,
-        timeout_s=timeout_s,
-    )
+    with step_errors(tracking_uri, run, "rollback", plan=plan):
+        return rollback_step(
+            tracking_uri=tracking_uri,
+            gitops_repo=gitops_repo,
+            status_url=status_url,
+            plan_json=plan,
+            analysis_json=summary,
+            run=run,
+            timeout_s=timeout_s,
+        )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -224,6 +240,7 @@ def release(
             version=version,
             environment=environment,
             namespace=namespace,
+            run=run,
         )
         planned.set_caching_options(False)
         manifest = render(plan=planned.output, canary_percent=canary_percent)
@@ -236,14 +253,17 @@ def release(
         )
         pushed.set_caching_options(False).set_retry(num_retries=3, backoff_duration="5s")
         rolled = wait(
+            tracking_uri=tracking_uri,
             status_url=status_url,
             gitops_repo=gitops_repo,
             plan=planned.output,
             commit_sha=pushed.output,
             canary_percent=canary_percent,
             timeout_s=wait_timeout_s,
+            run=run,
         ).set_caching_options(False)
         judged = analyze(
+            tracking_uri=tracking_uri,
             prometheus_url=prometheus_url,
             plan=planned.output,
             rollout=rolled.output,
@@ -251,6 +271,7 @@ def release(
             max_error_ratio=max_error_ratio,
             max_p95_latency_ratio=max_p95_latency_ratio,
             min_canary_requests=min_canary_requests,
+            run=run,
         ).set_caching_options(False)
         decision, summary = judged.outputs["decision"], judged.outputs["summary"]
         with dsl.If(decision == "promote", name="canary-passed"):

@@ -7,6 +7,9 @@ Every write is idempotent, because KFP may retry any step.
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from typing import Final
 
 from nexus.errors import RegistryError, ReleaseError
@@ -28,7 +31,7 @@ def _tags(registry: Registry, plan: ReleasePlan, tags: dict[str, str]) -> None:
 
 def mark_rollout(registry: Registry, plan: ReleasePlan, *, commit: str, run: str) -> None:
     """After the first push: a canary becomes ``challenger``; the commit and run are kept."""
-    tags = {c.RELEASE_GIT_COMMIT: commit, c.RELEASE_RUN: run}
+    tags = {c.RELEASE_GIT_COMMIT: commit, c.RELEASE_RUN: run, c.RELEASE_ERROR: ""}
     if not plan.first_release:
         tags[c.RELEASE_STATUS] = "canary"
         tags[c.RELEASE_PLAN] = plan.to_json()
@@ -53,6 +56,7 @@ def mark_promoted(
             c.RELEASE_GIT_COMMIT: commit,
             c.RELEASE_RUN: run,
             c.RELEASE_ANALYSIS: analysis,
+            c.RELEASE_ERROR: "",
         },
     )
 
@@ -70,6 +74,7 @@ def mark_rolled_back(
             c.RELEASE_GIT_COMMIT: commit,
             c.RELEASE_RUN: run,
             c.RELEASE_ANALYSIS: analysis,
+            c.RELEASE_ERROR: "",
         },
     )
 
@@ -97,12 +102,38 @@ def drop_challenger(registry: Registry, plan: ReleasePlan) -> None:
         raise ReleaseError(f"cannot move the aliases of {plan.model}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def step_errors(
+    tracking_uri: str, run: str, step: str, *, plan: str = "", model: str = "", version: str = ""
+) -> Iterator[None]:
+    """A failing step's own error in ``release.error``, tagged with this run.
+
+    KFP tells an exit handler only that a task failed ("Task exit-handler-1 failed."), so
+    each step writes why before failing, and ``record_outcome_step`` keeps that reason.
+    Best effort: when the registry is what failed, the step's error still propagates.
+    """
+    try:
+        yield
+    except Exception as exc:
+        try:
+            if plan:
+                model, version = json.loads(plan)["model"], json.loads(plan)["version"]
+            reason = f"{step}: {type(exc).__name__}: {exc}"[:_MAX_TAG]
+            tags = {c.RELEASE_ERROR: reason, c.RELEASE_RUN: run}
+            Registry.connect(tracking_uri).set_tags(model, version, tags)
+        except (RegistryError, ValueError, KeyError) as unrecorded:
+            print(f"nexus-release: the error of {step} was not recorded: {unrecorded}")
+        raise
+
+
 def record_outcome_step(
-    *, tracking_uri: str, model: str, version: str, run: str, state: str, error: str
+    *, tracking_uri: str, model: str, version: str, run: str, state: str, error: str, note: str = ""
 ) -> str:
     """The registry's part of the exit handler: a run that did not succeed leaves ``failed``.
 
-    A version already ``promoted`` or ``rolled_back`` by this run keeps that status (the
+    The reason is the failed step's own error when it recorded one for this run (see
+    ``step_errors``), else ``error``; ``note`` says what the handler did about it. A
+    version already ``promoted`` or ``rolled_back`` by this run keeps that status (the
     traffic really is where the status says) even if a later step failed.
     """
     registry = Registry.connect(tracking_uri)
@@ -116,7 +147,10 @@ def record_outcome_step(
     if current in _FINAL and tags.get(c.RELEASE_RUN) == run:
         print(f"nexus-release: {model} version {version} {current} (run {state})")
         return current
-    reason = error or f"pipeline run ended {state} before promote or rollback"
+    recorded = tags.get(c.RELEASE_ERROR, "") if tags.get(c.RELEASE_RUN) == run else ""
+    reason = recorded or error or f"pipeline run ended {state} before promote or rollback"
+    if note:
+        reason = f"{reason}; {note}"
     try:
         registry.set_tags(
             model,

@@ -199,7 +199,7 @@ def outcome_step(
     """
     registry = Registry.connect(tracking_uri)
     plan = None if state == "SUCCEEDED" else record.live_canary(registry, model, version, run)
-    error = error or f"pipeline run ended {state} before promote or rollback"
+    note = ""
     if plan is not None:
         try:
             sha = _commit(
@@ -212,10 +212,16 @@ def outcome_step(
             )
             record.drop_challenger(registry, plan)
         except NexusError as exc:
-            error = f"{error}; taking the canary out of traffic failed too: {exc}"
+            note = f"taking the canary out of traffic failed too: {exc}"
         else:
-            error = f"{error}; the canary was taken out of traffic in {sha[:12]}"
+            note = f"the canary was taken out of traffic in {sha[:12]}"
             print(f"nexus-release: {model} version {version}: canary reverted ({sha[:12]})")
     return record.record_outcome_step(
-        tracking_uri=tracking_uri, model=model, version=version, run=run, state=state, error=error
+        tracking_uri=tracking_uri,
+        model=model,
+        version=version,
+        run=run,
+        state=state,
+        error=error,
+        note=note,
     )
