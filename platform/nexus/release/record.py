@@ -8,7 +8,6 @@ Every write is idempotent, because KFP may retry any step.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Final
 
@@ -117,11 +116,12 @@ def step_errors(
     except Exception as exc:
         try:
             if plan:
-                model, version = json.loads(plan)["model"], json.loads(plan)["version"]
+                parsed = ReleasePlan.from_json(plan)
+                model, version = parsed.model, parsed.version
             reason = f"{step}: {type(exc).__name__}: {exc}"[:_MAX_TAG]
             tags = {c.RELEASE_ERROR: reason, c.RELEASE_RUN: run}
             Registry.connect(tracking_uri).set_tags(model, version, tags)
-        except (RegistryError, ValueError, KeyError) as unrecorded:
+        except (RegistryError, ValueError, TypeError) as unrecorded:
             print(f"nexus-release: the error of {step} was not recorded: {unrecorded}")
         raise
 
