@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -134,6 +135,31 @@ async def count_revisions(url: str, headers: dict[str, str], n: int) -> Counter[
     return seen
 
 
+class SteadyTraffic:
+    """Chat completions to ``url`` from one thread until the block ends; status counts."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url, self.headers = url + CHAT_PATH, headers
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        with httpx.Client(headers=self.headers, timeout=30) as client:
+            while not self._stop.is_set():
+                self.statuses[client.post(self.url, json=body).status_code] += 1
+                self._stop.wait(0.2)  # 5/s: far below the demo key's 600 a minute
+
+    def __enter__(self) -> SteadyTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state = tmp_path_factory.mktemp("nexus") / "state"
@@ -199,15 +225,21 @@ def test_canary_split_promote_and_rollback_through_git(platform: Platform, tmp_p
     assert 17 <= seen["00002"] <= 63, seen
 
     old = pids(platform.state)["llama-8b-predictor-00001"]
-    push(platform, tmp_path, set_canary(None), "promote")
-    obj = platform.wait_isvc("llama-8b", lambda o: traffic(o) == {"00002": 100} and ready(o))
-    predictor = obj["status"]["components"]["predictor"]
-    assert predictor["latestRolledoutRevision"] == "llama-8b-predictor-00002"
-    assert predictor["previousRolledoutRevision"] == "llama-8b-predictor-00001"
-    deadline = time.monotonic() + 15
-    while alive(old) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with SteadyTraffic(front, platform.headers) as during:
+        push(platform, tmp_path, set_canary(None), "promote")
+        obj = platform.wait_isvc("llama-8b", lambda o: traffic(o) == {"00002": 100} and ready(o))
+        predictor = obj["status"]["components"]["predictor"]
+        assert predictor["latestRolledoutRevision"] == "llama-8b-predictor-00002"
+        assert predictor["previousRolledoutRevision"] == "llama-8b-predictor-00001"
+        time.sleep(5)  # half the drain: stopping at once ends in about 2 s
+        assert alive(old), "a revision out of traffic drains before it is stopped"
+        deadline = time.monotonic() + 30  # a drain of 10 s, then SIGTERM
+        while alive(old) and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert not alive(old), "the previous revision's worker must be stopped after promotion"
+    # Zero downtime: requests sent to the old revision just before the switch still finish.
+    assert set(during.statuses) == {200}, during.statuses
+    assert during.statuses[200] >= 10, "traffic flowed through the switch and the drain"
     assert "llama-8b-predictor-00001" not in pids(platform.state)
     assert set(asyncio.run(count_revisions(front, platform.headers, 20))) == {"00002"}
 
@@ -221,7 +253,7 @@ def test_canary_split_promote_and_rollback_through_git(platform: Platform, tmp_p
     assert obj["status"]["components"]["predictor"]["latestRolledoutRevision"] == (
         "llama-8b-predictor-00002"
     )
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while alive(failed) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(failed), "a rolled-back revision's worker must be stopped"

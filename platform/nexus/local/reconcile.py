@@ -3,8 +3,9 @@
 One ``Reconciler`` per controller. ``desire()`` takes the InferenceServices and
 InferenceGraphs of a commit; ``apply()`` (every loop pass) moves the running platform one
 step towards them: revisions created, processes started and probed, traffic moved when
-Knative would move it, old revisions stopped, routers restarted when their graph or host
-map changed, removed resources pruned (Argo CD's automated prune), Prometheus told.
+Knative would move it, revisions out of traffic stopped after a drain, routers restarted
+when their graph or host map changed, removed resources pruned (Argo CD's automated
+prune), Prometheus told.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,9 @@ from nexus.local.supervisor import Service
 from nexus.local.workloads import Workloads
 
 PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"
+# How long a revision out of traffic keeps running for the requests already sent to it
+# (Knative keeps such pods for its scale-to-zero grace period, 30 s by default).
+DRAIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ class IsvcRun:
     desired: tuple[TrafficTarget, ...] = ()
     error: str | None = None
     listener: Listener | None = None
+    # Revisions out of traffic -> when they left it; stopped after DRAIN_SECONDS.
+    draining: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -166,10 +173,6 @@ class Reconciler:
             for name in live(state, run.desired):
                 await self._revision(res, state, name)
             state = route(state, run.desired, self.revision_ready)
-            keep = set(live(state, run.desired))
-            for revision in state.revisions:
-                if revision.name not in keep:
-                    await self._stop_revision(revision.name)
             self.states[res.key] = state
             run.listener.front.set_backends(
                 [
@@ -177,9 +180,34 @@ class Reconciler:
                     for t in state.traffic
                 ]
             )
+            await self._retire(run, keep=set(live(state, run.desired)))
             run.error = None
         except (ResourceError, PlatformError, ValueError) as exc:
             run.error = str(exc)
+
+    async def _retire(self, run: IsvcRun, *, keep: set[str]) -> None:
+        """Stop the revisions out of traffic once they had ``DRAIN_SECONDS`` to finish.
+
+        The front stops sending them requests at once, but requests it sent a moment
+        before are still on their way, as with Knative, which keeps a revision's pods
+        after traffic leaves them. Stopping at once made those requests fail.
+        """
+        now = time.monotonic()
+        for name in list(run.draining):
+            if name in keep:
+                del run.draining[name]
+        for revision in self.states.get(run.resource.key, RevisionState()).revisions:
+            if revision.name in keep or not self._running(revision.name):
+                continue
+            left = run.draining.setdefault(revision.name, now)
+            if now - left >= DRAIN_SECONDS:
+                await self._stop_revision(revision.name)
+                del run.draining[revision.name]
+
+    def _running(self, revision: str) -> bool:
+        """Processes or booked ports left to stop or release for ``revision``."""
+        names = _process_names(revision)
+        return any(self.workloads.get(n) is not None or self.book.get(n) for n in names)
 
     async def _listen(self, isvc: str) -> Listener:
         port = self.book.allocate(f"front-{isvc}")
@@ -227,7 +255,8 @@ class Reconciler:
         self.workloads.ensure(service)
 
     async def _stop_revision(self, revision: str) -> None:
-        for name in _process_names(revision):
+        # The transformer first, as requests flow: what it still relays reaches the worker.
+        for name in reversed(_process_names(revision)):
             if self.workloads.get(name) is not None or self.book.get(name) is not None:
                 await self.workloads.stop(name)
                 self.book.release(name)
