@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import yaml
 
 from tests.support.local_platform import alive, nexus, pids
 from tests.support.processes import free_port_range
+from tests.support.traffic import Traffic
 
 LLAMA = "inference_services/local/inferenceservice.llama-8b.yaml"
 ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
@@ -135,31 +135,6 @@ async def count_revisions(url: str, headers: dict[str, str], n: int) -> Counter[
     return seen
 
 
-class SteadyTraffic:
-    """Chat completions to ``url`` from one thread until the block ends; status counts."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url, self.headers = url + CHAT_PATH, headers
-        self.statuses: Counter[int] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-        with httpx.Client(headers=self.headers, timeout=30) as client:
-            while not self._stop.is_set():
-                self.statuses[client.post(self.url, json=body).status_code] += 1
-                self._stop.wait(0.2)  # 5/s: far below the demo key's 600 a minute
-
-    def __enter__(self) -> SteadyTraffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state = tmp_path_factory.mktemp("nexus") / "state"
@@ -225,7 +200,7 @@ def test_canary_split_promote_and_rollback_through_git(platform: Platform, tmp_p
     assert 17 <= seen["00002"] <= 63, seen
 
     old = pids(platform.state)["llama-8b-predictor-00001"]
-    with SteadyTraffic(front, platform.headers) as during:
+    with Traffic(front + CHAT_PATH, headers=platform.headers) as during:
         push(platform, tmp_path, set_canary(None), "promote")
         obj = platform.wait_isvc("llama-8b", lambda o: traffic(o) == {"00002": 100} and ready(o))
         predictor = obj["status"]["components"]["predictor"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -157,41 +156,6 @@ def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]
         # The controller stops its revisions on SIGTERM; should it have been killed
         # instead, their pid files still name them.
         Supervisor(state).stop_all()
-
-
-class Traffic:
-    """Chat completions sent to an InferenceService's front until stopped (a thread: the
-    pipeline under test blocks the test's own thread). Below the transformers' default
-    rate limit (600 a minute), so every answer is the predictor's."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.sent = 0
-
-    def _run(self) -> None:
-        body = {"model": LIFECYCLE_MODEL, "max_tokens": 2,
-                "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                with contextlib.suppress(httpx.HTTPError):
-                    client.post(f"{self._url}/v1/chat/completions", json=body, headers=headers)
-                    self.sent += 1
-                self._stop.wait(0.12)
-
-    def __enter__(self) -> Traffic:
-        # httpx logs every request at INFO; the pipeline's log is not the place for them.
-        self._httpx_level = logging.getLogger("httpx").level
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        logging.getLogger("httpx").setLevel(self._httpx_level)
 
 
 class FaultWhenUp:

@@ -31,15 +31,16 @@ from nexus.registry.client import Registry
 from nexus.release.resolve import default_pools_file
 from nexus.release.run import run_inline
 from tests.release.conftest import (
+    API_KEY,
     ISVC_API,
     LIFECYCLE_MODEL,
     FaultWhenUp,
     LocalPlatform,
     Mlflow,
-    Traffic,
     git,
 )
 from tests.support.processes import free_port
+from tests.support.traffic import Traffic
 
 PATH = f"inference_services/local/inferenceservice.{LIFECYCLE_MODEL}.yaml"
 
@@ -148,10 +149,11 @@ def test_release_lifecycle(
     assert tags[c.RELEASE_STATUS] == "promoted"
     assert tags[c.RELEASE_GIT_COMMIT] == git("--git-dir", str(gitops_repo), "rev-parse", "main")
     front = local_platform.front(LIFECYCLE_MODEL)
+    chat_url, headers = f"{front}/v1/chat/completions", {"Authorization": f"Bearer {API_KEY}"}
 
     # 2. A healthy canary takes 20 %, passes the analysis and is promoted.
     v2 = register(registry, "hf://acme/alpha-v2")
-    with Traffic(front):
+    with Traffic(chat_url, headers=headers, model=LIFECYCLE_MODEL, interval=0.12):
         status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, local_platform))
     assert status == "promoted"
     analysis = json.loads(registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS])
@@ -171,7 +173,10 @@ def test_release_lifecycle(
 
     # 3. A canary whose predictor fails every request is rolled back; v2 stays champion.
     v3 = register(registry, "hf://acme/alpha-v3")
-    with FaultWhenUp(local_platform, revision(3), error_ratio=1.0) as fault, Traffic(front):
+    with (
+        FaultWhenUp(local_platform, revision(3), error_ratio=1.0) as fault,
+        Traffic(chat_url, headers=headers, model=LIFECYCLE_MODEL, interval=0.12),
+    ):
         out = release(v3, state, capsys)
     assert fault.done
     assert out.endswith("exit status 3"), out
