@@ -105,17 +105,39 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
+    from nexus.errors import ConfigError
     from nexus.manifests.findings import format_json, format_text, has_errors
     from nexus.manifests.lint import run
 
-    findings, crds_dir = run(args.paths, crds=args.crds, isolated=args.isolated)
+    try:
+        findings, source = run(args.paths, crds=args.crds, isolated=args.isolated)
+    except ConfigError as exc:
+        print(f"nexus lint: {exc}", file=sys.stderr)
+        return 2
     if args.format == "json":
         sys.stdout.write(format_json(findings) + "\n")
     else:
-        if crds_dir is None:
-            sys.stderr.write("nexus lint: no CRD directory; custom resources are not validated\n")
+        sys.stderr.write(f"nexus lint: custom resources checked against {source}\n")
         sys.stdout.write(format_text(findings))
     return 1 if has_errors(findings) else 0
+
+
+def _cmd_schemas_generate(args: argparse.Namespace) -> int:
+    from nexus.errors import ConfigError
+    from nexus.manifests.bundle import Bundle, generate, packaged_dir, write
+
+    out = args.out or packaged_dir()
+    try:
+        pairs = [source.partition("=") for source in args.source]
+        if any(not group or not label for group, _, label in pairs):
+            raise ConfigError("--source takes GROUP=LABEL, e.g. serving.kserve.io=kserve@v0.21.0")
+        write(generate(args.crds, {group: label for group, _, label in pairs}), out)
+    except ConfigError as exc:
+        print(f"nexus schemas generate: {exc}", file=sys.stderr)
+        return 2
+    bundle = Bundle.load(out)
+    print(f"wrote {len(bundle.kinds)} kinds to {out}: {bundle.describe()}")
+    return 0
 
 
 def _cmd_registry_register(args: argparse.Namespace) -> int:
@@ -203,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument(
         "--crds",
         metavar="DIR",
-        help="folder of CRD YAML (default: $NEXUS_CRDS_DIR, else <repo>/../shared/crds)",
+        help="folder of CRD YAML, e.g. kubectl get crd NAME -o yaml "
+        "(default: $NEXUS_CRDS_DIR, else the schemas shipped with Nexus)",
     )
     lint.add_argument("--format", choices=("text", "json"), default="text")
     lint.add_argument(
@@ -211,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use only PATHs as context (not the rest of the repository)",
     )
+    schemas = sub.add_parser("schemas", help="the CRD schemas `nexus lint` ships")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="CMD")
+    generate = schemas_sub.add_parser(
+        "generate",
+        help="compact CRD YAML into the bundled structural schemas",
+        description="keep types, required, enums, x-kubernetes-* markers and unknown-field "
+        "rules of every served version; drop descriptions",
+    )
+    generate.set_defaults(handler=_cmd_schemas_generate)
+    generate.add_argument("--crds", type=Path, required=True, metavar="DIR",
+                          help="CRD YAML files or kubectl get crd -o yaml Lists")  # fmt: skip
+    generate.add_argument("--source", action="append", default=[], metavar="GROUP=LABEL",
+                          help="where the CRDs of an API group come from (repeatable)")  # fmt: skip
+    generate.add_argument("--out", type=Path, default=None, metavar="DIR",
+                          help="default: the package's nexus/manifests/schemas")  # fmt: skip
     _add_release_commands(sub, state)
     return parser
 
