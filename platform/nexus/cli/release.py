@@ -8,11 +8,10 @@ version. The tracking URI also falls back to ``$MLFLOW_TRACKING_URI``.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from nexus.errors import ConfigError, RegistryError, ReleaseError
-from nexus.registry.commands import tracking_uri
+from nexus.cli.registry import tracking_uri
+from nexus.errors import ConfigError
 from nexus.release.resolve import LOCAL_ENVIRONMENT
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 3}
@@ -47,26 +46,20 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
 def release(args: argparse.Namespace) -> int:
     from nexus.release.run import run_inline, run_local, submit
 
-    try:
-        params = arguments(args)
-        missing = [k for k in ("tracking_uri", "gitops_repo") if not params[k]]
-        if missing and not args.kfp_host:
-            raise ConfigError(
-                f"no {' or '.join(missing)}: pass the flag(s) or run `nexus up` first"
-            )
-        if args.kfp_host:
-            url = submit(args.kfp_host, params, package=args.package)
-            print(f"submitted release of {args.name} version {args.version}: {url}")
-            return 0
-        print(f"releasing {args.name} version {args.version} to {args.environment}", flush=True)
-        if args.inline:
-            status = run_inline(params)
-            print(f"\n{args.name} version {args.version}: {status}")
-            return EXIT_CODES.get(status, 1)
-        outcome = run_local(params, pipeline_root=args.state_dir / "kfp")
-    except (ConfigError, ReleaseError, RegistryError) as exc:
-        print(f"nexus release: {exc}", file=sys.stderr)
-        return 1
+    params = arguments(args)
+    missing = [k for k in ("tracking_uri", "gitops_repo") if not params[k]]
+    if missing and not args.kfp_host:
+        raise ConfigError(f"no {' or '.join(missing)}: pass the flag(s) or run `nexus up` first")
+    if args.kfp_host:
+        url = submit(args.kfp_host, params, package=args.package)
+        print(f"submitted release of {args.name} version {args.version}: {url}")
+        return 0
+    print(f"releasing {args.name} version {args.version} to {args.environment}", flush=True)
+    if args.inline:
+        status = run_inline(params)
+        print(f"\n{args.name} version {args.version}: {status}")
+        return EXIT_CODES.get(status, 1)
+    outcome = run_local(params, pipeline_root=args.state_dir / "kfp")
     reasons = "; ".join(outcome.analysis.get("reasons", [])) or "no analysis"
     print(f"\n{args.name} version {args.version}: {outcome.status} ({reasons})")
     print(f"full log: {outcome.log}")
