@@ -110,9 +110,6 @@ class RedisWindow:
         for key in list(self._pending):
             await self.flush(key)
 
-    async def ping(self) -> bool:
-        return bool(await self._client.call("PING") == b"PONG")
-
     async def close(self) -> None:
         await self.flush_all()
         for task in list(self._flushes):

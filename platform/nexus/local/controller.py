@@ -31,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus.errors import PlatformError, ResourceError
-from nexus.local import prometheus
+from nexus.local import atomic_file
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
@@ -85,7 +85,7 @@ class Controller:
         path = self.settings.state_dir / "controller" / "state.json"
         data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
         text = json.dumps({"inference_services": data}, indent=2, sort_keys=True) + "\n"
-        prometheus.write(path, text)
+        atomic_file.write_text(path, text)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

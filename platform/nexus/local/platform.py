@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import PlatformError
-from nexus.local import gitops, prometheus
+from nexus.local import atomic_file, gitops, prometheus
 from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode, vllm_unavailable_reason
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
@@ -93,7 +93,7 @@ def _infrastructure(
         config = state / "prometheus" / "prometheus.yml"
         if not config.exists():
             status_port = book.get("controller")
-            prometheus.write(config, prometheus.render([prometheus.Target(
+            atomic_file.write_text(config, prometheus.render([prometheus.Target(
                 f"127.0.0.1:{status_port}", "front")]))  # fmt: skip
         args = prometheus.command(binary, state, port)
         services.append(Service("prometheus", args, port, f"http://127.0.0.1:{port}/-/ready"))

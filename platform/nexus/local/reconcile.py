@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 
 from nexus.errors import PlatformError, ResourceError
-from nexus.local import prometheus
+from nexus.local import atomic_file, prometheus
 from nexus.local.front import Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
@@ -276,7 +276,7 @@ class Reconciler:
         try:
             text = yaml.safe_dump(dict(res.body), sort_keys=False)
             path = self.settings.state_dir / "routers" / f"{res.namespace}.{res.name}.yaml"
-            prometheus.write(path, text)
+            atomic_file.write_text(path, text)
             name = _router_name(res)
             port = self.book.allocate(name)
             hosts = []
@@ -322,7 +322,7 @@ class Reconciler:
                 targets.append(prometheus.Target(f"127.0.0.1:{run.port}", "router", labels))
         text = prometheus.render(targets)
         if text != self.prometheus_config:
-            prometheus.write(self.settings.state_dir / "prometheus" / "prometheus.yml", text)
+            atomic_file.write_text(self.settings.state_dir / "prometheus" / "prometheus.yml", text)
             if await prometheus.reload(self.session, self.settings.prometheus_url) is None:
                 self.prometheus_config = text
 
