@@ -14,7 +14,8 @@ Failures (refused, reset, timeout, an error reply) raise ``RedisUnavailable`` or
 ``RedisReplyError``; the next call after a broken connection reconnects.
 
 Not supported: Redis Cluster. There is no slot routing and no ``MOVED``/``ASK``
-redirection, so against a cluster those replies surface as ``RedisReplyError``, which
+redirection, so against a cluster those replies surface as ``RedisReplyError``
+(``tests/limits/test_resp_cluster.py`` shows it on two real cluster nodes), which
 the limiter treats as Redis being unavailable (its failure mode applies). Point it at one
 primary (a managed failover address) or at a proxy that hides the cluster. The keys of
 one script call already share a slot (hash tag ``{principal:model}``, ``redis_backend.py``);
