@@ -1,10 +1,11 @@
 """The CRD schemas ``nexus lint`` ships: compact structural schemas, tagged with their source.
 
-A CRD's ``openAPIV3Schema`` is mostly prose: the InferenceService CRD is 2 MB of YAML, and
-what validation needs (types, ``required``, ``enum``, patterns, ``x-kubernetes-*`` markers,
-``additionalProperties``) is a small part of it. ``generate`` keeps that part of every served
-version and drops ``description``/``example`` text, so a plain clone or an installed wheel
-validates custom resources without any CRD folder beside it.
+Validation needs only the structure of a CRD's ``openAPIV3Schema``: types, ``required``,
+``enum``, patterns, ``x-kubernetes-*`` markers, ``additionalProperties``. ``generate`` keeps
+that of every served version and drops ``description``/``example`` text (Argo CD's
+Application CRD has about 1,300 descriptions). Stored as compact JSON, the seven kinds
+take 1.2 MB, against 4.2 MB of CRD YAML. A plain clone or an installed wheel can then
+validate custom resources without any CRD folder beside it.
 
 Every bundle records where its schemas came from (``--source GROUP=LABEL``, e.g. the KServe
 commit), and ``nexus lint`` prints it, so a finding can be traced to the CRD it was checked
