@@ -9,6 +9,8 @@ polls the GitOps repository about once a second and reconciles what it finds:
   Knative's route does for ``<isvc>.<ns>.svc.cluster.local``);
 - every InferenceGraph of ``graphs/``: our router with ``--host-map`` pointing each
   InferenceService's cluster host at its front;
+- the ConfigMaps of ``platform/k8s/base/`` at the same commit, which the transformers'
+  ``envFrom`` reads (never the working checkout, which Argo CD does not see);
 - Prometheus' scrape targets, and the status API the release pipeline waits on.
 
 A pipeline therefore changes the platform by pushing to the bare repository, nothing
@@ -36,7 +38,7 @@ from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
-from nexus.local.resources import parse
+from nexus.local.resources import CONFIG_FOLDER, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.status import Snapshot, status_app
 from nexus.local.supervisor import Supervisor
@@ -68,7 +70,8 @@ class Controller:
                 files = await self.reader.files(head, folder)
                 files.update(await self.reader.files(head, "graphs"))
                 isvcs, graphs = parse(files, "InferenceService"), parse(files, "InferenceGraph")
-                self.reconciler.desire(isvcs, graphs)
+                configmaps = parse(await self.reader.files(head, CONFIG_FOLDER), "ConfigMap")
+                self.reconciler.desire(isvcs, graphs, configmaps)
                 self.head = head
             await self.reconciler.apply()
         except (PlatformError, ResourceError) as exc:

@@ -33,7 +33,8 @@ from nexus.local.supervisor import Service, Supervisor, port_in_use, python
 __all__ = ["Options", "PlatformError", "down", "status", "up"]
 
 Progress = Callable[[str], None]
-GITOPS_FOLDERS = ("inference_services/local", "graphs")
+# platform/k8s/base holds the ConfigMaps the transformers read (resources.CONFIG_FOLDER).
+GITOPS_FOLDERS = ("inference_services/local", "graphs", "platform/k8s/base")
 KEY_FILE = "demo-api-key"
 
 
@@ -130,6 +131,8 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
         progress(f"seeded the GitOps repository {repo} from {', '.join(GITOPS_FOLDERS)}")
     else:
         progress(f"GitOps repository {repo} keeps its history")
+        for folder in gitops.add_missing(repo, options.project_dir, GITOPS_FOLDERS):
+            progress(f"added {folder} to the GitOps repository (it had none)")
     status_port = book.allocate("controller", fixed=options.status_port)
     services, info = _infrastructure(state, book, options, progress)
     controller = python("nexus.local.controller", "--state-dir", str(state),

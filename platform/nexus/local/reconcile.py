@@ -30,8 +30,8 @@ from nexus.local.resources import (
     PredictorMode,
     Resource,
     cluster_host,
+    configmap_data,
     container_env,
-    load_configmaps,
     predictor_command,
     transformer_command,
     transformer_container,
@@ -104,6 +104,8 @@ class Reconciler:
     graphs: dict[str, GraphRun] = field(default_factory=dict)
     wanted_isvcs: set[str] = field(default_factory=set)
     wanted_graphs: set[str] = field(default_factory=set)
+    # ConfigMap name -> data at the synced commit (``CONFIG_FOLDER``), as a cluster has them.
+    configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
     prometheus_config: str = ""
 
     def secrets(self) -> dict[str, dict[str, str]]:
@@ -116,8 +118,11 @@ class Reconciler:
             found["hf-token"] = {"HF_TOKEN": os.environ["HF_TOKEN"]}
         return found
 
-    def desire(self, isvcs: list[Resource], graphs: list[Resource]) -> None:
+    def desire(
+        self, isvcs: list[Resource], graphs: list[Resource], configmaps: list[Resource]
+    ) -> None:
         """The resources of the newest commit; ``apply()`` converges on them."""
+        self.configmaps = configmap_data(configmaps)
         for resource in isvcs:
             self.isvcs.setdefault(resource.key, IsvcRun(resource)).resource = resource
         for resource in graphs:
@@ -240,8 +245,14 @@ class Reconciler:
         container = transformer_container(res.body)
         if container is None:
             raise ResourceError(f"{res.key} has no transformer; the local platform needs one")
-        configmaps = load_configmaps([self.settings.project_dir / "platform" / "k8s" / "base"])
-        env = container_env(container, configmaps=configmaps, secrets=self.secrets())
+        running = self.workloads.get(transformer)
+        if running is not None and running.service.env is not None:
+            # The kubelet resolves envFrom when it creates a container, and a Knative
+            # revision is immutable: a ConfigMap changed by a later commit reaches new
+            # revisions, never the transformers already running.
+            env = dict(running.service.env)
+        else:
+            env = container_env(container, configmaps=self.configmaps, secrets=self.secrets())
         port = self.book.allocate(transformer)
         command = transformer_command(container, predictor_port=worker_port, port=port)
         await self._converge(
