@@ -9,6 +9,7 @@ controller must not read. Tests change the platform only by pushing commits.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -90,6 +91,10 @@ class LocalController:
             return ready and [t["revisionName"] for t in traffic] == [f"{ISVC}-predictor-{number}"]
 
         self.wait(done, f"revision {number} serving")
+
+    def port(self, process: str) -> int:
+        """The port the controller booked for ``process`` (its port book on disk)."""
+        return int(json.loads((self.state / "ports.json").read_text())["ports"][process])
 
     def pid(self, process: str) -> int:
         return int((self.state / "run" / f"{process}.pid").read_text())

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
-from nexus.local.front import Backend, Front
+from nexus.local.front import DEFAULT_TIMEOUT_SECONDS, Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
     PredictorMode,
@@ -32,6 +32,7 @@ from nexus.local.resources import (
     cluster_host,
     configmap_data,
     container_env,
+    entry_timeout,
     predictor_command,
     transformer_command,
     transformer_container,
@@ -183,7 +184,8 @@ class Reconciler:
                 [
                     Backend(t.revision, self._transformer_url(t.revision), t.percent)
                     for t in state.traffic
-                ]
+                ],
+                timeout=entry_timeout(res.body, DEFAULT_TIMEOUT_SECONDS),
             )
             await self._retire(run, keep=set(live(state, run.desired)))
             run.error = None
