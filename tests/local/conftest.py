@@ -112,6 +112,7 @@ def project_copy(tmp: Path) -> Path:
     for folder in ("inference_services/local", "graphs", "platform/k8s/base"):
         shutil.copytree(REPO / folder, project / folder)
     (project / "bento").symlink_to(REPO / "bento")
+    shutil.copyfile(REPO / "platform" / "versions.yaml", project / "platform" / "versions.yaml")
     return project
 
 

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
+from nexus.local.admission import load_versions
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
@@ -59,7 +60,8 @@ class Controller:
 
     def snapshot(self) -> Snapshot:
         isvcs, graphs = self.reconciler.views()
-        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error)
+        events = tuple(self.reconciler.events)
+        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events)
 
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
@@ -125,10 +127,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     state_dir = args.state_dir.resolve()
+    try:
+        versions = load_versions(args.project_dir)
+    except ResourceError as exc:
+        raise SystemExit(f"controller: {exc}") from None
     settings = Settings(
         state_dir=state_dir,
         project_dir=args.project_dir.resolve(),
         environment=args.environment,
+        versions=versions,
         api_key=args.api_key_file.read_text().strip(),
         redis_url=args.redis_url,
         prometheus_url=args.prometheus_url,

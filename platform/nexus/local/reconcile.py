@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from aiohttp import web
 
 from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
+from nexus.local.admission import Event, knative_refusal, live_object, local_transformer_args
 from nexus.local.front import DEFAULT_TIMEOUT_SECONDS, Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
@@ -62,6 +63,7 @@ class Settings:
     project_dir: Path
     api_key: str
     status_port: int
+    versions: Mapping[str, str] = field(default_factory=dict)  # platform/versions.yaml
     environment: str = "local"
     redis_url: str | None = None
     prometheus_url: str | None = None
@@ -78,7 +80,11 @@ class Listener:
 
 @dataclass(slots=True)
 class IsvcRun:
-    resource: Resource
+    resource: Resource  # as Git has it at the synced commit
+    # The newest spec the cluster's webhooks admitted: what runs. ``None`` while nothing
+    # was ever admitted (a new InferenceService refused from the start).
+    applied: Resource | None = None
+    refusal: str | None = None  # KServe's InternalError message for ``resource``
     desired: tuple[TrafficTarget, ...] = ()
     error: str | None = None
     listener: Listener | None = None
@@ -108,6 +114,7 @@ class Reconciler:
     # ConfigMap name -> data at the synced commit (``CONFIG_FOLDER``), as a cluster has them.
     configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
     prometheus_config: str = ""
+    events: list[Event] = field(default_factory=list)
 
     def secrets(self) -> dict[str, dict[str, str]]:
         """The Secrets a cluster creates outside Git, made from local values."""
@@ -125,7 +132,17 @@ class Reconciler:
         """The resources of the newest commit; ``apply()`` converges on them."""
         self.configmaps = configmap_data(configmaps)
         for resource in isvcs:
-            self.isvcs.setdefault(resource.key, IsvcRun(resource)).resource = resource
+            run = self.isvcs.setdefault(resource.key, IsvcRun(resource))
+            run.resource = resource
+            refusal = knative_refusal(resource.body, self.settings.versions)
+            if refusal is None:
+                run.applied = resource
+            elif refusal != run.refusal:
+                event = Event(
+                    resource.namespace, resource.name, "Warning", "InternalError", refusal
+                )
+                self.events.append(event)
+            run.refusal = refusal
         for resource in graphs:
             self.graphs.setdefault(resource.key, GraphRun(resource)).resource = resource
         self.wanted_isvcs = {r.key for r in isvcs}
@@ -169,7 +186,9 @@ class Reconciler:
         return None
 
     async def _isvc(self, run: IsvcRun) -> None:
-        res = run.resource
+        res = run.applied
+        if res is None:
+            return
         try:
             predictor = (res.body.get("spec") or {}).get("predictor") or {}
             state = observe(self.states.get(res.key, RevisionState()), res.name, predictor)
@@ -256,7 +275,8 @@ class Reconciler:
         else:
             env = container_env(container, configmaps=self.configmaps, secrets=self.secrets())
         port = self.book.allocate(transformer)
-        command = transformer_command(container, predictor_port=worker_port, port=port)
+        args = local_transformer_args(res.body, predictor_port=worker_port, port=port)
+        command = transformer_command(args)
         await self._converge(
             Service(transformer, command, port, f"http://127.0.0.1:{port}/v2/health/live", env)
         )
@@ -358,6 +378,8 @@ class Reconciler:
                     restarting=restarting,
                     url=f"http://127.0.0.1:{run.listener.port}" if run.listener else None,
                     error=run.error,
+                    refusal=run.refusal,
+                    live=live_object(run.resource.body, self.settings.versions),
                 )
             )
         graphs = []

@@ -18,7 +18,7 @@ cluster resolves at run time:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -196,16 +196,10 @@ def predictor_command(
             "--port", str(port), "--token-latency-ms", "2"]  # fmt: skip
 
 
-def transformer_command(
-    container: Mapping[str, Any], *, predictor_port: int, port: int
-) -> list[str]:
-    """KServe's transformer flags: the container's args plus the predictor host and port."""
-    args = [str(a) for a in container.get("args") or []]
-    host = f"127.0.0.1:{predictor_port}"
-    return [
-        *(sys.executable, "-m", "nexus.transformer", *args),
-        *("--predictor_host", host, "--http_port", str(port)),
-    ]
+def transformer_command(args: Sequence[str]) -> list[str]:
+    """The local process of the transformer container, given the arguments KServe gives
+    it (``admission.local_transformer_args``)."""
+    return [sys.executable, "-m", "nexus.transformer", *args]
 
 
 def vllm_unavailable_reason() -> str | None:
