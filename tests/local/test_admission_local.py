@@ -146,3 +146,17 @@ def test_kserve_defaulting_reaches_the_transformer_and_the_live_object(
     controller.wait(restarted, "the transformer restarted with KServe's arguments")
     controller.ready_revision("00001")
     assert chat(controller).status_code == 200
+
+
+def test_standard_mode_ignores_the_canary_percent(controller: LocalController) -> None:
+    """``RawDeployment`` is defaulted to ``Standard``, where KServe ignores
+    ``canaryTrafficPercent`` silently (kserve#5335): the new spec takes all traffic."""
+    controller.ready_revision("00001")
+    body = controller.read(ISVC_PATH)
+    body["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
+    body["spec"]["predictor"]["canaryTrafficPercent"] = 20
+    body["spec"]["predictor"]["containers"][0]["env"].append({"name": "REV", "value": "2"})
+    assert controller.push(ISVC_PATH, body, "Canary 20 % in raw mode").returncode == 0
+    controller.ready_revision("00002")
+    annotations = controller.isvc()["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"

@@ -20,9 +20,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from nexus.errors import ResourceError
+from nexus.local.admission import request_timeout
 from nexus.local.front import DEFAULT_TIMEOUT_SECONDS, Backend, Front, RevisionMetrics, front_app
-from nexus.local.resources import entry_timeout
 from tests.local.conftest import API_KEY, ISVC, ISVC_PATH, LocalController
 from tests.local.test_front_metrics import serve
 
@@ -89,20 +88,24 @@ async def test_answers_within_the_timeout_pass_unchanged(front_url: str) -> None
     assert (status, body) == (200, b'{"ok": true}')
 
 
-def isvc(**components: dict[str, Any]) -> dict[str, Any]:
-    return {"spec": {"predictor": {}, **components}}
+VERSIONS = {"kserve": "0.21.0"}
+
+
+def isvc(mode: str | None = None, **components: dict[str, Any]) -> dict[str, Any]:
+    annotations = {"serving.kserve.io/deploymentMode": mode} if mode else {}
+    return {"metadata": {"annotations": annotations}, "spec": {"predictor": {}, **components}}
 
 
 def test_the_timeout_is_the_entry_components_else_knatives_default() -> None:
     assert DEFAULT_TIMEOUT_SECONDS == 300  # revision-timeout-seconds, config-defaults
-    assert entry_timeout(isvc(), 300) == 300
-    assert entry_timeout({"spec": {"predictor": {"timeout": 45}}}, 300) == 45
+    assert request_timeout(isvc(), VERSIONS) == 300
+    assert request_timeout(isvc(predictor={"timeout": 45}), VERSIONS) == 45
     # The transformer is what the InferenceService's host routes to.
-    both = isvc(transformer={"timeout": 600, "containers": []})
+    both = isvc("Serverless", transformer={"timeout": 600, "containers": [{}]})
     both["spec"]["predictor"]["timeout"] = 30
-    assert entry_timeout(both, 300) == 600
-    with pytest.raises(ResourceError, match="timeout must be a positive integer"):
-        entry_timeout(isvc(transformer={"timeout": "10m"}), 300)
+    assert request_timeout(both, VERSIONS) == 600
+    # Standard mode has no queue-proxy, hence no such timer.
+    assert request_timeout(isvc("RawDeployment", predictor={"timeout": 45}), VERSIONS) is None
 
 
 def test_the_controller_gives_the_front_the_transformers_timeout(

@@ -79,6 +79,25 @@ def knative_refusal(isvc: Mapping[str, Any], versions: Mapping[str, str]) -> str
     return None
 
 
+def knative_mode(isvc: Mapping[str, Any], versions: Mapping[str, str]) -> bool:
+    """Whether KServe deploys the InferenceService as Knative Services (revisions, traffic
+    split, queue-proxy timeouts), after its defaulting; unset means the cluster default,
+    ``Serverless`` in ``platform/k8s/cluster/inferenceservice-config``."""
+    mode = admission.deployment_mode(isvc, versions)
+    return mode in (None, admission.KNATIVE, admission.LEGACY_SERVERLESS)
+
+
+def request_timeout(isvc: Mapping[str, Any], versions: Mapping[str, str]) -> float | None:
+    """Seconds the queue-proxy of the InferenceService's entry component (the transformer,
+    else the predictor) lets a request run: its ``timeout``, else Knative's
+    ``revision-timeout-seconds``; ``None`` in Standard mode, where no queue-proxy runs."""
+    if not knative_mode(isvc, versions):
+        return None
+    spec = isvc.get("spec") or {}
+    entry = "transformer" if spec.get("transformer") else "predictor"
+    return float(admission.effective_timeout(isvc, entry))
+
+
 def live_object(isvc: Mapping[str, Any], versions: Mapping[str, str]) -> dict[str, Any]:
     """The InferenceService as the API server stores it: Git's, after KServe's mutating
     webhook rewrote ``deploymentMode`` (the transformer's arguments are added to its pod,

@@ -132,11 +132,12 @@ class Front:
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic split, not security
         self.backends: tuple[Backend, ...] = ()
-        self.timeout = DEFAULT_TIMEOUT_SECONDS
+        self.timeout: float | None = DEFAULT_TIMEOUT_SECONDS
 
     def set_backends(
-        self, backends: Sequence[Backend], *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+        self, backends: Sequence[Backend], *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
     ) -> None:
+        """New routes; ``timeout`` is the queue-proxy's total timer (``None``: none)."""
         self.backends = tuple(b for b in backends if b.percent > 0)
         self.timeout = timeout
 

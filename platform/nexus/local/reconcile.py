@@ -24,8 +24,15 @@ from aiohttp import web
 
 from nexus.errors import PlatformError, ResourceError
 from nexus.local import prometheus
-from nexus.local.admission import Event, knative_refusal, live_object, local_transformer_args
-from nexus.local.front import DEFAULT_TIMEOUT_SECONDS, Backend, Front
+from nexus.local.admission import (
+    Event,
+    knative_mode,
+    knative_refusal,
+    live_object,
+    local_transformer_args,
+    request_timeout,
+)
+from nexus.local.front import Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
     PredictorMode,
@@ -33,7 +40,6 @@ from nexus.local.resources import (
     cluster_host,
     configmap_data,
     container_env,
-    entry_timeout,
     predictor_command,
     transformer_command,
     transformer_container,
@@ -192,7 +198,12 @@ class Reconciler:
         try:
             predictor = (res.body.get("spec") or {}).get("predictor") or {}
             state = observe(self.states.get(res.key, RevisionState()), res.name, predictor)
-            run.desired = desired_traffic(state, canary_percent(predictor))
+            percent = canary_percent(predictor)
+            if not knative_mode(res.body, self.settings.versions):
+                # Standard (raw) mode ignores canaryTrafficPercent silently (kserve#5335)
+                # and rolls its Deployment over to the new spec instead.
+                percent = None
+            run.desired = desired_traffic(state, percent)
             if run.listener is None:
                 run.listener = await self._listen(res.name)
             for name in live(state, run.desired):
@@ -204,7 +215,7 @@ class Reconciler:
                     Backend(t.revision, self._transformer_url(t.revision), t.percent)
                     for t in state.traffic
                 ],
-                timeout=entry_timeout(res.body, DEFAULT_TIMEOUT_SECONDS),
+                timeout=request_timeout(res.body, self.settings.versions),
             )
             await self._retire(run, keep=set(live(state, run.desired)))
             run.error = None

@@ -123,25 +123,6 @@ def container_env(
     return env
 
 
-def entry_timeout(isvc: Mapping[str, Any], default: float) -> float:
-    """Seconds the InferenceService's entry component (the transformer, else the predictor)
-    lets a request run: its ``timeout``, else Knative's ``revision-timeout-seconds``.
-
-    KServe passes ``spec.<component>.timeout`` to the Knative Service as ``timeoutSeconds``
-    (``ksvc_reconciler.go``, kserve/kserve master of Aug 2026, between 0.20 and 0.21).
-    """
-    spec = isvc.get("spec") or {}
-    component = spec.get("transformer") or spec.get("predictor") or {}
-    timeout = component.get("timeout")
-    if timeout is None:
-        return default
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
-        raise ResourceError(
-            f"spec.transformer/predictor.timeout must be a positive integer, got {timeout!r}"
-        )
-    return float(timeout)
-
-
 def transformer_container(isvc: Mapping[str, Any]) -> Mapping[str, Any] | None:
     containers = ((isvc.get("spec") or {}).get("transformer") or {}).get("containers") or []
     return containers[0] if containers else None
