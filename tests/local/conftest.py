@@ -73,8 +73,18 @@ class LocalController:
         return self.get(f"/api/v1/applications/{name}")
 
     def wait(self, check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+        """Poll ``check``; a 404 (the first sync has not run yet) counts as not yet."""
+
+        def done() -> bool:
+            try:
+                return check()
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                return False
+
         deadline = time.monotonic() + timeout
-        while not check():
+        while not done():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not reached in {timeout}s; {self.isvc()['status']}")
             time.sleep(0.2)
