@@ -55,7 +55,7 @@ def test_cli_json_names_file_document_field_and_fix(
     assert canary[0]["path"].endswith("fixtures/isvc/canary-raw.yaml")
     assert canary[0]["document"] == 0
     assert canary[0]["field"] == "spec.predictor.canaryTrafficPercent"
-    assert "Serverless" in canary[0]["fix"]
+    assert "Knative" in canary[0]["fix"]
 
 
 def test_crds_dir_comes_from_the_environment(

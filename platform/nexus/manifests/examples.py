@@ -25,7 +25,10 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             environment="prod",
             min_replicas=1,
             max_replicas=4,
-            vllm_args=("--tensor-parallel-size=1", "--max-model-len=32768"),
+            # ~130 GiB of bf16 weights: four 80 GB GPUs, tensor parallel 4 (the renderer adds
+            # --tensor-parallel-size and a memory-backed /dev/shm from `gpus`).
+            gpus=4,
+            vllm_args=("--max-model-len=32768",),
             concurrency_target=16,
         ),
         ModelDescription(
