@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.processes import REPO, free_port, free_port_range, managed, python_module
+from tests.support.processes import (
+    REPO,
+    Managed,
+    free_port,
+    free_port_range,
+    python_module,
+    wait_http,
+)
 
 ISVC = "qwen-1-5b"
 ISVC_PATH = f"inference_services/local/inferenceservice.{ISVC}.yaml"
@@ -43,6 +51,23 @@ class LocalController:
     project: Path
     work: Path  # a clone of the GitOps repository the test commits and pushes from
     status_url: str
+    command: list[str] = field(default_factory=list)
+    process: Managed | None = None
+
+    def start(self) -> None:
+        """Start the controller (as `nexus up` does) and wait for its status API."""
+        self.process = Managed(self.command, log=self.state.parent / "controller.log")
+        try:
+            wait_http(f"{self.status_url}/healthz", timeout=60, proc=self.process.proc)
+        except BaseException:
+            sys.stderr.write(self.process.output()[-4000:])
+            raise
+
+    def restart(self) -> None:
+        """Stop the controller (SIGTERM: it stops its processes) and start it again."""
+        assert self.process is not None
+        self.process.stop()
+        self.start()
 
     def read(self, path: str) -> dict[str, Any]:
         return dict(yaml.safe_load((self.work / path).read_text()))
@@ -150,9 +175,13 @@ def controller(tmp_path: Path) -> Iterator[LocalController]:
         "--port-base", str(base), "--port-span", "12", "--api-key-file", str(state / "api-key"),
         "--interval", "0.3",
     )  # fmt: skip
+    status_url = f"http://127.0.0.1:{status_port}"
+    found = LocalController(state, project, work, status_url)
+    found.command = args
     try:
-        with managed(args, log=tmp_path / "controller.log",
-                     ready_url=f"http://127.0.0.1:{status_port}/healthz"):  # fmt: skip
-            yield LocalController(state, project, work, f"http://127.0.0.1:{status_port}")
+        found.start()
+        yield found
     finally:
+        if found.process is not None:
+            found.process.stop()
         Supervisor(state).stop_all()

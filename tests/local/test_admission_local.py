@@ -156,3 +156,20 @@ def test_standard_mode_ignores_the_canary_percent(controller: LocalController) -
     controller.ready_revision("00002")
     annotations = controller.isvc()["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_after_a_restart_on_a_refused_commit_the_previous_spec_still_serves(
+    controller: LocalController,
+) -> None:
+    """The Knative Service never saw the refused spec, so a controller restart (``nexus
+    down`` / ``up``) must not lose what serves: the admitted spec is kept in state.json."""
+    controller.ready_revision("00001")
+    bad = controller.read(ISVC_PATH)
+    bad["spec"]["transformer"]["timeout"] = 900
+    bad["spec"]["predictor"]["containers"][0]["env"].append({"name": "REV", "value": "2"})
+    assert controller.push(ISVC_PATH, bad, "Transformer timeout 900 s").returncode == 0
+    synced(controller)
+    controller.restart()
+    controller.ready_revision("00001")
+    assert chat(controller).headers["x-nexus-revision"] == f"{ISVC}-predictor-00001"
+    assert [e["message"] for e in events(controller)] == [TIMEOUT_REFUSAL]

@@ -39,7 +39,7 @@ from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
-from nexus.local.resources import CONFIG_FOLDER, parse
+from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.status import Snapshot, status_app
 from nexus.local.supervisor import Supervisor
@@ -89,7 +89,15 @@ class Controller:
     def _save(self) -> None:
         path = self.settings.state_dir / "controller" / "state.json"
         data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
-        text = json.dumps({"inference_services": data}, indent=2, sort_keys=True) + "\n"
+        # The admitted specs: after a restart on a commit the webhooks refuse, the previous
+        # spec keeps serving, as the Knative Service the refusal never reached does.
+        applied = {
+            key: {"path": run.applied.path, "body": run.applied.body}
+            for key, run in sorted(self.reconciler.isvcs.items())
+            if run.applied
+        }
+        state = {"inference_services": data, "applied": applied}
+        text = json.dumps(state, indent=2, sort_keys=True) + "\n"
         prometheus.write(path, text)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -99,13 +107,19 @@ class Controller:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.interval)
 
 
-def load_states(state_dir: Path) -> dict[str, RevisionState]:
+def load_states(state_dir: Path) -> tuple[dict[str, RevisionState], dict[str, Resource]]:
+    """Revision histories and admitted specs saved by the previous controller."""
     path = state_dir / "controller" / "state.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
-    return {key: from_json(value) for key, value in data.get("inference_services", {}).items()}
+        return {}, {}
+    states = {key: from_json(value) for key, value in data.get("inference_services", {}).items()}
+    applied = {}
+    for key, saved in data.get("applied", {}).items():
+        namespace, _, name = key.partition("/")
+        applied[key] = Resource("InferenceService", name, namespace, saved["body"], saved["path"])
+    return states, applied
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -143,6 +157,7 @@ async def serve(args: argparse.Namespace) -> None:
         status_port=args.status_port,
         interval=args.interval,
     )
+    states, remembered = load_states(state_dir)
     registry = CollectorRegistry()
     revision_metrics = RevisionMetrics(registry)
     stop = asyncio.Event()
@@ -164,7 +179,8 @@ async def serve(args: argparse.Namespace) -> None:
             book=book,
             session=session,
             make_front=make_front,
-            states=load_states(state_dir),
+            states=states,
+            remembered=remembered,
         )
         controller = Controller(
             settings=settings, reconciler=reconciler, reader=GitReader(args.gitops_repo)

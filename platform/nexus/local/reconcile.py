@@ -121,6 +121,8 @@ class Reconciler:
     configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
     prometheus_config: str = ""
     events: list[Event] = field(default_factory=list)
+    # Specs admitted before a restart (state.json), for InferenceServices not seen since.
+    remembered: dict[str, Resource] = field(default_factory=dict)
 
     def secrets(self) -> dict[str, dict[str, str]]:
         """The Secrets a cluster creates outside Git, made from local values."""
@@ -138,7 +140,10 @@ class Reconciler:
         """The resources of the newest commit; ``apply()`` converges on them."""
         self.configmaps = configmap_data(configmaps)
         for resource in isvcs:
-            run = self.isvcs.setdefault(resource.key, IsvcRun(resource))
+            run = self.isvcs.get(resource.key) or IsvcRun(
+                resource, applied=self.remembered.pop(resource.key, None)
+            )
+            self.isvcs[resource.key] = run
             run.resource = resource
             refusal = knative_refusal(resource.body, self.settings.versions)
             if refusal is None:
