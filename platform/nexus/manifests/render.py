@@ -40,6 +40,7 @@ from kubernetes.client import (
 from nexus.errors import ConfigError
 from nexus.manifests import model as m
 from nexus.manifests.kserve_codec import dump_yaml, to_dict
+from nexus.manifests.model_cache import render_cache
 from nexus.manifests.pools import Pool, quantity_bytes
 from nexus.manifests.sizing import PARAMETERS_ANNOTATION
 
@@ -270,7 +271,19 @@ def render_inference_service(
     )
 
 
+def render_documents(desc: m.ModelDescription, pools: Mapping[str, Pool]) -> list[dict[str, Any]]:
+    """The InferenceService of ``desc``, preceded by its model cache when it asks for one."""
+    isvc = render_inference_service(desc, pools)
+    docs: list[dict[str, Any]] = []
+    if desc.cache:
+        pool = pools[desc.pool]
+        docs.append(render_cache(desc, pool, merge_args(pool.vllm_args, desc.vllm_args)))
+    docs.append(to_dict(isvc))
+    return docs
+
+
 def render_yaml(descriptions: Sequence[m.ModelDescription], pools: Mapping[str, Pool]) -> str:
-    """Deterministic YAML of one or more InferenceServices (one document each)."""
-    docs = [to_dict(render_inference_service(desc, pools)) for desc in descriptions]
+    """Deterministic YAML of one or more InferenceServices (one document each, plus a
+    model cache document before those that ask for one)."""
+    docs = [doc for desc in descriptions for doc in render_documents(desc, pools)]
     return dump_yaml(docs, header=HEADER)
