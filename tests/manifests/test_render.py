@@ -12,7 +12,12 @@ from nexus.manifests.examples import EXAMPLES, example_files
 from nexus.manifests.kserve_codec import CodecError, from_dict, to_dict
 from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
 from nexus.manifests.pools import Pool, load_pools
-from nexus.manifests.render import merge_args, render_inference_service, render_yaml
+from nexus.manifests.render import (
+    merge_args,
+    render_cache_yaml,
+    render_inference_service,
+    render_yaml,
+)
 from tests.manifests.conftest import REPO_ROOT
 
 
@@ -193,10 +198,11 @@ def test_committed_examples_are_what_the_renderer_produces(pools: dict[str, Pool
         assert committed == text, f"{relative} is stale: python -m nexus.manifests.examples"
 
 
-def test_cached_model_gets_a_namespace_cache_before_its_isvc(pools: dict[str, Pool]) -> None:
+def test_cached_model_gets_a_namespace_cache_file(pools: dict[str, Pool]) -> None:
     desc = _desc(runtime="vllm", pool="h100", canary_percent=None, gpus=4, cache=True,
                  storage_uri="hf://meta-llama/Llama-3.1-70B-Instruct")  # fmt: skip
-    cache, isvc = yaml.safe_load_all(render_yaml([desc], pools))
+    isvc = yaml.safe_load(render_yaml([desc], pools))
+    cache = yaml.safe_load(render_cache_yaml(desc, pools) or "")
     assert cache["kind"] == "LocalModelNamespaceCache"
     assert cache["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
     # KServe matches the cache to the InferenceService by storage URI.

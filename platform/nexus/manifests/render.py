@@ -271,19 +271,20 @@ def render_inference_service(
     )
 
 
-def render_documents(desc: m.ModelDescription, pools: Mapping[str, Pool]) -> list[dict[str, Any]]:
-    """The InferenceService of ``desc``, preceded by its model cache when it asks for one."""
-    isvc = render_inference_service(desc, pools)
-    docs: list[dict[str, Any]] = []
-    if desc.cache:
-        pool = pools[desc.pool]
-        docs.append(render_cache(desc, pool, merge_args(pool.vllm_args, desc.vllm_args)))
-    docs.append(to_dict(isvc))
-    return docs
-
-
 def render_yaml(descriptions: Sequence[m.ModelDescription], pools: Mapping[str, Pool]) -> str:
-    """Deterministic YAML of one or more InferenceServices (one document each, plus a
-    model cache document before those that ask for one)."""
-    docs = [doc for desc in descriptions for doc in render_documents(desc, pools)]
+    """Deterministic YAML of one or more InferenceServices (one document each)."""
+    docs = [to_dict(render_inference_service(desc, pools)) for desc in descriptions]
     return dump_yaml(docs, header=HEADER)
+
+
+def render_cache_yaml(desc: m.ModelDescription, pools: Mapping[str, Pool]) -> str | None:
+    """The model cache of ``desc`` (its own file, so that a release re-rendering the
+    InferenceService never drops it), or None when ``desc`` asks for none."""
+    if not desc.cache:
+        return None
+    pool = pools.get(desc.pool)
+    if pool is None:
+        raise ConfigError(f"unknown pool {desc.pool!r}; known pools: {sorted(pools)}")
+    return dump_yaml(
+        [render_cache(desc, pool, merge_args(pool.vllm_args, desc.vllm_args))], header=HEADER
+    )
