@@ -12,7 +12,12 @@ from nexus.manifests.examples import EXAMPLES, example_files
 from nexus.manifests.kserve_codec import CodecError, from_dict, to_dict
 from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
 from nexus.manifests.pools import Pool, load_pools
-from nexus.manifests.render import merge_args, render_inference_service, render_yaml
+from nexus.manifests.render import (
+    merge_args,
+    render_cache_yaml,
+    render_inference_service,
+    render_yaml,
+)
 from tests.manifests.conftest import REPO_ROOT
 
 
@@ -191,3 +196,37 @@ def test_committed_examples_are_what_the_renderer_produces(pools: dict[str, Pool
     for relative, text in files.items():
         committed = (REPO_ROOT / relative).read_text(encoding="utf-8")
         assert committed == text, f"{relative} is stale: python -m nexus.manifests.examples"
+
+
+def test_cached_model_gets_a_namespace_cache_file(pools: dict[str, Pool]) -> None:
+    desc = _desc(runtime="vllm", pool="h100", canary_percent=None, gpus=4, cache=True,
+                 storage_uri="hf://meta-llama/Llama-3.1-70B-Instruct")  # fmt: skip
+    isvc = yaml.safe_load(render_yaml([desc], pools))
+    cache = yaml.safe_load(render_cache_yaml(desc, pools) or "")
+    assert cache["kind"] == "LocalModelNamespaceCache"
+    assert cache["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
+    # KServe matches the cache to the InferenceService by storage URI.
+    assert cache["spec"]["sourceModelUri"] == isvc["spec"]["predictor"]["model"]["storageUri"]
+    # 70e9 parameters x 2 bytes (bf16) x 1.1 margin = 143.4 GiB, rounded up.
+    assert cache["spec"]["modelSize"] == "144Gi"
+    assert cache["spec"]["nodeGroups"] == ["nexus-h100"]
+
+
+def test_every_cached_example_has_its_node_group_and_downloader() -> None:
+    folder = REPO_ROOT / "platform" / "k8s" / "model-cache"
+    shipped = {
+        doc["metadata"]["name"]
+        for path in folder.glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc.get("kind") in ("LocalModelNodeGroup", "ServiceAccount")
+    }
+    cached = [d for ds in EXAMPLES.values() for d in ds if d.cache]
+    assert cached, "the examples show the model cache"
+    for desc in cached:
+        assert f"nexus-{desc.pool}" in shipped
+    assert "nexus-model-downloader" in shipped
+
+
+def test_cache_refused_for_custom_containers() -> None:
+    with pytest.raises(ConfigError, match="model cache"):
+        _desc(runtime="vllm", pool="cpu", predictor_image=CPU_WORKER_IMAGE, cache=True)

@@ -142,6 +142,12 @@ def referenced_secrets() -> dict[tuple[str, str], str]:
                     for item in container.get("env") or []:
                         if ref := (item.get("valueFrom") or {}).get("secretKeyRef"):
                             found[(NAMESPACE, ref["name"])] = where
+    for folder in sorted(p for p in K8S.iterdir() if (p / "kustomization.yaml").exists()):
+        for doc in documents(folder):
+            if doc["kind"] == "ServiceAccount":
+                for ref in doc.get("secrets") or []:
+                    namespace = doc["metadata"].get("namespace", NAMESPACE)
+                    found[(namespace, ref["name"])] = f"platform/k8s/{folder.name} (ServiceAccount)"
     for gateway in of_kind(documents(K8S / "base"), "Gateway").values():
         for server in gateway["spec"]["servers"]:
             if name := server.get("tls", {}).get("credentialName"):

@@ -65,6 +65,9 @@ class ModelDescription:
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     # Parameter count ("70B") from the registry, when the model id does not say it.
     parameters: str | None = None
+    # Cache the weights on the pool's nodes (model_cache.py) instead of downloading them
+    # for every revision and replica.
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -95,6 +98,8 @@ class ModelDescription:
                 f"timeout {self.timeout_seconds} s must be within 1..{DEFAULT_TIMEOUT_SECONDS}: "
                 "Knative refuses a revision timeout above max-revision-timeout-seconds"
             )
+        if self.cache and self.predictor_image is not None:
+            raise ConfigError("the model cache serves model predictors, not custom containers")
         if self.predictor_image is not None and self.runtime != "vllm":
             raise ConfigError("a custom predictor image must speak the vLLM API (runtime 'vllm')")
 

@@ -40,6 +40,7 @@ from kubernetes.client import (
 from nexus.errors import ConfigError
 from nexus.manifests import model as m
 from nexus.manifests.kserve_codec import dump_yaml, to_dict
+from nexus.manifests.model_cache import render_cache
 from nexus.manifests.pools import Pool, quantity_bytes
 from nexus.manifests.sizing import PARAMETERS_ANNOTATION
 
@@ -274,3 +275,16 @@ def render_yaml(descriptions: Sequence[m.ModelDescription], pools: Mapping[str, 
     """Deterministic YAML of one or more InferenceServices (one document each)."""
     docs = [to_dict(render_inference_service(desc, pools)) for desc in descriptions]
     return dump_yaml(docs, header=HEADER)
+
+
+def render_cache_yaml(desc: m.ModelDescription, pools: Mapping[str, Pool]) -> str | None:
+    """The model cache of ``desc`` (its own file, so that a release re-rendering the
+    InferenceService never drops it), or None when ``desc`` asks for none."""
+    if not desc.cache:
+        return None
+    pool = pools.get(desc.pool)
+    if pool is None:
+        raise ConfigError(f"unknown pool {desc.pool!r}; known pools: {sorted(pools)}")
+    return dump_yaml(
+        [render_cache(desc, pool, merge_args(pool.vllm_args, desc.vllm_args))], header=HEADER
+    )
