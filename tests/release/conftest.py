@@ -126,8 +126,12 @@ class LocalPlatform:
 @pytest.fixture
 def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
     """The local control plane on the test's GitOps repository, and its Prometheus."""
-    from nexus.local import atomic_file, prometheus
+    from nexus.local import atomic_file, gitops, prometheus
+    from nexus.local.resources import CONFIG_FOLDER
     from nexus.local.supervisor import Supervisor
+
+    # The transformers' ConfigMaps come from the synced commit, as `nexus up` seeds them.
+    gitops.seed(gitops_repo, REPO, [CONFIG_FOLDER])
 
     binary = shutil.which("prometheus")
     if binary is None:

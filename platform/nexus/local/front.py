@@ -6,6 +6,12 @@ and relays the answer as it arrives (SSE streams included). The response carries
 replaced atomically by the controller when traffic moves; requests in flight finish on
 the revision they started on, as with Knative.
 
+Every request runs under the entry component's timeout (``set_backends(timeout=)``), as
+Knative's queue-proxy runs it: a total timer from the request's arrival that ends
+streams too; before the answer starts, a 504 with body ``request timeout``; after, the
+same text is written into the answer and it ends (``pkg/http/handler/timeout.go`` and
+``pkg/queue/sharedmain/handlers.go``, knative/serving knative-v1.21.0).
+
 It also reports what Knative's queue-proxy reports for every revision
 (``RevisionMetrics``): in a cluster the transformer does not know which predictor revision
 answered, so the canary analysis, the alert rules and the dashboard read the
@@ -14,6 +20,7 @@ queue-proxy's series, and locally the front exports them under the same names.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 import time
@@ -32,6 +39,13 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
      "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 )  # fmt: skip
+
+
+# Knative's revision-timeout-seconds default (pkg/apis/config/defaults.go,
+# DefaultRevisionTimeoutSeconds, knative-v1.21.0), for components that set no timeout.
+DEFAULT_TIMEOUT_SECONDS = 300.0
+# What the queue-proxy writes when the timer fires (handlers.go, NewTimeoutHandler's msg).
+TIMEOUT_BODY = b"request timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,33 +132,49 @@ class Front:
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic split, not security
         self.backends: tuple[Backend, ...] = ()
+        self.timeout: float | None = DEFAULT_TIMEOUT_SECONDS
 
-    def set_backends(self, backends: Sequence[Backend]) -> None:
+    def set_backends(
+        self, backends: Sequence[Backend], *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        """New routes; ``timeout`` is the queue-proxy's total timer (``None``: none)."""
         self.backends = tuple(b for b in backends if b.percent > 0)
+        self.timeout = timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         backend = choose(self.backends, self.rng.random() * 100)
         if backend is None:
             return _error(503, f"InferenceService {self.isvc} has no ready revision")
         started = time.perf_counter()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        url = backend.base_url + request.rel_url.raw_path_qs
-        body = await request.read()
+        response: web.StreamResponse | None = None
         try:
-            upstream = await self.session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except aiohttp.ClientError as exc:
-            self.metrics.observe(self.isvc, backend.revision, 503, time.perf_counter() - started)
-            return _error(503, f"revision {backend.revision} is unreachable: {exc}")
-        async with upstream:
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            out[REVISION_HEADER] = backend.revision
-            response = web.StreamResponse(status=upstream.status, headers=out)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+            async with asyncio.timeout(self.timeout):
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+                url = backend.base_url + request.rel_url.raw_path_qs
+                body = await request.read()
+                try:
+                    upstream = await self.session.request(
+                        request.method, url, headers=headers, data=body, allow_redirects=False
+                    )
+                except aiohttp.ClientError as exc:
+                    elapsed = time.perf_counter() - started
+                    self.metrics.observe(self.isvc, backend.revision, 503, elapsed)
+                    return _error(503, f"revision {backend.revision} is unreachable: {exc}")
+                async with upstream:
+                    out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                    out[REVISION_HEADER] = backend.revision
+                    response = web.StreamResponse(status=upstream.status, headers=out)
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+        except TimeoutError:
+            self.metrics.observe(self.isvc, backend.revision, 504, time.perf_counter() - started)
+            if response is None or not response.prepared:
+                return web.Response(status=504, body=TIMEOUT_BODY, content_type="text/plain")
+            await response.write(TIMEOUT_BODY)
             await response.write_eof()
+            return response
         elapsed = time.perf_counter() - started
         self.metrics.observe(self.isvc, backend.revision, upstream.status, elapsed)
         return response

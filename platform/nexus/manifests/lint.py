@@ -18,6 +18,7 @@ from nexus.manifests.documents import load_paths
 from nexus.manifests.findings import Finding
 from nexus.manifests.rules import RULES, kustomize
 from nexus.manifests.schema import SchemaRegistry, validate_all
+from nexus.manifests.versions import VERSIONS_FILE
 
 CRDS_ENV = "NEXUS_CRDS_DIR"
 
@@ -62,6 +63,7 @@ def lint_paths(
         context_docs,
         repo_root=None if options.isolated else root,
         pools_file=root / "platform" / "pools.yaml" if root is not None else None,
+        versions_file=root / VERSIONS_FILE if root is not None else None,
         use_kubectl=options.use_kubectl,
     )
     findings += validate_all(docs, schemas)
