@@ -8,9 +8,9 @@ The calls are KFP's v2beta1 REST API through ``kfp.Client`` (kfp 2.17,
 2. ``GET /apis/v2beta1/pipelines?filter=…``: the ``nexus-release`` pipeline, by name;
 3. a version named after the package's digest, so submitting the same package twice
    uploads it once: ``GET …/pipelines/{id}/versions?filter=…``, else
-   ``POST /apis/v2beta1/pipelines/upload`` (a new pipeline; multipart field
-   ``uploadfile``, ``backend/src/apiserver/server/pipeline_upload_server.go``) or
-   ``POST /apis/v2beta1/pipelines/upload_version?pipelineid=…``;
+   ``POST /apis/v2beta1/pipelines/upload_version?name=…&pipelineid=…`` (multipart field
+   ``uploadfile``, ``backend/src/apiserver/server/pipeline_upload_server.go``), after
+   ``POST /apis/v2beta1/pipelines/upload`` when the cluster has no such pipeline yet;
 4. ``GET``/``POST /apis/v2beta1/experiments``: the ``nexus-release`` experiment;
 5. ``POST /apis/v2beta1/runs``: the run, referencing the uploaded version, with the
    release's parameters and the ``nexus-release`` ServiceAccount (``run.proto``,
@@ -46,22 +46,18 @@ def _pipeline_version(client: Any, package: Path, name: str, version: str) -> tu
     """``(pipeline id, version id)`` of ``version`` of pipeline ``name``, uploaded if new."""
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:
-        pipeline = client.upload_pipeline(str(package), pipeline_name=name)
-        pipeline_id = pipeline.pipeline_id
-        # The upload created the pipeline's first version from the same package.
-        found = client.list_pipeline_versions(pipeline_id, page_size=1).pipeline_versions
+        # The server names a new pipeline's first version after the pipeline
+        # (pipeline_upload_server.go), so the digest-named version is uploaded next to it:
+        # looking versions up by digest is what makes a resubmission upload nothing.
+        pipeline_id = client.upload_pipeline(str(package), pipeline_name=name).pipeline_id
     else:
         found = client.list_pipeline_versions(
             pipeline_id, page_size=1, filter=_by_name(version)
         ).pipeline_versions
-        if not found:
-            uploaded = client.upload_pipeline_version(
-                str(package), version, pipeline_id=pipeline_id
-            )
-            found = [uploaded]
-    if not found:
-        raise ReleaseError(f"KFP kept no version of pipeline {name} after the upload")
-    return str(pipeline_id), str(found[0].pipeline_version_id)
+        if found:
+            return str(pipeline_id), str(found[0].pipeline_version_id)
+    uploaded = client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id)
+    return str(pipeline_id), str(uploaded.pipeline_version_id)
 
 
 def submit(
