@@ -33,6 +33,7 @@ from nexus.errors import PlatformError
 from nexus.local.platform import Options, fetch, status, up
 from nexus.local.ports import PortBook
 from nexus.local.report import endpoints_table
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION
 
 Say = Callable[[str], None]
 CHAT_PATH: Final = "/openai/v1/chat/completions"
@@ -329,7 +330,8 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"   the worker on :{port} accepts connections again by itself after the fault")
 
     say(endpoints_table(endpoints))
-    query = urllib.parse.quote(f'sum by (revision) (revision_app_request_count{{isvc="{model}"}})')
+    requests = f'{QUEUE_PROXY_DURATION}_count{{isvc="{model}"}}'
+    query = urllib.parse.quote(f"sum by (revision) ({requests})")
     say(f"\nThe demo's model in the MLflow UI: {endpoints['tracking_uri']}/#/models/{model}")
     say(f"Requests by revision in Prometheus: {endpoints['prometheus_url']}/graph?g0.expr={query}")
     say(f"Release another version: nexus registry register {model} --storage-uri hf://... "

@@ -21,7 +21,12 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline's parameters from flags, ``endpoints.json`` and the environment."""
     from nexus.release.run import local_endpoints
 
-    endpoints = local_endpoints(args.state_dir)
+    # A cluster cannot reach this machine's endpoints: with --kfp-host only flags count,
+    # and what is left empty takes the pipeline's in-cluster default (release/submit.py).
+    endpoints = {} if args.kfp_host else local_endpoints(args.state_dir)
+    tracking = (
+        args.tracking_uri if args.kfp_host else tracking_uri(args.tracking_uri, args.state_dir)
+    )
     window = args.analysis_window
     if window is None:
         window = 60.0 if args.environment == LOCAL_ENVIRONMENT else 600.0
@@ -36,7 +41,7 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
         "min_canary_requests": args.min_canary_requests,
         "gitops_repo": args.gitops_repo or endpoints.get("gitops_repo", ""),
         "prometheus_url": args.prometheus_url or endpoints.get("prometheus_url", ""),
-        "tracking_uri": tracking_uri(args.tracking_uri, args.state_dir),
+        "tracking_uri": tracking,
         "status_url": args.status_url or endpoints.get("status_url", ""),
         "namespace": args.namespace,
         "wait_timeout_s": float(args.wait_timeout),

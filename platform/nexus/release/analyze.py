@@ -3,13 +3,17 @@
 Only metrics that know the predictor's Knative revision can tell a canary from the stable
 revision. A canary changes the predictor alone, so the transformer keeps its one revision
 and cannot say which predictor revision answered; its ``gateway_*`` series are no use
-here. The analysis reads Knative's queue-proxy instead (``revision_app_request_count``
-and ``revision_app_request_latencies``, in milliseconds, on every predictor pod) and
-vLLM's ``vllm:time_to_first_token_seconds``. The PodMonitors add ``isvc`` and ``revision``
-labels from the pod's KServe and Knative labels; locally the front exports the
-queue-proxy's series and the scrape config labels the workers. The queries have the
-shape of the PrometheusRule's (``platform/k8s/monitoring``), narrowed to the two
-revisions of one InferenceService over the analysis window.
+here. The analysis reads Knative's queue-proxy instead: on the declared Knative (1.21)
+its one request histogram, ``kn_serving_invocation_duration_seconds`` (seconds, by
+``http_response_status_code``; ``nexus.manifests.metric_names`` cites the source), which
+it exports once the platform sets ``request-metrics-protocol: prometheus``
+(``platform/k8s/cluster/config-observability.configmap.yaml``); and vLLM's
+``vllm:time_to_first_token_seconds``. The PodMonitor adds ``isvc`` and ``revision``
+labels from the pod's KServe and Knative labels; locally the front exports the same
+histogram and the scrape config labels it the same way. ``docs/canary-signal.md`` says
+why this signal and not another. The queries have the shape of the PrometheusRule's
+(``platform/k8s/monitoring``), narrowed to the two revisions of one InferenceService
+over the analysis window.
 
 The canary is rolled back when it got too little traffic to judge, when its 5xx ratio
 exceeds the stable revision's by more than ``max_error_ratio`` (the alert rule's "points
@@ -33,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from nexus.errors import ReleaseError
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import Rollout
 
@@ -130,14 +135,12 @@ def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
             f"(rate({family}_bucket{{{selector}}}{window})))"
         )
 
-    requests = "revision_app_request_count"
+    count = f"{QUEUE_PROXY_DURATION}_count"
+    server_errors = f'{QUEUE_PROXY_STATUS_LABEL}=~"5.."'
     return {
-        "requests": f"sum by (revision) (increase({requests}{{{selector}}}{window}))",
-        "errors": (
-            f"sum by (revision) "
-            f'(increase({requests}{{{selector}, response_code_class="5xx"}}{window}))'
-        ),
-        "p95_latency_s": f"{p95('revision_app_request_latencies')} / 1000",
+        "requests": f"sum by (revision) (increase({count}{{{selector}}}{window}))",
+        "errors": (f"sum by (revision) (increase({count}{{{selector}, {server_errors}}}{window}))"),
+        "p95_latency_s": p95(QUEUE_PROXY_DURATION),
         "p95_ttft_s": p95("vllm:time_to_first_token_seconds"),
     }
 

@@ -15,7 +15,6 @@ import io
 import json
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any, Final, TextIO
 from nexus.errors import ReleaseError
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
+from nexus.release.submit import submit as submit  # `nexus release --kfp-host`
 
 ENDPOINTS_FILE: Final = "endpoints.json"
 ENDPOINT_KEYS: Final = ("tracking_uri", "gitops_repo", "prometheus_url", "status_url")
@@ -129,23 +129,6 @@ def compile_pipeline(target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(release, package_path=str(target))
-
-
-def submit(host: str, arguments: Mapping[str, Any], *, package: Path | None = None) -> str:
-    """Start a run on a KFP cluster from the compiled package; the run's URL."""
-    import kfp
-
-    with tempfile.TemporaryDirectory(prefix="nexus-kfp-") as tmp:
-        if package is None or not package.is_file():
-            package = Path(tmp) / "release.yaml"
-            compile_pipeline(package)
-        client = kfp.Client(host=host)
-        result = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=dict(arguments),
-            run_name=f"release-{arguments['model_name']}-{arguments['version']}",
-        )
-    return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
 
 
 def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
