@@ -13,7 +13,6 @@ contract (arguments, v1/v2 routes, health, metrics) for everything else.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +38,12 @@ from nexus.asgi import (
 from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
 from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
-from nexus.errors import MethodNotAllowed, NexusError
+from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import AccessLog, GatewayMetrics, exposition
-from nexus.transformer import openai, streaming
+from nexus.transformer import openai, routes, streaming
 from nexus.transformer.governance import Admission, Governor
-from nexus.transformer.upstream import Upstream, new_session
+from nexus.transformer.upstream import Upstream, new_session, public_body
 
 log = logging.getLogger("nexus.transformer")
 
@@ -59,9 +58,7 @@ UPSTREAM_PATHS: dict[openai.Kind, str] = {
     "embeddings": "/v1/embeddings",
 }
 MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
-KSERVE_INFER = re.compile(
-    r"/v1/models/(?P<v1>[^/:]+):(?:predict|explain)|/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer"
-)
+KSERVE_MODELS_ROUTE = "/v2/models"
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
 
@@ -192,11 +189,19 @@ class Gateway:
         elif path == "/metrics":
             body = exposition(self.metrics.registry)
             await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
-        elif match := KSERVE_INFER.fullmatch(path):
-            route = "/v1/models/{name}:predict" if match["v1"] else "/v2/models/{name}/infer"
-            await self._serve(scope, receive, send, route, "kserve", match["v1"] or match["v2"])
+        elif path == KSERVE_MODELS_ROUTE:
+            await self._serve(scope, receive, send, path, "models")
+        elif infer := routes.infer_route(path):
+            await self._serve(scope, receive, send, infer[0], "kserve", infer[1])
         else:
-            await self.kserve_app(scope, receive, send)
+            guard, model = routes.kserve_route(path)
+            if guard == "open":
+                await self.kserve_app(scope, receive, send)
+            elif guard == "keyed":
+                route = "/v2" if model is None else "/v2/models/{name}"
+                await self._serve(scope, receive, send, route, "metadata", model)
+            else:
+                await self._serve(scope, receive, send, "unmatched", "absent")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -237,6 +242,10 @@ class Gateway:
         try:
             if kind == "models":
                 await self._models(scope, send, headers, exchange)
+            elif kind == "absent":
+                raise RouteNotFound(f"no route {scope['method']} {_printable(scope['path'])}")
+            elif kind == "metadata":
+                await self._metadata(scope, receive, send, headers, exchange, path_model)
             elif kind == "kserve":
                 await self._kserve(scope, receive, send, headers, exchange, path_model or "")
             else:
@@ -248,7 +257,7 @@ class Gateway:
                 await respond(
                     send,
                     exc.status,
-                    exc.body_bytes(),
+                    public_body(exc),
                     [(b"content-type", JSON), *exc.headers(), *exchange.headers],
                 )
         except ClientDisconnected:
@@ -303,9 +312,36 @@ class Gateway:
             raise MethodNotAllowed("use GET to list models")
         principal = await self._authenticate(headers, ex)
         models = [m for m in self.settings.public_models if principal.may_use(m)]
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
         ex.status = 200
+        if ex.route == KSERVE_MODELS_ROUTE:
+            # KServe's v2 ListModelsResponse shape, limited to what this credential may use.
+            await respond_json(send, 200, {"models": models}, ex.headers)
+            return
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
         await respond_json(send, 200, {"object": "list", "data": data}, ex.headers)
+
+    async def _metadata(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        ex: Exchange,
+        model: str | None,
+    ) -> None:
+        """KServe's server and model metadata, for a credential that may see the model."""
+        principal = await self._authenticate(headers, ex)
+        if model is not None:
+            self.parts.governor.check_model(principal, model)
+            ex.model = model
+
+        async def record_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ex.status = message["status"]
+                message["headers"] = [*message.get("headers", []), *ex.headers]
+            await send(message)
+
+        await self.kserve_app(scope, receive, record_status)
 
     async def _openai(
         self,
@@ -420,3 +456,8 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _printable(path: str) -> str:
+    """A client-chosen path, cut and stripped of control characters for an error message."""
+    return "".join(c for c in path[:200] if c.isprintable())

@@ -84,7 +84,9 @@ class Governor:
     def check_model(self, principal: Principal, model: str) -> None:
         if model not in self._served:
             raise ModelNotFound(
-                f"model {model!r} is not served here; available: {sorted(self._served)}",
+                # Not the list of served names: a key may not be allowed to see them all.
+                f"model {model!r} is not served here; GET /v1/models lists the models"
+                " this credential may use",
                 param="model",
             )
         if not principal.may_use(model):

@@ -18,7 +18,7 @@ import orjson
 
 from nexus.asgi import Headers, Receive, Send
 from nexus.errors import UpstreamFailure
-from nexus.transformer.upstream import Reply, Upstream
+from nexus.transformer.upstream import Reply, Upstream, public_body
 
 EVENT_END = b"\n\n"
 
@@ -124,7 +124,7 @@ async def relay(
         upstream.settle(reply, ok=False)
         if outcome.first_byte_at is None:
             raise outcome.failed
-        error = b"event: error\ndata: " + outcome.failed.body_bytes() + EVENT_END
+        error = b"event: error\ndata: " + public_body(outcome.failed) + EVENT_END
         await send({"type": "http.response.body", "body": error, "more_body": False})
         return outcome
     upstream.settle(reply, ok=True)
