@@ -39,7 +39,9 @@ def test_repository_load_and_unload_are_absent(
             assert response.json()["error"]["code"] == "route_not_found"
     # Still served and still ready after every attempt.
     assert client.post("/v1/chat/completions", json=chat(), headers=AUTH).status_code == 200
-    assert client.post("/v1/chat/completions", json=chat("primary"), headers=AUTH).status_code == 200
+    assert (
+        client.post("/v1/chat/completions", json=chat("primary"), headers=AUTH).status_code == 200
+    )
     assert client.get("/v2/health/ready").status_code == 200
     assert client.get("/v2/models/chat/ready").json() == {"name": "chat", "ready": True}
 
