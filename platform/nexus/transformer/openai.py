@@ -26,6 +26,7 @@ class OpenAIRequest:
     stream: bool
     client_wants_usage: bool
     token_estimate: int
+    prompt_estimate: int
 
 
 def parse(kind: Kind, raw: bytes, *, default_max_tokens: int) -> OpenAIRequest:
@@ -69,6 +70,7 @@ def parse(kind: Kind, raw: bytes, *, default_max_tokens: int) -> OpenAIRequest:
         stream=stream,
         client_wants_usage=bool(options and options.get("include_usage")),
         token_estimate=prompt_chars // CHARS_PER_TOKEN + 1 + max_tokens,
+        prompt_estimate=prompt_chars // CHARS_PER_TOKEN + 1,
     )
 
 
