@@ -381,8 +381,11 @@ class Gateway:
                 ex.status, usage = 200, outcome.usage
                 streamed = outcome.streamed_tokens(request.prompt_estimate)
                 if streamed is not None:
-                    usage = {"prompt_tokens": request.prompt_estimate,
-                             "completion_tokens": outcome.events, "total_tokens": streamed}  # fmt: skip
+                    usage = {
+                        "prompt_tokens": request.prompt_estimate,
+                        "completion_tokens": outcome.events,
+                        "total_tokens": streamed,
+                    }
                 if outcome.client_left:
                     ex.status = 499
                 if outcome.first_byte_at is not None:
