@@ -41,7 +41,7 @@ from nexus.config import GatewaySettings
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import AccessLog, GatewayMetrics, exposition
-from nexus.transformer import openai, routes, streaming
+from nexus.transformer import kserve_inputs, openai, routes, streaming
 from nexus.transformer.governance import Admission, Governor
 from nexus.transformer.upstream import Upstream, new_session, public_body
 
@@ -434,7 +434,10 @@ class Gateway:
             limit=self.settings.max_body_bytes,
             content_length=headers.get(b"content-length"),
         )
-        admission = await self.parts.governor.admit(principal, model, 0)
+        kserve_inputs.check_binary_header(headers.get(kserve_inputs.BINARY_HEADER), len(raw))
+        admission = await self.parts.governor.admit(
+            principal, model, kserve_inputs.token_estimate(raw)
+        )
         ex.headers += admission.headers()
         ex.upstream = self.parts.upstream.name
         extra = ex.headers
@@ -449,7 +452,12 @@ class Gateway:
             *(h for h in scope["headers"] if h[0] != b"x-request-id"),
             (b"x-request-id", ex.request_id.encode()),
         ]
-        await self.kserve_app(scope, replay(raw, receive), send_with_headers)
+        try:
+            await self.kserve_app(scope, replay(raw, receive), send_with_headers)
+        finally:
+            if not 200 <= ex.status < 400:
+                # As on the OpenAI routes: a refused or failed call costs no tokens.
+                await self.parts.governor.settle(admission, 0)
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:

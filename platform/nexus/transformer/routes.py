@@ -10,12 +10,14 @@ loading or unloading: anyone able to reach it could take the model offline (issu
 item 1). So nothing reaches KServe's app unless it is listed here:
 
 - ``open``: liveness/readiness probes (``/``, ``/v2/health/live``, ``/v2/health/ready``,
-  ``/v2/models/{m}[/versions/{v}]/ready``, ``/v1/models/{m}``) — kubelet and Knative's
-  queue-proxy call them without credentials, and they reveal only "ready or not";
-- ``keyed``: server metadata ``/v2`` and model metadata ``/v2/models/{m}[/versions/{v}]``,
-  which need a credential (and, for a model, permission to use it);
+  ``/v2/models/{m}/ready``, ``/v1/models/{m}``) — kubelet and Knative's queue-proxy call
+  them without credentials, and they reveal only "ready or not";
+- ``keyed``: server metadata ``/v2`` and model metadata ``/v2/models/{m}``, which need a
+  credential (and, for a model, permission to use it);
 - everything else (repository load/unload, OpenAPI and docs, unknown paths) is answered
-  404 by the gateway itself, without a redirect.
+  404 by the gateway itself, without a redirect. That includes the ``/versions/{v}``
+  forms: KServe 0.21's ``V2Endpoints`` raises ``NotImplementedError`` (a 500) for any
+  model version.
 
 OpenAI routes, ``/v1/models``, ``/v2/models``, ``/metrics`` and v1/v2 inference are
 dispatched before this table is consulted (see ``app.Gateway.__call__``).
@@ -30,13 +32,13 @@ Guard = Literal["open", "keyed", "absent"]
 
 _OPEN = re.compile(
     r"/|/v2/health/live|/v2/health/ready"
-    r"|/v2/models/[^/]+(?:/versions/[^/]+)?/ready"
+    r"|/v2/models/[^/]+/ready"
     r"|/v1/models/[^/:]+"
 )
-_MODEL_METADATA = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?")
+_MODEL_METADATA = re.compile(r"/v2/models/(?P<model>[^/]+)")
 KSERVE_INFER = re.compile(
     r"/v1/models/(?P<v1>[^/:]+):(?P<verb>predict|explain)"
-    r"|/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer"
+    r"|/v2/models/(?P<v2>[^/]+)/infer"
 )
 
 
