@@ -185,7 +185,7 @@ def transformer_command(
     host = f"127.0.0.1:{predictor_port}"
     return [
         *(sys.executable, "-m", "nexus.transformer", *args),
-        *("--predictor_host", host, "--http_port", str(port)),
+        *("--predictor_host", host, "--http_port", str(port), "--host", "127.0.0.1"),
     ]
 
 

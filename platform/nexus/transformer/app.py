@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 
 from nexus.asgi import (
@@ -117,8 +118,16 @@ class Gateway:
 
     # ── lifespan ────────────────────────────────────────────────────────────────────────
     async def startup(self) -> None:
+        """Open the session and the limiter; whatever was opened is closed if a step fails."""
+        session = new_session(timeout_seconds=self.settings.request_timeout_seconds)
+        try:
+            self._parts = self._components(session)
+        except BaseException:
+            await session.close()
+            raise
+
+    def _components(self, session: aiohttp.ClientSession) -> Components:
         settings = self.settings
-        session = new_session(timeout_seconds=settings.request_timeout_seconds)
         upstream_name = settings.predictor_host
         breaker = CircuitBreaker(
             name=upstream_name,
@@ -141,7 +150,7 @@ class Gateway:
         authenticator = Authenticator(
             keys=ApiKeyStore(settings.api_keys, settings.key_policies), jwt=jwt
         )
-        self._parts = Components(
+        return Components(
             governor=Governor(
                 settings=settings,
                 authenticator=authenticator,
