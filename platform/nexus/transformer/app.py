@@ -62,6 +62,9 @@ MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 KSERVE_MODELS_ROUTE = "/v2/models"
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
+# Set by the router on a Sequence step that runs because the step before it failed; the
+# router drops any client-sent value (its propagated headers are trusted, see SECURITY.md).
+FALLBACK_HEADER = b"x-nexus-fallback"
 
 
 @dataclass(slots=True)
@@ -369,7 +372,9 @@ class Gateway:
         request = openai.parse(kind, raw, default_max_tokens=DEFAULT_MAX_TOKENS)
         ex.model = request.model
         governor, upstream = self.parts.governor, self.parts.upstream
-        admission = await governor.admit(principal, request.model, request.token_estimate)
+        admission = await governor.admit(
+            principal, request.model, request.token_estimate, fallback=_is_fallback(headers)
+        )
         ex.headers += admission.headers()
         body = openai.upstream_body(request, raw, served_name=self.settings.served_model_name)
         path = self.settings.predictor_path_prefix + UPSTREAM_PATHS[kind]
@@ -445,7 +450,7 @@ class Gateway:
         )
         kserve_inputs.check_binary_header(headers.get(kserve_inputs.BINARY_HEADER), len(raw))
         admission = await self.parts.governor.admit(
-            principal, model, kserve_inputs.token_estimate(raw)
+            principal, model, kserve_inputs.token_estimate(raw), fallback=_is_fallback(headers)
         )
         ex.headers += admission.headers()
         ex.upstream = self.parts.upstream.name
@@ -480,6 +485,10 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _is_fallback(headers: dict[bytes, bytes]) -> bool:
+    return bool(headers.get(FALLBACK_HEADER, b"").strip())
 
 
 def _printable(path: str) -> str:
