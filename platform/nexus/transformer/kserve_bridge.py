@@ -83,7 +83,51 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
         )
 
     app.add_exception_handler(NexusError, nexus_error)
+    _quiet_client_errors()
     return app  # type: ignore[no-any-return]
+
+
+class AnsweredErrors(logging.Filter):
+    """KServe's answered refusals as one warning line each, without the traceback.
+
+    Every exception handler in KServe 0.21's ``kserve/errors.py`` logs
+    ``logger.error("Exception:", exc_info=exc)`` before answering, so each malformed v1 body
+    became a 3 KB traceback at level error (issue 12, item 12). For the exceptions that are
+    answers (4xx, 501, 503) the record is rewritten; anything else, a genuine 500, keeps
+    its traceback.
+    """
+
+    def __init__(self, answered: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self._answered = answered
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.msg == "Exception:" and isinstance(exc, self._answered):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            text = "".join(c for c in str(exc)[:300] if c.isprintable())
+            record.msg, record.args = "kserve answered %s: %s", (type(exc).__name__, text)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_client_errors() -> None:
+    from kserve import errors
+    from kserve.logging import KSERVE_LOGGER_NAME
+
+    kserve_log = logging.getLogger(KSERVE_LOGGER_NAME)
+    if any(isinstance(f, AnsweredErrors) for f in kserve_log.filters):
+        return
+    answered = (
+        errors.InvalidInput,
+        errors.ModelNotFound,
+        errors.ModelNotReady,
+        errors.UnsupportedProtocol,
+        errors.ServerNotReady,
+        errors.ServerNotLive,
+        NotImplementedError,
+    )
+    kserve_log.addFilter(AnsweredErrors(answered))
 
 
 def _proxy_model_base() -> type:
