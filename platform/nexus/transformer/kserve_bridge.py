@@ -83,6 +83,8 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
         )
 
     app.add_exception_handler(NexusError, nexus_error)
+    # The registry readiness is computed from; KServe keeps it only inside its endpoints.
+    app.state.nexus_repository = repository
     _quiet_client_errors()
     return app  # type: ignore[no-any-return]
 
