@@ -56,6 +56,16 @@ def test_a_length_that_cuts_the_json_is_a_4xx(client: httpx.Client, cut: int) ->
 
 
 @pytest.mark.usefixtures("healthy")
+@pytest.mark.parametrize("order", [["abc", "67"], ["67", "abc"], ["67", "67"]])
+def test_the_length_header_given_twice_is_400(client: httpx.Client, order: list[str]) -> None:
+    headers = [(b"Authorization", f"Bearer {KEY}".encode()),
+               (b"Content-Type", b"application/octet-stream"),
+               *((b"Inference-Header-Content-Length", v.encode()) for v in order)]  # fmt: skip
+    response = client.post("/v2/models/chat/infer", content=TENSOR, headers=headers)
+    assert response.status_code == 400, response.text
+
+
+@pytest.mark.usefixtures("healthy")
 def test_a_correct_binary_length_is_served(client: httpx.Client) -> None:
     headers = {**AUTH, "Inference-Header-Content-Length": str(len(TENSOR)),
                "Content-Type": "application/octet-stream"}  # fmt: skip

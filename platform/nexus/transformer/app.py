@@ -448,7 +448,7 @@ class Gateway:
             limit=self.settings.max_body_bytes,
             content_length=headers.get(b"content-length"),
         )
-        kserve_inputs.check_binary_header(headers.get(kserve_inputs.BINARY_HEADER), len(raw))
+        kserve_inputs.check_binary_header(scope["headers"], len(raw))
         admission = await self.parts.governor.admit(
             principal, model, kserve_inputs.token_estimate(raw), fallback=_is_fallback(headers)
         )

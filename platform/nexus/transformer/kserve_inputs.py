@@ -21,10 +21,21 @@ BINARY_HEADER = b"inference-header-content-length"
 MAX_DIGITS = 19
 
 
-def check_binary_header(value: bytes | None, body_length: int) -> None:
-    """Raise ``InvalidRequest`` unless the JSON-part length header is usable (or absent)."""
-    if value is None:
+def check_binary_header(raw_headers: list[tuple[bytes, bytes]], body_length: int) -> None:
+    """Raise ``InvalidRequest`` unless the JSON-part length header is usable (or absent).
+
+    Given twice it is refused: the gateway's header map keeps the last value while
+    Starlette's ``Headers.__getitem__``, which KServe reads, returns the first.
+    """
+    values = [v for k, v in raw_headers if k == BINARY_HEADER]
+    if not values:
         return
+    if len(values) > 1:
+        raise InvalidRequest(
+            "header 'Inference-Header-Content-Length' is given more than once",
+            param="Inference-Header-Content-Length",
+        )
+    value = values[0]
     text = value.strip()
     if not text or len(text) > MAX_DIGITS or not text.isdigit():
         raise InvalidRequest(
