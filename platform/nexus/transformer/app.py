@@ -14,37 +14,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from nexus.asgi import (
     JSON,
     ASGIApp,
     ClientDisconnected,
-    Headers,
-    Message,
     Receive,
     Scope,
     Send,
     read_body,
-    replay,
     request_id_from,
     respond,
     respond_json,
     trace_id_from,
 )
-from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
-from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
-from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import AccessLog, GatewayMetrics, exposition
-from nexus.transformer import kserve_inputs, openai, routes, streaming
-from nexus.transformer.governance import Admission, Governor
-from nexus.transformer.upstream import Upstream, new_session, public_body
+from nexus.transformer import kserve_routes, openai, routes, streaming
+from nexus.transformer.components import Components, Exchange, build_components, is_fallback
+from nexus.transformer.governance import Admission
+from nexus.transformer.upstream import new_session, public_body
 
 log = logging.getLogger("nexus.transformer")
 
@@ -62,38 +55,6 @@ MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 KSERVE_MODELS_ROUTE = "/v2/models"
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
-# Set by the router on a Sequence step that runs because the step before it failed; the
-# router drops any client-sent value (its propagated headers are trusted, see SECURITY.md).
-FALLBACK_HEADER = b"x-nexus-fallback"
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One request's facts, filled in as it is served; becomes the log line and metrics."""
-
-    method: str
-    route: str
-    request_id: str
-    trace_id: str | None
-    started: float
-    headers: Headers
-    status: int = 0
-    model: str | None = None
-    principal: str | None = None
-    tenant: str | None = None
-    upstream: str | None = None
-    tokens: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Components:
-    """What exists only while the server runs (it needs the event loop)."""
-
-    governor: Governor
-    upstream: Upstream
-    limiter: RateLimiter
-    close: list[Any]
 
 
 class Gateway:
@@ -124,52 +85,10 @@ class Gateway:
         """Open the session and the limiter; whatever was opened is closed if a step fails."""
         session = new_session(timeout_seconds=self.settings.request_timeout_seconds)
         try:
-            self._parts = self._components(session)
+            self._parts = build_components(self.settings, self.metrics, session)
         except BaseException:
             await session.close()
             raise
-
-    def _components(self, session: aiohttp.ClientSession) -> Components:
-        settings = self.settings
-        upstream_name = settings.predictor_host
-        breaker = CircuitBreaker(
-            name=upstream_name,
-            max_failures=settings.breaker_max_failures,
-            reset_seconds=settings.breaker_reset_seconds,
-            on_change=lambda _old, new: self._breaker_changed(upstream_name, new),
-        )
-        self.metrics.circuit_state.labels(upstream_name).set(0)
-        redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
-        if redis is None:
-            log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
-        limiter = RateLimiter(
-            redis=redis,
-            local=InProcessWindow(),
-            failure_mode=settings.failure_mode,
-            events=self.metrics,
-        )
-        self.metrics.limiter_degraded.set(0)
-        jwt = JwtVerifier(settings.jwt, session=session) if settings.jwt.enabled else None
-        authenticator = Authenticator(
-            keys=ApiKeyStore(settings.api_keys, settings.key_policies), jwt=jwt
-        )
-        return Components(
-            governor=Governor(
-                settings=settings,
-                authenticator=authenticator,
-                limiter=limiter,
-                metrics=self.metrics,
-            ),
-            upstream=Upstream(
-                name=upstream_name,
-                base_url=settings.upstream_base_url,
-                session=session,
-                breaker=breaker,
-                metrics=self.metrics,
-            ),
-            limiter=limiter,
-            close=[session.close, limiter.close],
-        )
 
     async def shutdown(self) -> None:
         if self._parts is not None:
@@ -177,12 +96,6 @@ class Gateway:
                 await close()
             self._parts = None
         self.access_log.flush()
-
-    def _breaker_changed(self, upstream: str, new: State) -> None:
-        self.metrics.circuit_state.labels(upstream).set(int(new))
-        if new is State.OPEN:
-            self.metrics.circuit_open.labels(upstream).inc()
-        log.warning("circuit for %s is now %s", upstream, new.name.lower())
 
     # ── dispatch ────────────────────────────────────────────────────────────────────────
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -257,9 +170,18 @@ class Gateway:
             elif kind == "absent":
                 raise RouteNotFound(f"no route {scope['method']} {_printable(scope['path'])}")
             elif kind == "metadata":
-                await self._metadata(scope, receive, send, headers, exchange, path_model)
+                principal = await self._authenticate(headers, exchange)
+                await kserve_routes.metadata(
+                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
+                    model=path_model,
+                )  # fmt: skip
             elif kind == "kserve":
-                await self._kserve(scope, receive, send, headers, exchange, path_model or "")
+                principal = await self._authenticate(headers, exchange)
+                await kserve_routes.inference(
+                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
+                    model=path_model or "", max_body_bytes=self.settings.max_body_bytes,
+                    fallback=is_fallback(headers),
+                )  # fmt: skip
             else:
                 await self._openai(scope, receive, send, headers, exchange, kind)  # type: ignore[arg-type]
         except NexusError as exc:
@@ -332,29 +254,6 @@ class Gateway:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
         await respond_json(send, 200, {"object": "list", "data": data}, ex.headers)
 
-    async def _metadata(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, bytes],
-        ex: Exchange,
-        model: str | None,
-    ) -> None:
-        """KServe's server and model metadata, for a credential that may see the model."""
-        principal = await self._authenticate(headers, ex)
-        if model is not None:
-            self.parts.governor.check_model(principal, model)
-            ex.model = model
-
-        async def record_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ex.status = message["status"]
-                message["headers"] = [*message.get("headers", []), *ex.headers]
-            await send(message)
-
-        await self.kserve_app(scope, receive, record_status)
-
     async def _openai(
         self,
         scope: Scope,
@@ -373,7 +272,7 @@ class Gateway:
         ex.model = request.model
         governor, upstream = self.parts.governor, self.parts.upstream
         admission = await governor.admit(
-            principal, request.model, request.token_estimate, fallback=_is_fallback(headers)
+            principal, request.model, request.token_estimate, fallback=is_fallback(headers)
         )
         ex.headers += admission.headers()
         body = openai.upstream_body(request, raw, served_name=self.settings.served_model_name)
@@ -431,48 +330,6 @@ class Gateway:
             self.metrics.count_tokens(prompt, completion, tenant)
         await self.parts.governor.settle(admission, total)
 
-    async def _kserve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, bytes],
-        ex: Exchange,
-        model: str,
-    ) -> None:
-        """KServe v1/v2 inference: governed here, decoded and proxied by KServe's app."""
-        principal = await self._authenticate(headers, ex)
-        ex.model = model
-        raw = await read_body(
-            receive,
-            limit=self.settings.max_body_bytes,
-            content_length=headers.get(b"content-length"),
-        )
-        kserve_inputs.check_binary_header(scope["headers"], len(raw))
-        admission = await self.parts.governor.admit(
-            principal, model, kserve_inputs.token_estimate(raw), fallback=_is_fallback(headers)
-        )
-        ex.headers += admission.headers()
-        ex.upstream = self.parts.upstream.name
-        extra = ex.headers
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ex.status = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        scope["headers"] = [
-            *(h for h in scope["headers"] if h[0] != b"x-request-id"),
-            (b"x-request-id", ex.request_id.encode()),
-        ]
-        try:
-            await self.kserve_app(scope, replay(raw, receive), send_with_headers)
-        finally:
-            if not 200 <= ex.status < 400:
-                # As on the OpenAI routes: a refused or failed call costs no tokens.
-                await self.parts.governor.settle(admission, 0)
-
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
     try:
@@ -485,10 +342,6 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _is_fallback(headers: dict[bytes, bytes]) -> bool:
-    return bool(headers.get(FALLBACK_HEADER, b"").strip())
 
 
 def _printable(path: str) -> str:
