@@ -310,14 +310,18 @@ def load_settings(
         audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
         issuer=env.get("GATEWAY_JWT_ISSUER") or None,
     )
-    if any(a in HMAC_ALGORITHMS for a in algorithms) and not jwt.secret:
+    usable = [
+        a
+        for a in algorithms
+        if (jwt.secret if a in HMAC_ALGORITHMS else (jwt.public_key or jwt.jwks_url))
+    ]
+    if jwt.enabled and algorithms and not usable:
+        # The shipped ConfigMap lists RS256,ES256 for every deployment; that is fine while
+        # JWTs are off, but with only a secret configured no token could ever pass.
         raise ConfigError(
-            "GATEWAY_JWT_ALGORITHMS lists an HS* algorithm but GATEWAY_JWT_SECRET is unset"
-        )
-    if any(a not in HMAC_ALGORITHMS for a in algorithms) and not (jwt.public_key or jwt.jwks_url):
-        raise ConfigError(
-            "GATEWAY_JWT_ALGORITHMS lists an RS/ES/PS algorithm but neither"
-            " GATEWAY_JWT_PUBLIC_KEY nor GATEWAY_JWT_JWKS_URL is set"
+            f"GATEWAY_JWT_ALGORITHMS ({', '.join(algorithms)}) lists no algorithm the"
+            " configured key can verify: HS* need GATEWAY_JWT_SECRET, RS/ES/PS need"
+            " GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_JWKS_URL"
         )
     api_keys = _csv(env, "GATEWAY_API_KEYS")
     for key in api_keys:

@@ -105,6 +105,16 @@ def test_every_variable_is_checked_at_start(bad: dict[str, str], named: str) -> 
         )
 
 
+def test_algorithms_without_keys_are_fine_while_jwts_are_off() -> None:
+    """platform/k8s/base/gateway-config.configmap.yaml lists RS256,ES256 everywhere."""
+    s = load_settings(
+        {"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_ALGORITHMS": "RS256,ES256"},
+        model_name="chat",
+        predictor_host="127.0.0.1:9000",
+    )
+    assert not s.jwt.enabled
+
+
 def test_model_name_is_checked() -> None:
     with pytest.raises(ConfigError, match="--model_name"):
         load_settings({"GATEWAY_API_KEYS": "k"}, model_name="a/b", predictor_host="h:1")
