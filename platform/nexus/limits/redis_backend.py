@@ -57,7 +57,8 @@ class RedisWindow:
 
     async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision:
         rpm, tpm = quota.requests_per_minute, quota.tokens_per_minute
-        args: list[str | int] = [self._window_ms, rpm, tpm, tokens if tpm else 0, member]
+        sent_rpm = rpm if quota.count_request else -1
+        args: list[str | int] = [self._window_ms, sent_rpm, tpm, tokens if tpm else 0, member]
         settlements = self._pending.pop(key, None)
         if settlements:
             args += settlements
@@ -68,6 +69,8 @@ class RedisWindow:
                 self._pending.setdefault(key, []).extend(settlements)
             raise
         allowed, reason, req_left, req_reset, tok_left, tok_reset, retry = (int(v) for v in raw)
+        if not quota.count_request:
+            req_left += rpm - sent_rpm  # the script answered -1 - count
         return Decision(
             allowed=bool(allowed),
             quota=quota,

@@ -179,8 +179,9 @@ def predictor_command(
 
 def transformer_command(args: Sequence[str]) -> list[str]:
     """The local process of the transformer container, given the arguments KServe gives
-    it (``admission.local_transformer_args``)."""
-    return [sys.executable, "-m", "nexus.transformer", *args]
+    it (``admission.local_transformer_args``), bound to loopback only (a pod binds all
+    interfaces; a laptop should not)."""
+    return [sys.executable, "-m", "nexus.transformer", *args, "--host", "127.0.0.1"]
 
 
 def vllm_unavailable_reason() -> str | None:

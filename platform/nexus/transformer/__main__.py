@@ -30,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Nexus transformer: governed OpenAI and KServe v1/v2 proxy",
     )
     parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    # Not a KServe flag: KServe's server always binds every interface, right in a pod;
+    # a transformer run on a workstation (the local platform) binds loopback only.
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     return parser.parse_args(argv)
 
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"nexus transformer: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     common = {
-        "host": "0.0.0.0",
+        "host": args.host,
         "port": args.http_port,
         "loop": "uvloop",
         "http": "httptools",
