@@ -7,8 +7,8 @@ from nexus.transformer.__main__ import parse_args
 
 
 def test_local_transformers_bind_loopback_and_parse() -> None:
-    container = {"args": ["--model_name", "llama-8b"]}
-    command = transformer_command(container, predictor_port=9001, port=9002)
+    kserve_args = ["--model_name", "llama-8b", "--predictor_host", "127.0.0.1:9001"]
+    command = transformer_command([*kserve_args, "--http_port", "9002"])
     assert command[command.index("--host") + 1] == "127.0.0.1"
     args = parse_args(command[3:])
     assert args.host == "127.0.0.1"
