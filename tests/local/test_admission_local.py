@@ -120,7 +120,8 @@ def test_kserve_defaulting_reaches_the_transformer_and_the_live_object(
     controller.ready_revision("00001")
     # inference_service_defaults.go (KServe >= 0.17) rewrites the legacy name; and without
     # args of its own, the transformer gets exactly what KServe appends
-    # (transformer_custom.go): model name, predictor host (here its loopback address), port.
+    # (transformer_custom.go): model name, predictor host (here its loopback address), port;
+    # the local platform adds only its loopback bind address.
     body = controller.read(ISVC_PATH)
     body["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Serverless"
     body["spec"]["transformer"]["containers"][0]["args"] = []
@@ -129,7 +130,8 @@ def test_kserve_defaulting_reaches_the_transformer_and_the_live_object(
     worker = controller.port(f"{ISVC}-predictor-00001")
     transformer = f"{ISVC}-transformer-00001"
     expected = ["--model_name", ISVC, "--predictor_host", f"127.0.0.1:{worker}",
-                "--http_port", str(controller.port(transformer))]  # fmt: skip
+                "--http_port", str(controller.port(transformer)),
+                "--host", "127.0.0.1"]  # fmt: skip
 
     def restarted() -> bool:
         try:

@@ -64,18 +64,20 @@ def copy_repo(target: Path) -> Path:
     return target
 
 
-def lint_file(file: Path, crds: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["lint", "--crds", str(crds), str(file)])
+def lint_file(file: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``nexus lint FILE`` as a user runs it: the shipped schemas, the file's repository."""
+    code = main(["lint", str(file)])
     return code, capsys.readouterr().out
 
 
 def test_the_unchanged_copy_lints_clean(
-    tmp_path: Path, crds: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("NEXUS_CRDS_DIR", raising=False)
     repo = copy_repo(tmp_path)
     monkeypatch.chdir(tmp_path.parent)
     for relative in (ISVC_70B, ISVC_8B, RUNTIME, GRAPH):
-        code, out = lint_file(repo / relative, crds, capsys)
+        code, out = lint_file(repo / relative, capsys)
         assert code == 0, out
 
 
@@ -84,7 +86,6 @@ def test_the_unchanged_copy_lints_clean(
 )
 def test_planted_mistake_is_an_error(
     tmp_path: Path,
-    crds: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     case: str,
@@ -94,13 +95,14 @@ def test_planted_mistake_is_an_error(
     linted: str,
     rule: str,
 ) -> None:
+    monkeypatch.delenv("NEXUS_CRDS_DIR", raising=False)
     repo = copy_repo(tmp_path)
     path = repo / changed
     text = path.read_text(encoding="utf-8")
     assert text.count(old) == 1, f"{case}: the shipped file changed; update the plant"
     path.write_text(text.replace(old, new), encoding="utf-8")
     monkeypatch.chdir(tmp_path.parent)
-    code, out = lint_file(repo / linted, crds, capsys)
+    code, out = lint_file(repo / linted, capsys)
     assert code == 1, out
     errors = [line for line in out.splitlines() if f": error: {rule}:" in line]
     assert errors, out
