@@ -27,6 +27,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from nexus.edge.protocol import EdgeConfig, EdgeLimits
 from nexus.errors import ConfigError
 from nexus.observability import AccessLog, configure_json_logging
 from nexus.router.calls import StepCaller, parse_host_map
@@ -163,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else load_graph_json(args.graph_json)
         )
         host_map = parse_host_map(args.host_map)
+        limits = EdgeLimits.from_env(os.environ)
     except (ConfigError, ValueError) as exc:
         log.error("cannot start the router: %s", exc)
         return 2
@@ -174,12 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         max_response_bytes=args.max_response_bytes,
     )
-    config = uvicorn.Config(
+    # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
+    # read-time limits (NEXUS_EDGE_* environment variables).
+    config = EdgeConfig(
         app,
+        limits=limits,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         server_header=False,
