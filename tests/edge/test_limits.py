@@ -56,13 +56,15 @@ def start(kind: str, tmp: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module", params=["router", "transformer"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     with start(request.param, tmp_path_factory.mktemp(request.param)) as running:
         yield running
 
 
-async def exchange(server: Server, data: bytes, *, timeout: float = 10) -> bytes:
-    """Send ``data`` at once and read until the server closes (or ``timeout``)."""
+async def exchange(server: Server, data: bytes, *, wait: float = 10) -> bytes:
+    """Send ``data`` at once and read until the server closes (or ``wait`` seconds of silence)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(data)
@@ -70,7 +72,7 @@ async def exchange(server: Server, data: bytes, *, timeout: float = 10) -> bytes
             await writer.drain()
         chunks = []
         with contextlib.suppress(ConnectionError):
-            while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            while chunk := await asyncio.wait_for(reader.read(65536), wait):
                 chunks.append(chunk)
         return b"".join(chunks)
     finally:
@@ -151,7 +153,7 @@ async def test_a_head_that_never_completes_is_closed_after_the_header_timeout(
     server: Server,
 ) -> None:
     started = time.monotonic()
-    answer = await exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: 1", timeout=10)
+    answer = await exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: 1", wait=10)
     elapsed = time.monotonic() - started
     assert status_of(answer) == 408
     assert b"request headers not received in time" in answer
@@ -160,7 +162,7 @@ async def test_a_head_that_never_completes_is_closed_after_the_header_timeout(
 
 async def test_a_silent_connection_is_closed_after_the_header_timeout(server: Server) -> None:
     started = time.monotonic()
-    answer = await exchange(server, b"", timeout=10)
+    answer = await exchange(server, b"", wait=10)
     assert status_of(answer) == 408
     assert time.monotonic() - started < 4
 
@@ -171,7 +173,7 @@ async def test_a_body_that_never_completes_is_cut_off_after_the_body_timeout(
     started = time.monotonic()
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer edge-key\r\n")  # fmt: skip
-    answer = await exchange(server, head + b"Content-Length: 100\r\n\r\n{\"model\":", timeout=10)
+    answer = await exchange(server, head + b'Content-Length: 100\r\n\r\n{"model":', wait=10)
     elapsed = time.monotonic() - started
     assert status_of(answer) == 408
     assert b"request body not received in time" in answer

@@ -242,6 +242,7 @@ class EdgeProtocol(HttpToolsProtocol):
             )
         self.transport.close()
 
+
 def serve(app: Any, *, limits: EdgeLimits, **kwargs: Any) -> None:
     """``uvicorn.run`` on :class:`EdgeProtocol`: one process, or ``workers`` sharing a socket.
 
