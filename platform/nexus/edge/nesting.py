@@ -8,8 +8,10 @@ builds every object first (0.5 s for 1 MiB of small nested arrays). So the depth
 measured here with vectorised byte operations and nothing else parses a body that nests
 deeper than the limit.
 
-Measured on the development machine for 1 MiB bodies: 10 ms for one million ``[``,
-10 ms for 8,192 blocks nested 64 deep, under 0.05 ms for a chat request.
+Measured on the development machine (shared, 2 cores) for 1 MiB bodies: 10-17 ms for one
+million ``[``, for 8,192 blocks nested 128 deep and for 350,000 empty strings; under
+0.05 ms for a chat request. With the limit in force, a Switch condition on a 1 MiB body
+costs at most about 35 ms in all (scan, ``validate``, ``get``) instead of seconds.
 """
 
 from __future__ import annotations
