@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from nexus.edge.protocol import EdgeLimits
+from nexus.errors import ConfigError
 from tests.support.processes import Managed, free_port, managed, python_module
 from tests.support.servers import transformer
 
@@ -204,3 +209,25 @@ async def test_a_trickling_head_does_not_extend_the_deadline(server: Server) -> 
     writer.close()
     assert status_of(b"".join(received)) == 408
     assert time.monotonic() - started < 3
+
+
+def test_limits_come_from_the_environment_and_bad_values_name_the_variable() -> None:
+    limits = EdgeLimits.from_env({"NEXUS_EDGE_MAX_HEADERS": "7", "NEXUS_EDGE_BODY_TIMEOUT": "2.5"})
+    assert (limits.max_headers, limits.body_timeout) == (7, 2.5)
+    assert EdgeLimits.from_env({}) == EdgeLimits()
+    for name, value in (("NEXUS_EDGE_MAX_HEADERS", "many"), ("NEXUS_EDGE_HEADER_TIMEOUT", "0")):
+        with pytest.raises(ConfigError, match=name):
+            EdgeLimits.from_env({name: value})
+
+
+def test_a_router_with_a_bad_edge_variable_refuses_to_start(tmp_path: Path) -> None:
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"serviceUrl": "http://127.0.0.1:1/x"}]}}}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "nexus.router", "--graph-json", orjson.dumps(spec).decode(),
+         "--port", str(free_port())],
+        env={**os.environ, "NEXUS_EDGE_MAX_HEADER_BYTES": "-1"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "NEXUS_EDGE_MAX_HEADER_BYTES must be greater than 0" in done.stdout + done.stderr
