@@ -4,7 +4,9 @@ Accepts the flags KServe's controller passes (``--graph-json``, ``--inferencegra
 ``--enable-tls``, ``--enable-auth``) so the image is a drop-in ``router.image``; TLS and
 Kubernetes TokenReview auth are not implemented and refuse to start rather than serve
 unprotected. Local-platform extensions: ``--graph-file`` (a whole InferenceGraph
-resource), ``--port``, ``--host-map``, ``--drain-seconds``.
+resource), ``--port``, ``--host-map``, ``--drain-seconds``. Limits (issue 12):
+``--max-body-bytes``, ``--max-response-bytes``, and the shared edge's ``NEXUS_EDGE_*``
+variables (``nexus.edge.protocol``); their defaults apply under KServe, which passes none.
 
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
