@@ -231,3 +231,17 @@ def test_a_router_with_a_bad_edge_variable_refuses_to_start(tmp_path: Path) -> N
     )  # fmt: skip
     assert done.returncode == 2
     assert "NEXUS_EDGE_MAX_HEADER_BYTES must be greater than 0" in done.stdout + done.stderr
+
+
+async def test_transformer_workers_carry_the_limits(tmp_path: Path) -> None:
+    """``--workers 2``: the limits travel to uvicorn's worker processes with the config."""
+    env = {**TIMEOUTS, "GATEWAY_API_KEYS": "edge-key", "NEXUS_EDGE_MAX_HEADERS": "20"}
+    with transformer(tmp_path, model="chat", predictor_host=f"127.0.0.1:{free_port()}",
+                     env=env, workers=2) as gw:  # fmt: skip
+        server = Server("transformer", gw.port, "/v2/health/live", gw.process)
+        many = b"".join(b"X-N%d: 1\r\n" % i for i in range(30))
+        for _ in range(4):  # connections land on either worker
+            answer = await exchange(server, get("/v2/health/live", many))
+            assert status_of(answer) == 431
+            assert b"too many request header fields" in answer
+        assert await health_ok(server) < 2

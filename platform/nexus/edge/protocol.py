@@ -1,7 +1,8 @@
 """uvicorn's httptools protocol with the limits it lacks: header size and count, request-line
 length, and read timeouts for headers and body. Both servers run on it.
 
-What uvicorn 0.x does without this (read in ``uvicorn/protocols/http/httptools_impl.py``):
+What uvicorn does without this (read in uvicorn 0.54.0, the pinned version,
+``uvicorn/protocols/http/httptools_impl.py``):
 no limit on the header block or the number of headers (httptools accumulates a header
 value in memory until it ends: a 200 MB header took the transformer's RSS from 214 to
 467 MB, issue 12), no limit on the URL, and no timer at all between a connection's first
@@ -28,6 +29,10 @@ incomplete after a socket read; a request that arrives in one read arms none. Th
 keep-alive timeout between requests stays uvicorn's ``timeout_keep_alive``, set by each
 server (the router: Go's 180 s ``IdleTimeout`` or ``routerTimeouts.serverIdle``; the
 transformer: KServe's ``--timeout_keep_alive``, 5 s).
+
+The subclass overrides parser callbacks and ``data_received`` of uvicorn's class and uses
+its helpers (``_unset_keepalive_if_required``, ``_should_upgrade``); ``tests/edge`` runs
+every limit against both real servers, so an upgrade of uvicorn that moves them fails there.
 """
 
 from __future__ import annotations
