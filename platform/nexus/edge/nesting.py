@@ -44,7 +44,3 @@ def nesting_depth(body: bytes) -> int:
         inside = (np.cumsum(raw == ord('"'), dtype=np.int32) & 1).astype(bool)
         signs[inside] = 0
     return max(0, int(np.cumsum(signs).max()))
-
-
-def nested_deeper_than(body: bytes, limit: int) -> bool:
-    return nesting_depth(body) > limit
