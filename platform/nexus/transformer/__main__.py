@@ -8,10 +8,10 @@ import sys
 import tempfile
 
 import orjson
-import uvicorn
 
 from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings, load_settings
+from nexus.edge.protocol import EdgeLimits, serve
 from nexus.errors import ConfigError
 from nexus.observability import AccessLog, GatewayMetrics, configure_json_logging, new_registry
 from nexus.transformer.app import Gateway
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_json_logging(args.log_level)
     try:
         settings = settings_from(args)
+        limits = EdgeLimits.from_env(os.environ)
     except ConfigError as exc:
         print(f"nexus transformer: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -77,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         "host": args.host,
         "port": args.http_port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
@@ -91,14 +91,16 @@ def main(argv: list[str] | None = None) -> None:
         # Workers share one listening socket; metrics are merged through shared files.
         os.environ[ARGV_ENV] = orjson.dumps(argv).decode()
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nexus-metrics-"))
-        uvicorn.run(
+        serve(
             "nexus.transformer.__main__:app_from_env",
+            limits=limits,
             factory=True,
             workers=args.workers,
             **common,
         )
     else:
-        uvicorn.run(create_app(settings), **common)
+        # Header/body limits and read timeouts live in the shared edge (nexus.edge.protocol).
+        serve(create_app(settings), limits=limits, **common)
 
 
 if __name__ == "__main__":
