@@ -10,7 +10,6 @@ step does.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -144,7 +143,8 @@ def _step(mlflow: Mlflow, window: Window, analysis: Analysis) -> tuple[str, str,
 def test_the_judgement_of_the_backfilled_window(window: Window) -> None:
     analysis = _judge(window)
     assert analysis.decision == "rollback"
-    assert analysis.canary is not None and analysis.stable is not None
+    assert analysis.canary is not None
+    assert analysis.stable is not None
     assert analysis.canary.requests == pytest.approx(2 * WINDOW_S, rel=0.05)
     assert analysis.canary.error_ratio == pytest.approx(0.2, abs=0.01)
     assert analysis.stable.error_ratio == 0
@@ -164,10 +164,12 @@ def test_evidence_report_chart_and_mlflow_run(
     assert "| p95 time to first token | 0.390 s | 0.195 s |" in markdown
     assert f"| requests | {2 * WINDOW_S:.0f} (48 5xx) | 960 (0 5xx) | below 10" in markdown
     assert f"| Git commit | `{COMMIT}` |" in markdown
-    assert "120 s, " in markdown and " UTC to " in markdown
+    assert "120 s, " in markdown
+    assert " UTC to " in markdown
     assert 'revision_app_request_count{isvc="evid", revision=~"' in markdown
     # The chart: one panel per signal, both revisions and the threshold drawn.
-    assert svg.startswith("<?xml") and "</svg>" in svg
+    assert svg.startswith("<?xml")
+    assert "</svg>" in svg
     for text in ("5xx ratio", "p95 latency", "p95 time to first token", "rollback above"):
         assert text in svg, text
     assert "no samples" not in svg
@@ -190,10 +192,13 @@ def test_evidence_report_chart_and_mlflow_run(
     # Per-signal metrics with a step per second into the window, for MLflow's charts.
     history = client.get_metric_history(run.info.run_id, "error_ratio/canary")
     steps = sorted(m.step for m in history)
-    assert len(steps) >= 60 and steps[0] == 0 and steps[-1] == WINDOW_S
+    assert len(steps) >= 60
+    assert steps[0] == 0
+    assert steps[-1] == WINDOW_S
     assert all(m.value == pytest.approx(0.2, abs=0.01) for m in history)
     latency = client.get_metric_history(run.info.run_id, "p95_latency_s/stable")
-    assert latency and all(0.1 < m.value <= 0.5 for m in latency)
+    assert latency
+    assert all(0.1 < m.value <= 0.5 for m in latency)
     assert run.data.metrics["window/canary_requests"] == pytest.approx(2 * WINDOW_S, rel=0.05)
     assert run.data.metrics["limit/error_ratio"] == pytest.approx(0.02)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -209,7 +214,8 @@ def test_evidence_report_chart_and_mlflow_run(
     # `nexus release` writes the same files beside its log.
     saved = tracking.save_local(mlflow_server.url, MODEL, "2", tmp_path / "release-evid-2")
     assert saved is not None
-    assert saved.report.read_text() == markdown and saved.chart.read_text() == svg
+    assert saved.report.read_text() == markdown
+    assert saved.chart.read_text() == svg
     assert saved.report.name == "release-evid-2.md"
 
     # A retried step replaces its run; the description keeps one evidence line.
@@ -219,7 +225,8 @@ def test_evidence_report_chart_and_mlflow_run(
         again.rsplit("/", 1)[1]
     ]
     description = client.get_model_version(MODEL, "2").description
-    assert description.count("Release evidence:") == 1 and again in description
+    assert description.count("Release evidence:") == 1
+    assert again in description
 
     # The exit handler's outcome lands on the run.
     tracking.record_outcome(mlflow_server.url, MODEL, PIPELINE_RUN, "rolled_back")
@@ -245,4 +252,3 @@ def test_compiled_analyze_step_declares_markdown_and_html_artifacts() -> None:
     types = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
     assert types == {"analysis": "system.Artifact", "report": "system.Markdown",
                      "chart": "system.HTML"}  # fmt: skip
-    json.dumps(types)

@@ -231,6 +231,23 @@ def split_table(analysis: Mapping[str, Any]) -> str:
                      for row in rows)  # fmt: skip
 
 
+def evidence_lines(options: DemoOptions, endpoints: Mapping[str, Any], version: str) -> str:
+    """Where to look at the canary's judgement: its report and chart, and its MLflow run."""
+    from nexus.release.tracking import save_local
+
+    stem = options.state_dir.resolve() / "kfp" / f"release-{options.model}-{version}"
+    evidence = save_local(str(endpoints["tracking_uri"]), options.model, version, stem)
+    if evidence is None:
+        return f"\nThe release of version {version} left no evidence (it failed before analysis)."
+    return "\n".join((
+        f"\nThe canary's judgement (version {version}):",
+        f"  report      {evidence.report}",
+        f"  chart       {evidence.chart}",
+        f"  MLflow run  {evidence.run.url}",
+        f"  version     {endpoints['tracking_uri']}/#/models/{options.model}/versions/{version}",
+    ))  # fmt: skip
+
+
 def _rolled_out(endpoints: Mapping[str, Any], model: str) -> tuple[str, dict[str, int]]:
     obj = fetch(f"{endpoints['status_url']}{ISVC_API}/{model}")
     predictor = obj["status"]["components"]["predictor"]
@@ -335,5 +352,6 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"Release another version: nexus registry register {model} --storage-uri hf://... "
         f"--runtime vllm --gpu-pool a100 && nexus release {model} --version N "
         f"--environment local --canary-percent 20")  # fmt: skip
+    say(evidence_lines(options, endpoints, canary))
     say(f"\nnexus demo took {time.monotonic() - started:.0f} s; the platform keeps running.")
     return 0 if outcome == "promoted" else EXIT_ROLLED_BACK
