@@ -29,6 +29,7 @@ from nexus.release.analyze import Analysis, Prometheus, Thresholds, decide, meas
 from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 from tests.release.conftest import Mlflow
+from tests.support.browser import chromium
 from tests.support.processes import REPO, free_port, managed
 
 MODEL = "evid"
@@ -252,3 +253,22 @@ def test_compiled_analyze_step_declares_markdown_and_html_artifacts() -> None:
     types = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
     assert types == {"analysis": "system.Artifact", "report": "system.Markdown",
                      "chart": "system.HTML"}  # fmt: skip
+
+
+def test_mlflow_run_page_lists_the_chart(
+    mlflow_server: Mlflow, window: Window, registered: Registry, tmp_path: Path
+) -> None:
+    """What a model owner sees: the run's artifacts in MLflow's UI, in headless Chromium."""
+    _, _, url = _step(mlflow_server, window, _judge(window))
+    dom = ""
+    for _ in range(3):  # React renders on its own clock; a slow machine may need a retry
+        dom = chromium(f"{url}/artifacts", "--dump-dom", profile=tmp_path)
+        if "chart.svg" in dom:
+            break
+    assert "chart.svg" in dom, dom[-2000:]
+    assert "report.md" in dom
+    shot = tmp_path / "mlflow-release-run.png"
+    # The artifact view with the chart open: the screenshot in docs/screenshots/.
+    chromium(f"{url}/artifacts/chart.svg", f"--screenshot={shot}", profile=tmp_path, timeout=240)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 10_000

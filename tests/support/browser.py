@@ -34,4 +34,6 @@ def chromium(url: str, *flags: str, profile: Path, timeout: float = 90) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        if process.stdout is not None:  # left open when communicate() timed out
+            process.stdout.close()
     return out
