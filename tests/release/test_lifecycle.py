@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from nexus.cli import main
 from nexus.manifests.model import CPU_WORKER_IMAGE
@@ -192,6 +193,26 @@ def test_release_lifecycle(
     tags = registry.version(LIFECYCLE_MODEL, v3).tags
     assert tags[c.RELEASE_STATUS] == "rolled_back"
     assert json.loads(tags[c.RELEASE_ANALYSIS])["decision"] == "rollback"
+    # The evidence: report and chart beside the log (as the analyze step's KFP artifacts
+    # hold them), and the MLflow run the version links to, with per-signal metrics.
+    report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0])
+    chart = Path(out.split("\nchart: ", 1)[1].split("\n", 1)[0])
+    assert report.parent == chart.parent == state / "kfp"
+    assert report.read_text().startswith(f"# Release of {LIFECYCLE_MODEL} version {v3}")
+    assert "| 5xx ratio |" in report.read_text()
+    assert "rollback above" in chart.read_text()
+    kfp_report = next((state / "kfp").glob("*/analyze/report"))
+    assert "<svg" in next((state / "kfp").glob("*/analyze/chart")).read_text()
+    assert kfp_report.read_text().startswith("# Release of ")
+    run_url = out.split("\nMLflow run: ", 1)[1].split("\n", 1)[0]
+    assert tags["release.evidence"] == run_url
+    client = MlflowClient(mlflow_server.url)
+    run = client.get_run(run_url.rsplit("/", 1)[1])
+    assert run.data.tags["outcome"] == "rolled_back"
+    assert run.data.params["version"] == v3
+    assert run.data.params["git_commit"] != "-"
+    assert len(client.get_metric_history(run.info.run_id, "error_ratio/canary")) >= 2
+    assert run_url in client.get_model_version(LIFECYCLE_MODEL, v3).description
     # The platform agrees: the champion's revision takes everything again.
     isvc = httpx.get(f"{local_platform.status_url}{ISVC_API}/{LIFECYCLE_MODEL}").json()
     predictor = isvc["status"]["components"]["predictor"]
