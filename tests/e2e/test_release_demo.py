@@ -59,6 +59,7 @@ def git(repo: str, *args: str) -> str:
 def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     from nexus.registry import conventions as c
     from nexus.registry.client import Registry
+    from nexus.release.tracking import Tracking
 
     started = time.monotonic()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -93,7 +94,11 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert registry.version("llama-8b", "1").tags[c.RELEASE_STATUS] == "promoted"
     tags = registry.version("llama-8b", "2").tags
     assert tags[c.RELEASE_STATUS] == "promoted"
-    analysis = json.loads(tags[c.RELEASE_ANALYSIS])
+    assert tags[c.RELEASE_ANALYSIS] == "promote: canary within every threshold"
+    evidence = Tracking.connect(urls["tracking_uri"])
+    run = evidence.linked("llama-8b", "2")
+    assert run is not None
+    analysis = evidence.analysis(run)
     assert analysis["decision"] == "promote"
     assert analysis["canary"]["requests"] >= 10
     # Binomial share of a 20 % canary: far from 0 and from 50 %.

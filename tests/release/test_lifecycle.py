@@ -31,6 +31,7 @@ from nexus.registry import conventions as c
 from nexus.registry.client import Registry
 from nexus.release.resolve import default_pools_file
 from nexus.release.run import run_inline
+from nexus.release.tracking import Tracking
 from tests.release.conftest import (
     API_KEY,
     ISVC_API,
@@ -54,6 +55,14 @@ def manifest(repo: Path, rev: str = "main") -> dict[str, Any]:
 def register(registry: Registry, uri: str) -> str:
     spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100", max_model_len=4096)
     return registry.register(LIFECYCLE_MODEL, spec, load_pools(default_pools_file())).version
+
+
+def judged(mlflow: Mlflow, version: str) -> dict[str, Any]:
+    """The analysis of the version's last release, as its MLflow run records it."""
+    tracking = Tracking.connect(mlflow.url)
+    run = tracking.linked(LIFECYCLE_MODEL, version)
+    assert run is not None, f"version {version} links no release run"
+    return tracking.analysis(run)
 
 
 def revision(n: int) -> str:
@@ -157,8 +166,12 @@ def test_release_lifecycle(
     with Traffic(chat_url, headers=headers, model=LIFECYCLE_MODEL, interval=0.12):
         status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, local_platform))
     assert status == "promoted"
-    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS])
+    analysis = judged(mlflow_server, v2)
     assert analysis["decision"] == "promote"
+    # The tag a person reads in the registry UI is one line, not the JSON.
+    assert registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS] == (
+        "promote: canary within every threshold"
+    )
     assert analysis["canary"]["revision"] == revision(2)
     assert analysis["stable"]["revision"] == revision(1)
     assert analysis["canary"]["requests"] >= 5
@@ -183,7 +196,7 @@ def test_release_lifecycle(
     assert out.endswith("exit status 3"), out
     assert "· rollback" in out, out
     assert f"{LIFECYCLE_MODEL} version {v3} rolled back" in out, out
-    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v3).tags[c.RELEASE_ANALYSIS])
+    analysis = judged(mlflow_server, v3)
     assert analysis["canary"]["error_ratio"] > 0.5
     assert analysis["stable"]["error_ratio"] == 0
     assert any("5xx ratio" in reason for reason in analysis["reasons"])
@@ -192,7 +205,7 @@ def test_release_lifecycle(
     assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
     tags = registry.version(LIFECYCLE_MODEL, v3).tags
     assert tags[c.RELEASE_STATUS] == "rolled_back"
-    assert json.loads(tags[c.RELEASE_ANALYSIS])["decision"] == "rollback"
+    assert tags[c.RELEASE_ANALYSIS].startswith("rollback: canary 5xx ratio ")
     # The evidence: report and chart beside the log (as the analyze step's KFP artifacts
     # hold them), and the MLflow run the version links to, with per-signal metrics.
     report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0])

@@ -4,8 +4,10 @@ Both are built from what the analysis step already has: its result (``Analysis.t
 the thresholds it judged with, the PromQL of ``analyze.queries`` and, for the chart, the
 same PromQL evaluated over the window by ``analyze.series``. The KFP UI shows them as the
 analyze step's ``Markdown`` and ``HTML`` output artifacts (``kfp.dsl`` 2.17,
-``kfp/dsl/types/artifact_types.py``: ``system.Markdown``, ``system.HTML``); MLflow keeps
-them as the release run's artifacts (``nexus.release.tracking``).
+``kfp/dsl/types/artifact_types.py``: ``system.Markdown``, ``system.HTML``; rendered by the
+frontend's ``components/viewers/MetricsVisualizations.tsx`` in kubeflow/pipelines; one
+file per artifact, hence the SVG inline in the HTML); MLflow keeps them as the release
+run's artifacts (``nexus.release.tracking``; its UI previews ``.svg`` and ``.md``, 3.17).
 
 Each threshold is drawn where ``analyze.decide`` puts it: the canary's 5xx ratio may
 exceed the stable one's by ``max_error_ratio``; a p95 rolls back above both the stable

@@ -117,10 +117,6 @@ def run_local(
             release(**arguments)
     registry = Registry.connect(str(arguments["tracking_uri"]))
     tags = registry.version(str(arguments["model_name"]), str(arguments["version"])).tags
-    try:
-        analysis = json.loads(tags.get(c.RELEASE_ANALYSIS, "{}"))
-    except ValueError:
-        analysis = {}
     # The files of the analyze step's artifacts, as the release's MLflow run holds them.
     evidence = save_local(
         str(arguments["tracking_uri"]),
@@ -128,6 +124,7 @@ def run_local(
         str(arguments["version"]),
         log_path.with_suffix(""),
     )
+    analysis = evidence.analysis if evidence else {}
     return Outcome(tags.get(c.RELEASE_STATUS, "failed"), analysis, log_path, evidence)
 
 

@@ -243,6 +243,17 @@ class Tracking:
         experiment = str(run.info.experiment_id)
         return EvidenceRun(match[1], experiment, run_url(self.tracking_uri, experiment, match[1]))
 
+    def analysis(self, run: EvidenceRun) -> dict[str, Any]:
+        """The analysis the run records (its ``analysis.json``)."""
+        with tempfile.TemporaryDirectory(prefix="nexus-evidence-") as tmp:
+            with _mlflow(f"artifact {ANALYSIS_FILE} of run {run.run_id}"):
+                got = self._client.download_artifacts(run.run_id, ANALYSIS_FILE, tmp)
+            try:
+                found: dict[str, Any] = json.loads(Path(got).read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise RegistryError(f"{ANALYSIS_FILE} of run {run.run_id}: {exc}") from exc
+        return found
+
     def download(self, run: EvidenceRun, stem: Path) -> tuple[Path, Path]:
         """The run's report and chart as ``<stem>.md`` and ``<stem>.svg``."""
         stem.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +271,7 @@ class LocalEvidence:
     report: Path
     chart: Path
     run: EvidenceRun
+    analysis: dict[str, Any]  # Analysis.to_json, as the analyze step returned it
 
 
 def save_local(tracking_uri: str, model: str, version: str, stem: Path) -> LocalEvidence | None:
@@ -273,9 +285,10 @@ def save_local(tracking_uri: str, model: str, version: str, stem: Path) -> Local
         if run is None:
             return None
         report, chart = tracking.download(run, stem)
+        analysis = tracking.analysis(run)
     except RegistryError as exc:
         raise ReleaseError(f"cannot fetch the release evidence from MLflow: {exc}") from exc
-    return LocalEvidence(report, chart, run)
+    return LocalEvidence(report, chart, run, analysis)
 
 
 def record_outcome(tracking_uri: str, model: str, pipeline_run: str, outcome: str) -> None:
