@@ -25,7 +25,7 @@ from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
 from nexus.release import tracking
-from nexus.release.analyze import Analysis, Prometheus, Thresholds, decide, measure
+from nexus.release.analyze import Analysis, Prometheus, Thresholds, decide, measure, queries
 from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 from tests.release.conftest import Mlflow
@@ -75,6 +75,20 @@ def _openmetrics(end: float) -> str:
                 inside = bounds.index(le) >= bounds.index(top)
                 name = f'{family}_bucket{{{labels},le="{le}"}}'
                 lines += [f"{name} {rate * (t - times[0]) if inside else 0.0} {t}" for t in times]
+        # The same answers as Knative 1.21's queue-proxy exports them (one OpenTelemetry
+        # histogram in seconds, the status code as attribute: knative/serving
+        # pkg/queue/request_metric.go), which the analysis reads once issue 15's queries land.
+        top = str(int(shape["latency"]) / 1000)
+        bounds = ("0.1", "0.5", "1.0", "+Inf")
+        for code, share in (("200", shape["2xx"]), ("503", shape["5xx"])):
+            family = "kn_serving_invocation_duration_seconds"
+            otel = f'{labels},http_response_status_code="{code}"'
+            for le in bounds:
+                n = float(share) if bounds.index(le) >= bounds.index(top) else 0.0
+                name = f'{family}_bucket{{{otel},le="{le}"}}'
+                lines += [f"{name} {n * (t - times[0])} {t}" for t in times]
+            name = f"{family}_count{{{otel}}}"
+            lines += [f"{name} {float(share) * (t - times[0])} {t}" for t in times]
     return "\n".join([*lines, "# EOF", ""])
 
 
@@ -167,7 +181,8 @@ def test_evidence_report_chart_and_mlflow_run(
     assert f"| Git commit | `{COMMIT}` |" in markdown
     assert "120 s, " in markdown
     assert " UTC to " in markdown
-    assert 'revision_app_request_count{isvc="evid", revision=~"' in markdown
+    for expr in queries(MODEL, [CANARY, STABLE], WINDOW_S).values():
+        assert f"  {expr}\n" in markdown
     # The chart: one panel per signal, both revisions and the threshold drawn.
     assert svg.startswith("<?xml")
     assert "</svg>" in svg
