@@ -13,6 +13,7 @@ from typing import Any
 from nexus.cli.registry import tracking_uri
 from nexus.errors import ConfigError
 from nexus.release.resolve import LOCAL_ENVIRONMENT
+from nexus.release.tracking import LocalEvidence, save_local
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 3}
 
@@ -63,9 +64,21 @@ def release(args: argparse.Namespace) -> int:
     if args.inline:
         status = run_inline(params)
         print(f"\n{args.name} version {args.version}: {status}")
+        stem = args.state_dir / "kfp" / f"release-{args.name}-{args.version}"
+        _print_evidence(save_local(params["tracking_uri"], args.name, params["version"], stem))
         return EXIT_CODES.get(status, 1)
     outcome = run_local(params, pipeline_root=args.state_dir / "kfp")
     reasons = "; ".join(outcome.analysis.get("reasons", [])) or "no analysis"
     print(f"\n{args.name} version {args.version}: {outcome.status} ({reasons})")
     print(f"full log: {outcome.log}")
+    _print_evidence(outcome.evidence)
     return EXIT_CODES.get(outcome.status, 1)
+
+
+def _print_evidence(evidence: LocalEvidence | None) -> None:
+    if evidence is None:
+        print("no release evidence: the run ended before its analysis")
+        return
+    print(f"report: {evidence.report}")
+    print(f"chart: {evidence.chart}")
+    print(f"MLflow run: {evidence.run.url}")

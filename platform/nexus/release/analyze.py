@@ -98,12 +98,11 @@ class Prometheus:
             raise ReleaseError("no Prometheus URL (--prometheus-url or .nexus/endpoints.json)")
         self.url = url.rstrip("/")
 
-    def query(self, expr: str, *, at: float) -> dict[str, float]:
-        """``{revision label: value}`` of a vector result; NaN samples are left out."""
-        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+    def _get(self, api: str, expr: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"query": expr, **params})
         try:
             with urllib.request.urlopen(  # noqa: S310 - operator's URL
-                f"{self.url}/api/v1/query?{params}", timeout=15
+                f"{self.url}/api/v1/{api}?{query}", timeout=15
             ) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
@@ -113,12 +112,30 @@ class Prometheus:
             raise ReleaseError(f"Prometheus at {self.url} did not answer {expr!r}: {exc}") from exc
         if body.get("status") != "success":
             raise ReleaseError(f"Prometheus refused {expr!r}: {body.get('error')}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query(self, expr: str, *, at: float) -> dict[str, float]:
+        """``{revision label: value}`` of a vector result; NaN samples are left out."""
         values: dict[str, float] = {}
-        for sample in body["data"]["result"]:
+        for sample in self._get("query", expr, {"time": f"{at:.3f}"}):
             value = float(sample["value"][1])
             if not math.isnan(value):
                 values[sample["metric"].get("revision", "")] = value
         return values
+
+    def query_range(
+        self, expr: str, *, start: float, end: float, step: float
+    ) -> dict[str, list[tuple[float, float]]]:
+        """``{revision label: [(time, value), ...]}`` of a matrix result (``/query_range``)."""
+        params = {"start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}"}
+        series: dict[str, list[tuple[float, float]]] = {}
+        for sample in self._get("query_range", expr, params):
+            points = [(float(t), float(v)) for t, v in sample["values"]]
+            series[sample["metric"].get("revision", "")] = [
+                (t, v) for t, v in points if not math.isnan(v)
+            ]
+        return series
 
 
 def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
@@ -142,6 +159,30 @@ def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
         "errors": (f"sum by (revision) (increase({count}{{{selector}, {server_errors}}}{window}))"),
         "p95_latency_s": p95(QUEUE_PROXY_DURATION),
         "p95_ttft_s": p95("vllm:time_to_first_token_seconds"),
+    }
+
+
+Series = dict[str, dict[str, list[tuple[float, float]]]]
+
+
+def series(
+    prometheus: Prometheus,
+    isvc: str,
+    revisions: list[str],
+    *,
+    start: float,
+    end: float,
+    step: float,
+    rate_window_s: float,
+) -> Series:
+    """The measures of ``queries`` over time: ``{measure: {revision: [(time, value)]}}``.
+
+    The same PromQL as the judgement, over a sliding ``rate_window_s`` instead of the whole
+    window, evaluated every ``step`` seconds from ``start`` to ``end`` (for charts).
+    """
+    return {
+        name: prometheus.query_range(expr, start=start, end=end, step=step)
+        for name, expr in queries(isvc, revisions, rate_window_s).items()
     }
 
 
@@ -217,10 +258,12 @@ def analyze(
         raise ReleaseError(f"no stable revision takes traffic: {list(rollout.traffic)}")
     sleep(window_s)
     revisions = [rollout.latest_revision, rollout.stable_revision]
-    stats = measure(prometheus, plan.model, revisions, window_s, at=clock())
+    at = clock()
+    stats = measure(prometheus, plan.model, revisions, window_s, at=at)
     canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
     decision, reasons = decide(canary, stable, thresholds)
-    return Analysis(decision, reasons, window_s, canary, stable)
+    # The window's end, so that the evidence (nexus.release.evidence) charts the same span.
+    return Analysis(decision, reasons, window_s, canary, stable, {"window_end": at})
 
 
 def analyze_step(

@@ -31,7 +31,7 @@ retried (push races are handled inside it too, this covers transient Git outages
 from typing import Final, NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Artifact, Output, PipelineTaskFinalStatus
+from kfp.dsl import HTML, Artifact, Markdown, Output, PipelineTaskFinalStatus
 
 from nexus.release.git_credentials import MOUNT_PATH
 
@@ -133,14 +133,23 @@ def analyze(
     max_error_ratio: float,
     max_p95_latency_ratio: float,
     min_canary_requests: int,
+    canary_percent: int,
     run: str,
     analysis: Output[Artifact],
+    report: Output[Markdown],
+    chart: Output[HTML],
 ) -> NamedTuple("Judgement", [("decision", str), ("summary", str)]):  # type: ignore[valid-type]
-    """Canary vs stable over the window: the decision, and the numbers as an artifact."""
+    """Canary vs stable over the window: the decision; the numbers, a report and a chart.
+
+    ``report`` (Markdown) and ``chart`` (HTML) are what the KFP UI renders on the run; the
+    same report and chart go to the release's MLflow run (``nexus.release.tracking``).
+    """
     import json
 
-    from nexus.release.analyze import analyze_step
+    from nexus.release.analyze import Thresholds, analyze_step
+    from nexus.release.evidence import chart_html
     from nexus.release.record import step_errors
+    from nexus.release.tracking import evidence_step
 
     with step_errors(tracking_uri, run, "analyze", plan=plan):
         summary = analyze_step(
@@ -152,10 +161,25 @@ def analyze(
             max_p95_latency_ratio=max_p95_latency_ratio,
             min_requests=min_canary_requests,
         )
+        markdown, svg, evidence = evidence_step(
+            tracking_uri=tracking_uri,
+            prometheus_url=prometheus_url,
+            plan_json=plan,
+            analysis_json=summary,
+            canary_percent=canary_percent,
+            thresholds=Thresholds(max_error_ratio, max_p95_latency_ratio, min_canary_requests),
+            run=run,
+        )
     with open(analysis.path, "w", encoding="utf-8") as out:
         out.write(summary)
+    with open(report.path, "w", encoding="utf-8") as out:
+        out.write(markdown)
+    with open(chart.path, "w", encoding="utf-8") as out:
+        out.write(chart_html(svg, "canary against stable"))
     decision = json.loads(summary)["decision"]
-    analysis.metadata["decision"] = decision
+    for artifact in (analysis, report, chart):
+        artifact.metadata["decision"] = decision
+        artifact.metadata["mlflow_run"] = evidence.url
     return (decision, summary)
 
 
@@ -305,6 +329,7 @@ def release(
             max_error_ratio=max_error_ratio,
             max_p95_latency_ratio=max_p95_latency_ratio,
             min_canary_requests=min_canary_requests,
+            canary_percent=canary_percent,
             run=run,
         ).set_caching_options(False)
         decision, summary = judged.outputs["decision"], judged.outputs["summary"]
