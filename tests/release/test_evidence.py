@@ -263,7 +263,9 @@ def test_evidence_without_prometheus_still_records_the_judgement(
 
 
 def test_compiled_analyze_step_declares_markdown_and_html_artifacts() -> None:
-    spec = yaml.safe_load((REPO / "pipelines" / "compiled" / "release.yaml").read_text())
+    # The first document is the pipeline spec; kfp-kubernetes adds its platform spec after it.
+    text = (REPO / "pipelines" / "compiled" / "release.yaml").read_text()
+    spec = next(yaml.safe_load_all(text))
     outputs = spec["components"]["comp-analyze"]["outputDefinitions"]["artifacts"]
     types = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
     assert types == {"analysis": "system.Artifact", "report": "system.Markdown",

@@ -95,3 +95,33 @@ async def test_splitter_with_all_weight_on_one_step_never_picks_the_other(
         async with client.post(router.url, json={}) as response:
             assert await response.json() == {"predictions": "all"}
     assert not models.calls("/predictions/none")
+
+
+async def test_a_fallback_step_is_marked_and_a_client_cannot_forge_the_mark(
+    models: Models, start_router: RouterFactory, client: aiohttp.ClientSession
+) -> None:
+    """The fallback step carries ``X-Nexus-Fallback: <failed step>`` so its transformer does
+    not count the caller's request twice (issue 12, item 4); a client's own value never
+    travels, even when every header is propagated."""
+    router = start_router(
+        sequence(
+            {"name": "primary", "serviceUrl": models.url("/upstream-failure")},
+            {
+                "name": "fallback",
+                "serviceUrl": models.url("/echo"),
+                "data": "$request",
+                "condition": "error.upstream_failure",
+            },
+        ),
+        env={"PROPAGATE_HEADERS": ".*"},
+    )
+    headers = {"X-Nexus-Fallback": "forged", "Authorization": "Bearer t"}
+    async with client.post(router.url, json={"q": 1}, headers=headers) as response:
+        assert response.status == 200
+        assert await response.json() == {"q": 1}
+    (primary,) = models.calls("/upstream-failure")
+    assert "X-Nexus-Fallback" not in primary.headers
+    assert primary.headers["Authorization"] == "Bearer t"
+    (fallback,) = models.calls("/echo")
+    assert fallback.headers["X-Nexus-Fallback"] == "primary"
+    assert fallback.headers["Authorization"] == "Bearer t"

@@ -12,7 +12,8 @@ Go regexp and, per step call, copies every incoming header whose *canonical* nam
 
 Python's ``re`` stands in for RE2; the two agree on the patterns header lists use (literals,
 ``.*``, classes, alternation). Framing headers (``Host``, ``Content-Length``, hop-by-hop)
-are never copied: Go's server strips ``Host`` and its client sets framing itself.
+are never copied: Go's server strips ``Host`` and its client sets framing itself. Nor is
+``X-Nexus-Fallback``, which only the router sets (``sequence.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _NEVER = frozenset(
         b"te",
         b"trailer",
         b"upgrade",
+        # Set by the router itself on a fallback step (sequence.py); a client's value would
+        # let it skip the request count of the transformer it reaches.
+        b"x-nexus-fallback",
     }
 )
 _CACHE_LIMIT = 4096

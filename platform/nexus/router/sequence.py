@@ -18,6 +18,12 @@ Nexus extension: a 2xx ``text/event-stream`` reply is relayed as a stream. If th
 step is conditional, the stream is the answer (a streaming success skips the conditional
 fallbacks: they can only happen before the first byte). If the next step is unconditional
 the stream is read whole and the chain goes on exactly as in KServe.
+
+Nexus extension: a conditional step that runs because the previous step failed carries
+``X-Nexus-Fallback: <failed step>``, so the transformer it reaches charges the caller's
+tokens but not a second request (one caller request is one request, whichever
+InferenceService answers it: ``transformer/components.py``). The router never forwards a
+client's own value of that header (``headers._NEVER``).
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from __future__ import annotations
 from nexus.router.graph import Node
 from nexus.router.reply import GraphError, Headers, Reply, StepRunner, condition_holds
 
+FALLBACK_HEADER = "X-Nexus-Fallback"
+
 
 async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
     reply: Reply | None = None
     for step in node.steps:
+        step_headers = headers
         if step.condition:
             if reply is None:
                 raise GraphError("invalid response", step=step.label)
@@ -40,13 +49,14 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
                 return Reply(200, reply.body, reply.step, _valid=True)
             if not reply.ok:
                 runner.fallback_used(node, reply.step, step)
+                step_headers = [*headers, (FALLBACK_HEADER, reply.step)]
         body = request
         if step.data == "$response" and reply is not None:
             reply = await reply.buffered()
             body = reply.body
         elif reply is not None:
             reply.close()
-        reply = await runner.run_step(step, body, headers)
+        reply = await runner.run_step(step, body, step_headers)
         if step.hard and not reply.ok:
             return reply
     if reply is None:
