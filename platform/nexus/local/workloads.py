@@ -139,15 +139,18 @@ class Workloads:
         if workload.ready:
             workload.failure = None
 
-    async def stop(self, name: str, *, grace: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds."""
+    async def stop(self, name: str, *, grace: float | None = None) -> None:
+        """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds.
+
+        ``grace`` defaults to the service's own ``stop_grace`` (a vLLM engine's is long).
+        """
         workload = self._items.pop(name, None)
         (self.supervisor.run_dir / f"{name}.pid").unlink(missing_ok=True)
         if workload is None or workload.process is None:
             return
         process = workload.process
         _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + (workload.service.stop_grace if grace is None else grace)
         # Popen offers no awaitable exit; a short poll keeps the loop free meanwhile.
         while process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
