@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictor",
         choices=("cpu", "vllm"),
         default="cpu",
-        help="vllm: real vLLM servers where a GPU and vllm are present",
+        help="vllm: real vLLM engines (make vllm first; without a GPU they serve a tiny model)",
     )
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
     demo = sub.add_parser(
