@@ -26,6 +26,7 @@ from nexus.local import vllm_model
 from nexus.local.storage import StorageInitializer
 from nexus.local.vllm_engine import engine_command, engine_env, runtime_container, vllm_python
 from nexus.registry.client import Registry, VersionInfo
+from tests.router.conftest import Router, router_process
 from tests.support.processes import REPO, Managed, free_port, managed, python_module, wait_http
 from tests.support.servers import Transformer, transformer
 
@@ -38,6 +39,7 @@ ENGINE_START_TIMEOUT = 420.0  # measured 74 s at low load, ~4 min at load averag
 # pytest-timeout counts session fixtures in the first test that uses them: MLflow, the build
 # and the engine took 287 s at load 15 and passed the project's 300 s limit at load 17-35.
 TIER_TIMEOUT = 900
+GRAPH = REPO / "graphs" / "inferencegraph.chat-fallback.yaml"
 POLICIES = {
     TOKEN_KEY: {"tokens_per_minute": 100_000},
     SETTLE_KEY: {"tokens_per_minute": 100_000},
@@ -139,3 +141,20 @@ def vllm_gateway(
     with transformer(tmp, model=MODEL, predictor_host=vllm_engine.host, env=GATEWAY_ENV) as gw:
         wait_http(f"{gw.url}/v2/health/live", timeout=30)
         yield gw
+
+
+@pytest.fixture(scope="session")
+def graph(tmp_path_factory: pytest.TempPathFactory, vllm_gateway: Transformer) -> Iterator[Router]:
+    """The repository's fallback graph, its primary mapped to the transformer before vLLM.
+
+    The fallback's host maps to a closed port: an answer that came from it would be a
+    transport error, so every good answer here is vLLM's through the primary step.
+    """
+    tmp: Path = tmp_path_factory.mktemp("vllm-graph")
+    hosts = [
+        "--host-map", f"llama-8b.nexus.svc.cluster.local=127.0.0.1:{vllm_gateway.port}",
+        "--host-map", "qwen-1-5b.nexus.svc.cluster.local=127.0.0.1:9",
+    ]  # fmt: skip
+    env = {"PROPAGATE_HEADERS": "Authorization,X-Api-Key,X-Request-Id,traceparent"}
+    with router_process(tmp, graph_file=GRAPH, env=env, args=hosts) as router:
+        yield router

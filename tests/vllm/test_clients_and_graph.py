@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import openai
 import pytest
 
-from tests.router.conftest import Router, router_process
-from tests.support.processes import REPO
+from tests.router.conftest import Router
 from tests.support.servers import Transformer
 from tests.vllm.conftest import KEY
 
 MESSAGES = [{"role": "user", "content": "What is KServe?"}]
 GREEDY = {"ignore_eos": True}  # vLLM's sampling parameter: exact lengths from a random model
-GRAPH = REPO / "graphs" / "inferencegraph.chat-fallback.yaml"
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory, vllm_gateway: Transformer) -> Iterator[Router]:
-    """The repository's fallback graph, its primary mapped to the transformer before vLLM.
-
-    The fallback's host maps to a closed port: an answer that came from it would be a
-    transport error, so every good answer here is vLLM's through the primary step.
-    """
-    tmp: Path = tmp_path_factory.mktemp("vllm-graph")
-    hosts = [
-        "--host-map", f"llama-8b.nexus.svc.cluster.local=127.0.0.1:{vllm_gateway.port}",
-        "--host-map", "qwen-1-5b.nexus.svc.cluster.local=127.0.0.1:9",
-    ]  # fmt: skip
-    env = {"PROPAGATE_HEADERS": "Authorization,X-Api-Key,X-Request-Id,traceparent"}
-    with router_process(tmp, graph_file=GRAPH, env=env, args=hosts) as router:
-        yield router
 
 
 def test_openai_client_through_the_transformer(vllm_gateway: Transformer) -> None:
