@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from nexus.errors import ResourceError
+from nexus.local.storage import DONE, StorageInitializer
 from nexus.local.vllm_engine import (
     CPU_ARGS,
+    STOP_GRACE,
+    Engines,
     engine_command,
     engine_env,
     runtime_container,
@@ -58,3 +62,27 @@ def test_a_runtime_that_is_not_python_is_refused(tmp_path: Path) -> None:
                        name="chat", port=1, cpu=True)  # fmt: skip
     with pytest.raises(ResourceError, match="cannot read the vLLM ServingRuntime"):
         runtime_container(tmp_path)
+
+
+def test_a_revision_engine_waits_for_its_folder_probe_and_slow_exit(tmp_path: Path) -> None:
+    storage = StorageInitializer(python=Path("/unused"), root=tmp_path)
+    placed = storage.folder("chat-predictor-00001")
+    placed.mkdir()
+    (placed / DONE).touch()  # placed before: no initializer runs
+    engines = Engines(REPO, storage, model_uri="file:///models/tiny")
+    predictor = {"model": {"args": ["--max-model-len=128"]}}
+    service = asyncio.run(
+        engines.service("chat", predictor, revision="chat-predictor-00001", port=4321)
+    )
+    assert service.name == "chat-predictor-00001"
+    assert f"--model={placed}" in service.args
+    assert "--max-model-len=128" in service.args
+    # The runtime's readiness probe, so the revision is not ready before the engine is.
+    assert service.ready_url == "http://127.0.0.1:4321/v1/models"
+    assert service.stop_grace == STOP_GRACE >= 30  # vLLM takes ~30 s after SIGTERM
+
+
+def test_without_a_storage_uri_the_revision_fails_clearly(tmp_path: Path) -> None:
+    engines = Engines(REPO, StorageInitializer(python=Path("/unused"), root=tmp_path))
+    with pytest.raises(ResourceError, match="no storageUri"):
+        asyncio.run(engines.service("chat", {}, revision="chat-predictor-00001", port=1))
