@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: up down status test check lint typecheck pytest system-deps bench constraints clean vllm vllm-constraints
+.PHONY: up down status test check lint typecheck pytest system-deps bench constraints schemas clean vllm vllm-constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,16 @@ pytest: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --with-litellm --write-readme
 	$(BIN)/python bench/router.py --write-readme
+
+## Regenerate the CRD schemas `nexus lint` ships (platform/nexus/manifests/schemas/) from
+## CRD YAML: `make schemas CRDS=DIR`, DIR holding the CRD files or `kubectl get crd -o yaml`
+## output. Set the *_CRDS_SOURCE labels to where those CRDs came from.
+KSERVE_CRDS_SOURCE ?= kserve/kserve@aaac4e294dae2c7b1aa1886447793f3aa1c30912 (2026-08-21, after v0.20.0)
+ARGOCD_CRDS_SOURCE ?= argoproj/argo-cd@37ee0097cf851bc2dd7665fc081bbce61a7e836e (2026-08-22, v3.5 line)
+schemas: $(STAMP)
+	@test -n "$(CRDS)" || { echo "usage: make schemas CRDS=DIR" >&2; exit 2; }
+	$(BIN)/nexus schemas generate --crds "$(CRDS)" \
+	  --source "serving.kserve.io=$(KSERVE_CRDS_SOURCE)" --source "argoproj.io=$(ARGOCD_CRDS_SOURCE)"
 
 ## Re-pin constraints.txt from a fresh resolve of pyproject.toml's dependencies.
 constraints:

@@ -7,9 +7,12 @@ deployment fails at start-up with a precise message instead of at the first requ
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -18,11 +21,50 @@ from nexus.errors import ConfigError
 MIB = 1024 * 1024
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 DEFAULT_TOKENS_PER_MINUTE = 200_000
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 JWT_ALGORITHMS = frozenset(
     {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"}
 )
 
 FailureMode = Literal["open", "closed"]
+
+# Every variable ``load_settings`` reads. Any other ``GATEWAY_*`` name is a typo (or a
+# setting from another version) that would otherwise be ignored without a word.
+KNOWN_VARIABLES = frozenset(
+    {
+        "GATEWAY_API_KEYS",
+        "GATEWAY_API_KEY_POLICIES",
+        "GATEWAY_JWT_SECRET",
+        "GATEWAY_JWT_PUBLIC_KEY",
+        "GATEWAY_JWT_JWKS_URL",
+        "GATEWAY_JWT_ALGORITHMS",
+        "GATEWAY_JWT_AUDIENCE",
+        "GATEWAY_JWT_ISSUER",
+        "GATEWAY_RATE_LIMIT_PER_MINUTE",
+        "GATEWAY_TOKENS_PER_MINUTE",
+        "GATEWAY_REDIS_URL",
+        "GATEWAY_RATE_LIMIT_FAILURE_MODE",
+        "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES",
+        "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS",
+        "GATEWAY_REQUEST_TIMEOUT_SECONDS",
+        "GATEWAY_MAX_BODY_BYTES",
+        "GATEWAY_MODEL_ALIASES",
+        "GATEWAY_UPSTREAM_MODEL_NAME",
+        "GATEWAY_PREDICTOR_PATH_PREFIX",
+        "GATEWAY_METRICS_TENANT_LABEL",
+    }
+)
+# Model names travel in URL paths (``/v1/models/{name}:predict``, ``/v2/models/{name}``).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+BOOLEANS = {
+    "": False,
+    "0": False,
+    "false": False,
+    "no": False,
+    "1": True,
+    "true": True,
+    "yes": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +154,65 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= minimum:
-        raise ConfigError(f"{name} must be > {minimum}, got {value}")
+    if not math.isfinite(value) or value <= minimum:
+        raise ConfigError(f"{name} must be a finite number > {minimum}, got {raw!r}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in BOOLEANS:
+        raise ConfigError(f"{name} must be one of true/false/1/0/yes/no, got {raw!r}")
+    return BOOLEANS[raw]
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """``GATEWAY_REDIS_URL``: ``redis://`` or ``rediss://``, a valid port and numeric db."""
+    raw = env.get("GATEWAY_REDIS_URL", "").strip()
+    if not raw:
+        return None
+    name = "GATEWAY_REDIS_URL"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{name} must start with redis:// or rediss://, got {parts.scheme!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(f"{name} names no host")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"{name}: the database must be a number, got {db!r}")
+    return raw
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw[:100]!r}")
+    return raw
+
+
+def _model_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    names = _csv(env, name)
+    for model in names:
+        if not MODEL_NAME.fullmatch(model):
+            raise ConfigError(
+                f"{name}: {model[:100]!r} is not a model name (letters, digits, '.', '_', '-')"
+            )
+    return names
+
+
+def _check_names(env: Mapping[str, str]) -> None:
+    unknown = sorted(k for k in env if k.startswith("GATEWAY_") and k not in KNOWN_VARIABLES)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]}: not one of {', '.join(sorted(KNOWN_VARIABLES))}"
+        )
 
 
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -184,6 +282,9 @@ def load_settings(
     """Build and validate the transformer settings from an environment mapping."""
     if not predictor_host:
         raise ConfigError("--predictor_host is required: the transformer proxies to a predictor")
+    if not MODEL_NAME.fullmatch(model_name or ""):
+        raise ConfigError(f"--model_name {model_name!r} is not a model name")
+    _check_names(env)
     failure_mode = env.get("GATEWAY_RATE_LIMIT_FAILURE_MODE", "open").strip().lower() or "open"
     if failure_mode not in ("open", "closed"):
         raise ConfigError(
@@ -198,14 +299,30 @@ def load_settings(
                 f"GATEWAY_JWT_ALGORITHMS: unsupported algorithm {alg!r}; "
                 f"use some of {sorted(JWT_ALGORITHMS)}"
             )
+    public_key = env.get("GATEWAY_JWT_PUBLIC_KEY", "").strip() or None
+    if public_key is not None and not public_key.startswith("-----BEGIN "):
+        raise ConfigError("GATEWAY_JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN ...)")
     jwt = JwtSettings(
         secret=env.get("GATEWAY_JWT_SECRET") or None,
-        public_key=env.get("GATEWAY_JWT_PUBLIC_KEY") or None,
-        jwks_url=env.get("GATEWAY_JWT_JWKS_URL") or None,
+        public_key=public_key,
+        jwks_url=_http_url(env, "GATEWAY_JWT_JWKS_URL"),
         algorithms=algorithms,
         audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
         issuer=env.get("GATEWAY_JWT_ISSUER") or None,
     )
+    usable = [
+        a
+        for a in algorithms
+        if (jwt.secret if a in HMAC_ALGORITHMS else (jwt.public_key or jwt.jwks_url))
+    ]
+    if jwt.enabled and algorithms and not usable:
+        # The shipped ConfigMap lists RS256,ES256 for every deployment; that is fine while
+        # JWTs are off, but with only a secret configured no token could ever pass.
+        raise ConfigError(
+            f"GATEWAY_JWT_ALGORITHMS ({', '.join(algorithms)}) lists no algorithm the"
+            " configured key can verify: HS* need GATEWAY_JWT_SECRET, RS/ES/PS need"
+            " GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_JWKS_URL"
+        )
     api_keys = _csv(env, "GATEWAY_API_KEYS")
     for key in api_keys:
         if key.startswith("sha256:"):
@@ -230,15 +347,15 @@ def load_settings(
             env, "GATEWAY_RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE
         ),
         tokens_per_minute=_int(env, "GATEWAY_TOKENS_PER_MINUTE", DEFAULT_TOKENS_PER_MINUTE),
-        redis_url=env.get("GATEWAY_REDIS_URL") or None,
+        redis_url=_redis_url(env),
         failure_mode="closed" if failure_mode == "closed" else "open",
         breaker_max_failures=_int(env, "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES", 5, minimum=1),
         breaker_reset_seconds=_float(env, "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS", 30.0),
         request_timeout_seconds=_float(env, "GATEWAY_REQUEST_TIMEOUT_SECONDS", 600.0),
         max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", MIB, minimum=1),
-        model_aliases=_csv(env, "GATEWAY_MODEL_ALIASES"),
+        model_aliases=_model_names(env, "GATEWAY_MODEL_ALIASES"),
         upstream_model_name=env.get("GATEWAY_UPSTREAM_MODEL_NAME") or None,
         predictor_path_prefix=prefix,
         predictor_use_ssl=use_ssl,
-        tenant_label=env.get("GATEWAY_METRICS_TENANT_LABEL", "").lower() in ("1", "true", "yes"),
+        tenant_label=_bool(env, "GATEWAY_METRICS_TENANT_LABEL"),
     )

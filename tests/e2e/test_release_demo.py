@@ -9,12 +9,9 @@ in file order: the browser looks for what the demo left in the registry).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,15 +23,12 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.browser import chromium
 from tests.support.local_platform import alive, nexus, pids
 from tests.support.processes import free_port_range
 
 LLAMA = "inference_services/local/inferenceservice.llama-8b.yaml"
 ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                  "--window-size=1400,900", "--virtual-time-budget=10000")  # fmt: skip
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -65,6 +59,7 @@ def git(repo: str, *args: str) -> str:
 def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     from nexus.registry import conventions as c
     from nexus.registry.client import Registry
+    from nexus.release.tracking import Tracking
 
     started = time.monotonic()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -85,6 +80,12 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert "not answered" not in out, "the demo's traffic must be served, not rate limited"
     assert "x-nexus-graph-step: qwen-1-5b" in out
     assert "the platform keeps running" in out
+    # It ends with where to look at the canary's judgement: files and the MLflow run.
+    report = re.search(r"  report +(\S+\.md)\n  chart +(\S+\.svg)\n  MLflow run +(\S+)", out)
+    assert report, out
+    assert Path(report[1]).read_text().startswith("# Release of llama-8b version 2 to local")
+    assert "<svg" in Path(report[2]).read_text()
+    assert "/#/experiments/" in report[3]
 
     urls = endpoints(state)
     registry = Registry.connect(urls["tracking_uri"])
@@ -93,7 +94,11 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert registry.version("llama-8b", "1").tags[c.RELEASE_STATUS] == "promoted"
     tags = registry.version("llama-8b", "2").tags
     assert tags[c.RELEASE_STATUS] == "promoted"
-    analysis = json.loads(tags[c.RELEASE_ANALYSIS])
+    assert tags[c.RELEASE_ANALYSIS] == "promote: canary within every threshold"
+    evidence = Tracking.connect(urls["tracking_uri"])
+    run = evidence.linked("llama-8b", "2")
+    assert run is not None
+    analysis = evidence.analysis(run)
     assert analysis["decision"] == "promote"
     assert analysis["canary"]["requests"] >= 10
     # Binomial share of a 20 % canary: far from 0 and from 50 %.
@@ -129,27 +134,6 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
         time.sleep(1)
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-nexus-graph-step"] == "llama-8b", answer.text
-
-
-def chromium(url: str, *flags: str, profile: Path, timeout: float = 90) -> str:
-    """Run headless Chromium once; its stdout. The whole process group goes afterwards."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        raise RuntimeError("chromium is not installed (apt-get install chromium)")
-    user_data = profile / f"chromium-profile-{time.monotonic_ns()}"  # fresh: no state carried
-    user_data.mkdir(parents=True)
-    process = subprocess.Popen(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *flags, url],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return out
 
 
 def version_rows(dom: str) -> dict[str, str]:

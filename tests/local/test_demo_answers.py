@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nexus.local.demo import answered
+from nexus.cli.demo import answered
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nexus.local.front import Backend, Front, RevisionMetrics, front_app
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
 from tests.support.processes import free_port
 
 
@@ -47,13 +48,13 @@ async def front() -> AsyncIterator[tuple[str, CollectorRegistry, Front]]:
 
 
 def samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], float]:
-    """(revision_name, response_code_class) -> value of the series ``name``."""
+    """(revision, status code) -> value of the series ``name``."""
     text = generate_latest(registry).decode()
     found = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name:
-                key = (sample.labels["revision_name"], sample.labels["response_code_class"])
+                key = (sample.labels["revision"], sample.labels[QUEUE_PROXY_STATUS_LABEL])
                 found[key] = sample.value
     return found
 
@@ -67,21 +68,26 @@ async def test_requests_are_counted_as_the_queue_proxy_counts_them(
             async with client.post(url + path, json={}) as response:
                 assert response.headers["x-nexus-revision"] == "llama-8b-predictor-00002"
 
+    # The name Knative 1.21's Prometheus exporter gives kn.serving.invocation.duration.
+    assert QUEUE_PROXY_DURATION == "kn_serving_invocation_duration_seconds"
+    assert samples(registry, f"{QUEUE_PROXY_DURATION}_count") == {
+        ("llama-8b-predictor-00002", "200"): 2.0,
+        ("llama-8b-predictor-00002", "503"): 1.0,
+    }
     text = generate_latest(registry).decode()
-    assert "revision_app_request_count_total" not in text, "no _total suffix, as Knative"
-    assert samples(registry, "revision_app_request_count") == {
-        ("llama-8b-predictor-00002", "2xx"): 2.0,
-        ("llama-8b-predictor-00002", "5xx"): 1.0,
-    }
-    assert samples(registry, "revision_app_request_latencies_count") == {
-        ("llama-8b-predictor-00002", "2xx"): 2.0,
-        ("llama-8b-predictor-00002", "5xx"): 1.0,
-    }
-    line = next(x for x in text.splitlines() if x.startswith("revision_app_request_count{"))
-    for label in ('isvc="llama-8b"', 'revision="llama-8b-predictor-00002"',
-                  'configuration_name="llama-8b-predictor"', 'response_code="503"'):  # fmt: skip
-        assert label in text, label
-    assert 'response_code_class="' in line
+    buckets = [
+        line for line in text.splitlines()
+        if line.startswith(f"{QUEUE_PROXY_DURATION}_bucket{{")
+        and f'{QUEUE_PROXY_STATUS_LABEL}="200"' in line
+    ]  # fmt: skip
+    # Knative's latencyBounds (pkg/queue/request_metric.go), then +Inf.
+    assert [line.split('le="')[1].split('"')[0] for line in buckets] == [
+        "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0",
+        "2.5", "5.0", "7.5", "10.0", "+Inf",
+    ]  # fmt: skip
+    assert 'isvc="llama-8b"' in buckets[0]
+    # Nothing under the pre-1.19 names, which current Knative no longer exports.
+    assert "revision_app_request" not in text
 
 
 async def test_an_unreachable_revision_counts_as_a_5xx_of_that_revision(
@@ -93,6 +99,6 @@ async def test_an_unreachable_revision_counts_as_a_5xx_of_that_revision(
     async with aiohttp.ClientSession() as client, client.post(url + "/ok", json={}) as response:
         assert response.status == 503
         assert "llama-8b-predictor-00003 is unreachable" in await response.text()
-    assert samples(registry, "revision_app_request_count") == {
-        ("llama-8b-predictor-00003", "5xx"): 1.0
+    assert samples(registry, f"{QUEUE_PROXY_DURATION}_count") == {
+        ("llama-8b-predictor-00003", "503"): 1.0
     }

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from importlib.util import find_spec
 
 import pytest
+import yaml
 
 from tests.manifests.conftest import REPO_ROOT
 
@@ -75,3 +77,57 @@ def test_base_image_is_pinned() -> None:
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image)
     froms = [rest for keyword, rest in _instructions() if keyword == "FROM"]
     assert all(f.startswith(("${PYTHON_IMAGE}", "runtime")) for f in froms)
+
+
+def built_images() -> dict[str, str]:
+    """``{target: image}`` from the header's ``docker build --target T -t IMAGE .`` lines."""
+    found = re.findall(r"^#\s+docker build --target (\S+)\s+-t (\S+) \.$", DOCKERFILE, re.M)
+    return dict(found)
+
+
+def test_every_image_the_platform_runs_is_built_here() -> None:
+    from nexus.manifests.model import ROUTER_IMAGE, TRANSFORMER_IMAGE
+    from nexus.release.pipeline import RELEASE_IMAGE
+
+    images = built_images()
+    assert set(images) <= set(_stages()), "a documented target has no stage"
+    assert images == {
+        "transformer": TRANSFORMER_IMAGE,
+        "router": ROUTER_IMAGE,
+        "release": RELEASE_IMAGE,
+    }
+
+
+def test_the_compiled_pipeline_runs_only_the_release_image() -> None:
+    text = (REPO_ROOT / "pipelines" / "compiled" / "release.yaml").read_text("utf-8")
+    compiled = next(yaml.safe_load_all(text))  # the pipeline spec; then its platform spec
+    executors = compiled["deploymentSpec"]["executors"].values()
+    used = {executor["container"]["image"] for executor in executors}
+    assert used == {built_images()["release"]}
+
+
+def test_release_image_holds_what_the_steps_import_and_git() -> None:
+    stages = _stages()
+    build = [rest for keyword, rest in stages["build-release"] if keyword == "RUN"]
+    assert 'pip install -c constraints.txt ".[release]"' in build
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text("utf-8"))
+    names = {
+        re.split(r"[<>=\[ ]", r)[0] for r in extra["project"]["optional-dependencies"]["release"]
+    }
+    assert {"mlflow", "kfp", "kfp-kubernetes"} <= names
+    lock = (REPO_ROOT / "constraints.txt").read_text("utf-8").splitlines()
+    for name in ("mlflow", "kfp", "kfp-kubernetes"):
+        assert any(line.startswith(f"{name}==") for line in lock), name
+    release = stages["release"]
+    text = " ".join(rest for _, rest in release)
+    assert re.search(r"apt-get install --yes --no-install-recommends git\b", text)
+    assert "pip install" not in text
+    assert "gcc" not in text
+    assert ("COPY", "--from=build-release /opt/nexus /opt/nexus") in release
+    users = [rest for keyword, rest in release if keyword == "USER"]
+    assert users
+    assert not users[-1].startswith(("0", "root"))
+    # No entrypoint: KFP's launcher gives the command of every step.
+    assert not [rest for keyword, rest in release if keyword == "ENTRYPOINT"]
+    # A plain `docker build .` still produces the transformer.
+    assert list(stages)[-1] == "transformer"

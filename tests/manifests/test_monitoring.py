@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from nexus.manifests.metric_names import GATEWAY_METRICS, VLLM_PREFIX, queryable_names
+from nexus.manifests.metric_names import (
+    GATEWAY_METRICS,
+    QUEUE_PROXY_DURATION,
+    QUEUE_PROXY_DURATION_BY_KNATIVE,
+    VLLM_PREFIX,
+    queryable_names,
+)
 from tests.manifests.conftest import REPO_ROOT
 
 MONITORING = REPO_ROOT / "platform" / "k8s" / "monitoring"
@@ -144,3 +150,30 @@ def test_promtool_unit_tests_can_fail(promtool_dir: Path) -> None:
     (promtool_dir / "nexus.rules.yaml").write_text(rules.replace("> 0.05", "> 0.5"), "utf-8")
     result = _promtool("test", "rules", "nexus.rules.test.yaml", cwd=promtool_dir)
     assert result.returncode != 0
+
+
+def test_queue_proxy_series_are_the_declared_knatives() -> None:
+    """The rules read the name the Knative of platform/versions.yaml exports."""
+    versions = yaml.safe_load((REPO_ROOT / "platform" / "versions.yaml").read_text("utf-8"))
+    minor = ".".join(str(versions["knative_serving"]).split(".")[:2])
+    assert QUEUE_PROXY_DURATION_BY_KNATIVE[minor] == QUEUE_PROXY_DURATION
+    used = set().union(*(metric_names(e) for e in _rule_exprs()))
+    assert f"{QUEUE_PROXY_DURATION}_count" in used
+    assert f"{QUEUE_PROXY_DURATION}_bucket" in used
+    assert not {n for n in used if n.startswith("revision_app_")}, "pre-1.19 names"
+
+
+def test_knative_exports_request_metrics_for_prometheus_to_scrape() -> None:
+    """config-observability turns the queue-proxy's exporter on; the PodMonitor scrapes it."""
+    cluster = REPO_ROOT / "platform" / "k8s" / "cluster"
+    config = yaml.safe_load((cluster / "config-observability.configmap.yaml").read_text("utf-8"))
+    assert config["metadata"] == {"name": "config-observability", "namespace": "knative-serving"}
+    assert config["data"] == {"request-metrics-protocol": "prometheus"}
+    kustomization = yaml.safe_load((cluster / "kustomization.yaml").read_text("utf-8"))
+    assert "config-observability.configmap.yaml" in kustomization["resources"]
+    monitor = yaml.safe_load((MONITORING / "predictors.podmonitor.yaml").read_text("utf-8"))
+    (queue_proxy,) = [e for e in monitor["spec"]["podMetricsEndpoints"]
+                      if e["port"] == "http-usermetric"]  # fmt: skip
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in queue_proxy["relabelings"]}
+    assert targets["revision"] == ["__meta_kubernetes_pod_label_serving_knative_dev_revision"]
+    assert targets["isvc"] == ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"]

@@ -12,7 +12,12 @@ from nexus.manifests.examples import EXAMPLES, example_files
 from nexus.manifests.kserve_codec import CodecError, from_dict, to_dict
 from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
 from nexus.manifests.pools import Pool, load_pools
-from nexus.manifests.render import merge_args, render_inference_service, render_yaml
+from nexus.manifests.render import (
+    merge_args,
+    render_cache_yaml,
+    render_inference_service,
+    render_yaml,
+)
 from tests.manifests.conftest import REPO_ROOT
 
 
@@ -66,9 +71,23 @@ def test_huggingface_runtime_on_a_gpu_pool(pools: dict[str, Pool]) -> None:
     meta, spec = doc["metadata"], doc["spec"]
     assert meta["annotations"] == {  # type: ignore[index]
         "argocd.argoproj.io/sync-wave": "2",
-        "serving.kserve.io/deploymentMode": "Serverless",
+        # KServe >= 0.17's name; "Serverless" is rewritten by its webhook (issue 9, fault 6).
+        "serving.kserve.io/deploymentMode": "Knative",
+        # The storage initializer's credentials (fault 4).
+        "serving.kserve.io/storageSecretName": "hf-token",
     }
+    # Predictors and transformers get no public host (fault 7).
+    assert meta["labels"]["networking.knative.dev/visibility"] == "cluster-local"  # type: ignore[index]
     predictor = spec["predictor"]  # type: ignore[index]
+    # Knative's 300 s default would cut every long generation (fault 5).
+    assert predictor["timeout"] == 600
+    assert spec["transformer"]["timeout"] == 600  # type: ignore[index]
+    assert predictor["annotations"] == {
+        "autoscaling.knative.dev/initial-scale": "1",
+        "autoscaling.knative.dev/scale-down-delay": "15m",
+        "autoscaling.knative.dev/window": "180s",
+        "serving.knative.dev/progress-deadline": "1800s",
+    }
     assert predictor["canaryTrafficPercent"] == 25
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 8)
@@ -127,6 +146,8 @@ def test_local_cpu_worker_is_a_custom_predictor_container(pools: dict[str, Pool]
         ({"min_replicas": 4}, "replicas"),
         ({"canary_percent": 120}, "0..100"),
         ({"runtime": "tgi"}, "runtime"),
+        ({"gpus": 0}, "gpus"),
+        ({"timeout_seconds": 1300}, "max-revision-timeout-seconds"),
     ],
 )
 def test_bad_descriptions_fail_before_rendering(overrides: dict[str, object], message: str) -> None:
@@ -139,6 +160,27 @@ def test_unknown_pool_and_gpu_runtime_on_cpu_pool_are_refused(pools: dict[str, P
         render_inference_service(_desc(pool="tpu"), pools)
     with pytest.raises(ConfigError, match="no accelerator"):
         render_inference_service(_desc(pool="cpu"), pools)
+
+
+def test_multi_gpu_predictor_gets_tensor_parallel_shm_and_scaled_resources(
+    pools: dict[str, Pool],
+) -> None:
+    desc = _desc(runtime="vllm", pool="h100", canary_percent=None, gpus=4)
+    predictor = _doc(desc, pools)["spec"]["predictor"]  # type: ignore[index]
+    model = predictor["model"]
+    assert "--tensor-parallel-size=4" in model["args"]
+    assert model["resources"]["limits"] == {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "4"}
+    assert model["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert predictor["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
+    ]
+    single = _doc(_desc(runtime="vllm", pool="h100", canary_percent=None), pools)
+    assert "volumes" not in single["spec"]["predictor"]  # type: ignore[index]
+
+
+def test_cpu_predictor_gets_no_gpu_autoscaling_annotations(pools: dict[str, Pool]) -> None:
+    desc = _desc(runtime="vllm", pool="cpu", predictor_image=CPU_WORKER_IMAGE, canary_percent=None)
+    assert "annotations" not in _doc(desc, pools)["spec"]["predictor"]  # type: ignore[index]
 
 
 def test_merge_args_overrides_by_flag() -> None:
@@ -154,3 +196,37 @@ def test_committed_examples_are_what_the_renderer_produces(pools: dict[str, Pool
     for relative, text in files.items():
         committed = (REPO_ROOT / relative).read_text(encoding="utf-8")
         assert committed == text, f"{relative} is stale: python -m nexus.manifests.examples"
+
+
+def test_cached_model_gets_a_namespace_cache_file(pools: dict[str, Pool]) -> None:
+    desc = _desc(runtime="vllm", pool="h100", canary_percent=None, gpus=4, cache=True,
+                 storage_uri="hf://meta-llama/Llama-3.1-70B-Instruct")  # fmt: skip
+    isvc = yaml.safe_load(render_yaml([desc], pools))
+    cache = yaml.safe_load(render_cache_yaml(desc, pools) or "")
+    assert cache["kind"] == "LocalModelNamespaceCache"
+    assert cache["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
+    # KServe matches the cache to the InferenceService by storage URI.
+    assert cache["spec"]["sourceModelUri"] == isvc["spec"]["predictor"]["model"]["storageUri"]
+    # 70e9 parameters x 2 bytes (bf16) x 1.1 margin = 143.4 GiB, rounded up.
+    assert cache["spec"]["modelSize"] == "144Gi"
+    assert cache["spec"]["nodeGroups"] == ["nexus-h100"]
+
+
+def test_every_cached_example_has_its_node_group_and_downloader() -> None:
+    folder = REPO_ROOT / "platform" / "k8s" / "model-cache"
+    shipped = {
+        doc["metadata"]["name"]
+        for path in folder.glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc.get("kind") in ("LocalModelNodeGroup", "ServiceAccount")
+    }
+    cached = [d for ds in EXAMPLES.values() for d in ds if d.cache]
+    assert cached, "the examples show the model cache"
+    for desc in cached:
+        assert f"nexus-{desc.pool}" in shipped
+    assert "nexus-model-downloader" in shipped
+
+
+def test_cache_refused_for_custom_containers() -> None:
+    with pytest.raises(ConfigError, match="model cache"):
+        _desc(runtime="vllm", pool="cpu", predictor_image=CPU_WORKER_IMAGE, cache=True)

@@ -126,8 +126,12 @@ class LocalPlatform:
 @pytest.fixture
 def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
     """The local control plane on the test's GitOps repository, and its Prometheus."""
-    from nexus.local import prometheus
+    from nexus.local import atomic_file, gitops, prometheus
+    from nexus.local.resources import CONFIG_FOLDER
     from nexus.local.supervisor import Supervisor
+
+    # The transformers' ConfigMaps come from the synced commit, as `nexus up` seeds them.
+    gitops.seed(gitops_repo, REPO, [CONFIG_FOLDER])
 
     binary = shutil.which("prometheus")
     if binary is None:
@@ -135,7 +139,7 @@ def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]
     state = tmp_path / "platform"
     (state / "api-key").parent.mkdir(parents=True)
     (state / "api-key").write_text(API_KEY + "\n")
-    prometheus.write(state / "prometheus" / "prometheus.yml", prometheus.render([]))
+    atomic_file.write_text(state / "prometheus" / "prometheus.yml", prometheus.render([]))
     prom_port, status_port, base = free_port(), free_port(), free_port_range(30)
     prom_url = f"http://127.0.0.1:{prom_port}"
     controller = python_module(

@@ -2,8 +2,9 @@
 
 ``promtool test rules`` evaluates the queries of ``nexus.release.analyze.queries`` with
 Prometheus's own engine over input series labelled the way the PodMonitors of
-``platform/k8s/monitoring`` label them: Knative's queue-proxy and vLLM on predictor pods
-(``isvc``, ``revision`` from the pod's labels), and the transformer, whose single
+``platform/k8s/monitoring`` label them: Knative 1.21's queue-proxy histogram
+(``kn_serving_invocation_duration_seconds`` by ``http_response_status_code``, OTel scope
+label included) and vLLM on predictor pods (``isvc``, ``revision`` from the pod's labels), and the transformer, whose single
 revision must not count for either predictor revision. The local path is covered end to
 end by ``test_lifecycle.py``.
 """
@@ -17,19 +18,20 @@ from typing import Any
 
 import yaml
 
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION
 from nexus.release.analyze import queries
 
 CANARY, STABLE = "llama-8b-predictor-00002", "llama-8b-predictor-00001"
 
 
 def queue_proxy(revision: str, code: str, per_minute: int) -> dict[str, str]:
+    """One status code's request count in the queue-proxy histogram of ``revision``."""
     labels = (
         f'namespace="nexus", isvc="llama-8b", revision="{revision}", '
-        f'configuration_name="llama-8b-predictor", revision_name="{revision}", '
-        f'container_name="queue-proxy", response_code="{code}", '
-        f'response_code_class="{code[0]}xx"'
+        f'pod="{revision}-deployment-7d9f", container="queue-proxy", '
+        f'otel_scope_name="knative.dev/serving/pkg/queue", http_response_status_code="{code}"'
     )
-    return {"series": f"revision_app_request_count{{{labels}}}", "values": f"0+{per_minute}x30"}
+    return {"series": f"{QUEUE_PROXY_DURATION}_count{{{labels}}}", "values": f"0+{per_minute}x30"}
 
 
 def histogram(name: str, revision: str, bounds: list[str], counts: list[int]) -> list[Any]:
@@ -44,7 +46,7 @@ def histogram(name: str, revision: str, bounds: list[str], counts: list[int]) ->
 
 def test_the_analysis_queries_separate_predictor_revisions(tmp_path: Path) -> None:
     assert shutil.which("promtool"), "promtool missing: `make system-deps` installs prometheus"
-    latency = "revision_app_request_latencies"
+    latency = QUEUE_PROXY_DURATION
     ttft = "vllm:time_to_first_token_seconds"
     transformer = (
         'gateway_requests_total{namespace="nexus", isvc="llama-8b", '
@@ -56,9 +58,9 @@ def test_the_analysis_queries_separate_predictor_revisions(tmp_path: Path) -> No
         queue_proxy(STABLE, "200", 90),
         # The transformer's own counter: one revision for both predictor revisions.
         {"series": transformer, "values": "0+1000x30"},
-        # Canary answers in (1000, 2000] ms, stable in (450, 500] ms.
-        *histogram(latency, CANARY, ["1000", "2000", "+Inf"], [0, 10, 0]),
-        *histogram(latency, STABLE, ["450", "500", "+Inf"], [0, 90, 0]),
+        # Canary answers in (1, 2.5] s, stable in (0.25, 0.5] s (Knative's bounds).
+        *histogram(latency, CANARY, ["1", "2.5", "+Inf"], [0, 10, 0]),
+        *histogram(latency, STABLE, ["0.25", "0.5", "+Inf"], [0, 90, 0]),
         *histogram(ttft, CANARY, ["0.1", "0.2", "+Inf"], [0, 10, 0]),
         *histogram(ttft, STABLE, ["0.1", "0.2", "+Inf"], [90, 0, 0]),
     ]
@@ -66,7 +68,7 @@ def test_the_analysis_queries_separate_predictor_revisions(tmp_path: Path) -> No
     expected = {
         "requests": {CANARY: 100.0, STABLE: 900.0},
         "errors": {CANARY: 20.0},
-        "p95_latency_s": {CANARY: 1.95, STABLE: 0.4975},
+        "p95_latency_s": {CANARY: 2.425, STABLE: 0.4875},
         "p95_ttft_s": {CANARY: 0.195, STABLE: 0.095},
     }
     tests = [

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from nexus.release.git_credentials import MOUNT_PATH
+from nexus.release.pipeline import GIT_SECRET, IN_CLUSTER, RELEASE_IMAGE
 from nexus.release.run import compile_pipeline
 from tests.support.processes import REPO
 
@@ -29,8 +31,14 @@ def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def _documents() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline spec and the platform (Kubernetes) spec kfp-kubernetes adds."""
+    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    return spec, platform
+
+
 def test_compiled_pipeline_retries_commits_and_never_caches_side_effects() -> None:
-    spec = yaml.safe_load(COMPILED.read_text())
+    spec, _ = _documents()
     tasks = _tasks(spec)
     assert tasks["commit"]["retryPolicy"]["maxRetryCount"] == 3
     for name in ("resolve", "commit", "wait", "analyze", "promote", "rollback", "record-outcome"):
@@ -38,6 +46,31 @@ def test_compiled_pipeline_retries_commits_and_never_caches_side_effects() -> No
     # The exit handler runs whatever the body's outcome.
     assert tasks["record-outcome"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"ghcr.io/nexus-serving/nexus-release:0.1.0"}
+    assert images == {RELEASE_IMAGE}  # test_dockerfile.py: the Dockerfile's release target
     # The image carries nexus and kfp: nothing is installed when a step starts.
     assert "pip install" not in COMPILED.read_text()
+
+
+def test_every_step_that_pushes_mounts_the_git_secret_and_no_other_does() -> None:
+    spec, platform = _documents()
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    pushing = {"exec-commit", "exec-promote", "exec-rollback", "exec-record-outcome"}
+    assert set(executors) == pushing
+    for name, config in executors.items():
+        (volume,) = config["secretAsVolume"]
+        assert volume["mountPath"] == MOUNT_PATH, name
+        assert volume["optional"] is False, name
+        # The Secret's name is the run's `git_secret` parameter, passed down to the step.
+        parameter = volume["secretNameParameter"]["componentInputParameter"]
+        assert parameter in {"git_secret", "pipelinechannel--git_secret"}, name
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["git_secret"]["defaultValue"] == GIT_SECRET
+
+
+def test_cluster_urls_are_parameters_with_in_cluster_defaults() -> None:
+    spec, _ = _documents()
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, url in IN_CLUSTER.items():
+        assert params[name]["defaultValue"] == url, name
+        assert ".svc" in url, name
+    assert IN_CLUSTER["status_url"] == "https://kubernetes.default.svc"

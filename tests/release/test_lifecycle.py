@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from nexus.cli import main
 from nexus.manifests.model import CPU_WORKER_IMAGE
@@ -30,6 +31,7 @@ from nexus.registry import conventions as c
 from nexus.registry.client import Registry
 from nexus.release.resolve import default_pools_file
 from nexus.release.run import run_inline
+from nexus.release.tracking import Tracking
 from tests.release.conftest import (
     API_KEY,
     ISVC_API,
@@ -53,6 +55,14 @@ def manifest(repo: Path, rev: str = "main") -> dict[str, Any]:
 def register(registry: Registry, uri: str) -> str:
     spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100", max_model_len=4096)
     return registry.register(LIFECYCLE_MODEL, spec, load_pools(default_pools_file())).version
+
+
+def judged(mlflow: Mlflow, version: str) -> dict[str, Any]:
+    """The analysis of the version's last release, as its MLflow run records it."""
+    tracking = Tracking.connect(mlflow.url)
+    run = tracking.linked(LIFECYCLE_MODEL, version)
+    assert run is not None, f"version {version} links no release run"
+    return tracking.analysis(run)
 
 
 def revision(n: int) -> str:
@@ -156,8 +166,12 @@ def test_release_lifecycle(
     with Traffic(chat_url, headers=headers, model=LIFECYCLE_MODEL, interval=0.12):
         status = run_inline(pipeline_args(v2, mlflow_server, gitops_repo, local_platform))
     assert status == "promoted"
-    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS])
+    analysis = judged(mlflow_server, v2)
     assert analysis["decision"] == "promote"
+    # The tag a person reads in the registry UI is one line, not the JSON.
+    assert registry.version(LIFECYCLE_MODEL, v2).tags[c.RELEASE_ANALYSIS] == (
+        "promote: canary within every threshold"
+    )
     assert analysis["canary"]["revision"] == revision(2)
     assert analysis["stable"]["revision"] == revision(1)
     assert analysis["canary"]["requests"] >= 5
@@ -182,7 +196,7 @@ def test_release_lifecycle(
     assert out.endswith("exit status 3"), out
     assert "· rollback" in out, out
     assert f"{LIFECYCLE_MODEL} version {v3} rolled back" in out, out
-    analysis = json.loads(registry.version(LIFECYCLE_MODEL, v3).tags[c.RELEASE_ANALYSIS])
+    analysis = judged(mlflow_server, v3)
     assert analysis["canary"]["error_ratio"] > 0.5
     assert analysis["stable"]["error_ratio"] == 0
     assert any("5xx ratio" in reason for reason in analysis["reasons"])
@@ -191,7 +205,27 @@ def test_release_lifecycle(
     assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
     tags = registry.version(LIFECYCLE_MODEL, v3).tags
     assert tags[c.RELEASE_STATUS] == "rolled_back"
-    assert json.loads(tags[c.RELEASE_ANALYSIS])["decision"] == "rollback"
+    assert tags[c.RELEASE_ANALYSIS].startswith("rollback: canary 5xx ratio ")
+    # The evidence: report and chart beside the log (as the analyze step's KFP artifacts
+    # hold them), and the MLflow run the version links to, with per-signal metrics.
+    report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0])
+    chart = Path(out.split("\nchart: ", 1)[1].split("\n", 1)[0])
+    assert report.parent == chart.parent == state / "kfp"
+    assert report.read_text().startswith(f"# Release of {LIFECYCLE_MODEL} version {v3}")
+    assert "| 5xx ratio |" in report.read_text()
+    assert "rollback above" in chart.read_text()
+    kfp_report = next((state / "kfp").glob("*/analyze/report"))
+    assert "<svg" in next((state / "kfp").glob("*/analyze/chart")).read_text()
+    assert kfp_report.read_text().startswith("# Release of ")
+    run_url = out.split("\nMLflow run: ", 1)[1].split("\n", 1)[0]
+    assert tags["release.evidence"] == run_url
+    client = MlflowClient(mlflow_server.url)
+    run = client.get_run(run_url.rsplit("/", 1)[1])
+    assert run.data.tags["outcome"] == "rolled_back"
+    assert run.data.params["version"] == v3
+    assert run.data.params["git_commit"] != "-"
+    assert len(client.get_metric_history(run.info.run_id, "error_ratio/canary")) >= 2
+    assert run_url in client.get_model_version(LIFECYCLE_MODEL, v3).description
     # The platform agrees: the champion's revision takes everything again.
     isvc = httpx.get(f"{local_platform.status_url}{ISVC_API}/{LIFECYCLE_MODEL}").json()
     predictor = isvc["status"]["components"]["predictor"]

@@ -114,7 +114,32 @@ def _models_app(models: Models) -> web.Application:
             return await upstream_failure(request)
         return _json({"model": model, "choices": [{"message": {"content": "hi"}}]})
 
+    async def deep(request: web.Request) -> web.Response:
+        """An answer nested ``depth`` levels deep (hostile or broken step)."""
+        await record(request)
+        depth = int(request.match_info["depth"])
+        return web.Response(body=b"[" * depth + b"]" * depth, content_type="application/json")
+
+    async def big(request: web.Request) -> web.Response:
+        await record(request)
+        size = int(request.match_info["size"])
+        return web.Response(body=b'"' + b"x" * (size - 2) + b'"', content_type="application/json")
+
+    async def cut(request: web.Request) -> web.StreamResponse:
+        """Promises 1,000 bytes, sends 10, then drops the connection."""
+        await record(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "Content-Length": "1000"})  # fmt: skip
+        await response.prepare(request)
+        await response.write(b'{"partial"')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
     app = web.Application()
+    app.router.add_post("/deep/{depth}", deep)
+    app.router.add_post("/big/{size}", big)
+    app.router.add_post("/cut", cut)
     app.router.add_post("/openai/v1/chat/completions", chat)
     app.router.add_post("/predictions/{value}", predictions)
     app.router.add_post("/label/{label}", label)

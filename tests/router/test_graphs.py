@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,12 @@ import jsonschema
 import pytest
 import yaml
 
+from nexus.manifests.bundle import Bundle
 from tests.router.conftest import Models, RouterFactory
 
 REPO = Path(__file__).resolve().parents[2]
 GRAPHS = sorted((REPO / "graphs").glob("*.yaml"))
 CLUSTER_HOSTS = ("llama-8b", "qwen-1-5b", "mistral-7b")
-
-
-def crds_dir() -> Path:
-    """``../shared/crds`` beside the repository, or ``NEXUS_CRDS_DIR``."""
-    return Path(os.environ.get("NEXUS_CRDS_DIR") or REPO / ".." / "shared" / "crds")
 
 
 def strict(schema: Any) -> Any:
@@ -38,11 +33,9 @@ def strict(schema: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load(
-        (crds_dir() / "kserve" / "serving.kserve.io_inferencegraphs.yaml").read_text()
-    )
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
-    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+    # The InferenceGraph schema `nexus lint` ships (generated from KServe's CRD).
+    schema = Bundle.load().schemas("serving.kserve.io", "InferenceGraph")["v1alpha1"]
+    return jsonschema.Draft7Validator(strict(schema))
 
 
 def test_the_three_graphs_are_shipped() -> None:

@@ -62,7 +62,7 @@ def test_policies_by_plain_or_hashed_key() -> None:
         ({"GATEWAY_API_KEYS": "k", "GATEWAY_API_KEY_POLICIES": '{"k": {"tokens_per_minute": -1}}'},
          "non-negative integer"),
         ({"GATEWAY_API_KEYS": "k", "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES": "0"}, "must be >= 1"),
-        ({"GATEWAY_API_KEYS": "k", "GATEWAY_REQUEST_TIMEOUT_SECONDS": "-1"}, "must be > 0"),
+        ({"GATEWAY_API_KEYS": "k", "GATEWAY_REQUEST_TIMEOUT_SECONDS": "-1"}, "must be a finite number > 0"),
         ({"GATEWAY_API_KEYS": "k", "GATEWAY_PREDICTOR_PATH_PREFIX": "openai"}, "start with '/'"),
     ],
 )  # fmt: skip
@@ -75,3 +75,46 @@ def test_policy_errors_never_print_the_key() -> None:
     with pytest.raises(ConfigError) as error:
         settings(GATEWAY_API_KEYS="k", GATEWAY_API_KEY_POLICIES='{"super-secret-key": 3}')
     assert "super-secret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"GATEWAY_REDIS_URL": "http://127.0.0.1:6379"}, "GATEWAY_REDIS_URL"),
+        ({"GATEWAY_REDIS_URL": "redis://127.0.0.1:99999/0"}, "GATEWAY_REDIS_URL"),
+        ({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/zero"}, "GATEWAY_REDIS_URL"),
+        ({"GATEWAY_REDIS_URL": "redis:///0"}, "GATEWAY_REDIS_URL"),
+        ({"GATEWAY_JWT_JWKS_URL": "file:///etc/passwd"}, "GATEWAY_JWT_JWKS_URL"),
+        ({"GATEWAY_JWT_PUBLIC_KEY": "not a pem"}, "GATEWAY_JWT_PUBLIC_KEY"),
+        ({"GATEWAY_JWT_ALGORITHMS": "RS256"}, "GATEWAY_JWT_ALGORITHMS"),
+        ({"GATEWAY_REQUEST_TIMEOUT_SECONDS": "nan"}, "GATEWAY_REQUEST_TIMEOUT_SECONDS"),
+        ({"GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS": "inf"}, "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS"),
+        ({"GATEWAY_METRICS_TENANT_LABEL": "maybe"}, "GATEWAY_METRICS_TENANT_LABEL"),
+        ({"GATEWAY_MODEL_ALIASES": "chat/../x"}, "GATEWAY_MODEL_ALIASES"),
+        ({"GATEWAY_MODEL_ALIASES": "a:predict"}, "GATEWAY_MODEL_ALIASES"),
+        ({"GATEWAY_RATE_LIMIT_PER_MIN": "5"}, "GATEWAY_RATE_LIMIT_PER_MIN"),
+        ({"GATEWAY_API_KEY_POLICIES": '{"k": {"tokens_per_minute": -1}}'}, "tokens_per_minute"),
+    ],
+)
+def test_every_variable_is_checked_at_start(bad: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(
+            {"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_SECRET": "s", **bad},
+            model_name="chat",
+            predictor_host="127.0.0.1:9000",
+        )
+
+
+def test_algorithms_without_keys_are_fine_while_jwts_are_off() -> None:
+    """platform/k8s/base/gateway-config.configmap.yaml lists RS256,ES256 everywhere."""
+    s = load_settings(
+        {"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_ALGORITHMS": "RS256,ES256"},
+        model_name="chat",
+        predictor_host="127.0.0.1:9000",
+    )
+    assert not s.jwt.enabled
+
+
+def test_model_name_is_checked() -> None:
+    with pytest.raises(ConfigError, match="--model_name"):
+        load_settings({"GATEWAY_API_KEYS": "k"}, model_name="a/b", predictor_host="h:1")

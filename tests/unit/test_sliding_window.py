@@ -79,3 +79,18 @@ def test_refused_requests_take_nothing() -> None:
     assert not refused.allowed
     assert refused.requests_remaining == 9
     assert refused.tokens_remaining == 10
+
+
+def test_a_fallback_step_is_charged_tokens_but_not_counted_as_a_request() -> None:
+    window = InProcessWindow(clock=Clock())
+    counted = Quota(requests_per_minute=2, tokens_per_minute=100)
+    fallback = Quota(requests_per_minute=2, tokens_per_minute=100, count_request=False)
+    assert window.acquire_now("k", counted, 10, "m0").allowed
+    assert window.acquire_now("k", counted, 10, "m1").allowed
+    # The window is full for new requests, but a fallback of one already counted passes...
+    decision = window.acquire_now("k", fallback, 10, "m2")
+    assert decision.allowed
+    assert decision.tokens_remaining == 70
+    # ...and is still held to the token budget.
+    assert not window.acquire_now("k", fallback, 80, "m3").allowed
+    assert not window.acquire_now("k", counted, 1, "m4").allowed

@@ -12,6 +12,9 @@ Claims that shape policy: ``models`` (allowed model names), ``rpm``, ``tpm``, ``
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +32,27 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 LEEWAY_SECONDS = 5
 CACHE_SIZE = 10_000
 JWKS_MIN_REFRESH_SECONDS = 30.0
+NUMERIC_DATES = ("exp", "nbf", "iat")
+# RFC 7515 §2: base64url without padding. PyJWT also decodes padded or non-canonical
+# segments, which gave one token several spellings (issue 12, item 13).
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _canonical(token: str) -> bool:
+    """Three unpadded base64url segments, the signature spelled the one canonical way."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts[:2]):
+        return False
+    signature = parts[2]
+    if not signature:
+        return True  # alg "none": refused by name below, with the clearer message
+    if not _SEGMENT.fullmatch(signature):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == signature
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -119,6 +143,10 @@ class JwtVerifier:
             if self._clock() < expires:
                 return principal
             del self._cache[token]
+        if not _canonical(token):
+            raise AuthenticationFailed(
+                "malformed bearer token: segments must be unpadded base64url"
+            )
         try:
             header = pyjwt.get_unverified_header(token)
         except pyjwt.PyJWTError:
@@ -161,8 +189,10 @@ class JwtVerifier:
             )
         except pyjwt.ExpiredSignatureError:
             raise AuthenticationFailed("token has expired") from None
-        except pyjwt.ImmatureSignatureError:
-            raise AuthenticationFailed("token is not valid yet (nbf)") from None
+        except pyjwt.ImmatureSignatureError as exc:
+            # PyJWT raises the same error for a future ``iat`` and a future ``nbf``.
+            claim = "iat" if "(iat)" in str(exc) else "nbf"
+            raise AuthenticationFailed(f"token is not valid yet ({claim})") from None
         except pyjwt.InvalidAudienceError:
             raise AuthenticationFailed("token audience is not accepted") from None
         except pyjwt.InvalidIssuerError:
@@ -173,6 +203,13 @@ class JwtVerifier:
             raise AuthenticationFailed("token signature is invalid") from None
         except (pyjwt.PyJWTError, ValueError, TypeError):
             raise AuthenticationFailed("token is invalid") from None
+        for name in NUMERIC_DATES:
+            value = claims.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                # PyJWT 2.x accepts "exp": "1700000000" (it calls int() on it).
+                raise AuthenticationFailed(f"token claim {name!r} must be a number (RFC 7519 §2)")
         return claims
 
 
@@ -188,8 +225,12 @@ def _principal_from(claims: dict[str, Any]) -> Principal:
     limits: dict[str, int | None] = {}
     for claim in ("rpm", "tpm"):
         value = claims.get(claim)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise AuthenticationFailed(f"token claim {claim!r} must be an integer")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            # As GATEWAY_API_KEY_POLICIES refuses negatives at start: a negative limit is
+            # a broken token, not a key that is refused forever with 429.
+            raise AuthenticationFailed(f"token claim {claim!r} must be a non-negative integer")
         limits[claim] = value
     tenant = claims.get("tenant")
     return Principal(

@@ -2,7 +2,8 @@
 -- KEYS[1] request log   (zset: member -> admission ms)
 -- KEYS[2] token log     (zset: "member|tokens" -> reservation ms)
 -- KEYS[3] token total   (string: sum of the token log)
--- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited),
+-- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited;
+--       requests_per_minute -1 = a fallback step: neither checked nor counted as a request),
 --       then settlements of earlier requests as triples: reserved member, settled member,
 --       actual - reserved (folded in here so a request costs one round trip, not two).
 -- Time comes from the Redis server so replicas with skewed clocks share one window.
@@ -60,8 +61,10 @@ elseif tpm > 0 and total + cost > tpm then
     end
   end
 else
-  redis.call('ZADD', KEYS[1], now, member)
-  count = count + 1
+  if rpm >= 0 then
+    redis.call('ZADD', KEYS[1], now, member)
+    count = count + 1
+  end
   if cost > 0 then
     redis.call('ZADD', KEYS[2], now, member .. '|' .. cost)
     total = total + cost

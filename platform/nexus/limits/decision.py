@@ -14,6 +14,9 @@ class Quota:
 
     requests_per_minute: int
     tokens_per_minute: int
+    # False for the fallback step of a request another replica already counted: its
+    # tokens are charged, but it is not a second request (issue 12, item 4).
+    count_request: bool = True
 
 
 @dataclass(frozen=True, slots=True)

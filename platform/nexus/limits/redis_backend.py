@@ -57,7 +57,8 @@ class RedisWindow:
 
     async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision:
         rpm, tpm = quota.requests_per_minute, quota.tokens_per_minute
-        args: list[str | int] = [self._window_ms, rpm, tpm, tokens if tpm else 0, member]
+        sent_rpm = rpm if quota.count_request else -1
+        args: list[str | int] = [self._window_ms, sent_rpm, tpm, tokens if tpm else 0, member]
         settlements = self._pending.pop(key, None)
         if settlements:
             args += settlements
@@ -68,6 +69,8 @@ class RedisWindow:
                 self._pending.setdefault(key, []).extend(settlements)
             raise
         allowed, reason, req_left, req_reset, tok_left, tok_reset, retry = (int(v) for v in raw)
+        if not quota.count_request:
+            req_left += rpm - sent_rpm  # the script answered -1 - count
         return Decision(
             allowed=bool(allowed),
             quota=quota,
@@ -109,9 +112,6 @@ class RedisWindow:
     async def flush_all(self) -> None:
         for key in list(self._pending):
             await self.flush(key)
-
-    async def ping(self) -> bool:
-        return bool(await self._client.call("PING") == b"PONG")
 
     async def close(self) -> None:
         await self.flush_all()

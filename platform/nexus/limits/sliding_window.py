@@ -62,13 +62,14 @@ class InProcessWindow:
         window.expire(now - self._window)
         rpm, tpm = quota.requests_per_minute, quota.tokens_per_minute
         count = len(window.requests)
-        if rpm and count >= rpm:
+        if rpm and count >= rpm and quota.count_request:
             wait = window.requests[0] + self._window - now
             return self._decision(window, quota, now, False, "requests", wait)
         if tpm and window.token_total + tokens > tpm:
             wait = self._tokens_free_after(window, tokens, tpm, now)
             return self._decision(window, quota, now, False, "tokens", wait)
-        window.requests.append(now)
+        if quota.count_request:
+            window.requests.append(now)
         if tokens:
             entry = _TokenEntry(now, tokens)
             window.tokens.append((member, entry))

@@ -9,6 +9,8 @@ polls the GitOps repository about once a second and reconciles what it finds:
   Knative's route does for ``<isvc>.<ns>.svc.cluster.local``);
 - every InferenceGraph of ``graphs/``: our router with ``--host-map`` pointing each
   InferenceService's cluster host at its front;
+- the ConfigMaps of ``platform/k8s/base/`` at the same commit, which the transformers'
+  ``envFrom`` reads (never the working checkout, which Argo CD does not see);
 - Prometheus' scrape targets, and the status API the release pipeline waits on.
 
 A pipeline therefore changes the platform by pushing to the bare repository, nothing
@@ -31,12 +33,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus.errors import PlatformError, ResourceError
-from nexus.local import prometheus
+from nexus.local import atomic_file
+from nexus.local.admission import load_versions
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
-from nexus.local.resources import parse
+from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.status import Snapshot, status_app
 from nexus.local.storage import StorageInitializer
@@ -59,7 +62,8 @@ class Controller:
 
     def snapshot(self) -> Snapshot:
         isvcs, graphs = self.reconciler.views()
-        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error)
+        events = tuple(self.reconciler.events)
+        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events)
 
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
@@ -70,7 +74,8 @@ class Controller:
                 files = await self.reader.files(head, folder)
                 files.update(await self.reader.files(head, "graphs"))
                 isvcs, graphs = parse(files, "InferenceService"), parse(files, "InferenceGraph")
-                self.reconciler.desire(isvcs, graphs)
+                configmaps = parse(await self.reader.files(head, CONFIG_FOLDER), "ConfigMap")
+                self.reconciler.desire(isvcs, graphs, configmaps)
                 self.head = head
             await self.reconciler.apply()
         except (PlatformError, ResourceError) as exc:
@@ -86,8 +91,16 @@ class Controller:
     def _save(self) -> None:
         path = self.settings.state_dir / "controller" / "state.json"
         data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
-        text = json.dumps({"inference_services": data}, indent=2, sort_keys=True) + "\n"
-        prometheus.write(path, text)
+        # The admitted specs: after a restart on a commit the webhooks refuse, the previous
+        # spec keeps serving, as the Knative Service the refusal never reached does.
+        applied = {
+            key: {"path": run.applied.path, "body": run.applied.body}
+            for key, run in sorted(self.reconciler.isvcs.items())
+            if run.applied
+        }
+        state = {"inference_services": data, "applied": applied}
+        text = json.dumps(state, indent=2, sort_keys=True) + "\n"
+        atomic_file.write_text(path, text)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -96,13 +109,19 @@ class Controller:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.interval)
 
 
-def load_states(state_dir: Path) -> dict[str, RevisionState]:
+def load_states(state_dir: Path) -> tuple[dict[str, RevisionState], dict[str, Resource]]:
+    """Revision histories and admitted specs saved by the previous controller."""
     path = state_dir / "controller" / "state.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
-    return {key: from_json(value) for key, value in data.get("inference_services", {}).items()}
+        return {}, {}
+    states = {key: from_json(value) for key, value in data.get("inference_services", {}).items()}
+    applied = {}
+    for key, saved in data.get("applied", {}).items():
+        namespace, _, name = key.partition("/")
+        applied[key] = Resource("InferenceService", name, namespace, saved["body"], saved["path"])
+    return states, applied
 
 
 def engines(settings: Settings) -> Engines | None:
@@ -135,10 +154,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     state_dir = args.state_dir.resolve()
+    try:
+        versions = load_versions(args.project_dir)
+    except ResourceError as exc:
+        raise SystemExit(f"controller: {exc}") from None
     settings = Settings(
         state_dir=state_dir,
         project_dir=args.project_dir.resolve(),
         environment=args.environment,
+        versions=versions,
         api_key=args.api_key_file.read_text().strip(),
         redis_url=args.redis_url,
         prometheus_url=args.prometheus_url,
@@ -147,6 +171,7 @@ async def serve(args: argparse.Namespace) -> None:
         status_port=args.status_port,
         interval=args.interval,
     )
+    states, remembered = load_states(state_dir)
     registry = CollectorRegistry()
     revision_metrics = RevisionMetrics(registry)
     stop = asyncio.Event()
@@ -168,7 +193,8 @@ async def serve(args: argparse.Namespace) -> None:
             book=book,
             session=session,
             make_front=make_front,
-            states=load_states(state_dir),
+            states=states,
+            remembered=remembered,
             engines=engines(settings),
         )
         controller = Controller(

@@ -6,25 +6,33 @@ and relays the answer as it arrives (SSE streams included). The response carries
 replaced atomically by the controller when traffic moves; requests in flight finish on
 the revision they started on, as with Knative.
 
+Every request runs under the entry component's timeout (``set_backends(timeout=)``), as
+Knative's queue-proxy runs it: a total timer from the request's arrival that ends
+streams too; before the answer starts, a 504 with body ``request timeout``; after, the
+same text is written into the answer and it ends (``pkg/http/handler/timeout.go`` and
+``pkg/queue/sharedmain/handlers.go``, knative/serving knative-v1.21.0).
+
 It also reports what Knative's queue-proxy reports for every revision
 (``RevisionMetrics``): in a cluster the transformer does not know which predictor revision
 answered, so the canary analysis, the alert rules and the dashboard read the
-queue-proxy's series, and locally the front exports them under the same names.
+queue-proxy's request histogram (``docs/canary-signal.md``), and locally the front
+exports it under the same name, unit, buckets and labels.
 """
 
 from __future__ import annotations
 
-import collections
+import asyncio
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import Metric, UnknownMetricFamily
+
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
 
 REVISION_HEADER = "x-nexus-revision"
 # Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded; Host is set by the client.
@@ -32,6 +40,13 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
      "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 )  # fmt: skip
+
+
+# Knative's revision-timeout-seconds default (pkg/apis/config/defaults.go,
+# DefaultRevisionTimeoutSeconds, knative-v1.21.0), for components that set no timeout.
+DEFAULT_TIMEOUT_SECONDS = 300.0
+# What the queue-proxy writes when the timer fires (handlers.go, NewTimeoutHandler's msg).
+TIMEOUT_BODY = b"request timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,50 +71,34 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-# Knative's queue-proxy: its labels, and its latency buckets in milliseconds.
-QUEUE_PROXY_LABELS = ("isvc", "revision", "configuration_name", "revision_name",
-                      "response_code", "response_code_class")  # fmt: skip
-# fmt: off
-LATENCY_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400, 450, 500,
-                      600, 700, 800, 900, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
-# fmt: on
+# The labels a cluster's series carry: the PodMonitor's `isvc` and `revision`, and the
+# queue-proxy's one attribute, the status code.
+QUEUE_PROXY_LABELS = ("isvc", "revision", QUEUE_PROXY_STATUS_LABEL)
+# Knative's own bounds, in seconds (knative/serving knative-v1.21.0,
+# pkg/queue/request_metric.go, latencyBounds).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
 class RevisionMetrics:
-    """``revision_app_request_count`` and ``revision_app_request_latencies`` per revision.
+    """The queue-proxy's request histogram (``QUEUE_PROXY_DURATION``) per revision.
 
-    Named and labelled as the queue-proxy's (``revision_name``, ``response_code_class``
-    ...), plus the ``isvc`` and ``revision`` labels a cluster's PodMonitor adds. The count
-    is exposed without the ``_total`` suffix that ``prometheus_client`` gives counters,
-    as the queue-proxy does, hence a collector of its own.
+    Knative 1.21 records every non-probe request once, after its answer, with the status
+    code; a panicking handler counts as 500 (pkg/queue/request_metric.go). The front
+    records unreachable revisions as the 503 the client gets.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._counts: collections.Counter[tuple[str, ...]] = collections.Counter()
-        self._latency = Histogram(
-            "revision_app_request_latencies",
-            "The response time in millisecond",
+        self._duration = Histogram(
+            QUEUE_PROXY_DURATION.removesuffix("_seconds"),
+            "The duration of task execution",
             QUEUE_PROXY_LABELS,
-            buckets=LATENCY_BUCKETS_MS,
+            unit="seconds",
+            buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
-        registry.register(self)
 
     def observe(self, isvc: str, revision: str, status: int, seconds: float) -> None:
-        configuration = f"{isvc}-predictor"
-        labels = (isvc, revision, configuration, revision, str(status), f"{status // 100}xx")
-        self._counts[labels] += 1
-        self._latency.labels(*labels).observe(seconds * 1000)
-
-    def collect(self) -> Iterator[Metric]:
-        family = UnknownMetricFamily(
-            "revision_app_request_count",
-            "The number of requests that are routed to user-container",
-            labels=QUEUE_PROXY_LABELS,
-        )
-        for labels, count in list(self._counts.items()):
-            family.add_metric(list(labels), count)
-        yield family
+        self._duration.labels(isvc, revision, str(status)).observe(seconds)
 
 
 class Front:
@@ -118,33 +117,49 @@ class Front:
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic split, not security
         self.backends: tuple[Backend, ...] = ()
+        self.timeout: float | None = DEFAULT_TIMEOUT_SECONDS
 
-    def set_backends(self, backends: Sequence[Backend]) -> None:
+    def set_backends(
+        self, backends: Sequence[Backend], *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        """New routes; ``timeout`` is the queue-proxy's total timer (``None``: none)."""
         self.backends = tuple(b for b in backends if b.percent > 0)
+        self.timeout = timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         backend = choose(self.backends, self.rng.random() * 100)
         if backend is None:
             return _error(503, f"InferenceService {self.isvc} has no ready revision")
         started = time.perf_counter()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        url = backend.base_url + request.rel_url.raw_path_qs
-        body = await request.read()
+        response: web.StreamResponse | None = None
         try:
-            upstream = await self.session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except aiohttp.ClientError as exc:
-            self.metrics.observe(self.isvc, backend.revision, 503, time.perf_counter() - started)
-            return _error(503, f"revision {backend.revision} is unreachable: {exc}")
-        async with upstream:
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            out[REVISION_HEADER] = backend.revision
-            response = web.StreamResponse(status=upstream.status, headers=out)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+            async with asyncio.timeout(self.timeout):
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+                url = backend.base_url + request.rel_url.raw_path_qs
+                body = await request.read()
+                try:
+                    upstream = await self.session.request(
+                        request.method, url, headers=headers, data=body, allow_redirects=False
+                    )
+                except aiohttp.ClientError as exc:
+                    elapsed = time.perf_counter() - started
+                    self.metrics.observe(self.isvc, backend.revision, 503, elapsed)
+                    return _error(503, f"revision {backend.revision} is unreachable: {exc}")
+                async with upstream:
+                    out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                    out[REVISION_HEADER] = backend.revision
+                    response = web.StreamResponse(status=upstream.status, headers=out)
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+        except TimeoutError:
+            self.metrics.observe(self.isvc, backend.revision, 504, time.perf_counter() - started)
+            if response is None or not response.prepared:
+                return web.Response(status=504, body=TIMEOUT_BODY, content_type="text/plain")
+            await response.write(TIMEOUT_BODY)
             await response.write_eof()
+            return response
         elapsed = time.perf_counter() - started
         self.metrics.observe(self.isvc, backend.revision, upstream.status, elapsed)
         return response

@@ -45,6 +45,17 @@ def has_commits(repo: Path) -> bool:
     return True
 
 
+def _copy(project: Path, folders: Sequence[str], work: Path) -> int:
+    copied = 0
+    for folder in folders:
+        for source in sorted((project / folder).glob("*.yaml")):
+            target = work / folder / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied += 1
+    return copied
+
+
 def seed(repo: Path, project: Path, folders: Sequence[str]) -> bool:
     """Create and seed ``repo`` unless it already has history; True when it was seeded."""
     if has_commits(repo):
@@ -54,19 +65,35 @@ def seed(repo: Path, project: Path, folders: Sequence[str]) -> bool:
     with tempfile.TemporaryDirectory(prefix="nexus-seed-") as tmp:
         work = Path(tmp)
         _git("init", "--quiet", f"--initial-branch={BRANCH}", cwd=work)
-        copied = 0
-        for folder in folders:
-            for source in sorted((project / folder).glob("*.yaml")):
-                target = work / folder / source.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                copied += 1
-        if not copied:
+        if not _copy(project, folders, work):
             raise PlatformError(f"nothing to seed the GitOps repository with in {project}")
         _git("add", "--all", cwd=work)
         _git(*IDENTITY, "commit", "--quiet", "-m", "Seed from the project's manifests", cwd=work)
         _git("push", "--quiet", str(repo), f"HEAD:refs/heads/{BRANCH}", cwd=work)
     return True
+
+
+def add_missing(repo: Path, project: Path, folders: Sequence[str]) -> list[str]:
+    """Commit the ``folders`` that ``repo``'s branch lacks entirely; the folders added.
+
+    A repository seeded by an older Nexus has no ``platform/k8s/base``, which the
+    controller now reads its ConfigMaps from. Folders that exist are never touched: their
+    history is the deployment history.
+    """
+    head = f"refs/heads/{BRANCH}"
+    missing = [f for f in folders if not _git("--git-dir", str(repo), "ls-tree", head, f"{f}/")]
+    if not missing:
+        return []
+    with tempfile.TemporaryDirectory(prefix="nexus-seed-") as tmp:
+        work = Path(tmp)
+        _git("clone", "--quiet", "--branch", BRANCH, str(repo), str(work))
+        if not _copy(project, missing, work):
+            return []
+        _git("add", "--all", cwd=work)
+        message = f"Add {', '.join(missing)} from the project's manifests"
+        _git(*IDENTITY, "commit", "--quiet", "-m", message, cwd=work)
+        _git("push", "--quiet", "origin", f"HEAD:{head}", cwd=work)
+    return missing
 
 
 class GitReader:

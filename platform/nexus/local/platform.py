@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import PlatformError
-from nexus.local import gitops, prometheus, vllm_model
+from nexus.local import atomic_file, gitops, prometheus, vllm_model
 from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
@@ -35,7 +35,8 @@ from nexus.registry.client import Registry
 __all__ = ["Options", "PlatformError", "down", "status", "up"]
 
 Progress = Callable[[str], None]
-GITOPS_FOLDERS = ("inference_services/local", "graphs")
+# platform/k8s/base holds the ConfigMaps the transformers read (resources.CONFIG_FOLDER).
+GITOPS_FOLDERS = ("inference_services/local", "graphs", "platform/k8s/base")
 KEY_FILE = "demo-api-key"
 
 
@@ -95,7 +96,7 @@ def _infrastructure(
         config = state / "prometheus" / "prometheus.yml"
         if not config.exists():
             status_port = book.get("controller")
-            prometheus.write(config, prometheus.render([prometheus.Target(
+            atomic_file.write_text(config, prometheus.render([prometheus.Target(
                 f"127.0.0.1:{status_port}", "front")]))  # fmt: skip
         args = prometheus.command(binary, state, port)
         services.append(Service("prometheus", args, port, f"http://127.0.0.1:{port}/-/ready"))
@@ -152,6 +153,8 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
         progress(f"seeded the GitOps repository {repo} from {', '.join(GITOPS_FOLDERS)}")
     else:
         progress(f"GitOps repository {repo} keeps its history")
+        for folder in gitops.add_missing(repo, options.project_dir, GITOPS_FOLDERS):
+            progress(f"added {folder} to the GitOps repository (it had none)")
     status_port = book.allocate("controller", fixed=options.status_port)
     mode = _predictor_mode(options, progress)
     services, info = _infrastructure(state, book, options, progress)
@@ -223,6 +226,7 @@ def _wait_synced(
     """Until both applications are Synced and Healthy; progress when the picture changes."""
     deadline = time.monotonic() + timeout
     last = ""
+    warned: set[str] = set()
     while True:
         apps = [fetch(f"{status_url}/api/v1/applications/{n}") for n in (ISVC_APP, GRAPH_APP)]
         isvcs = _list(status_url, "v1beta1", "inferenceservices")
@@ -233,6 +237,16 @@ def _wait_synced(
         if line != last:
             progress(line)
             last = line
+        refused = _refusals(status_url)
+        for name, message in refused.items():
+            if name not in warned:
+                progress(f"InferenceService {name}: {message}")
+                warned.add(name)
+        stuck = [f"{i['metadata']['name']}: {refused[i['metadata']['name']]}" for i in isvcs
+                 if not _is_ready(i) and i["metadata"]["name"] in refused]  # fmt: skip
+        if stuck:
+            # KServe retries a refused Knative Service forever; waiting cannot help.
+            raise PlatformError("the cluster's webhooks refused: " + "; ".join(stuck))
         states = [(a["status"]["sync"]["status"], a["status"]["health"]["status"]) for a in apps]
         if all(s == ("Synced", "Healthy") for s in states):
             return isvcs, graphs
@@ -243,6 +257,13 @@ def _wait_synced(
                 f"the platform did not become healthy ({states}): {'; '.join(why)[:1500]}"
             )
         time.sleep(0.5)
+
+
+def _refusals(status_url: str) -> dict[str, str]:
+    """InferenceService name -> the newest refusal KServe recorded as an event."""
+    events = fetch(f"{status_url}/api/v1/events")["items"]
+    return {e["involvedObject"]["name"]: e["message"] for e in events
+            if e["reason"] == "InternalError"}  # fmt: skip
 
 
 def _is_ready(obj: dict[str, Any]) -> bool:

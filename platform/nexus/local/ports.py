@@ -13,12 +13,12 @@ only the controller writes the book, so one writer at a time never loses an entr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nexus.errors import PlatformError
+from nexus.local import atomic_file
 from nexus.local.supervisor import port_in_use
 
 DEFAULT_BASE = 18100
@@ -96,8 +96,5 @@ class PortBook:
         return dict(self._ports)
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"base": self.base, "span": self.span, "ports": dict(sorted(self._ports.items()))}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        atomic_file.write_text(self.path, json.dumps(payload, indent=2) + "\n")

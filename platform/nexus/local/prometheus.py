@@ -8,7 +8,6 @@ and go and asks Prometheus to reload (``--web.enable-lifecycle``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,17 +61,6 @@ def command(binary: str, state_dir: Path, port: int) -> list[str]:
         "--web.enable-lifecycle",
         "--storage.tsdb.retention.time=7d",
     ]
-
-
-def write(path: Path, text: str) -> bool:
-    """Write ``text`` unless it is already there; True when it changed."""
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
 
 
 async def reload(session: aiohttp.ClientSession, url: str) -> str | None:

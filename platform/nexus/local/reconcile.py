@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +23,23 @@ import yaml
 from aiohttp import web
 
 from nexus.errors import PlatformError, ResourceError
-from nexus.local import prometheus
+from nexus.local import atomic_file, prometheus
+from nexus.local.admission import (
+    Event,
+    knative_mode,
+    knative_refusal,
+    live_object,
+    local_transformer_args,
+    request_timeout,
+)
 from nexus.local.front import Backend, Front
 from nexus.local.ports import PortBook
 from nexus.local.resources import (
     PredictorMode,
     Resource,
     cluster_host,
+    configmap_data,
     container_env,
-    load_configmaps,
     predictor_command,
     runtime_of,
     transformer_command,
@@ -63,6 +71,7 @@ class Settings:
     project_dir: Path
     api_key: str
     status_port: int
+    versions: Mapping[str, str] = field(default_factory=dict)  # platform/versions.yaml
     environment: str = "local"
     redis_url: str | None = None
     prometheus_url: str | None = None
@@ -80,7 +89,11 @@ class Listener:
 
 @dataclass(slots=True)
 class IsvcRun:
-    resource: Resource
+    resource: Resource  # as Git has it at the synced commit
+    # The newest spec the cluster's webhooks admitted: what runs. ``None`` while nothing
+    # was ever admitted (a new InferenceService refused from the start).
+    applied: Resource | None = None
+    refusal: str | None = None  # KServe's InternalError message for ``resource``
     desired: tuple[TrafficTarget, ...] = ()
     error: str | None = None
     listener: Listener | None = None
@@ -107,9 +120,14 @@ class Reconciler:
     graphs: dict[str, GraphRun] = field(default_factory=dict)
     wanted_isvcs: set[str] = field(default_factory=set)
     wanted_graphs: set[str] = field(default_factory=set)
+    # ConfigMap name -> data at the synced commit (``CONFIG_FOLDER``), as a cluster has them.
+    configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
     prometheus_config: str = ""
     # Set with --predictor vllm: vLLM-runtime revisions get real engines.
     engines: Engines | None = None
+    events: list[Event] = field(default_factory=list)
+    # Specs admitted before a restart (state.json), for InferenceServices not seen since.
+    remembered: dict[str, Resource] = field(default_factory=dict)
 
     def secrets(self) -> dict[str, dict[str, str]]:
         """The Secrets a cluster creates outside Git, made from local values."""
@@ -121,10 +139,26 @@ class Reconciler:
             found["hf-token"] = {"HF_TOKEN": os.environ["HF_TOKEN"]}
         return found
 
-    def desire(self, isvcs: list[Resource], graphs: list[Resource]) -> None:
+    def desire(
+        self, isvcs: list[Resource], graphs: list[Resource], configmaps: list[Resource]
+    ) -> None:
         """The resources of the newest commit; ``apply()`` converges on them."""
+        self.configmaps = configmap_data(configmaps)
         for resource in isvcs:
-            self.isvcs.setdefault(resource.key, IsvcRun(resource)).resource = resource
+            run = self.isvcs.get(resource.key) or IsvcRun(
+                resource, applied=self.remembered.pop(resource.key, None)
+            )
+            self.isvcs[resource.key] = run
+            run.resource = resource
+            refusal = knative_refusal(resource.body, self.settings.versions)
+            if refusal is None:
+                run.applied = resource
+            elif refusal != run.refusal:
+                event = Event(
+                    resource.namespace, resource.name, "Warning", "InternalError", refusal
+                )
+                self.events.append(event)
+            run.refusal = refusal
         for resource in graphs:
             self.graphs.setdefault(resource.key, GraphRun(resource)).resource = resource
         self.wanted_isvcs = {r.key for r in isvcs}
@@ -168,11 +202,18 @@ class Reconciler:
         return None
 
     async def _isvc(self, run: IsvcRun) -> None:
-        res = run.resource
+        res = run.applied
+        if res is None:
+            return
         try:
             predictor = (res.body.get("spec") or {}).get("predictor") or {}
             state = observe(self.states.get(res.key, RevisionState()), res.name, predictor)
-            run.desired = desired_traffic(state, canary_percent(predictor))
+            percent = canary_percent(predictor)
+            if not knative_mode(res.body, self.settings.versions):
+                # Standard (raw) mode ignores canaryTrafficPercent silently (kserve#5335)
+                # and rolls its Deployment over to the new spec instead.
+                percent = None
+            run.desired = desired_traffic(state, percent)
             if run.listener is None:
                 run.listener = await self._listen(res.name)
             for name in live(state, run.desired):
@@ -183,7 +224,8 @@ class Reconciler:
                 [
                     Backend(t.revision, self._transformer_url(t.revision), t.percent)
                     for t in state.traffic
-                ]
+                ],
+                timeout=request_timeout(res.body, self.settings.versions),
             )
             await self._retire(run, keep=set(live(state, run.desired)))
             run.error = None
@@ -250,10 +292,17 @@ class Reconciler:
         container = transformer_container(res.body)
         if container is None:
             raise ResourceError(f"{res.key} has no transformer; the local platform needs one")
-        configmaps = load_configmaps([self.settings.project_dir / "platform" / "k8s" / "base"])
-        env = container_env(container, configmaps=configmaps, secrets=self.secrets())
+        running = self.workloads.get(transformer)
+        if running is not None and running.service.env is not None:
+            # The kubelet resolves envFrom when it creates a container, and a Knative
+            # revision is immutable: a ConfigMap changed by a later commit reaches new
+            # revisions, never the transformers already running.
+            env = dict(running.service.env)
+        else:
+            env = container_env(container, configmaps=self.configmaps, secrets=self.secrets())
         port = self.book.allocate(transformer)
-        command = transformer_command(container, predictor_port=worker_port, port=port)
+        args = local_transformer_args(res.body, predictor_port=worker_port, port=port)
+        command = transformer_command(args)
         await self._converge(
             Service(transformer, command, port, f"http://127.0.0.1:{port}/v2/health/live", env)
         )
@@ -288,7 +337,7 @@ class Reconciler:
         try:
             text = yaml.safe_dump(dict(res.body), sort_keys=False)
             path = self.settings.state_dir / "routers" / f"{res.namespace}.{res.name}.yaml"
-            prometheus.write(path, text)
+            atomic_file.write_text(path, text)
             name = _router_name(res)
             port = self.book.allocate(name)
             hosts = []
@@ -334,7 +383,7 @@ class Reconciler:
                 targets.append(prometheus.Target(f"127.0.0.1:{run.port}", "router", labels))
         text = prometheus.render(targets)
         if text != self.prometheus_config:
-            prometheus.write(self.settings.state_dir / "prometheus" / "prometheus.yml", text)
+            atomic_file.write_text(self.settings.state_dir / "prometheus" / "prometheus.yml", text)
             if await prometheus.reload(self.session, self.settings.prometheus_url) is None:
                 self.prometheus_config = text
 
@@ -357,6 +406,8 @@ class Reconciler:
                     restarting=restarting,
                     url=f"http://127.0.0.1:{run.listener.port}" if run.listener else None,
                     error=run.error,
+                    refusal=run.refusal,
+                    live=live_object(run.resource.body, self.settings.versions),
                 )
             )
         graphs = []

@@ -3,8 +3,9 @@
 The manifests stay exactly as the cluster reads them; this module resolves the parts a
 cluster resolves at run time:
 
-- ``envFrom``/``valueFrom`` references. ConfigMaps come from the project's
-  ``platform/k8s/base/*.yaml`` (the cluster's own values, e.g. ``nexus-gateway-config``);
+- ``envFrom``/``valueFrom`` references. ConfigMaps come from ``platform/k8s/base/`` of
+  the GitOps commit being synced (``CONFIG_FOLDER``; the cluster's own values, e.g.
+  ``nexus-gateway-config``), never from the working checkout;
   Secrets are created outside Git in a cluster, so locally they are built by
   ``nexus up``: ``nexus-gateway-secrets`` holds the demo API key and the local Redis URL,
   ``hf-token`` holds ``$HF_TOKEN`` when it is set. A reference to anything else fails the
@@ -17,7 +18,7 @@ cluster resolves at run time:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,9 @@ import yaml
 from nexus.errors import ResourceError
 
 PredictorMode = Literal["cpu", "vllm"]
+# Where the ConfigMaps live in the GitOps repository (Argo CD's platform Application syncs
+# an overlay of this folder; the local platform reads the base as it is).
+CONFIG_FOLDER = "platform/k8s/base"
 DEFAULT_NAMESPACE = "default"
 
 
@@ -67,16 +71,12 @@ def cluster_host(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local"
 
 
-def load_configmaps(folders: Iterable[Path]) -> dict[str, dict[str, str]]:
-    """ConfigMap name -> data, from the YAML files in ``folders``."""
-    maps: dict[str, dict[str, str]] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-                    data = doc.get("data") or {}
-                    maps[doc["metadata"]["name"]] = {str(k): str(v) for k, v in data.items()}
-    return maps
+def configmap_data(configmaps: Iterable[Resource]) -> dict[str, dict[str, str]]:
+    """ConfigMap name -> data, from the ConfigMaps of a synced commit."""
+    return {
+        cm.name: {str(k): str(v) for k, v in (cm.body.get("data") or {}).items()}
+        for cm in configmaps
+    }
 
 
 def container_env(
@@ -163,13 +163,8 @@ def predictor_command(*, name: str, port: int, project_dir: Path) -> list[str]:
             "--port", str(port), "--token-latency-ms", "2"]  # fmt: skip
 
 
-def transformer_command(
-    container: Mapping[str, Any], *, predictor_port: int, port: int
-) -> list[str]:
-    """KServe's transformer flags: the container's args plus the predictor host and port."""
-    args = [str(a) for a in container.get("args") or []]
-    host = f"127.0.0.1:{predictor_port}"
-    return [
-        *(sys.executable, "-m", "nexus.transformer", *args),
-        *("--predictor_host", host, "--http_port", str(port)),
-    ]
+def transformer_command(args: Sequence[str]) -> list[str]:
+    """The local process of the transformer container, given the arguments KServe gives
+    it (``admission.local_transformer_args``), bound to loopback only (a pod binds all
+    interfaces; a laptop should not)."""
+    return [sys.executable, "-m", "nexus.transformer", *args, "--host", "127.0.0.1"]

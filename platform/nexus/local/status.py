@@ -3,10 +3,13 @@
 This is the contract the release pipeline waits on, so it answers the same objects a
 cluster would: ``GET /api/v1/applications/{name}`` (Argo CD's Application with
 ``status.sync`` and ``status.health``), and the KServe resources under
-``/apis/serving.kserve.io/...`` with the spec as committed to Git and KServe's status
+``/apis/serving.kserve.io/...`` with the spec as committed to Git (after KServe's
+defaulting webhook) and KServe's status
 (``conditions``, ``url``, ``components.predictor.traffic`` and the rolled-out
-revisions). Building the objects is pure (``isvc_object`` and friends take a view of
-the controller), which keeps the shapes testable without processes.
+revisions), and ``/api/v1/events`` with the Warning events KServe records when
+Knative refuses a component (``admission``). Building the objects is pure
+(``isvc_object`` and friends take a view of the controller), which keeps the shapes
+testable without processes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from nexus.local.admission import Event
 from nexus.local.resources import Resource, cluster_host
 from nexus.local.revisions import RevisionState, TrafficTarget, converged
 
@@ -37,6 +41,8 @@ class IsvcView:
     restarting: Mapping[str, str] = field(default_factory=dict)
     url: str | None = None
     error: str | None = None
+    refusal: str | None = None  # KServe's InternalError when Knative refused the newest spec
+    live: Mapping[str, Any] | None = None  # the object after KServe's defaulting webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class Snapshot:
     head: str | None = None  # newest commit seen in Git
     applied: str | None = None  # commit whose spec is applied
     sync_error: str | None = None
+    events: tuple[Event, ...] = ()
 
 
 def _condition(kind: str, ok: bool, message: str | None = None) -> dict[str, str]:
@@ -83,6 +90,8 @@ def isvc_health(view: IsvcView) -> Health:
 def _why_not_ready(view: IsvcView) -> str:
     if view.error:
         return view.error
+    if view.refusal and not view.state.traffic:
+        return view.refusal
     failed = [f"{name}: {why}" for name, why in view.failures.items()]
     if failed:
         return "; ".join(failed)
@@ -122,7 +131,25 @@ def isvc_object(view: IsvcView) -> dict[str, Any]:
         ],
         "components": {"predictor": {k: v for k, v in predictor.items() if v is not None}},
     }
-    return {**res.body, "status": status}
+    return {**(view.live if view.live is not None else res.body), "status": status}
+
+
+def event_object(event: Event) -> dict[str, Any]:
+    """A ``v1`` Event on an InferenceService, as ``kubectl get events -o json`` has it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": event.namespace},
+        "involvedObject": {
+            "apiVersion": f"{KSERVE_GROUP}/v1beta1",
+            "kind": "InferenceService",
+            "name": event.name,
+            "namespace": event.namespace,
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message,
+    }
 
 
 def graph_object(view: GraphView) -> dict[str, Any]:
@@ -200,12 +227,19 @@ def status_app(snapshot: Callable[[], Snapshot]) -> web.Application:
 
         return many, one
 
+    async def events(request: web.Request) -> web.Response:
+        namespace = request.match_info.get("ns")
+        items = [event_object(e) for e in snapshot().events if namespace in (None, e.namespace)]
+        return web.json_response({"apiVersion": "v1", "kind": "EventList", "items": items})
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "head": snapshot().head})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/applications/{name}", app_status)
+    app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/namespaces/{ns}/events", events)
     for version, plural, kind, build, pick in (
         ("v1beta1", "inferenceservices", "InferenceService", isvc_object, "isvcs"),
         ("v1alpha1", "inferencegraphs", "InferenceGraph", graph_object, "graphs"),

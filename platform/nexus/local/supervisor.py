@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +74,6 @@ class Supervisor:
             return []
         names = sorted(p.stem for p in self.run_dir.glob("*.pid"))
         return [n for n in names if self.pid_of(n) is not None]
-
-    def start(self, service: Service, *, timeout: float = 60.0) -> int:
-        """Launch ``service`` and wait until it is ready; a failed start leaves nothing."""
-        process = self.launch(service)
-        self.wait_ready(service, process, timeout=timeout)
-        return process.pid
 
     def launch(self, service: Service) -> subprocess.Popen[bytes]:
         """Start ``service`` detached without waiting for it (callers poll readiness)."""
@@ -151,13 +145,7 @@ class Supervisor:
         (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        stop_groups([pid], grace=timeout)
         return True
 
     def stop_all(self, *, timeout: float = 10.0) -> list[str]:
@@ -165,21 +153,9 @@ class Supervisor:
         names = sorted(self.running(), key=_stop_rank)
         stopped = [n for n in names if n == "controller" and self.stop(n, timeout=timeout)]
         pids = {n: pid for n in names if n != "controller" and (pid := self.pid_of(n))}
-        for name, pid in pids.items():
+        for name in pids:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
-            time.sleep(0.05)
-        for pid in pids.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        # SIGKILL is delivered, not awaited: `down` returns once the processes are gone, so
-        # that whoever runs next (a second `up`, a test's leftover check) finds none.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
-            time.sleep(0.05)
+        stop_groups(pids.values(), grace=timeout)
         return stopped + list(pids)
 
 
@@ -189,6 +165,36 @@ def _stop_rank(name: str) -> tuple[int, str]:
         if name.startswith(prefix) or f"-{prefix}" in name:
             return rank, name
     return len(order), name
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group led by ``pid`` (every process runs in its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def stop_groups(pids: Iterable[int], *, grace: float) -> None:
+    """The one way a process is stopped: SIGTERM, wait up to ``grace`` s, then SIGKILL.
+
+    Each pid leads a process group; the SIGKILL goes to the whole group even when the
+    leader exited in time, because workers it forked (uvicorn's, BentoML's) share the
+    group and must not outlive it. Blocking: an event loop calls it through a thread.
+    """
+    leaders = list(pids)
+    for pid in leaders:
+        signal_group(pid, signal.SIGTERM)
+    _wait_gone(leaders, grace)
+    for pid in leaders:
+        signal_group(pid, signal.SIGKILL)
+    # SIGKILL is delivered, not awaited: return once the leaders are gone, so that whoever
+    # runs next (a second `up`, a restart on the same port, a test's check) finds none.
+    _wait_gone(leaders, 5.0)
+
+
+def _wait_gone(pids: Sequence[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

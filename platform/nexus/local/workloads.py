@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from nexus.errors import PlatformError
-from nexus.local.supervisor import Service, Supervisor
+from nexus.local.supervisor import Service, Supervisor, signal_group, stop_groups
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 FIRST_BACKOFF = 1.0  # seconds before the second restart; doubles with every exit after
@@ -60,9 +60,6 @@ class Workloads:
         self.supervisor = supervisor
         self.session = session
         self._items: dict[str, Workload] = {}
-
-    def names(self) -> list[str]:
-        return list(self._items)
 
     def get(self, name: str) -> Workload | None:
         return self._items.get(name)
@@ -125,7 +122,7 @@ class Workloads:
             return
         code = workload.process.poll()
         if code is not None:
-            _signal_group(workload.process, signal.SIGKILL)  # what it forked goes with it
+            signal_group(workload.process.pid, signal.SIGKILL)  # what it forked goes with it
             self._exited(workload, self._exit_message(workload.service.name, code))
             return
         if workload.ready:
@@ -149,20 +146,11 @@ class Workloads:
         if workload is None or workload.process is None:
             return
         process = workload.process
-        _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + (workload.service.stop_grace if grace is None else grace)
-        # Popen offers no awaitable exit; a short poll keeps the loop free meanwhile.
-        while process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        # Workers forked by the process share its group; none may survive it.
-        _signal_group(process, signal.SIGKILL)
+        # Off the loop: the wait for exit blocks, and the controller keeps serving meanwhile.
+        stop_grace = workload.service.stop_grace if grace is None else grace
+        await asyncio.to_thread(stop_groups, [process.pid], grace=stop_grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(0.5)
+            process.wait(0.5)  # reaps it, if the wait above did not already
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._items)))
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import ConfigError
+from nexus.manifests import admission
 from nexus.manifests.documents import Document
 from nexus.manifests.pools import Pool, load_pools
+from nexus.manifests.versions import VERSIONS_FILE, load_versions
 
 MANIFEST_FOLDERS = ("platform/k8s", "inference_services", "graphs", "argocd")
 KNATIVE_NODE_FLAGS = (
@@ -44,6 +46,8 @@ class LintContext:
     repo_root: Path | None = None
     pools: Mapping[str, Pool] = field(default_factory=dict)
     kubectl: str | None = None
+    # platform/versions.yaml; empty when there is none (version-dependent rules then skip).
+    versions: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -52,11 +56,21 @@ class LintContext:
         *,
         repo_root: Path | None,
         pools_file: Path | None = None,
+        versions_file: Path | None = None,
         use_kubectl: bool = True,
     ) -> LintContext:
-        """``pools_file`` defaults to the repository's ``platform/pools.yaml``."""
+        """``pools_file``/``versions_file`` default to the repository's ``platform/`` ones."""
         if pools_file is None and repo_root is not None:
             pools_file = repo_root / "platform" / "pools.yaml"
+        if versions_file is None and repo_root is not None:
+            versions_file = repo_root / VERSIONS_FILE
+        versions: Mapping[str, str] = {}
+        if versions_file is not None and versions_file.is_file():
+            try:
+                versions = load_versions(versions_file)
+            except ConfigError:
+                # As with pools: version rules skip, test_versions checks the file itself.
+                versions = {}
         pools: Mapping[str, Pool] = {}
         if pools_file is not None and pools_file.is_file():
             try:
@@ -70,6 +84,7 @@ class LintContext:
             repo_root=repo_root,
             pools=pools,
             kubectl=shutil.which("kubectl") if use_kubectl else None,
+            versions=versions,
         )
 
     def of_kind(self, kind: str, group: str | None = None) -> Iterator[Document]:
@@ -120,3 +135,25 @@ class LintContext:
         deploy = self.kserve_config("deploy") or {}
         mode = deploy.get("defaultDeploymentMode")
         return str(mode) if mode else None
+
+    def knative_setting(self, configmap: str, key: str) -> str | None:
+        """A key of one of Knative Serving's ConfigMaps as this repository patches it."""
+        value = (self.configmap_data(configmap, "knative-serving") or {}).get(key)
+        return None if value is None else str(value)
+
+    def max_revision_timeout(self) -> int:
+        """``max-revision-timeout-seconds`` (config-defaults), else Knative's default 600."""
+        raw = self.knative_setting("config-defaults", "max-revision-timeout-seconds")
+        return int(raw) if raw and raw.isdigit() else admission.DEFAULT_MAX_REVISION_TIMEOUT_SECONDS
+
+    def revision_timeout(self) -> int:
+        raw = self.knative_setting("config-defaults", "revision-timeout-seconds")
+        return int(raw) if raw and raw.isdigit() else admission.DEFAULT_REVISION_TIMEOUT_SECONDS
+
+    def runtimes(self) -> dict[str, Mapping[str, Any]]:
+        """ServingRuntimes and ClusterServingRuntimes of the repository, by name."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for kind in ("ClusterServingRuntime", "ServingRuntime"):
+            for doc in self.of_kind(kind):
+                found[doc.name] = doc.data
+        return found

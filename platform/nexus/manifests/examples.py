@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
 from nexus.manifests.pools import Pool, load_pools
-from nexus.manifests.render import render_yaml
+from nexus.manifests.render import render_cache_yaml, render_yaml
 
 EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
     "prod": (
@@ -25,7 +25,11 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             environment="prod",
             min_replicas=1,
             max_replicas=4,
-            vllm_args=("--tensor-parallel-size=1", "--max-model-len=32768"),
+            # ~130 GiB of bf16 weights: four 80 GB GPUs, tensor parallel 4 (the renderer adds
+            # --tensor-parallel-size and a memory-backed /dev/shm from `gpus`).
+            gpus=4,
+            cache=True,
+            vllm_args=("--max-model-len=32768",),
             concurrency_target=16,
         ),
         ModelDescription(
@@ -39,6 +43,8 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             canary_percent=10,
             concurrency_target=8,
             model_aliases=("chat",),
+            # Canary releases make new revisions often: serve them from the node cache.
+            cache=True,
         ),
         # The weighted split's second model and the fallback chain's smaller model: the
         # graphs in graphs/ address exactly these InferenceServices, and every model a
@@ -89,14 +95,16 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
 
 
 def example_files(pools: Mapping[str, Pool]) -> dict[Path, str]:
-    """Relative path -> rendered text of every committed example."""
-    return {
-        Path("inference_services") / env / f"inferenceservice.{desc.name}.yaml": render_yaml(
-            [desc], pools
-        )
-        for env, descriptions in EXAMPLES.items()
-        for desc in descriptions
-    }
+    """Relative path -> rendered text of every committed example (and its model cache)."""
+    files: dict[Path, str] = {}
+    for env, descriptions in EXAMPLES.items():
+        for desc in descriptions:
+            folder = Path("inference_services") / env
+            files[folder / f"inferenceservice.{desc.name}.yaml"] = render_yaml([desc], pools)
+            cache = render_cache_yaml(desc, pools)
+            if cache is not None:
+                files[folder / f"localmodelnamespacecache.{desc.name}.yaml"] = cache
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,23 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nexus.errors import ConfigError
 from nexus.manifests.context import MANIFEST_FOLDERS, LintContext, find_repo_root
 from nexus.manifests.documents import load_paths
 from nexus.manifests.findings import Finding
 from nexus.manifests.rules import RULES, kustomize
 from nexus.manifests.schema import SchemaRegistry, validate_all
+from nexus.manifests.versions import VERSIONS_FILE
 
 CRDS_ENV = "NEXUS_CRDS_DIR"
 
 
-def default_crds_dir(repo_root: Path | None) -> Path | None:
-    """``$NEXUS_CRDS_DIR``, else ``<repo>/../shared/crds`` when it exists."""
+def default_crds_dir() -> Path | None:
+    """``$NEXUS_CRDS_DIR`` when set; else None: the schemas shipped in the package."""
     env = os.environ.get(CRDS_ENV)
-    if env:
-        return Path(env)
-    if repo_root is not None and (repo_root.parent / "shared" / "crds").is_dir():
-        return repo_root.parent / "shared" / "crds"
-    return None
+    return Path(env) if env else None
 
 
 def default_paths(repo_root: Path) -> list[Path]:
@@ -65,6 +63,7 @@ def lint_paths(
         context_docs,
         repo_root=None if options.isolated else root,
         pools_file=root / "platform" / "pools.yaml" if root is not None else None,
+        versions_file=root / VERSIONS_FILE if root is not None else None,
         use_kubectl=options.use_kubectl,
     )
     findings += validate_all(docs, schemas)
@@ -76,11 +75,13 @@ def lint_paths(
 
 def run(
     paths: Sequence[str], *, crds: str | None, isolated: bool = False
-) -> tuple[list[Finding], Path | None]:
-    """What the CLI calls: resolve defaults, lint, return findings and the CRD dir used."""
+) -> tuple[list[Finding], str]:
+    """What the CLI calls: resolve defaults, lint, return findings and the schemas' source."""
     root = find_repo_root(Path.cwd()) if not paths else find_repo_root(Path(paths[0]))
-    crds_dir = Path(crds) if crds else default_crds_dir(root)
+    crds_dir = Path(crds) if crds else default_crds_dir()
+    if crds_dir is not None and not crds_dir.is_dir():
+        raise ConfigError(f"--crds / ${CRDS_ENV}: {crds_dir} is not a directory")
     targets = [Path(p) for p in paths] if paths else default_paths(root or Path.cwd())
     schemas = SchemaRegistry(crds_dir)
     options = LintOptions(repo_root=root, isolated=isolated)
-    return lint_paths(targets, schemas=schemas, options=options), crds_dir
+    return lint_paths(targets, schemas=schemas, options=options), schemas.source

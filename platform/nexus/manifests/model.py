@@ -32,6 +32,9 @@ ISVC_SYNC_WAVE: Final = "2"
 STORAGE_SCHEMES: Final = ("hf://", "s3://", "gs://", "pvc://", "oci://", "https://")
 # OpenAI routes: the Hugging Face server serves them under /openai, plain vLLM at the root.
 PREDICTOR_PATH_PREFIX: Final[dict[str, str]] = {"huggingface": "/openai", "vllm": ""}
+# Knative's max-revision-timeout-seconds default (pkg/apis/config/defaults.go,
+# knative-v1.21.1): a component timeout above it is refused by the webhook.
+DEFAULT_TIMEOUT_SECONDS: Final = 600
 
 # Knative appends revision suffixes to the name, which must stay a DNS label (63 chars).
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
@@ -56,6 +59,15 @@ class ModelDescription:
     predictor_image: str | None = None
     transformer_image: str = TRANSFORMER_IMAGE
     model_aliases: tuple[str, ...] = ()
+    # GPUs per predictor pod (tensor parallel size); None: the pool's accelerator count.
+    gpus: int | None = None
+    # spec.<component>.timeout: Knative's total timer per request, streams included.
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    # Parameter count ("70B") from the registry, when the model id does not say it.
+    parameters: str | None = None
+    # Cache the weights on the pool's nodes (model_cache.py) instead of downloading them
+    # for every revision and replica.
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -79,6 +91,15 @@ class ModelDescription:
             raise ConfigError(f"canary percent must be within 0..100, got {self.canary_percent}")
         if self.concurrency_target < 1:
             raise ConfigError("concurrency target must be at least 1")
+        if self.gpus is not None and self.gpus < 1:
+            raise ConfigError(f"gpus must be at least 1, got {self.gpus}")
+        if not 0 < self.timeout_seconds <= DEFAULT_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"timeout {self.timeout_seconds} s must be within 1..{DEFAULT_TIMEOUT_SECONDS}: "
+                "Knative refuses a revision timeout above max-revision-timeout-seconds"
+            )
+        if self.cache and self.predictor_image is not None:
+            raise ConfigError("the model cache serves model predictors, not custom containers")
         if self.predictor_image is not None and self.runtime != "vllm":
             raise ConfigError("a custom predictor image must speak the vLLM API (runtime 'vllm')")
 

@@ -45,10 +45,25 @@ class Taint:
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
 
 
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes memory quantity (``80Gi``, ``40G``, ``1024``) in bytes."""
+    # Two-letter binary suffixes first, so that "80Gi" is not read as "80G" + "i".
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * _UNITS[suffix])
+    return int(float(text))
+
+
 @dataclass(frozen=True, slots=True)
 class Accelerator:
+    """``count`` devices of ``resource`` per pod by default, each with ``memory`` (bytes)."""
+
     resource: str
     count: int
+    memory: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +105,12 @@ def _pool(name: str, raw: Any) -> Pool:
     if acc is not None:
         if not isinstance(acc, dict) or not isinstance(acc.get("count"), int) or acc["count"] < 1:
             raise ConfigError(f"{where}.accelerator needs `resource` and a positive `count`")
-        accelerator = Accelerator(str(acc["resource"]), acc["count"])
+        memory = acc.get("memory")
+        try:
+            memory_bytes = None if memory is None else quantity_bytes(str(memory))
+        except ValueError:
+            raise ConfigError(f"{where}.accelerator.memory must be a quantity like 80Gi") from None
+        accelerator = Accelerator(str(acc["resource"]), acc["count"], memory_bytes)
     resources = raw.get("resources") or {}
     args = raw.get("vllmArgs") or []
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):

@@ -5,6 +5,9 @@ validation, rejects) any field the schema does not declare unless a node says
 ``x-kubernetes-preserve-unknown-fields``. ``crd_to_json_schema`` turns that rule into
 ``additionalProperties: false`` so a misspelt field is an error here, not a silent no-op in
 the cluster. A resource whose schema is in neither place is reported as a warning.
+
+Without a CRD directory the registry reads the schemas the package ships
+(``nexus.manifests.bundle``), generated from the same CRDs with their prose removed.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from nexus.manifests.bundle import Bundle, iter_crds, served_schemas
 from nexus.manifests.documents import Document, yaml_files
 from nexus.manifests.findings import Finding, field_path
 
 DEFAULT_KUBE_VERSION = "1.33"
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # CRD files are large (the InferenceService CRD is 2 MB); a cheap text scan finds which
 # file defines which kind so that only the CRDs a lint run needs are parsed.
 _CRD_GROUP = re.compile(r"^  group:\s*['\"]?([\w.-]+)", re.MULTILINE)
@@ -80,19 +82,25 @@ def crd_to_json_schema(node: Any) -> Any:
 
 @dataclass
 class SchemaRegistry:
-    """CRD schemas of one directory, converted on first use; build once, pass around."""
+    """CRD schemas of one directory (else the shipped bundle), converted on first use.
 
-    crds_dir: Path | None
+    Build once, pass around.
+    """
+
+    crds_dir: Path | None = None
     kube_version: str = DEFAULT_KUBE_VERSION
+    bundle: Bundle | None = field(default=None, init=False)
     _raw: dict[tuple[str, str, str], Any] = field(default_factory=dict, init=False)
     _files: dict[tuple[str, str], list[Path]] = field(default_factory=dict, init=False)
     _parsed: set[Path] = field(default_factory=set, init=False)
+    _bundled: set[tuple[str, str]] = field(default_factory=set, init=False)
     _validators: dict[tuple[str, str, str], jsonschema.Draft4Validator] = field(
         default_factory=dict, init=False
     )
 
     def __post_init__(self) -> None:
         if self.crds_dir is None:
+            self.bundle = Bundle.load()
             return
         for file in yaml_files(self.crds_dir):
             text = file.read_text(encoding="utf-8")
@@ -106,25 +114,37 @@ class SchemaRegistry:
         if file in self._parsed:
             return
         self._parsed.add(file)
-        for crd in yaml.load_all(file.read_text(encoding="utf-8"), Loader=_Loader):
-            if isinstance(crd, dict) and crd.get("kind") == "CustomResourceDefinition":
-                self._add(crd)
+        for crd in iter_crds(file):
+            self._add(crd)
 
     def _add(self, crd: Mapping[str, Any]) -> None:
         spec = crd.get("spec", {})
         group, kind = spec.get("group", ""), spec.get("names", {}).get("kind", "")
-        for version in spec.get("versions", []):
-            schema = (version.get("schema") or {}).get("openAPIV3Schema")
-            if schema is not None and version.get("served", True):
-                self._raw[(group, version["name"], kind)] = schema
+        for version, schema in served_schemas(crd).items():
+            self._raw[(group, version, kind)] = schema
+
+    @property
+    def source(self) -> str:
+        """Where the schemas come from, for people: the directory or the bundle's origin."""
+        return self.bundle.describe() if self.bundle is not None else str(self.crds_dir)
 
     def knows(self, group: str, kind: str) -> bool:
-        """Whether the directory has a CRD for this kind (any version)."""
+        """Whether the directory (or the bundle) has a CRD for this kind (any version)."""
+        if self.bundle is not None:
+            return (group, kind) in self.bundle.kinds
         return (group, kind) in self._files or any((g, k) == (group, kind) for g, _, k in self._raw)
 
-    def _validator(self, key: tuple[str, str, str]) -> jsonschema.Draft4Validator | None:
-        for file in self._files.get((key[0], key[2]), []):
+    def _load(self, group: str, kind: str) -> None:
+        if self.bundle is not None and (group, kind) not in self._bundled:
+            self._bundled.add((group, kind))
+            for version, schema in self.bundle.schemas(group, kind).items():
+                self._raw.setdefault((group, version, kind), schema)
+        for file in self._files.get((group, kind), []):
             self._parse(file)
+
+    def _validator(self, key: tuple[str, str, str]) -> jsonschema.Draft4Validator | None:
+        if key not in self._validators:
+            self._load(key[0], key[2])
         if key not in self._validators:
             raw = self._raw.get(key)
             if raw is None:
@@ -175,7 +195,7 @@ class SchemaRegistry:
         return []
 
     def _unknown(self, doc: Document) -> Finding:
-        where = self.crds_dir or "no --crds directory"
+        where = self.crds_dir or "the schemas shipped with Nexus"
         return doc.finding(
             "",
             "schema-unknown",

@@ -3,13 +3,17 @@
 Only metrics that know the predictor's Knative revision can tell a canary from the stable
 revision. A canary changes the predictor alone, so the transformer keeps its one revision
 and cannot say which predictor revision answered; its ``gateway_*`` series are no use
-here. The analysis reads Knative's queue-proxy instead (``revision_app_request_count``
-and ``revision_app_request_latencies``, in milliseconds, on every predictor pod) and
-vLLM's ``vllm:time_to_first_token_seconds``. The PodMonitors add ``isvc`` and ``revision``
-labels from the pod's KServe and Knative labels; locally the front exports the
-queue-proxy's series and the scrape config labels the workers. The queries have the
-shape of the PrometheusRule's (``platform/k8s/monitoring``), narrowed to the two
-revisions of one InferenceService over the analysis window.
+here. The analysis reads Knative's queue-proxy instead: on the declared Knative (1.21)
+its one request histogram, ``kn_serving_invocation_duration_seconds`` (seconds, by
+``http_response_status_code``; ``nexus.manifests.metric_names`` cites the source), which
+it exports once the platform sets ``request-metrics-protocol: prometheus``
+(``platform/k8s/cluster/config-observability.configmap.yaml``); and vLLM's
+``vllm:time_to_first_token_seconds``. The PodMonitor adds ``isvc`` and ``revision``
+labels from the pod's KServe and Knative labels; locally the front exports the same
+histogram and the scrape config labels it the same way. ``docs/canary-signal.md`` says
+why this signal and not another. The queries have the shape of the PrometheusRule's
+(``platform/k8s/monitoring``), narrowed to the two revisions of one InferenceService
+over the analysis window.
 
 The canary is rolled back when it got too little traffic to judge, when its 5xx ratio
 exceeds the stable revision's by more than ``max_error_ratio`` (the alert rule's "points
@@ -33,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from nexus.errors import ReleaseError
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import Rollout
 
@@ -93,12 +98,11 @@ class Prometheus:
             raise ReleaseError("no Prometheus URL (--prometheus-url or .nexus/endpoints.json)")
         self.url = url.rstrip("/")
 
-    def query(self, expr: str, *, at: float) -> dict[str, float]:
-        """``{revision label: value}`` of a vector result; NaN samples are left out."""
-        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+    def _get(self, api: str, expr: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"query": expr, **params})
         try:
             with urllib.request.urlopen(  # noqa: S310 - operator's URL
-                f"{self.url}/api/v1/query?{params}", timeout=15
+                f"{self.url}/api/v1/{api}?{query}", timeout=15
             ) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
@@ -108,12 +112,30 @@ class Prometheus:
             raise ReleaseError(f"Prometheus at {self.url} did not answer {expr!r}: {exc}") from exc
         if body.get("status") != "success":
             raise ReleaseError(f"Prometheus refused {expr!r}: {body.get('error')}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query(self, expr: str, *, at: float) -> dict[str, float]:
+        """``{revision label: value}`` of a vector result; NaN samples are left out."""
         values: dict[str, float] = {}
-        for sample in body["data"]["result"]:
+        for sample in self._get("query", expr, {"time": f"{at:.3f}"}):
             value = float(sample["value"][1])
             if not math.isnan(value):
                 values[sample["metric"].get("revision", "")] = value
         return values
+
+    def query_range(
+        self, expr: str, *, start: float, end: float, step: float
+    ) -> dict[str, list[tuple[float, float]]]:
+        """``{revision label: [(time, value), ...]}`` of a matrix result (``/query_range``)."""
+        params = {"start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}"}
+        series: dict[str, list[tuple[float, float]]] = {}
+        for sample in self._get("query_range", expr, params):
+            points = [(float(t), float(v)) for t, v in sample["values"]]
+            series[sample["metric"].get("revision", "")] = [
+                (t, v) for t, v in points if not math.isnan(v)
+            ]
+        return series
 
 
 def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
@@ -130,15 +152,37 @@ def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
             f"(rate({family}_bucket{{{selector}}}{window})))"
         )
 
-    requests = "revision_app_request_count"
+    count = f"{QUEUE_PROXY_DURATION}_count"
+    server_errors = f'{QUEUE_PROXY_STATUS_LABEL}=~"5.."'
     return {
-        "requests": f"sum by (revision) (increase({requests}{{{selector}}}{window}))",
-        "errors": (
-            f"sum by (revision) "
-            f'(increase({requests}{{{selector}, response_code_class="5xx"}}{window}))'
-        ),
-        "p95_latency_s": f"{p95('revision_app_request_latencies')} / 1000",
+        "requests": f"sum by (revision) (increase({count}{{{selector}}}{window}))",
+        "errors": (f"sum by (revision) (increase({count}{{{selector}, {server_errors}}}{window}))"),
+        "p95_latency_s": p95(QUEUE_PROXY_DURATION),
         "p95_ttft_s": p95("vllm:time_to_first_token_seconds"),
+    }
+
+
+Series = dict[str, dict[str, list[tuple[float, float]]]]
+
+
+def series(
+    prometheus: Prometheus,
+    isvc: str,
+    revisions: list[str],
+    *,
+    start: float,
+    end: float,
+    step: float,
+    rate_window_s: float,
+) -> Series:
+    """The measures of ``queries`` over time: ``{measure: {revision: [(time, value)]}}``.
+
+    The same PromQL as the judgement, over a sliding ``rate_window_s`` instead of the whole
+    window, evaluated every ``step`` seconds from ``start`` to ``end`` (for charts).
+    """
+    return {
+        name: prometheus.query_range(expr, start=start, end=end, step=step)
+        for name, expr in queries(isvc, revisions, rate_window_s).items()
     }
 
 
@@ -214,10 +258,12 @@ def analyze(
         raise ReleaseError(f"no stable revision takes traffic: {list(rollout.traffic)}")
     sleep(window_s)
     revisions = [rollout.latest_revision, rollout.stable_revision]
-    stats = measure(prometheus, plan.model, revisions, window_s, at=clock())
+    at = clock()
+    stats = measure(prometheus, plan.model, revisions, window_s, at=at)
     canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
     decision, reasons = decide(canary, stable, thresholds)
-    return Analysis(decision, reasons, window_s, canary, stable)
+    # The window's end, so that the evidence (nexus.release.evidence) charts the same span.
+    return Analysis(decision, reasons, window_s, canary, stable, {"window_end": at})
 
 
 def analyze_step(

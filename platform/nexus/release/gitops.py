@@ -6,6 +6,7 @@ is committed and the current head is returned, so a retried step never stacks co
 When another writer pushed first, the push is rejected; we fetch and re-apply our file
 on top of the new head (a rebase of a commit that only sets one file's content, which
 cannot conflict) and push again, a bounded number of times. Never a force-push.
+In a cluster git authenticates with the Secret the pipeline mounts (``git_credentials``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from nexus.errors import GitError, PushRace, ReleaseError
+from nexus.release.git_credentials import git_options
 
 AUTHOR: Final = ("Nexus release", "release@nexus.invalid")
 # What git prints when the remote moved under us (as opposed to auth or path errors).
@@ -40,7 +42,7 @@ def _run(args: Sequence[str], *, cwd: Path | None = None) -> subprocess.Complete
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     name, email = AUTHOR
     cmd = [binary, "-c", f"user.name={name}", "-c", f"user.email={email}",
-           "-c", "commit.gpgsign=false", *args]  # fmt: skip
+           "-c", "commit.gpgsign=false", *git_options(), *args]  # fmt: skip
     return subprocess.run(  # noqa: S603 - arguments are a list, never a shell line
         cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False
     )

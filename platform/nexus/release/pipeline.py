@@ -2,12 +2,22 @@
 
 Components are lightweight Python components whose bodies call ``nexus.release``; they
 install nothing at run time, so the base image must already hold ``nexus`` with its
-``release`` extra (``RELEASE_IMAGE``). ``kfp.local`` runs the same components in
-subprocesses of the current interpreter. The exit handler takes a failed run's canary
-out of traffic and records the outcome in the registry whatever happened; steps whose
-result depends on the world (registry, Git, the cluster, Prometheus, the clock) never
-come from KFP's cache; the commit step is retried (push races are handled inside it too,
-this covers transient Git outages).
+``release`` extra: ``RELEASE_IMAGE``, the Dockerfile's ``release`` target (git included).
+``kfp.local`` runs the same components in subprocesses of the current interpreter and
+ignores the Kubernetes settings below.
+
+On a cluster (KFP 2.17): the steps that push to Git (commit, promote, rollback and the
+exit handler, which reverts a failed canary) mount the Secret named by ``git_secret`` at
+``git_credentials.MOUNT_PATH`` (``kfp.kubernetes.use_secret_as_volume``); the run goes
+under the ``nexus-release`` ServiceAccount (``SERVICE_ACCOUNT``, given at submission,
+``platform/k8s/pipelines``), whose RBAC lets the wait step read the InferenceService
+and Argo CD's Application. The URLs of MLflow, Prometheus and the status API default to
+``IN_CLUSTER``: the in-cluster Services of the charts the platform documents.
+
+The exit handler takes a failed run's canary out of traffic and records the outcome in
+the registry whatever happened; steps whose result depends on the world (registry, Git,
+the cluster, Prometheus, the clock) never come from KFP's cache; the commit step is
+retried (push races are handled inside it too, this covers transient Git outages).
 
 ``pipelines/release.py`` re-exports ``release`` and compiles it to
 ``pipelines/compiled/release.yaml``; the definitions live in the package so that the
@@ -20,13 +30,29 @@ this covers transient Git outages).
 # (hence the inline NamedTuple of `analyze`).
 from typing import Final, NamedTuple
 
-from kfp import dsl
-from kfp.dsl import Artifact, Output, PipelineTaskFinalStatus
+from kfp import dsl, kubernetes
+from kfp.dsl import HTML, Artifact, Markdown, Output, PipelineTaskFinalStatus
+
+from nexus.release.git_credentials import MOUNT_PATH
 
 # The transformer image does not carry MLflow or KFP; releases run in their own image
-# (same Dockerfile, `.[release]` installed; it brings kfp, so nothing installs at run time).
+# (same Dockerfile and lock, `.[release]` installed, plus git; it brings kfp, so nothing
+# installs at run time). tests/manifests/test_dockerfile.py checks the Dockerfile builds it.
 RELEASE_IMAGE: Final = "ghcr.io/nexus-serving/nexus-release:0.1.0"
 PIPELINE_NAME: Final = "nexus-release"
+SERVICE_ACCOUNT: Final = "nexus-release"
+GIT_SECRET: Final = "nexus-release-git"  # noqa: S105 - a Secret's name, not its value
+# Defaults of the pipeline's URL parameters: where a run on the cluster finds its peers.
+IN_CLUSTER: Final = {
+    # The MLflow tracking server's Service (chart or manifest named mlflow, namespace mlflow).
+    "tracking_uri": "http://mlflow.mlflow.svc.cluster.local:5000",
+    # kube-prometheus-stack installed as release `kube-prometheus-stack` in `monitoring`
+    # (the PrometheusRule and PodMonitors carry `release: kube-prometheus-stack`).
+    "prometheus_url": "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090",
+    # Argo CD's Application and the InferenceService, as resources of the Kubernetes API
+    # (nexus.release.wait.KubernetesStatus); the local platform passes its sync loop's URL.
+    "status_url": "https://kubernetes.default.svc",
+}
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -107,14 +133,23 @@ def analyze(
     max_error_ratio: float,
     max_p95_latency_ratio: float,
     min_canary_requests: int,
+    canary_percent: int,
     run: str,
     analysis: Output[Artifact],
+    report: Output[Markdown],
+    chart: Output[HTML],
 ) -> NamedTuple("Judgement", [("decision", str), ("summary", str)]):  # type: ignore[valid-type]
-    """Canary vs stable over the window: the decision, and the numbers as an artifact."""
+    """Canary vs stable over the window: the decision; the numbers, a report and a chart.
+
+    ``report`` (Markdown) and ``chart`` (HTML) are what the KFP UI renders on the run; the
+    same report and chart go to the release's MLflow run (``nexus.release.tracking``).
+    """
     import json
 
-    from nexus.release.analyze import analyze_step
+    from nexus.release.analyze import Thresholds, analyze_step
+    from nexus.release.evidence import chart_html
     from nexus.release.record import step_errors
+    from nexus.release.tracking import evidence_step
 
     with step_errors(tracking_uri, run, "analyze", plan=plan):
         summary = analyze_step(
@@ -126,10 +161,25 @@ def analyze(
             max_p95_latency_ratio=max_p95_latency_ratio,
             min_requests=min_canary_requests,
         )
+        markdown, svg, evidence = evidence_step(
+            tracking_uri=tracking_uri,
+            prometheus_url=prometheus_url,
+            plan_json=plan,
+            analysis_json=summary,
+            canary_percent=canary_percent,
+            thresholds=Thresholds(max_error_ratio, max_p95_latency_ratio, min_canary_requests),
+            run=run,
+        )
     with open(analysis.path, "w", encoding="utf-8") as out:
         out.write(summary)
+    with open(report.path, "w", encoding="utf-8") as out:
+        out.write(markdown)
+    with open(chart.path, "w", encoding="utf-8") as out:
+        out.write(chart_html(svg, "canary against stable"))
     decision = json.loads(summary)["decision"]
-    analysis.metadata["decision"] = decision
+    for artifact in (analysis, report, chart):
+        artifact.metadata["decision"] = decision
+        artifact.metadata["mlflow_run"] = evidence.url
     return (decision, summary)
 
 
@@ -208,6 +258,11 @@ def record_outcome(
     )
 
 
+def _pushes(task: dsl.PipelineTask, git_secret: str) -> dsl.PipelineTask:
+    """A step that pushes to the GitOps repository gets the Git credentials Secret."""
+    return kubernetes.use_secret_as_volume(task, secret_name=git_secret, mount_path=MOUNT_PATH)
+
+
 @dsl.pipeline(name=PIPELINE_NAME, description="Release an MLflow model version through GitOps")
 def release(
     model_name: str,
@@ -219,11 +274,12 @@ def release(
     max_p95_latency_ratio: float = 1.5,
     min_canary_requests: int = 10,
     gitops_repo: str = "",
-    prometheus_url: str = "",
-    tracking_uri: str = "",
-    status_url: str = "",
+    prometheus_url: str = IN_CLUSTER["prometheus_url"],
+    tracking_uri: str = IN_CLUSTER["tracking_uri"],
+    status_url: str = IN_CLUSTER["status_url"],
     namespace: str = "nexus",
     wait_timeout_s: float = 900.0,
+    git_secret: str = GIT_SECRET,
 ) -> None:
     run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     outcome = record_outcome(
@@ -233,6 +289,7 @@ def release(
         version=version,
         run=run,
     ).set_caching_options(False)
+    _pushes(outcome, git_secret)
     with dsl.ExitHandler(outcome, name="release"):
         planned = resolve(
             tracking_uri=tracking_uri,
@@ -252,6 +309,7 @@ def release(
             run=run,
         )
         pushed.set_caching_options(False).set_retry(num_retries=3, backoff_duration="5s")
+        _pushes(pushed, git_secret)
         rolled = wait(
             tracking_uri=tracking_uri,
             status_url=status_url,
@@ -271,11 +329,12 @@ def release(
             max_error_ratio=max_error_ratio,
             max_p95_latency_ratio=max_p95_latency_ratio,
             min_canary_requests=min_canary_requests,
+            canary_percent=canary_percent,
             run=run,
         ).set_caching_options(False)
         decision, summary = judged.outputs["decision"], judged.outputs["summary"]
         with dsl.If(decision == "promote", name="canary-passed"):
-            promote(
+            promoted = promote(
                 tracking_uri=tracking_uri,
                 gitops_repo=gitops_repo,
                 status_url=status_url,
@@ -284,8 +343,9 @@ def release(
                 run=run,
                 timeout_s=wait_timeout_s,
             ).set_caching_options(False)
+            _pushes(promoted, git_secret)
         with dsl.Else(name="canary-failed"):
-            rollback(
+            rolled_back = rollback(
                 tracking_uri=tracking_uri,
                 gitops_repo=gitops_repo,
                 status_url=status_url,
@@ -294,3 +354,4 @@ def release(
                 run=run,
                 timeout_s=wait_timeout_s,
             ).set_caching_options(False)
+            _pushes(rolled_back, git_secret)

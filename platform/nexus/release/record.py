@@ -1,13 +1,15 @@
 """Step 7, record: the registry says what a release did (tags) and what serves (aliases).
 
 ``champion`` is the version serving 100 %, ``challenger`` the one in canary; a version's
-``release.*`` tags hold its last release's status, Git commit, pipeline run and analysis.
+``release.*`` tags hold its last release's status, Git commit, pipeline run, the analysis'
+decision and reasons in one line, and the URL of the release's MLflow run (its numbers).
 Every write is idempotent, because KFP may retry any step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Final
 
@@ -19,6 +21,19 @@ from nexus.release.plan import ReleasePlan
 # MLflow limits tag values (5000 characters in its SQL store); keep room for JSON.
 _MAX_TAG = 4000
 _FINAL: Final = frozenset({"promoted", "rolled_back"})
+# The registry UI shows a tag as one chip cut at about 40 characters: a line, not a document.
+_READABLE: Final = 300
+
+
+def readable(analysis_json: str) -> str:
+    """``release.analysis``: the decision and its reasons in one line ("rollback: canary 5xx
+    ratio 0.200 exceeds ..."); the numbers are the release run's (``release.evidence``)."""
+    try:
+        body = json.loads(analysis_json)
+        line = f"{body['decision']}: {'; '.join(body.get('reasons', []))}"
+    except (ValueError, KeyError, TypeError):
+        line = analysis_json
+    return line[:_READABLE]
 
 
 def _tags(registry: Registry, plan: ReleasePlan, tags: dict[str, str]) -> None:
@@ -54,7 +69,7 @@ def mark_promoted(
             c.RELEASE_STATUS: "promoted",
             c.RELEASE_GIT_COMMIT: commit,
             c.RELEASE_RUN: run,
-            c.RELEASE_ANALYSIS: analysis,
+            c.RELEASE_ANALYSIS: readable(analysis),
             c.RELEASE_ERROR: "",
         },
     )
@@ -72,7 +87,7 @@ def mark_rolled_back(
             c.RELEASE_STATUS: "rolled_back",
             c.RELEASE_GIT_COMMIT: commit,
             c.RELEASE_RUN: run,
-            c.RELEASE_ANALYSIS: analysis,
+            c.RELEASE_ANALYSIS: readable(analysis),
             c.RELEASE_ERROR: "",
         },
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from nexus.errors import NexusError
 from nexus.registry.client import Registry
-from nexus.release import record
+from nexus.release import record, tracking
 from nexus.release.gitops import commit_step
 from nexus.release.plan import ReleasePlan
 from nexus.release.render import canary_split, load_step_pools, render_manifest
@@ -216,7 +216,7 @@ def outcome_step(
         else:
             note = f"the canary was taken out of traffic in {sha[:12]}"
             print(f"nexus-release: {model} version {version}: canary reverted ({sha[:12]})")
-    return record.record_outcome_step(
+    status = record.record_outcome_step(
         tracking_uri=tracking_uri,
         model=model,
         version=version,
@@ -225,3 +225,5 @@ def outcome_step(
         error=error,
         note=note,
     )
+    tracking.record_outcome(tracking_uri, model, run, status)
+    return status

@@ -15,7 +15,6 @@ import io
 import json
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -26,6 +25,8 @@ from typing import Any, Final, TextIO
 from nexus.errors import ReleaseError
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
+from nexus.release.submit import submit as submit  # `nexus release --kfp-host`
+from nexus.release.tracking import LocalEvidence, save_local
 
 ENDPOINTS_FILE: Final = "endpoints.json"
 ENDPOINT_KEYS: Final = ("tracking_uri", "gitops_repo", "prometheus_url", "status_url")
@@ -86,6 +87,8 @@ class Outcome:
     status: str
     analysis: Mapping[str, Any]
     log: Path
+    # The report and chart beside the log, and the MLflow run they come from.
+    evidence: LocalEvidence | None = None
 
 
 def run_local(
@@ -114,11 +117,15 @@ def run_local(
             release(**arguments)
     registry = Registry.connect(str(arguments["tracking_uri"]))
     tags = registry.version(str(arguments["model_name"]), str(arguments["version"])).tags
-    try:
-        analysis = json.loads(tags.get(c.RELEASE_ANALYSIS, "{}"))
-    except ValueError:
-        analysis = {}
-    return Outcome(tags.get(c.RELEASE_STATUS, "failed"), analysis, log_path)
+    # The files of the analyze step's artifacts, as the release's MLflow run holds them.
+    evidence = save_local(
+        str(arguments["tracking_uri"]),
+        str(arguments["model_name"]),
+        str(arguments["version"]),
+        log_path.with_suffix(""),
+    )
+    analysis = evidence.analysis if evidence else {}
+    return Outcome(tags.get(c.RELEASE_STATUS, "failed"), analysis, log_path, evidence)
 
 
 def compile_pipeline(target: Path) -> None:
@@ -131,23 +138,6 @@ def compile_pipeline(target: Path) -> None:
     compiler.Compiler().compile(release, package_path=str(target))
 
 
-def submit(host: str, arguments: Mapping[str, Any], *, package: Path | None = None) -> str:
-    """Start a run on a KFP cluster from the compiled package; the run's URL."""
-    import kfp
-
-    with tempfile.TemporaryDirectory(prefix="nexus-kfp-") as tmp:
-        if package is None or not package.is_file():
-            package = Path(tmp) / "release.yaml"
-            compile_pipeline(package)
-        client = kfp.Client(host=host)
-        result = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=dict(arguments),
-            run_name=f"release-{arguments['model_name']}-{arguments['version']}",
-        )
-    return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
-
-
 def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
     """The pipeline's steps in this process, in its order, without KFP; the final status.
 
@@ -157,7 +147,7 @@ def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
     roll back, and the exit handler (a failed run's canary reverted, the failure recorded,
     then re-raised).
     """
-    from nexus.release import analyze, render, resolve, rollout
+    from nexus.release import analyze, render, resolve, rollout, tracking
 
     a = dict(arguments)
     run = run or f"inline-{a['model_name']}-{a['version']}-{int(time.time())}"
@@ -194,6 +184,17 @@ def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
             max_error_ratio=a["max_error_ratio"],
             max_p95_latency_ratio=a["max_p95_latency_ratio"],
             min_requests=a["min_canary_requests"],
+        )
+        tracking.evidence_step(
+            tracking_uri=a["tracking_uri"],
+            prometheus_url=a["prometheus_url"],
+            plan_json=plan,
+            analysis_json=summary,
+            canary_percent=a["canary_percent"],
+            thresholds=analyze.Thresholds(
+                a["max_error_ratio"], a["max_p95_latency_ratio"], a["min_canary_requests"]
+            ),
+            run=run,
         )
         step = rollout.promote_step
         if json.loads(summary)["decision"] != "promote":

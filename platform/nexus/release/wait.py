@@ -8,21 +8,25 @@ the ``canaryTrafficPercent`` we committed and is ``Ready``, and KServe's
 A failing InferenceService shows ``Progressing`` in Argo CD, not ``Degraded``, so the wait
 is always bounded by a timeout whose error shows the last state seen.
 
-Status comes from an Argo CD-shaped HTTP API (``status_url``: Argo CD itself, or the
-local platform's sync loop which serves the same shapes) or, when no status URL is
-given, from the Kubernetes API through ``kserve.KServeClient`` (no Argo CD check then:
-the spec comparison stands in for it).
+Status comes from the Kubernetes API in a cluster (``status_url`` is
+``https://kubernetes.default.svc``, the pipeline's default, or empty): the Argo CD
+``Application`` resource and the InferenceService, read with the step's ServiceAccount
+token (``platform/k8s/pipelines`` grants the reads). Any other ``status_url`` is an
+Argo CD-shaped HTTP API that also serves the InferenceService: the local platform's sync
+loop.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
 
 from nexus.errors import ReleaseError
 from nexus.release.gitops import is_ancestor
@@ -62,9 +66,12 @@ class StatusSource(Protocol):
         """The InferenceService object, or ``None`` while it does not exist."""
 
 
-def _get_json(url: str) -> Mapping[str, Any] | None:
+def _get_json(
+    url: str, *, headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None
+) -> Mapping[str, Any] | None:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - operator's URL
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310
             body: Mapping[str, Any] = json.loads(response.read())
             return body
     except urllib.error.HTTPError as exc:
@@ -93,30 +100,62 @@ class HttpStatus:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class KServeStatus:
-    """The cluster's API through ``kserve.KServeClient`` (in-cluster or kubeconfig auth).
+# Where a pod finds the API server and its ServiceAccount's credentials (Kubernetes docs,
+# "Accessing the Kubernetes API from a Pod"; projected by the kubelet into every pod).
+KUBERNETES_API: Final = "https://kubernetes.default.svc"
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+ARGOCD_NAMESPACE: Final = "argocd"
 
-    Not exercised by the tests (no cluster here); it only swaps the source of the same
-    InferenceService object that ``HttpStatus`` reads.
+
+@dataclass(frozen=True, slots=True)
+class KubernetesStatus:
+    """The Application and the InferenceService as the Kubernetes API serves them.
+
+    Argo CD's API server returns the same ``Application`` object as the Kubernetes API
+    (``status.sync.revision``/``status``), and reading the resource needs only RBAC, no
+    Argo CD token. The bearer token is read at every call: the kubelet rotates it.
     """
 
+    api_url: str
     namespace: str
     name: str
+    app: str = ISVC_APPLICATION
+    argocd_namespace: str = ARGOCD_NAMESPACE
+    credentials: Path = SERVICE_ACCOUNT_DIR
+
+    def _get(self, path: str) -> Mapping[str, Any] | None:
+        try:
+            token = (self.credentials / "token").read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ReleaseError(
+                f"no ServiceAccount token at {self.credentials}: the wait step reads the "
+                f"Kubernetes API with it (run the pipeline as nexus-release)"
+            ) from exc
+        ca = self.credentials / "ca.crt"
+        context = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
+        return _get_json(
+            f"{self.api_url.rstrip('/')}{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            context=context,
+        )
 
     def application(self) -> Mapping[str, Any] | None:
-        return None
+        return self._get(
+            f"/apis/argoproj.io/v1alpha1/namespaces/{self.argocd_namespace}/applications/{self.app}"
+        )
 
     def inference_service(self) -> Mapping[str, Any] | None:
-        from kserve import KServeClient
+        return self._get(
+            f"/apis/serving.kserve.io/v1beta1/namespaces/{self.namespace}"
+            f"/inferenceservices/{self.name}"
+        )
 
-        try:
-            isvc: Mapping[str, Any] = KServeClient().get(self.name, namespace=self.namespace)
-        except RuntimeError as exc:  # KServeClient wraps ApiException in RuntimeError
-            if "Not Found" in str(exc):
-                return None
-            raise
-        return isvc
+
+def status_source(status_url: str, namespace: str, model: str) -> StatusSource:
+    """The Kubernetes API for the in-cluster URL (or none given), else an Argo CD-shaped API."""
+    if not status_url or status_url.rstrip("/") == KUBERNETES_API:
+        return KubernetesStatus(KUBERNETES_API, namespace, model)
+    return HttpStatus(status_url, namespace, model)
 
 
 def expected_canary(expect: Expect, percent: int) -> int | None:
@@ -221,9 +260,7 @@ def wait_step(
     gitops_repo: str = "",
 ) -> str:
     """The KFP component's body: the rollout (revisions and traffic) as JSON."""
-    source: StatusSource = (
-        HttpStatus(status_url, namespace, model) if status_url else KServeStatus(namespace, model)
-    )
+    source = status_source(status_url, namespace, model)
     rollout = wait_rollout(
         source,
         commit=commit,

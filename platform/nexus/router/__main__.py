@@ -4,7 +4,9 @@ Accepts the flags KServe's controller passes (``--graph-json``, ``--inferencegra
 ``--enable-tls``, ``--enable-auth``) so the image is a drop-in ``router.image``; TLS and
 Kubernetes TokenReview auth are not implemented and refuse to start rather than serve
 unprotected. Local-platform extensions: ``--graph-file`` (a whole InferenceGraph
-resource), ``--port``, ``--host-map``, ``--drain-seconds``.
+resource), ``--port``, ``--host-map``, ``--drain-seconds``. Limits (issue 12):
+``--max-body-bytes``, ``--max-response-bytes``, and the shared edge's ``NEXUS_EDGE_*``
+variables (``nexus.edge.protocol``); their defaults apply under KServe, which passes none.
 
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
@@ -27,6 +29,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from nexus.edge.protocol import EdgeConfig, EdgeLimits
 from nexus.errors import ConfigError
 from nexus.observability import AccessLog, configure_json_logging
 from nexus.router.calls import StepCaller, parse_host_map
@@ -34,11 +37,27 @@ from nexus.router.executor import Executor
 from nexus.router.graph import Graph, load_graph_file, load_graph_json
 from nexus.router.headers import HeaderPropagation, compile_patterns
 from nexus.router.metrics import RouterMetrics
-from nexus.router.server import DEFAULT_SERVER_SECONDS, RouterApp, RouterState
+from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES
+from nexus.router.server import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SERVER_SECONDS,
+    RouterApp,
+    RouterState,
+)
 
 log = logging.getLogger("nexus.router")
 DEFAULT_IDLE_SECONDS = 180  # Go's http.Server IdleTimeout in KServe's router
 DRAIN_SECONDS = 30.0  # KServe's drainSleepDuration
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,6 +75,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="send calls for cluster host NAME to HOST:PORT (local platform)",
     )
     parser.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body; longer ones are answered 413",
+    )
+    parser.add_argument(
+        "--max-response-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        help="largest step answer read whole; longer ones are a 502",
+    )
     parser.add_argument("--inferencegraph-name", default="")
     parser.add_argument("--enable-tls", action="store_true")
     parser.add_argument("--enable-auth", action="store_true")
@@ -87,12 +118,21 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(loop.call_later, self.drain_seconds, finish)
 
 
-def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> RouterApp:
+def build(
+    graph: Graph,
+    *,
+    host_map: dict[str, str],
+    state: RouterState,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> RouterApp:
     """Wire the router's objects; everything mutable is created here, none at import."""
     registry = CollectorRegistry()
     labels = [step.label for node in graph.nodes.values() for step in node.steps]
     metrics = RouterMetrics(registry, steps=labels)
-    caller = StepCaller(graph=graph, metrics=metrics, host_map=host_map)
+    caller = StepCaller(
+        graph=graph, metrics=metrics, host_map=host_map, max_response_bytes=max_response_bytes
+    )
     executor = Executor(graph=graph, caller=caller, metrics=metrics)
     patterns = os.environ.get("PROPAGATE_HEADERS")
     timeouts = graph.timeouts
@@ -104,6 +144,7 @@ def build(graph: Graph, *, host_map: dict[str, str], state: RouterState) -> Rout
         access_log=AccessLog("nexus.router.access"),
         read_seconds=timeouts.server_read or DEFAULT_SERVER_SECONDS,
         write_seconds=timeouts.server_write or DEFAULT_SERVER_SECONDS,
+        max_body_bytes=max_body_bytes,
     )
 
 
@@ -125,17 +166,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             else load_graph_json(args.graph_json)
         )
         host_map = parse_host_map(args.host_map)
+        limits = EdgeLimits.from_env(os.environ)
     except (ConfigError, ValueError) as exc:
         log.error("cannot start the router: %s", exc)
         return 2
     state = RouterState()
-    app = build(graph, host_map=host_map, state=state)
-    config = uvicorn.Config(
+    app = build(
+        graph,
+        host_map=host_map,
+        state=state,
+        max_body_bytes=args.max_body_bytes,
+        max_response_bytes=args.max_response_bytes,
+    )
+    # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
+    # read-time limits (NEXUS_EDGE_* environment variables).
+    config = EdgeConfig(
         app,
+        limits=limits,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -14,12 +14,17 @@ Nexus extensions:
 - ``--host-map name=ip:port`` (local platform) sends calls for a cluster host name to a
   local process while the manifest keeps the cluster URL; the ``Host`` header keeps the
   cluster name. Rewrites are computed once at start-up.
+- A step answer is read up to ``--max-response-bytes`` (default 16 MiB); a longer one
+  is a 502 naming the step. Error causes name the URL of the graph spec and a fixed
+  reason in Go's words; the address a call really went to (``--host-map``) and aiohttp's
+  own error text are only logged (issue 12: they leaked into error bodies).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -28,7 +33,9 @@ import aiohttp
 
 from nexus.router.graph import Graph
 from nexus.router.metrics import RouterMetrics, now
-from nexus.router.reply import GraphError, Reply
+from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES, GraphError, Reply, read_limited
+
+log = logging.getLogger("nexus.router")
 
 EVENT_STREAM = "text/event-stream"
 
@@ -59,9 +66,15 @@ class StepCaller:
     """Calls service steps; owns the aiohttp session between ``start()`` and ``close()``."""
 
     def __init__(
-        self, *, graph: Graph, metrics: RouterMetrics, host_map: Mapping[str, str]
+        self,
+        *,
+        graph: Graph,
+        metrics: RouterMetrics,
+        host_map: Mapping[str, str],
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.metrics = metrics
+        self.max_response_bytes = max_response_bytes
         seconds = graph.timeouts.service_client
         self.timeout: float | None = float(seconds) if seconds else None
         self._targets = {
@@ -104,14 +117,20 @@ class StepCaller:
         try:
             if self.timeout is None:
                 # No serviceClient timeout (the default): no timeout context to enter.
-                response, payload = await self._exchange(session, target, body, out)
+                response, payload = await self._exchange(session, target, body, out, label)
             else:
                 async with asyncio.timeout(self.timeout):
-                    response, payload = await self._exchange(session, target, body, out)
+                    response, payload = await self._exchange(session, target, body, out, label)
             if payload is None:
                 self.metrics.observe_step(label, response.status, now() - started)
                 content_type = response.headers.get("Content-Type", "")
-                return Reply(response.status, b"", label, response, content_type)
+                return Reply(
+                    response.status, b"", label, response, content_type,
+                    max_bytes=self.max_response_bytes,
+                )  # fmt: skip
+        except GraphError:
+            self.metrics.observe_step(label, "error", now() - started)
+            raise
         except TimeoutError:
             self.metrics.observe_step(label, "error", now() - started)
             raise GraphError(
@@ -121,16 +140,22 @@ class StepCaller:
             ) from None
         except aiohttp.ClientConnectorError as exc:
             self.metrics.observe_step(label, "error", now() - started)
-            raise GraphError(f'Post "{url}": {_dial_error(exc)}', step=label) from exc
+            log.warning("step %s: connecting to %s failed: %s", label, target, exc)
+            raise GraphError(f'Post "{url}": {_dial_error(exc, url)}', step=label) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             self.metrics.observe_step(label, "error", now() - started)
-            raise GraphError(f'Post "{url}": {exc or type(exc).__name__}', step=label) from exc
+            log.warning("step %s: call to %s failed: %r", label, target, exc)
+            raise GraphError(f'Post "{url}": {_transport_reason(exc)}', step=label) from exc
         self.metrics.observe_step(label, response.status, now() - started)
         return Reply(response.status, payload, label)
 
-    @staticmethod
     async def _exchange(
-        session: aiohttp.ClientSession, target: str, body: bytes, headers: list[tuple[str, str]]
+        self,
+        session: aiohttp.ClientSession,
+        target: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        label: str,
     ) -> tuple[aiohttp.ClientResponse, bytes | None]:
         """POST and read the answer; a 2xx event stream is left open (payload ``None``)."""
         response = await session.post(target, data=body, headers=headers)
@@ -138,7 +163,7 @@ class StepCaller:
         if 200 <= response.status <= 299 and content_type.startswith(EVENT_STREAM):
             return response, None
         try:
-            return response, await response.read()
+            return response, await read_limited(response, self.max_response_bytes, step=label)
         finally:
             response.release()
 
@@ -153,12 +178,30 @@ def _step_headers(propagated: list[tuple[str, str]], host: str | None) -> list[t
     return out
 
 
-def _dial_error(exc: aiohttp.ClientConnectorError) -> str:
-    """Word a connect failure the way Go's net package does."""
+def _dial_error(exc: aiohttp.ClientConnectorError, url: str) -> str:
+    """Word a connect failure the way Go's net package does, for the spec's own URL.
+
+    Go dials the URL's host, so its message names that host; the local ``--host-map``
+    target stays out of the answer.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"dial tcp: lookup {exc.host}: no such host"
+        return f"dial tcp: lookup {host}: no such host"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     code = exc.os_error.errno
-    reason = os.strerror(code).lower() if code else str(exc.os_error)
+    reason = os.strerror(code).lower() if code else "connection failed"
     if code == errno.ECONNREFUSED:
         reason = "connection refused"
-    return f"dial tcp {exc.host}:{exc.port}: connect: {reason}"
+    return f"dial tcp {host}:{port}: connect: {reason}"
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """A fixed, Go-like reason for a failure after connecting (never aiohttp's own text)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "EOF"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return "read: connection reset by peer"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "malformed HTTP response"
+    return "transport error"

@@ -19,10 +19,14 @@ import aiohttp
 import orjson
 import pygjson
 
+from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
 from nexus.router.graph import Node, Step
 
 FAILURE_MESSAGE = "Failed to process request"
 Headers = list[tuple[str, str]]
+# What a step may answer, read whole (KServe reads without a limit; 500 MB took the RSS
+# of an unbounded router past 1 GB, issue 12). Overridden by --max-response-bytes.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
 class GraphError(Exception):
@@ -48,6 +52,7 @@ class Reply:
     stream: aiohttp.ClientResponse | None = None
     content_type: str = ""
     _valid: bool | None = None
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # bounds buffered() of a stream
 
     @property
     def ok(self) -> bool:
@@ -55,9 +60,13 @@ class Reply:
 
     @property
     def is_valid_json(self) -> bool:
-        """``gjson.ValidBytes``/``json.Valid`` of the body, computed once per reply."""
+        """``gjson.ValidBytes``/``json.Valid`` of the body, computed once per reply.
+
+        Raises a 502 :class:`GraphError` for a body nested deeper than the router's limit:
+        GJSON's recursive validator would overflow the stack on it (see ``nexus.edge.nesting``).
+        """
         if self._valid is None:
-            self._valid = self.stream is None and pygjson.validate(self.body)
+            self._valid = self.stream is None and json_valid(self.body, step=self.step)
         return self._valid
 
     async def buffered(self) -> Reply:
@@ -66,9 +75,11 @@ class Reply:
         if stream is None:
             return self
         try:
-            body = await stream.read()
+            body = await read_limited(stream, self.max_bytes, step=self.step)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise GraphError(f"error while reading the response: {exc}", step=self.step) from exc
+            raise GraphError(
+                f"step {self.step} broke off its answer ({type(exc).__name__})", step=self.step
+            ) from exc
         finally:
             stream.release()
         return Reply(status=self.status, body=body, step=self.step)
@@ -77,6 +88,49 @@ class Reply:
         """Drop an unread stream (a later error made it unnecessary)."""
         if self.stream is not None:
             self.stream.close()
+
+
+async def read_limited(response: aiohttp.ClientResponse, limit: int, *, step: str) -> bytes:
+    """A step's whole answer, refused (502) once it exceeds ``limit`` bytes."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()
+        raise GraphError(_too_large(step, limit), status=502, step=step)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise GraphError(_too_large(step, limit), status=502, step=step)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(step: str, limit: int) -> str:
+    return f"step {step} answered more than the router's {limit}-byte limit"
+
+
+def json_valid(body: bytes, *, step: str, max_nesting: int = DEFAULT_MAX_NESTING) -> bool:
+    """``gjson.Valid`` for a step answer whose nesting was checked first (502 if too deep)."""
+    if nesting_depth(body) > max_nesting:
+        raise GraphError(
+            f"step {step} answered JSON nested deeper than {max_nesting} levels",
+            status=502,
+            step=step,
+        )
+    return bool(pygjson.validate(body))
+
+
+def request_json_valid(body: bytes, *, max_nesting: int = DEFAULT_MAX_NESTING) -> bool:
+    """``gjson.Valid`` for a request body whose nesting was checked first (400 if too deep)."""
+    if nesting_depth(body) > max_nesting:
+        raise GraphError(request_too_deep(max_nesting), status=400)
+    return bool(pygjson.validate(body))
+
+
+def request_too_deep(max_nesting: int) -> str:
+    return f"request body is JSON nested deeper than {max_nesting} levels"
 
 
 def go_json(value: object) -> bytes:

@@ -17,6 +17,14 @@ the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-ali
 timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
 deadline passes; an ASGI app cannot close without answering, so before the first byte
 the router answers its 500 error body, and a stream in flight is cut off.
+
+Limits (issue 12; KServe's router has none): a body longer than ``--max-body-bytes``
+(default 1 MiB, the transformer's ``GATEWAY_MAX_BODY_BYTES`` default) is answered 413
+before it is read when its ``Content-Length`` says so, or as soon as a chunked body
+passes the limit. When the graph has a Switch node, whose conditions read the request,
+a request nested deeper than 128 levels is answered 400 before any node runs. Error
+bodies keep KServe's shape. ``X-Request-Id`` is logged only when it is a sane token (as
+the transformer does), otherwise a fresh id is logged.
 """
 
 from __future__ import annotations
@@ -28,17 +36,21 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nexus.asgi import Receive, Scope, Send
+from nexus.asgi import ClientDisconnected, Receive, Scope, Send, read_body, request_id_from
+from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
+from nexus.errors import NexusError
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
 from nexus.router.metrics import RouterMetrics, now
-from nexus.router.reply import GraphError, Reply, sniff_content_type
+from nexus.router.reply import GraphError, Reply, request_too_deep, sniff_content_type
 
 STEP_HEADER = b"x-nexus-graph-step"
 JSON = b"application/json"
 DEFAULT_SERVER_SECONDS = 60
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the transformer's GATEWAY_MAX_BODY_BYTES default
+CLIENT_CLOSED = 499  # logged when the client left before its body arrived (nginx's code)
 
 log = logging.getLogger("nexus.router.access")
 
@@ -63,6 +75,8 @@ class RouterApp:
         access_log: AccessLog,
         read_seconds: float | None = DEFAULT_SERVER_SECONDS,
         write_seconds: float | None = DEFAULT_SERVER_SECONDS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_nesting: int = DEFAULT_MAX_NESTING,
     ) -> None:
         self.executor = executor
         self.propagation = propagation
@@ -72,6 +86,12 @@ class RouterApp:
         self.read_seconds = read_seconds
         self.write_seconds = write_seconds
         self._ids = random.Random()  # noqa: S311 - request ids for logs, see _request_id
+        self.max_body_bytes = max_body_bytes
+        self.max_nesting = max_nesting
+        # Only Switch conditions read the request; other graphs pass it on untouched.
+        self.inspects_request = any(
+            node.router_type == "Switch" for node in executor.graph.nodes.values()
+        )
         self.log_requests = log.isEnabledFor(logging.INFO)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,25 +139,30 @@ class RouterApp:
             # write deadline. Same errors at the same moments, one timer less per request.
             async with asyncio.timeout_at(read_at) as deadline:
                 try:
-                    body = await _read_body(receive)
+                    body = await self._read(scope, receive)
                     if write_at != read_at:
                         deadline.reschedule(write_at)
                     reply = await self.executor.run_node(
                         ROOT_NODE, body, self.propagation.select(headers)
                     )
-                except GraphError as exc:
-                    status, step = exc.status, exc.step
-                    await _send(send, status, exc.body(), JSON, step)
-                else:
-                    status, step = reply.status, reply.step
+                    content_type = None
                     if reply.stream is None:
                         content_type = (
                             JSON if reply.is_valid_json else sniff_content_type(reply.body)
                         )
+                except GraphError as exc:
+                    status, step = exc.status, exc.step
+                    # After a 413 the rest of the body is not worth reading: close instead.
+                    await _send(send, status, exc.body(), JSON, step, close=status == 413)
+                else:
+                    status, step = reply.status, reply.step
+                    if reply.stream is None:
                         await _send(send, status, reply.body, content_type, step)
                     else:
                         streamed = True
                         await self._relay(reply, receive, send, started)
+        except ClientDisconnected:
+            status = CLIENT_CLOSED
         except TimeoutError:
             if not streamed:
                 status = 500
@@ -150,6 +175,21 @@ class RouterApp:
             if not streamed:
                 self.metrics.observe_request(status, elapsed)
             self._log(scope, headers, status, elapsed, step, streamed)
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body within the size limit, checked for nesting when conditions read it."""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        try:
+            body = await read_body(receive, limit=self.max_body_bytes, content_length=declared)
+        except NexusError as exc:  # PayloadTooLarge (413), InvalidRequest (400)
+            raise GraphError(exc.message, status=exc.status) from None
+        if self.inspects_request and nesting_depth(body) > self.max_nesting:
+            raise GraphError(request_too_deep(self.max_nesting), status=400)
+        return body
 
     def _deadlines(self) -> tuple[float | None, float | None]:
         """Loop-clock deadlines: (while reading the body, for the whole exchange)."""
@@ -218,31 +258,29 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while message.get("more_body", False):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
-
-
 def _request_id(headers: list[tuple[bytes, bytes]], ids: random.Random) -> str:
+    """The caller's id when it is a sane token (``nexus.asgi``'s rule, as the transformer
+    logs it), else a fresh one: a raw header of up to 100 KB was logged before (issue 12)."""
     for name, value in headers:
         if name == b"x-request-id":
-            return value.decode("latin-1")
+            return request_id_from(value)
     # A log correlation id, not a secret: 128 random bits from a seeded PRNG read like
     # uuid4().hex and skip its os.urandom() system call (~6 µs) on every request.
     return f"{ids.getrandbits(128):032x}"
 
 
 async def _send(
-    send: Send, status: int, body: bytes, content_type: bytes | None, step: str = ""
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes | None,
+    step: str = "",
+    *,
+    close: bool = False,
 ) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     if content_type is not None:
         headers.append((b"content-type", content_type))
     if step:

@@ -8,10 +8,10 @@ import sys
 import tempfile
 
 import orjson
-import uvicorn
 
 from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings, load_settings
+from nexus.edge.protocol import EdgeLimits, serve
 from nexus.errors import ConfigError
 from nexus.observability import AccessLog, GatewayMetrics, configure_json_logging, new_registry
 from nexus.transformer.app import Gateway
@@ -30,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Nexus transformer: governed OpenAI and KServe v1/v2 proxy",
     )
     parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    # Not a KServe flag: KServe's server always binds every interface, right in a pod;
+    # a transformer run on a workstation (the local platform) binds loopback only.
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     return parser.parse_args(argv)
 
 
@@ -67,14 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     configure_json_logging(args.log_level)
     try:
         settings = settings_from(args)
+        limits = EdgeLimits.from_env(os.environ)
     except ConfigError as exc:
         print(f"nexus transformer: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     common = {
-        "host": "0.0.0.0",
+        "host": args.host,
         "port": args.http_port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
@@ -88,14 +91,16 @@ def main(argv: list[str] | None = None) -> None:
         # Workers share one listening socket; metrics are merged through shared files.
         os.environ[ARGV_ENV] = orjson.dumps(argv).decode()
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nexus-metrics-"))
-        uvicorn.run(
+        serve(
             "nexus.transformer.__main__:app_from_env",
+            limits=limits,
             factory=True,
             workers=args.workers,
             **common,
         )
     else:
-        uvicorn.run(create_app(settings), **common)
+        # Header/body limits and read timeouts live in the shared edge (nexus.edge.protocol).
+        serve(create_app(settings), limits=limits, **common)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ contract (arguments, v1/v2 routes, health, metrics) for everything else.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,27 +22,22 @@ from nexus.asgi import (
     JSON,
     ASGIApp,
     ClientDisconnected,
-    Headers,
-    Message,
     Receive,
     Scope,
     Send,
     read_body,
-    replay,
     request_id_from,
     respond,
     respond_json,
     trace_id_from,
 )
-from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
-from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
-from nexus.errors import MethodNotAllowed, NexusError
-from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
+from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.observability import AccessLog, GatewayMetrics, exposition
-from nexus.transformer import openai, streaming
-from nexus.transformer.governance import Admission, Governor
-from nexus.transformer.upstream import Upstream, new_session
+from nexus.transformer import kserve_routes, openai, routes, streaming
+from nexus.transformer.components import Components, Exchange, build_components, is_fallback
+from nexus.transformer.governance import Admission
+from nexus.transformer.upstream import new_session, public_body
 
 log = logging.getLogger("nexus.transformer")
 
@@ -59,40 +52,9 @@ UPSTREAM_PATHS: dict[openai.Kind, str] = {
     "embeddings": "/v1/embeddings",
 }
 MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
-KSERVE_INFER = re.compile(
-    r"/v1/models/(?P<v1>[^/:]+):(?:predict|explain)|/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer"
-)
+KSERVE_MODELS_ROUTE = "/v2/models"
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One request's facts, filled in as it is served; becomes the log line and metrics."""
-
-    method: str
-    route: str
-    request_id: str
-    trace_id: str | None
-    started: float
-    headers: Headers
-    status: int = 0
-    model: str | None = None
-    principal: str | None = None
-    tenant: str | None = None
-    upstream: str | None = None
-    tokens: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Components:
-    """What exists only while the server runs (it needs the event loop)."""
-
-    governor: Governor
-    upstream: Upstream
-    limiter: RateLimiter
-    close: list[Any]
 
 
 class Gateway:
@@ -120,47 +82,13 @@ class Gateway:
 
     # ── lifespan ────────────────────────────────────────────────────────────────────────
     async def startup(self) -> None:
-        settings = self.settings
-        session = new_session(timeout_seconds=settings.request_timeout_seconds)
-        upstream_name = settings.predictor_host
-        breaker = CircuitBreaker(
-            name=upstream_name,
-            max_failures=settings.breaker_max_failures,
-            reset_seconds=settings.breaker_reset_seconds,
-            on_change=lambda _old, new: self._breaker_changed(upstream_name, new),
-        )
-        self.metrics.circuit_state.labels(upstream_name).set(0)
-        redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
-        if redis is None:
-            log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
-        limiter = RateLimiter(
-            redis=redis,
-            local=InProcessWindow(),
-            failure_mode=settings.failure_mode,
-            events=self.metrics,
-        )
-        self.metrics.limiter_degraded.set(0)
-        jwt = JwtVerifier(settings.jwt, session=session) if settings.jwt.enabled else None
-        authenticator = Authenticator(
-            keys=ApiKeyStore(settings.api_keys, settings.key_policies), jwt=jwt
-        )
-        self._parts = Components(
-            governor=Governor(
-                settings=settings,
-                authenticator=authenticator,
-                limiter=limiter,
-                metrics=self.metrics,
-            ),
-            upstream=Upstream(
-                name=upstream_name,
-                base_url=settings.upstream_base_url,
-                session=session,
-                breaker=breaker,
-                metrics=self.metrics,
-            ),
-            limiter=limiter,
-            close=[session.close, limiter.close],
-        )
+        """Open the session and the limiter; whatever was opened is closed if a step fails."""
+        session = new_session(timeout_seconds=self.settings.request_timeout_seconds)
+        try:
+            self._parts = build_components(self.settings, self.metrics, session)
+        except BaseException:
+            await session.close()
+            raise
 
     async def shutdown(self) -> None:
         if self._parts is not None:
@@ -168,12 +96,6 @@ class Gateway:
                 await close()
             self._parts = None
         self.access_log.flush()
-
-    def _breaker_changed(self, upstream: str, new: State) -> None:
-        self.metrics.circuit_state.labels(upstream).set(int(new))
-        if new is State.OPEN:
-            self.metrics.circuit_open.labels(upstream).inc()
-        log.warning("circuit for %s is now %s", upstream, new.name.lower())
 
     # ── dispatch ────────────────────────────────────────────────────────────────────────
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -192,11 +114,19 @@ class Gateway:
         elif path == "/metrics":
             body = exposition(self.metrics.registry)
             await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
-        elif match := KSERVE_INFER.fullmatch(path):
-            route = "/v1/models/{name}:predict" if match["v1"] else "/v2/models/{name}/infer"
-            await self._serve(scope, receive, send, route, "kserve", match["v1"] or match["v2"])
+        elif path == KSERVE_MODELS_ROUTE:
+            await self._serve(scope, receive, send, path, "models")
+        elif infer := routes.infer_route(path):
+            await self._serve(scope, receive, send, infer[0], "kserve", infer[1])
         else:
-            await self.kserve_app(scope, receive, send)
+            guard, model = routes.kserve_route(path)
+            if guard == "open":
+                await self.kserve_app(scope, receive, send)
+            elif guard == "keyed":
+                route = "/v2" if model is None else "/v2/models/{name}"
+                await self._serve(scope, receive, send, route, "metadata", model)
+            else:
+                await self._serve(scope, receive, send, "unmatched", "absent")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -237,8 +167,21 @@ class Gateway:
         try:
             if kind == "models":
                 await self._models(scope, send, headers, exchange)
+            elif kind == "absent":
+                raise RouteNotFound(f"no route {scope['method']} {_printable(scope['path'])}")
+            elif kind == "metadata":
+                principal = await self._authenticate(headers, exchange)
+                await kserve_routes.metadata(
+                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
+                    model=path_model,
+                )  # fmt: skip
             elif kind == "kserve":
-                await self._kserve(scope, receive, send, headers, exchange, path_model or "")
+                principal = await self._authenticate(headers, exchange)
+                await kserve_routes.inference(
+                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
+                    model=path_model or "", max_body_bytes=self.settings.max_body_bytes,
+                    fallback=is_fallback(headers),
+                )  # fmt: skip
             else:
                 await self._openai(scope, receive, send, headers, exchange, kind)  # type: ignore[arg-type]
         except NexusError as exc:
@@ -248,7 +191,7 @@ class Gateway:
                 await respond(
                     send,
                     exc.status,
-                    exc.body_bytes(),
+                    public_body(exc),
                     [(b"content-type", JSON), *exc.headers(), *exchange.headers],
                 )
         except ClientDisconnected:
@@ -303,8 +246,12 @@ class Gateway:
             raise MethodNotAllowed("use GET to list models")
         principal = await self._authenticate(headers, ex)
         models = [m for m in self.settings.public_models if principal.may_use(m)]
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
         ex.status = 200
+        if ex.route == KSERVE_MODELS_ROUTE:
+            # KServe's v2 ListModelsResponse shape, limited to what this credential may use.
+            await respond_json(send, 200, {"models": models}, ex.headers)
+            return
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
         await respond_json(send, 200, {"object": "list", "data": data}, ex.headers)
 
     async def _openai(
@@ -324,7 +271,9 @@ class Gateway:
         request = openai.parse(kind, raw, default_max_tokens=DEFAULT_MAX_TOKENS)
         ex.model = request.model
         governor, upstream = self.parts.governor, self.parts.upstream
-        admission = await governor.admit(principal, request.model, request.token_estimate)
+        admission = await governor.admit(
+            principal, request.model, request.token_estimate, fallback=is_fallback(headers)
+        )
         ex.headers += admission.headers()
         body = openai.upstream_body(request, raw, served_name=self.settings.served_model_name)
         path = self.settings.predictor_path_prefix + UPSTREAM_PATHS[kind]
@@ -343,6 +292,13 @@ class Gateway:
                     started=ex.started,
                 )
                 ex.status, usage = 200, outcome.usage
+                streamed = outcome.streamed_tokens(request.prompt_estimate)
+                if streamed is not None:
+                    usage = {
+                        "prompt_tokens": request.prompt_estimate,
+                        "completion_tokens": outcome.events,
+                        "total_tokens": streamed,
+                    }
                 if outcome.client_left:
                     ex.status = 499
                 if outcome.first_byte_at is not None:
@@ -374,40 +330,6 @@ class Gateway:
             self.metrics.count_tokens(prompt, completion, tenant)
         await self.parts.governor.settle(admission, total)
 
-    async def _kserve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, bytes],
-        ex: Exchange,
-        model: str,
-    ) -> None:
-        """KServe v1/v2 inference: governed here, decoded and proxied by KServe's app."""
-        principal = await self._authenticate(headers, ex)
-        ex.model = model
-        raw = await read_body(
-            receive,
-            limit=self.settings.max_body_bytes,
-            content_length=headers.get(b"content-length"),
-        )
-        admission = await self.parts.governor.admit(principal, model, 0)
-        ex.headers += admission.headers()
-        ex.upstream = self.parts.upstream.name
-        extra = ex.headers
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ex.status = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        scope["headers"] = [
-            *(h for h in scope["headers"] if h[0] != b"x-request-id"),
-            (b"x-request-id", ex.request_id.encode()),
-        ]
-        await self.kserve_app(scope, replay(raw, receive), send_with_headers)
-
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
     try:
@@ -420,3 +342,8 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _printable(path: str) -> str:
+    """A client-chosen path, cut and stripped of control characters for an error message."""
+    return "".join(c for c in path[:200] if c.isprintable())

@@ -84,14 +84,24 @@ class Governor:
     def check_model(self, principal: Principal, model: str) -> None:
         if model not in self._served:
             raise ModelNotFound(
-                f"model {model!r} is not served here; available: {sorted(self._served)}",
+                # Not the list of served names: a key may not be allowed to see them all.
+                f"model {model!r} is not served here; GET /v1/models lists the models"
+                " this credential may use",
                 param="model",
             )
         if not principal.may_use(model):
             raise PermissionDenied(f"this credential may not use model {model!r}", param="model")
 
-    async def admit(self, principal: Principal, model: str, tokens: int) -> Admission:
-        """Take one request and ``tokens`` from the principal's windows, or raise 429."""
+    async def admit(
+        self, principal: Principal, model: str, tokens: int, *, fallback: bool = False
+    ) -> Admission:
+        """Take one request and ``tokens`` from the principal's windows, or raise 429.
+
+        Windows are keyed by the InferenceService this transformer serves, never by the
+        public name asked for: ``chat`` and ``chat-alias`` on one predictor share one budget.
+        A ``fallback`` call (the router's Sequence retrying on this ISVC a request another
+        one failed) is charged its tokens but not counted as a second request.
+        """
         self.check_model(principal, model)
         settings = self._settings
         quota = Quota(
@@ -99,8 +109,9 @@ class Governor:
                 principal.rate_limit_per_minute, settings.rate_limit_per_minute
             ),
             tokens_per_minute=_pick(principal.tokens_per_minute, settings.tokens_per_minute),
+            count_request=not fallback,
         )
-        key = f"{principal.id}:{model}"
+        key = f"{principal.id}:{settings.model_name}"
         member = f"{self._member_prefix}-{next(self._members)}"
         decision, reservation = await self._limiter.acquire(key, quota, tokens, member)
         if not decision.allowed:

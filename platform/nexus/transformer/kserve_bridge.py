@@ -8,6 +8,7 @@ predictor become Nexus errors with the usual body shape and fallback marker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,9 +16,10 @@ import orjson
 
 from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings
-from nexus.errors import NexusError, PredictorRejected
-from nexus.transformer.upstream import Upstream
+from nexus.errors import NexusError, PredictorRejected, UpstreamFailure
+from nexus.transformer.upstream import Upstream, public_body
 
+log = logging.getLogger("nexus.transformer")
 FORWARD = ("x-request-id", "traceparent", "tracestate")
 
 
@@ -48,9 +50,24 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
     repository = ModelRepository()
     for name in settings.public_models:
         repository.update(model, name)
+    names = settings.public_models
+
+    class ServedDataPlane(DataPlane):  # type: ignore[misc]
+        """``/v2/health/ready`` is 503 unless every public name is registered and ready.
+
+        KServe 0.21's ``DataPlane.ready`` (``kserve/protocol/dataplane.py``) answers True
+        for a transformer whatever its registry holds, so a model removed from the
+        registry left readiness at 200 and no probe restarted the pod (issue 12, item 1).
+        """
+
+        async def ready(self) -> bool:
+            if not all([await repository.is_model_ready(name) for name in names]):
+                return False
+            return bool(await super().ready())
+
     server = RESTServer(
         "kserve.model_server:app",
-        DataPlane(model_registry=repository),
+        ServedDataPlane(model_registry=repository),
         ModelRepositoryExtension(model_registry=repository),
         http_port=0,
     )
@@ -58,13 +75,61 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
 
     async def nexus_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NexusError)
+        if isinstance(exc, UpstreamFailure):
+            log.warning("predictor call failed: %s", exc.message)
         headers = {k.decode(): v.decode() for k, v in exc.headers()}
         return Response(
-            exc.body_bytes(), status_code=exc.status, headers=headers, media_type="application/json"
+            public_body(exc), status_code=exc.status, headers=headers, media_type="application/json"
         )
 
     app.add_exception_handler(NexusError, nexus_error)
+    # The registry readiness is computed from; KServe keeps it only inside its endpoints.
+    app.state.nexus_repository = repository
+    _quiet_client_errors()
     return app  # type: ignore[no-any-return]
+
+
+class AnsweredErrors(logging.Filter):
+    """KServe's answered refusals as one warning line each, without the traceback.
+
+    Every exception handler in KServe 0.21's ``kserve/errors.py`` logs
+    ``logger.error("Exception:", exc_info=exc)`` before answering, so each malformed v1 body
+    became a 3 KB traceback at level error (issue 12, item 12). For the exceptions that are
+    answers (4xx, 501, 503) the record is rewritten; anything else, a genuine 500, keeps
+    its traceback.
+    """
+
+    def __init__(self, answered: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self._answered = answered
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.msg == "Exception:" and isinstance(exc, self._answered):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            text = "".join(c for c in str(exc)[:300] if c.isprintable())
+            record.msg, record.args = "kserve answered %s: %s", (type(exc).__name__, text)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_client_errors() -> None:
+    from kserve import errors
+    from kserve.logging import KSERVE_LOGGER_NAME
+
+    kserve_log = logging.getLogger(KSERVE_LOGGER_NAME)
+    if any(isinstance(f, AnsweredErrors) for f in kserve_log.filters):
+        return
+    answered = (
+        errors.InvalidInput,
+        errors.ModelNotFound,
+        errors.ModelNotReady,
+        errors.UnsupportedProtocol,
+        errors.ServerNotReady,
+        errors.ServerNotLive,
+        NotImplementedError,
+    )
+    kserve_log.addFilter(AnsweredErrors(answered))
 
 
 def _proxy_model_base() -> type:

@@ -16,6 +16,13 @@ from nexus.errors import InvalidRequest
 
 Kind = Literal["chat", "completions", "embeddings"]
 CHARS_PER_TOKEN = 4
+# Request fields the predictor renders into the prompt besides the messages: tool and
+# function schemas (vLLM's chat templates put them in the system turn) and the
+# structured-output schema. They are counted at their JSON length (issue 12, item 6).
+PROMPT_FIELDS = ("tools", "functions", "tool_choice", "response_format")
+# A non-text content part (image, audio, file) costs at least this many tokens: LLaVA-1.5
+# turns one image into 24 x 24 = 576 tokens (336-pixel input, 14-pixel CLIP patches).
+MEDIA_PART_TOKENS = 576
 
 
 @dataclass(slots=True)
@@ -26,6 +33,7 @@ class OpenAIRequest:
     stream: bool
     client_wants_usage: bool
     token_estimate: int
+    prompt_estimate: int
 
 
 def parse(kind: Kind, raw: bytes, *, default_max_tokens: int) -> OpenAIRequest:
@@ -47,6 +55,7 @@ def parse(kind: Kind, raw: bytes, *, default_max_tokens: int) -> OpenAIRequest:
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     if kind == "chat":
         prompt_chars = _chat_chars(body.get("messages"))
+        prompt_chars += sum(_json_chars(body.get(name)) for name in PROMPT_FIELDS)
     elif kind == "completions":
         prompt_chars = _prompt_chars(body.get("prompt"))
     else:
@@ -69,6 +78,7 @@ def parse(kind: Kind, raw: bytes, *, default_max_tokens: int) -> OpenAIRequest:
         stream=stream,
         client_wants_usage=bool(options and options.get("include_usage")),
         token_estimate=prompt_chars // CHARS_PER_TOKEN + 1 + max_tokens,
+        prompt_estimate=prompt_chars // CHARS_PER_TOKEN + 1,
     )
 
 
@@ -99,18 +109,36 @@ def _chat_chars(messages: object) -> int:
                 f"'messages[{i}]' must be an object with a string 'role'", param=f"messages[{i}]"
             )
         content = message.get("content")
+        total += _json_chars(message.get("tool_calls")) + _json_chars(message.get("name"))
         if isinstance(content, str):
             total += len(content)
         elif isinstance(content, list):
-            total += sum(
-                len(str(part.get("text", ""))) for part in content if isinstance(part, dict)
-            )
+            total += sum(_part_chars(part) for part in content)
         elif content is not None:
             raise InvalidRequest(
                 f"'messages[{i}].content' must be a string or an array of parts",
                 param=f"messages[{i}].content",
             )
     return total
+
+
+def _part_chars(part: object) -> int:
+    """A content part: its text, or for media its JSON length with a floor of one image."""
+    if isinstance(part, dict) and part.get("type", "text") == "text":
+        text = part.get("text", "")
+        return len(text) if isinstance(text, str) else _json_chars(text)
+    return max(_json_chars(part), MEDIA_PART_TOKENS * CHARS_PER_TOKEN)
+
+
+def _json_chars(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # pragma: no cover - parsed JSON always serialises back
+        return 0
 
 
 def _prompt_chars(prompt: object) -> int:

@@ -18,7 +18,7 @@ import orjson
 
 from nexus.asgi import Headers, Receive, Send
 from nexus.errors import UpstreamFailure
-from nexus.transformer.upstream import Reply, Upstream
+from nexus.transformer.upstream import Reply, Upstream, public_body
 
 EVENT_END = b"\n\n"
 
@@ -30,6 +30,20 @@ class StreamOutcome:
     failed: UpstreamFailure | None = None
     client_left: bool = False
     chunks: int = field(default=0)
+    # ``data:`` events relayed (``[DONE]`` excluded): vLLM sends one generated token per
+    # event, so this is what the client got when no usage chunk arrives.
+    events: int = 0
+
+    def streamed_tokens(self, prompt_estimate: int) -> int | None:
+        """Tokens to charge when the usage chunk never came; ``None`` when nothing was sent.
+
+        A client that hangs up (or a stream that breaks) before the usage chunk has still
+        received ``events`` tokens and made the predictor read its prompt; refunding the
+        reservation to zero let a key stream without limit (issue 12, item 3).
+        """
+        if self.usage is not None or self.first_byte_at is None:
+            return None
+        return prompt_estimate + self.events
 
 
 def _usage_of(event: bytes) -> dict[str, Any] | None:
@@ -102,6 +116,7 @@ async def relay(
             if cut < 0:
                 continue
             complete, pending = pending[: cut + 2], pending[cut + 2 :]
+            outcome.events += complete.count(b"data:") - complete.count(b"data: [DONE]")
             out = _filter(complete, outcome, keep_usage_chunk=keep_usage_chunk)
             if out:
                 if outcome.first_byte_at is None:
@@ -124,7 +139,7 @@ async def relay(
         upstream.settle(reply, ok=False)
         if outcome.first_byte_at is None:
             raise outcome.failed
-        error = b"event: error\ndata: " + outcome.failed.body_bytes() + EVENT_END
+        error = b"event: error\ndata: " + public_body(outcome.failed) + EVENT_END
         await send({"type": "http.response.body", "body": error, "more_body": False})
         return outcome
     upstream.settle(reply, ok=True)

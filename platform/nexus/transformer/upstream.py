@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from nexus.breaker import CircuitBreaker, Permit
 from nexus.errors import (
+    NexusError,
     UpstreamFailure,
     UpstreamServerError,
     UpstreamTimeout,
@@ -25,6 +27,24 @@ from nexus.errors import (
 from nexus.observability import GatewayMetrics
 
 ERROR_SNIPPET_BYTES = 512
+# What a client reads when the predictor fails. The detailed message (predictor host:port,
+# aiohttp's error text, the predictor's 5xx body) stays in the access log only (issue 12,
+# item 11): it names internal addresses and software the caller has no use for.
+PUBLIC_MESSAGES = {
+    "upstream_unavailable": "the model server is unreachable",
+    "upstream_timeout": "the model server did not answer in time",
+    "upstream_server_error": "the model server failed to answer",
+    "circuit_open": "the model server is failing; calls are paused, retry later",
+}
+
+
+def public_body(exc: NexusError) -> bytes:
+    """The client-facing body of ``exc``: upstream failures lose their internal details."""
+    if not isinstance(exc, UpstreamFailure):
+        return exc.body_bytes()
+    body = exc.body()
+    body["error"]["message"] = PUBLIC_MESSAGES.get(exc.code, "the model server failed")
+    return orjson.dumps(body)
 
 
 def new_session(*, timeout_seconds: float) -> aiohttp.ClientSession:

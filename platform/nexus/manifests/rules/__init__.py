@@ -11,12 +11,22 @@ from collections.abc import Callable, Sequence
 from nexus.manifests.context import LintContext
 from nexus.manifests.documents import Document
 from nexus.manifests.findings import Finding
-from nexus.manifests.rules import argocd, graph, inference_service, kustomize, secrets
+from nexus.manifests.rules import (
+    argocd,
+    graph,
+    inference_service,
+    knative,
+    kustomize,
+    secrets,
+    serving,
+)
 
 Rule = Callable[[Sequence[Document], LintContext], list[Finding]]
 
 RULES: tuple[Rule, ...] = (
     inference_service.check,
+    knative.check,
+    serving.check,
     graph.check,
     argocd.check,
     secrets.check,

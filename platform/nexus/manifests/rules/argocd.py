@@ -32,7 +32,7 @@ CLUSTER_SCOPED = frozenset(
         "ClusterRoleBinding", "CustomResourceDefinition", "ClusterServingRuntime",
         "ClusterStorageContainer", "PriorityClass", "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration", "IngressClass", "RuntimeClass", "APIService",
-        "GatewayClass", "ClusterIssuer",
+        "GatewayClass", "ClusterIssuer", "LocalModelCache", "LocalModelNodeGroup",
     }
 )  # fmt: skip
 

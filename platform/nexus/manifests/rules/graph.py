@@ -185,6 +185,16 @@ def _targets(doc: Document, ctx: LintContext) -> Iterator[Finding]:
         elif step.get("serviceUrl"):
             url = str(step["serviceUrl"])
             ref = isvc_of_url(url, doc.namespace, ctx.namespaces())
+            component = _COMPONENT_SUFFIX.search((urlsplit(url).hostname or "").split(".")[0])
+            if ref is not None and component is not None and component.group(1) != "transformer":
+                yield doc.finding(
+                    _where(node_name, index, "serviceUrl"),
+                    "graph-predictor-host",
+                    f"serviceUrl {url!r} addresses the {component.group(1)} of {ref[0]!r} "
+                    "directly, skipping its transformer (authentication, limits, metrics)",
+                    f"address the InferenceService host: http://{ref[0]}."
+                    f"{ref[1] or '<namespace>'}.svc.cluster.local/<OpenAI route>",
+                )
             if ref is not None:
                 isvc = ctx.find_inference_service(*ref)
                 if isvc is None:

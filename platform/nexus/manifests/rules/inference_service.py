@@ -72,10 +72,10 @@ def _check_canary(doc: Document, ctx: LintContext) -> Iterator[Finding]:
             yield doc.finding(
                 f"spec.{name}.canaryTrafficPercent",
                 "canary-needs-serverless",
-                f"canaryTrafficPercent is ignored outside Serverless mode; deployment mode is "
-                f"{shown}",
-                f"annotate the InferenceService with {MODE_ANNOTATION}: Serverless, or use "
-                "spec.canary[] for Standard mode",
+                f"canaryTrafficPercent is ignored outside Knative (Serverless) mode; "
+                f"deployment mode is {shown}",
+                f"annotate the InferenceService with {MODE_ANNOTATION}: Knative (named "
+                "Serverless before KServe 0.17), or use spec.canary[] for Standard mode",
             )
 
 

@@ -2,6 +2,9 @@
 
 Each subcommand is one small ``_cmd_*`` function; imports happen inside it so that
 ``nexus --help`` stays fast and a missing optional extra only affects its own command.
+Commands let operational errors (``nexus.errors``) propagate: ``main`` turns every one into
+``nexus <command>: <message>`` on stderr and an exit status (2 for a refused input, a
+``ConfigError``; 1 otherwise), so no command keeps its own hand-picked ``except`` list.
 """
 
 from __future__ import annotations
@@ -29,67 +32,52 @@ def _cmd_cpu_llm(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from nexus.errors import PlatformError
     from nexus.local.platform import Options, default_project_dir, up
     from nexus.local.report import endpoints_table
 
-    try:
-        options = Options(
-            project_dir=args.project_dir or default_project_dir(),
-            port_base=args.port_base,
-            status_port=args.status_port,
-            mlflow_port=args.mlflow_port,
-            redis_port=args.redis_port,
-            prometheus_port=args.prometheus_port,
-            predictor=args.predictor,
-            timeout=args.timeout,
-        )
-        info = up(args.state_dir, options, progress=lambda line: print(f"· {line}", flush=True))
-    except PlatformError as exc:
-        print(f"nexus up: {exc}", file=sys.stderr)
-        return 1
+    options = Options(
+        project_dir=args.project_dir or default_project_dir(),
+        port_base=args.port_base,
+        status_port=args.status_port,
+        mlflow_port=args.mlflow_port,
+        redis_port=args.redis_port,
+        prometheus_port=args.prometheus_port,
+        predictor=args.predictor,
+        timeout=args.timeout,
+    )
+    info = up(args.state_dir, options, progress=lambda line: print(f"· {line}", flush=True))
     print(endpoints_table(info))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from nexus.errors import ConfigError, PlatformError, RegistryError, ReleaseError
-    from nexus.local.demo import DemoOptions, run
+    from nexus.cli.demo import DemoOptions, run
     from nexus.local.platform import Options, default_project_dir
 
-    try:
-        up_options = Options(
-            project_dir=args.project_dir or default_project_dir(),
-            port_base=args.port_base,
-            timeout=args.timeout,
-            predictor=args.predictor,
-        )
-        options = DemoOptions(
-            state_dir=args.state_dir,
-            up=up_options,
-            analysis_window_s=args.analysis_window,
-            wait_timeout_s=args.wait_timeout,
-            refuse_seconds=args.refuse_seconds,
-            inline=args.inline,
-        )
-        return run(options, say=lambda line: print(line, flush=True))
-    except (PlatformError, ReleaseError, RegistryError, ConfigError) as exc:
-        print(f"nexus demo: {exc}", file=sys.stderr)
-        return 1
+    up_options = Options(
+        project_dir=args.project_dir or default_project_dir(),
+        port_base=args.port_base,
+        timeout=args.timeout,
+        predictor=args.predictor,
+    )
+    options = DemoOptions(
+        state_dir=args.state_dir,
+        up=up_options,
+        analysis_window_s=args.analysis_window,
+        wait_timeout_s=args.wait_timeout,
+        refuse_seconds=args.refuse_seconds,
+        inline=args.inline,
+    )
+    return run(options, say=lambda line: print(line, flush=True))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from nexus.errors import PlatformError
     from nexus.local.platform import status
     from nexus.local.report import status_table
 
-    try:
-        live = status(args.state_dir)
-    except PlatformError as exc:
-        print(f"nexus status: {exc}", file=sys.stderr)
-        return 1
+    live = status(args.state_dir)
     if live is None:
         print("nothing is running (start it with `nexus up`)")
         return 3
@@ -109,24 +97,37 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     from nexus.manifests.findings import format_json, format_text, has_errors
     from nexus.manifests.lint import run
 
-    findings, crds_dir = run(args.paths, crds=args.crds, isolated=args.isolated)
+    findings, source = run(args.paths, crds=args.crds, isolated=args.isolated)
     if args.format == "json":
         sys.stdout.write(format_json(findings) + "\n")
     else:
-        if crds_dir is None:
-            sys.stderr.write("nexus lint: no CRD directory; custom resources are not validated\n")
+        sys.stderr.write(f"nexus lint: custom resources checked against {source}\n")
         sys.stdout.write(format_text(findings))
     return 1 if has_errors(findings) else 0
 
 
+def _cmd_schemas_generate(args: argparse.Namespace) -> int:
+    from nexus.errors import ConfigError
+    from nexus.manifests.bundle import Bundle, generate, packaged_dir, write
+
+    out = args.out or packaged_dir()
+    pairs = [source.partition("=") for source in args.source]
+    if any(not group or not label for group, _, label in pairs):
+        raise ConfigError("--source takes GROUP=LABEL, e.g. serving.kserve.io=kserve@v0.21.0")
+    write(generate(args.crds, {group: label for group, _, label in pairs}), out)
+    bundle = Bundle.load(out)
+    print(f"wrote {len(bundle.kinds)} kinds to {out}: {bundle.describe()}")
+    return 0
+
+
 def _cmd_registry_register(args: argparse.Namespace) -> int:
-    from nexus.registry.commands import register
+    from nexus.cli.registry import register
 
     return register(args)
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
-    from nexus.release.commands import release
+    from nexus.cli.release import release
 
     return release(args)
 
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument(
         "--crds",
         metavar="DIR",
-        help="folder of CRD YAML (default: $NEXUS_CRDS_DIR, else <repo>/../shared/crds)",
+        help="folder of CRD YAML, e.g. kubectl get crd NAME -o yaml "
+        "(default: $NEXUS_CRDS_DIR, else the schemas shipped with Nexus)",
     )
     lint.add_argument("--format", choices=("text", "json"), default="text")
     lint.add_argument(
@@ -214,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use only PATHs as context (not the rest of the repository)",
     )
+    schemas = sub.add_parser("schemas", help="the CRD schemas `nexus lint` ships")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="CMD")
+    generate = schemas_sub.add_parser(
+        "generate",
+        help="compact CRD YAML into the bundled structural schemas",
+        description="keep types, required, enums, x-kubernetes-* markers and unknown-field "
+        "rules of every served version; drop descriptions",
+    )
+    generate.set_defaults(handler=_cmd_schemas_generate)
+    generate.add_argument("--crds", type=Path, required=True, metavar="DIR",
+                          help="CRD YAML files or kubectl get crd -o yaml Lists")  # fmt: skip
+    generate.add_argument("--source", action="append", default=[], metavar="GROUP=LABEL",
+                          help="where the CRDs of an API group come from (repeatable)")  # fmt: skip
+    generate.add_argument("--out", type=Path, default=None, metavar="DIR",
+                          help="default: the package's nexus/manifests/schemas")  # fmt: skip
     _add_release_commands(sub, state)
     return parser
 
@@ -283,10 +300,17 @@ def _add_release_commands(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an operational error becomes one line on stderr and an exit status."""
+    from nexus.errors import ConfigError, NexusError
+
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        return handler(args)
+    except NexusError as exc:
+        words = (args.command, getattr(args, "registry_command", None),
+                 getattr(args, "schemas_command", None))  # fmt: skip
+        command = " ".join(["nexus", *(w for w in words if w)])
+        refused = isinstance(exc, ConfigError)
+        print(f"{command}: {'refused: ' if refused else ''}{exc}", file=sys.stderr)
+        return 2 if refused else 1

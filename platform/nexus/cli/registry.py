@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from nexus.errors import ConfigError, RegistryError
+from nexus.errors import ConfigError
 from nexus.manifests.pools import load_pools
 from nexus.registry.client import Registry
 from nexus.registry.conventions import SERVING_ARGS, ServingSpec, validate
+from nexus.release.resolve import default_pools_file
 
 
 def tracking_uri(flag: str, state_dir: Path) -> str:
@@ -54,22 +54,14 @@ def _spec(args: argparse.Namespace) -> ServingSpec:
 
 
 def register(args: argparse.Namespace) -> int:
-    from nexus.release.resolve import default_pools_file
-
-    try:
-        spec = _spec(args)
-        pools = load_pools(default_pools_file())
-        validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
-        registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
-        info = registry.register(
-            args.name, spec, pools, fallback=args.fallback, model_aliases=tuple(args.model_alias)
-        )
-    except ConfigError as exc:
-        print(f"nexus registry register: refused: {exc}", file=sys.stderr)
-        return 2
-    except RegistryError as exc:
-        print(f"nexus registry register: {exc}", file=sys.stderr)
-        return 1
+    """Validate, then register; a ``ConfigError`` (refusal) is raised before any write."""
+    spec = _spec(args)
+    pools = load_pools(default_pools_file())
+    validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
+    registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
+    info = registry.register(
+        args.name, spec, pools, fallback=args.fallback, model_aliases=tuple(args.model_alias)
+    )
     print(f"registered {info.name} version {info.version} ({spec.storage_uri})")
     for key, value in sorted(info.tags.items()):
         print(f"  {key} = {value}")

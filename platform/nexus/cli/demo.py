@@ -27,12 +27,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from nexus.errors import PlatformError
 from nexus.local.platform import Options, fetch, status, up
 from nexus.local.ports import PortBook
 from nexus.local.report import endpoints_table
+from nexus.manifests.metric_names import QUEUE_PROXY_DURATION
+
+if TYPE_CHECKING:
+    from nexus.release.tracking import LocalEvidence
 
 Say = Callable[[str], None]
 CHAT_PATH: Final = "/openai/v1/chat/completions"
@@ -178,11 +182,12 @@ def _register(endpoints: Mapping[str, Any], model: str, uri: str, fallback: str)
 
 def _release(
     options: DemoOptions, endpoints: Mapping[str, Any], version: str
-) -> tuple[str, dict[str, Any]]:
-    """Run the release pipeline; (status, analysis) as the registry recorded them."""
+) -> tuple[str, LocalEvidence | None]:
+    """Run the release pipeline; its status in the registry, and its evidence (files, run)."""
     from nexus.registry import conventions as c
     from nexus.registry.client import Registry
     from nexus.release.run import run_inline, run_local
+    from nexus.release.tracking import save_local
 
     params = {
         "model_name": options.model,
@@ -205,11 +210,9 @@ def _release(
     else:
         run_local(params, pipeline_root=options.state_dir.resolve() / "kfp")
     tags = Registry.connect(str(endpoints["tracking_uri"])).version(options.model, version).tags
-    try:
-        analysis: dict[str, Any] = json.loads(tags.get(c.RELEASE_ANALYSIS, "{}"))
-    except ValueError:
-        analysis = {}
-    return tags.get(c.RELEASE_STATUS, "failed"), analysis
+    stem = options.state_dir.resolve() / "kfp" / f"release-{options.model}-{version}"
+    evidence = save_local(str(endpoints["tracking_uri"]), options.model, version, stem)
+    return tags.get(c.RELEASE_STATUS, "failed"), evidence
 
 
 def split_table(analysis: Mapping[str, Any]) -> str:
@@ -229,6 +232,21 @@ def split_table(analysis: Mapping[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                      for row in rows)  # fmt: skip
+
+
+def evidence_lines(
+    options: DemoOptions, endpoints: Mapping[str, Any], version: str, evidence: LocalEvidence | None
+) -> str:
+    """Where to look at the canary's judgement: its report and chart, and its MLflow run."""
+    if evidence is None:
+        return f"\nThe release of version {version} left no evidence (it failed before analysis)."
+    return "\n".join((
+        f"\nThe canary's judgement (version {version}):",
+        f"  report      {evidence.report}",
+        f"  chart       {evidence.chart}",
+        f"  MLflow run  {evidence.run.url}",
+        f"  version     {endpoints['tracking_uri']}/#/models/{options.model}/versions/{version}",
+    ))  # fmt: skip
 
 
 def _rolled_out(endpoints: Mapping[str, Any], model: str) -> tuple[str, dict[str, int]]:
@@ -309,7 +327,8 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"\n4. registered {model} version {canary} ({uri}); releasing it as a "
         f"{options.canary_percent} % canary while traffic flows")  # fmt: skip
     with Traffic(graph_url, key) as during:
-        outcome, analysis = _release(options, endpoints, canary)
+        outcome, evidence = _release(options, endpoints, canary)
+    analysis = evidence.analysis if evidence else {}
     say(f"   traffic during the release: {during.summary()}")
     say(f"\n5. the canary window ({analysis.get('window_s', 0):.0f} s) in Prometheus:")
     say(split_table(analysis))
@@ -329,11 +348,13 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"   the worker on :{port} accepts connections again by itself after the fault")
 
     say(endpoints_table(endpoints))
-    query = urllib.parse.quote(f'sum by (revision) (revision_app_request_count{{isvc="{model}"}})')
+    requests = f'{QUEUE_PROXY_DURATION}_count{{isvc="{model}"}}'
+    query = urllib.parse.quote(f"sum by (revision) ({requests})")
     say(f"\nThe demo's model in the MLflow UI: {endpoints['tracking_uri']}/#/models/{model}")
     say(f"Requests by revision in Prometheus: {endpoints['prometheus_url']}/graph?g0.expr={query}")
     say(f"Release another version: nexus registry register {model} --storage-uri hf://... "
         f"--runtime vllm --gpu-pool a100 && nexus release {model} --version N "
         f"--environment local --canary-percent 20")  # fmt: skip
+    say(evidence_lines(options, endpoints, canary, evidence))
     say(f"\nnexus demo took {time.monotonic() - started:.0f} s; the platform keeps running.")
     return 0 if outcome == "promoted" else EXIT_ROLLED_BACK

@@ -1,0 +1,7 @@
+"""The HTTP edge both servers share: connection limits and timeouts, and JSON nesting checks.
+
+``protocol`` bounds what a client can make a server buffer or wait for before the ASGI app
+runs (request line, header block, header count, header and body read timeouts);
+``nesting`` measures how deep a JSON document nests without a recursive parser, so that
+recursive parsers (GJSON) only ever see documents of bounded depth.
+"""

@@ -1,0 +1,46 @@
+"""How deep a JSON document nests, measured without a recursive parser.
+
+GJSON (``pygjson``, bindings to gjson.rs) validates and walks documents recursively: a
+body of one million ``[`` overflows its stack and kills the process with SIGSEGV, and a
+body nested 30,000 levels along a condition's path costs it 4.7 s of CPU with the GIL
+held (measured on the development machine, 300 KB). orjson stops at 1,024 levels but
+builds every object first (0.5 s for 1 MiB of small nested arrays). So the depth is
+measured here with vectorised byte operations and nothing else parses a body that nests
+deeper than the limit.
+
+Measured on the development machine (shared, 2 cores) for 1 MiB bodies: 10-17 ms for one
+million ``[``, for 8,192 blocks nested 128 deep and for 350,000 empty strings; under
+0.05 ms for a chat request. With the limit in force, a Switch condition on a 1 MiB body
+costs at most about 35 ms in all (scan, ``validate``, ``get``) instead of seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_MAX_NESTING = 128
+_STRUCTURAL = b'"[]{}'
+_DROP = bytes(byte for byte in range(256) if byte not in _STRUCTURAL)
+# Opening brackets count +1, closing ones -1 (0xFF read as int8), quotes 0.
+_SIGNS = bytes.maketrans(b'"[]{}', b"\x00\x01\xff\x01\xff")
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest bracket nesting outside strings; an upper bound for invalid JSON.
+
+    Escapes are removed first (``\\\\`` before ``\\"``, as a JSON lexer reads them left
+    to right), so every quote left delimits a string; brackets between an opening and a
+    closing quote do not count. For a malformed body the figure may be too high, never
+    too low for the part a parser would read before failing.
+    """
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structural = body.translate(None, _DROP)
+    if not structural:
+        return 0
+    raw = np.frombuffer(structural, dtype=np.uint8)
+    signs = np.frombuffer(structural.translate(_SIGNS), dtype=np.int8).astype(np.int32)
+    if b'"' in structural:
+        inside = (np.cumsum(raw == ord('"'), dtype=np.int32) & 1).astype(bool)
+        signs[inside] = 0
+    return max(0, int(np.cumsum(signs).max()))

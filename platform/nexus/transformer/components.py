@@ -1,0 +1,115 @@
+"""What a transformer process holds while it serves, and what one request carries.
+
+``build_components`` wires the governor (auth, model access, limits), the upstream (session
+and circuit breaker) and the limiter; ``Exchange`` is one request's facts, filled in as it is
+served and turned into the access-log line and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from nexus.asgi import Headers
+from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
+from nexus.breaker import CircuitBreaker, State
+from nexus.config import GatewaySettings
+from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
+from nexus.observability import GatewayMetrics
+from nexus.transformer.governance import Governor
+from nexus.transformer.upstream import Upstream
+
+log = logging.getLogger("nexus.transformer")
+
+# Set by the router on a Sequence step that runs because the step before it failed; the
+# router drops any client-sent value (its propagated headers are trusted). Such a call is
+# charged its tokens but not counted as a second request (issue 12, item 4).
+FALLBACK_HEADER = b"x-nexus-fallback"
+
+
+def is_fallback(headers: dict[bytes, bytes]) -> bool:
+    return bool(headers.get(FALLBACK_HEADER, b"").strip())
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's facts, filled in as it is served; becomes the log line and metrics."""
+
+    method: str
+    route: str
+    request_id: str
+    trace_id: str | None
+    started: float
+    headers: Headers
+    status: int = 0
+    model: str | None = None
+    principal: str | None = None
+    tenant: str | None = None
+    upstream: str | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Components:
+    """What exists only while the server runs (it needs the event loop)."""
+
+    governor: Governor
+    upstream: Upstream
+    limiter: RateLimiter
+    close: list[Any]
+
+
+def build_components(
+    settings: GatewaySettings, metrics: GatewayMetrics, session: aiohttp.ClientSession
+) -> Components:
+    """The governor, upstream and limiter of one server process, around ``session``."""
+    upstream_name = settings.predictor_host
+    breaker = CircuitBreaker(
+        name=upstream_name,
+        max_failures=settings.breaker_max_failures,
+        reset_seconds=settings.breaker_reset_seconds,
+        on_change=lambda _old, new: _breaker_changed(metrics, upstream_name, new),
+    )
+    metrics.circuit_state.labels(upstream_name).set(0)
+    redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
+    if redis is None:
+        log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
+    limiter = RateLimiter(
+        redis=redis,
+        local=InProcessWindow(),
+        failure_mode=settings.failure_mode,
+        events=metrics,
+    )
+    metrics.limiter_degraded.set(0)
+    jwt = JwtVerifier(settings.jwt, session=session) if settings.jwt.enabled else None
+    authenticator = Authenticator(
+        keys=ApiKeyStore(settings.api_keys, settings.key_policies), jwt=jwt
+    )
+    return Components(
+        governor=Governor(
+            settings=settings,
+            authenticator=authenticator,
+            limiter=limiter,
+            metrics=metrics,
+        ),
+        upstream=Upstream(
+            name=upstream_name,
+            base_url=settings.upstream_base_url,
+            session=session,
+            breaker=breaker,
+            metrics=metrics,
+        ),
+        limiter=limiter,
+        close=[session.close, limiter.close],
+    )
+
+
+def _breaker_changed(metrics: GatewayMetrics, upstream: str, new: State) -> None:
+    metrics.circuit_state.labels(upstream).set(int(new))
+    if new is State.OPEN:
+        metrics.circuit_open.labels(upstream).inc()
+    log.warning("circuit for %s is now %s", upstream, new.name.lower())
