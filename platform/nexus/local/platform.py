@@ -19,16 +19,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nexus.errors import PlatformError
-from nexus.local import atomic_file, gitops, prometheus
+from nexus.local import atomic_file, gitops, prometheus, vllm_model
 from nexus.local.ports import PortBook
-from nexus.local.resources import PredictorMode, vllm_unavailable_reason
+from nexus.local.resources import PredictorMode
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
 from nexus.local.supervisor import Service, Supervisor, port_in_use, python
+from nexus.local.vllm_engine import STOP_GRACE, has_gpu, missing_reason, vllm_python
+from nexus.registry.client import Registry
 
 __all__ = ["Options", "PlatformError", "down", "status", "up"]
 
@@ -107,12 +109,32 @@ def _infrastructure(
 def _predictor_mode(options: Options, progress: Progress) -> PredictorMode:
     if options.predictor != "vllm":
         return "cpu"
-    reason = vllm_unavailable_reason()
-    if reason is None:
-        progress("vLLM InferenceServices get real vLLM servers (--predictor vllm)")
-        return "vllm"
-    progress(f"--predictor vllm: {reason}; keeping the CPU worker")
-    return "cpu"
+    reason = missing_reason(options.project_dir)
+    if reason is not None:
+        raise PlatformError(f"--predictor vllm: {reason}")
+    progress("vLLM InferenceServices get real vLLM engines (--predictor vllm)")
+    return "vllm"
+
+
+def _cpu_model_uri(state: Path, options: Options, tracking_uri: str | None,
+                   progress: Progress) -> str:  # fmt: skip
+    """Without a GPU every engine serves the tiny model, registered in MLflow once per state."""
+    if tracking_uri is None:
+        raise PlatformError("--predictor vllm without a GPU registers its model in MLflow: "
+                            "pip install 'nexus-serving[release]'")  # fmt: skip
+    record = state / "models" / "tiny-llama.json"
+    if record.exists():
+        uri = str(json.loads(record.read_text())["storage_uri"])
+        if Path(uri.removeprefix("file://")).exists():
+            return uri
+    progress("no GPU: building the tiny Llama model for vLLM's CPU engine (~10 s)")
+    python = vllm_python(options.project_dir)
+    model = vllm_model.build(python, options.project_dir, state / "models" / "build" / "tiny")
+    version = vllm_model.register(Registry.connect(tracking_uri), model)
+    uri = version.tags["serving.storage_uri"]
+    record.write_text(json.dumps({"version": version.version, "storage_uri": uri}) + "\n")
+    progress(f"registered {version.name} version {version.version} in MLflow: {uri}")
+    return uri
 
 
 def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, Any]:
@@ -134,12 +156,13 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
         for folder in gitops.add_missing(repo, options.project_dir, GITOPS_FOLDERS):
             progress(f"added {folder} to the GitOps repository (it had none)")
     status_port = book.allocate("controller", fixed=options.status_port)
+    mode = _predictor_mode(options, progress)
     services, info = _infrastructure(state, book, options, progress)
     controller = python("nexus.local.controller", "--state-dir", str(state),
                         "--project-dir", str(options.project_dir), "--gitops-repo", str(repo),
                         "--status-port", str(status_port), "--port-base", str(book.base),
                         "--port-span", str(book.span), "--api-key-file", str(state / KEY_FILE),
-                        "--predictor", _predictor_mode(options, progress))  # fmt: skip
+                        "--predictor", mode)  # fmt: skip
     for flag, value in (("--redis-url", info["redis_url"]),
                         ("--prometheus-url", info["prometheus_url"])):  # fmt: skip
         if value:
@@ -153,10 +176,17 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
                 "stop it or choose other ports (--port-base, --<name>-port)"
             )
     try:
-        launched = [(s, supervisor.launch(s)) for s in services]
+        # The controller last: without a GPU it needs the model MLflow registers first.
+        launched = [(s, supervisor.launch(s)) for s in services[:-1]]
         for service, process in launched:
             progress(f"waiting for {service.name} on :{service.port}")
             supervisor.wait_ready(service, process, timeout=options.timeout)
+        if mode == "vllm" and not has_gpu():
+            uri = _cpu_model_uri(state, options, info["tracking_uri"], progress)
+            services[-1] = replace(services[-1], args=[*controller, "--vllm-model-uri", uri])
+        progress(f"waiting for controller on :{status_port}")
+        supervisor.wait_ready(services[-1], supervisor.launch(services[-1]),
+                              timeout=options.timeout)  # fmt: skip
         isvcs, graphs = _wait_synced(status_url, options.timeout, progress)
     except PlatformError:
         supervisor.stop_all()
@@ -259,7 +289,8 @@ def status(state_dir: Path) -> dict[str, Any] | None:
 
 
 def down(state_dir: Path) -> list[str]:
-    return Supervisor(state_dir.resolve()).stop_all()
+    # Long enough for vLLM engines, which take ~30 s after SIGTERM; others exit at once.
+    return Supervisor(state_dir.resolve()).stop_all(timeout=STOP_GRACE)
 
 
 def default_project_dir() -> Path:

@@ -41,6 +41,7 @@ from nexus.local.resources import (
     configmap_data,
     container_env,
     predictor_command,
+    runtime_of,
     transformer_command,
     transformer_container,
 )
@@ -55,6 +56,7 @@ from nexus.local.revisions import (
 )
 from nexus.local.status import GraphView, IsvcView
 from nexus.local.supervisor import Service
+from nexus.local.vllm_engine import Engines
 from nexus.local.workloads import Workloads
 
 PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"
@@ -75,6 +77,7 @@ class Settings:
     prometheus_url: str | None = None
     predictor_mode: PredictorMode = "cpu"
     interval: float = 1.0
+    vllm_model_uri: str | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +123,8 @@ class Reconciler:
     # ConfigMap name -> data at the synced commit (``CONFIG_FOLDER``), as a cluster has them.
     configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
     prometheus_config: str = ""
+    # Set with --predictor vllm: vLLM-runtime revisions get real engines.
+    engines: Engines | None = None
     events: list[Event] = field(default_factory=list)
     # Specs admitted before a restart (state.json), for InferenceServices not seen since.
     remembered: dict[str, Resource] = field(default_factory=dict)
@@ -272,13 +277,18 @@ class Reconciler:
         assert revision is not None
         worker, transformer = _process_names(name)
         worker_port = self.book.allocate(worker)
-        command = predictor_command(
-            res.body, revision.spec, name=res.name, port=worker_port,
-            mode=self.settings.predictor_mode, project_dir=self.settings.project_dir,
-        )  # fmt: skip
-        await self._converge(
-            Service(worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health")
-        )
+        if self.engines is not None and runtime_of(res.body) == "vllm":
+            service = await self.engines.service(
+                res.name, revision.spec, revision=worker, port=worker_port
+            )
+        else:
+            command = predictor_command(
+                name=res.name, port=worker_port, project_dir=self.settings.project_dir
+            )
+            service = Service(
+                worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health"
+            )
+        await self._converge(service)
         container = transformer_container(res.body)
         if container is None:
             raise ResourceError(f"{res.key} has no transformer; the local platform needs one")
@@ -309,6 +319,8 @@ class Reconciler:
             if self.workloads.get(name) is not None or self.book.get(name) is not None:
                 await self.workloads.stop(name)
                 self.book.release(name)
+        if self.engines is not None:
+            self.engines.storage.remove(revision)
 
     async def _prune_isvc(self, key: str) -> None:
         run = self.isvcs.pop(key)

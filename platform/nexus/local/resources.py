@@ -10,9 +10,9 @@ cluster resolves at run time:
   ``nexus up``: ``nexus-gateway-secrets`` holds the demo API key and the local Redis URL,
   ``hf-token`` holds ``$HF_TOKEN`` when it is set. A reference to anything else fails the
   revision unless it is ``optional``.
-- The predictor container: on one machine it is the vLLM-shaped CPU worker, or a real
-  vLLM server with ``--predictor vllm``; ``predictor_command`` is the one place that
-  decides, so switching to the BentoML worker is a one-function change.
+- The predictor container: on one machine it is the BentoML CPU worker
+  (``predictor_command``), or a real vLLM engine with ``--predictor vllm``
+  (``nexus.local.vllm_engine``).
 """
 
 from __future__ import annotations
@@ -149,29 +149,15 @@ def storage_uri(predictor: Mapping[str, Any]) -> str | None:
     return None
 
 
-def predictor_command(
-    isvc: Mapping[str, Any],
-    predictor: Mapping[str, Any],
-    *,
-    name: str,
-    port: int,
-    mode: PredictorMode,
-    project_dir: Path,
-) -> list[str]:
+def predictor_command(*, name: str, port: int, project_dir: Path) -> list[str]:
     """The local process playing the predictor container of one revision.
 
-    By default the BentoML CPU worker from ``bento/`` (the image the local manifests name),
-    started as its container would be but on a local port. The transformer rewrites
-    ``model`` to the InferenceService name (unless ``GATEWAY_UPSTREAM_MODEL_NAME`` says
-    otherwise), so every worker serves that name.
+    The BentoML CPU worker from ``bento/`` (the image the local manifests name), started as
+    its container would be but on a local port. The transformer rewrites ``model`` to the
+    InferenceService name (unless ``GATEWAY_UPSTREAM_MODEL_NAME`` says otherwise), so every
+    worker serves that name. Real vLLM engines (``--predictor vllm``) come from
+    ``nexus.local.vllm_engine``.
     """
-    if mode == "vllm" and runtime_of(isvc) == "vllm":
-        uri = storage_uri(predictor)
-        if uri is None:
-            raise ResourceError(f"{name}: no storage URI for the vLLM server")
-        model = uri.removeprefix("hf://")
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-                "--port", str(port), "--served-model-name", name]  # fmt: skip
     worker = project_dir / "bento" / "cpu_worker.py"
     return [sys.executable, str(worker), "--model-name", name, "--host", "127.0.0.1",
             "--port", str(port), "--token-latency-ms", "2"]  # fmt: skip
@@ -182,15 +168,3 @@ def transformer_command(args: Sequence[str]) -> list[str]:
     it (``admission.local_transformer_args``), bound to loopback only (a pod binds all
     interfaces; a laptop should not)."""
     return [sys.executable, "-m", "nexus.transformer", *args, "--host", "127.0.0.1"]
-
-
-def vllm_unavailable_reason() -> str | None:
-    """Why real vLLM servers cannot run here, or ``None`` when they can."""
-    import importlib.util
-    import shutil
-
-    if shutil.which("nvidia-smi") is None and not Path("/dev/nvidia0").exists():
-        return "no NVIDIA GPU found (no nvidia-smi, no /dev/nvidia0)"
-    if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed (pip install 'nexus-serving[vllm]')"
-    return None

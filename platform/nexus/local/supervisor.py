@@ -30,6 +30,7 @@ class Service:
     port: int
     ready_url: str | None = None
     env: Mapping[str, str] | None = None
+    stop_grace: float = 10.0  # seconds from SIGTERM to SIGKILL (vLLM needs ~30 s)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -136,15 +136,19 @@ class Workloads:
         if workload.ready:
             workload.failure = None
 
-    async def stop(self, name: str, *, grace: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds."""
+    async def stop(self, name: str, *, grace: float | None = None) -> None:
+        """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds.
+
+        ``grace`` defaults to the service's own ``stop_grace`` (a vLLM engine's is long).
+        """
         workload = self._items.pop(name, None)
         (self.supervisor.run_dir / f"{name}.pid").unlink(missing_ok=True)
         if workload is None or workload.process is None:
             return
         process = workload.process
         # Off the loop: the wait for exit blocks, and the controller keeps serving meanwhile.
-        await asyncio.to_thread(stop_groups, [process.pid], grace=grace)
+        stop_grace = workload.service.stop_grace if grace is None else grace
+        await asyncio.to_thread(stop_groups, [process.pid], grace=stop_grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(0.5)  # reaps it, if the wait above did not already
 

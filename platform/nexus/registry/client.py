@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nexus.errors import ConfigError, RegistryError, VersionNotFound
@@ -178,4 +179,40 @@ class Registry:
                     "storage URIs"
                 )
             raise error from exc
+        return self.version(name, str(mv.version))
+
+    def register_files(
+        self, name: str, folder: Path, tags: Mapping[str, str], *, experiment: str = "nexus-models"
+    ) -> VersionInfo:
+        """A new version of ``name`` whose artifacts are the files of ``folder``.
+
+        The files are logged to a run of ``experiment`` (under ``model/``); the version's
+        source and its ``serving.storage_uri`` tag are their artifact URI, so KServe's
+        storage initializer downloads exactly what MLflow holds. A local artifact store gives
+        a plain path, which becomes ``file://`` (the local scheme of ``kserve_storage``).
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._client.get_experiment_by_name(experiment)
+            experiment_id = (
+                found.experiment_id if found else self._client.create_experiment(experiment)
+            )
+            run = self._client.create_run(experiment_id, run_name=f"{name}-files")
+            self._client.log_artifacts(run.info.run_id, str(folder), "model")
+            self._client.set_terminated(run.info.run_id)
+            uri = f"{run.info.artifact_uri}/model"
+            if "://" not in uri and not uri.startswith("mlflow-artifacts:"):
+                uri = f"file://{uri}"
+            try:
+                self._client.create_registered_model(name)
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            all_tags = {**tags, c.SERVING_STORAGE_URI: uri}
+            mv = self._client.create_model_version(
+                name, source=uri, run_id=run.info.run_id, tags=all_tags
+            )
+        except MlflowException as exc:
+            raise _translate(f"register the files of {folder} as {name!r}", exc) from exc
         return self.version(name, str(mv.version))
