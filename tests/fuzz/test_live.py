@@ -109,9 +109,9 @@ def test_transformer_answers_any_request_below_500(
     headers = {
         "authorization": auth,
         "x-request-id": extra,
-        # Not sent yet: with it, KServe 0.21 decodes a binary v2 request and answers 500
-        # for `abc` (int(); issue 12 item 10) and for a JSON header `null` (a TypeError in
-        # its decoder); add "inference-header-content-length": extra once both are 400.
+        # KServe 0.21 answered 500 for `abc` (int(); issue 12 item 10) and for a JSON part
+        # `null` (a TypeError in its decoder); the transformer now checks both (400).
+        "inference-header-content-length": extra,
     }
     status = post(http, gateway, path, body, headers)
     assert status < 500 or status in (502, 503, 504), status  # upstream failures keep their codes

@@ -46,6 +46,17 @@ def test_malformed_inference_header_content_length_is_400(
 
 
 @pytest.mark.usefixtures("healthy")
+@pytest.mark.parametrize("json_part", [b"null", b"[1]", b'"s"', b"7", b"{x"])
+def test_a_json_part_that_is_not_an_object_is_400(client: httpx.Client, json_part: bytes) -> None:
+    """KServe indexes the JSON part: ``null`` was a ``TypeError`` and a 500 (tests/fuzz)."""
+    headers = {**AUTH, "Inference-Header-Content-Length": str(len(json_part)),
+               "Content-Type": "application/octet-stream"}  # fmt: skip
+    response = client.post("/v2/models/chat/infer", content=json_part + b"\0\0", headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "Inference-Header-Content-Length"
+
+
+@pytest.mark.usefixtures("healthy")
 @pytest.mark.parametrize("cut", [0, 5, len(TENSOR) - 1])
 def test_a_length_that_cuts_the_json_is_a_4xx(client: httpx.Client, cut: int) -> None:
     headers = {**AUTH, "Inference-Header-Content-Length": str(cut),

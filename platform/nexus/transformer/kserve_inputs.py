@@ -5,7 +5,9 @@ Two things KServe 0.21 does not do for a transformer in front of an LLM predicto
 - ``DataPlane.decode_inference_request`` (``kserve/protocol/dataplane.py``, tag v0.21.0)
   calls ``int()`` on ``Inference-Header-Content-Length`` unguarded, so ``abc`` became a 500
   with a traceback (issue 12, item 10). The header is checked here: ASCII digits, at most
-  the body's length.
+  the body's length, and the JSON part it delimits an object: KServe's
+  ``InferRequest.from_bytes`` indexes that part, so ``null`` was a ``TypeError`` and a 500
+  (found by ``tests/fuzz``).
 - v1 ``instances`` and v2 ``inputs`` carry no token counts, so they were admitted at zero
   tokens while chats were limited (issue 12, item 5). They are charged the same
   four-characters-a-token estimate as OpenAI prompts, over the whole body (JSON text and
@@ -14,6 +16,8 @@ Two things KServe 0.21 does not do for a transformer in front of an LLM predicto
 
 from __future__ import annotations
 
+import orjson
+
 from nexus.errors import InvalidRequest
 from nexus.transformer.openai import CHARS_PER_TOKEN
 
@@ -21,7 +25,7 @@ BINARY_HEADER = b"inference-header-content-length"
 MAX_DIGITS = 19
 
 
-def check_binary_header(raw_headers: list[tuple[bytes, bytes]], body_length: int) -> None:
+def check_binary_header(raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     """Raise ``InvalidRequest`` unless the JSON-part length header is usable (or absent).
 
     Given twice it is refused: the gateway's header map keeps the last value while
@@ -42,10 +46,23 @@ def check_binary_header(raw_headers: list[tuple[bytes, bytes]], body_length: int
             "header 'Inference-Header-Content-Length' must be a non-negative integer",
             param="Inference-Header-Content-Length",
         )
-    if int(text) > body_length:
+    length = int(text)
+    if length > len(body):
         raise InvalidRequest(
-            f"header 'Inference-Header-Content-Length' is {int(text)}, longer than the"
-            f" {body_length}-byte body",
+            f"header 'Inference-Header-Content-Length' is {length}, longer than the"
+            f" {len(body)}-byte body",
+            param="Inference-Header-Content-Length",
+        )
+    try:
+        part = orjson.loads(body[:length])
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "the JSON part that 'Inference-Header-Content-Length' delimits is not valid JSON",
+            param="Inference-Header-Content-Length",
+        ) from None
+    if not isinstance(part, dict):
+        raise InvalidRequest(
+            "the JSON part that 'Inference-Header-Content-Length' delimits must be an object",
             param="Inference-Header-Content-Length",
         )
 

@@ -60,7 +60,7 @@ async def inference(
     ex.model = model
     content_length = dict(scope["headers"]).get(b"content-length")
     raw = await read_body(receive, limit=max_body_bytes, content_length=content_length)
-    kserve_inputs.check_binary_header(scope["headers"], len(raw))
+    kserve_inputs.check_binary_header(scope["headers"], raw)
     admission = await parts.governor.admit(
         principal, model, kserve_inputs.token_estimate(raw), fallback=fallback
     )
