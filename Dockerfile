@@ -55,7 +55,11 @@ RUN apt-get update \
     && groupadd --system --gid 10001 nexus \
     && useradd --system --uid 10001 --gid nexus --no-create-home --shell /usr/sbin/nologin nexus
 COPY --from=build-release /opt/nexus /opt/nexus
-ENV PATH=/opt/nexus/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+# The GPU pools the resolve and render steps check a release against
+# (nexus.release.resolve.default_pools_file): an installed package has no platform/ beside it.
+COPY platform/pools.yaml /opt/nexus/pools.yaml
+ENV PATH=/opt/nexus/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp \
+    NEXUS_POOLS_FILE=/opt/nexus/pools.yaml
 WORKDIR /tmp
 USER 10001:10001
 

@@ -18,6 +18,8 @@ venv: $(STAMP)
 ## The separate vLLM environment (real engine on CPU or GPU; see README "Real vLLM").
 VLLM_VENV  ?= .venv-vllm
 VLLM_STAMP  = $(VLLM_VENV)/.installed
+# The tests and `nexus up --predictor vllm` find that environment's Python through this.
+export NEXUS_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python
 
 $(VLLM_STAMP): vllm/constraints-cpu.txt vllm/install.sh
 	PYTHON=$(PYTHON) bash vllm/install.sh $(VLLM_VENV)

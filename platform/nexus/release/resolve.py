@@ -16,6 +16,7 @@ client error and so never falls back. They are the registered model's
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -31,8 +32,15 @@ LOCAL_ENVIRONMENT: Final = "local"
 LOCAL_POOL: Final = "cpu"
 
 
+POOLS_FILE_ENV: Final = "NEXUS_POOLS_FILE"
+
+
 def default_pools_file() -> Path:
-    """``platform/pools.yaml`` next to the package (source checkout or image layout)."""
+    """``$NEXUS_POOLS_FILE`` (the release image sets it: an installed package has no
+    ``platform/`` beside it), else ``platform/pools.yaml`` of the source checkout."""
+    configured = os.environ.get(POOLS_FILE_ENV)
+    if configured:
+        return Path(configured)
     return Path(__file__).resolve().parents[2] / "pools.yaml"
 
 
