@@ -11,57 +11,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import orjson
 
 from tests.router.conftest import Router, RouterFactory, sequence
+from tests.support.raw_sse import SSE_HEAD, chunk, raw_upstream
 from tests.support.servers import cpu_llm
-
-SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-)
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@dataclass
-class RawUpstream:
-    """A TCP server speaking just enough HTTP/1.1 to start an SSE answer, then misbehave."""
-
-    port: int = 0
-    closed_by_router: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            await reader.readexactly(int(line.split(b":")[1]))
-
-
-@contextlib.asynccontextmanager
-async def raw_upstream(behaviour: Behaviour) -> AsyncIterator[RawUpstream]:
-    upstream = RawUpstream()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        await behaviour(reader, writer)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    upstream.port = server.sockets[0].getsockname()[1]
-    try:
-        yield upstream
-    finally:
-        server.close()
 
 
 def _log_lines(router: Router) -> list[dict[str, object]]:
@@ -103,7 +61,7 @@ async def test_upstream_dropping_a_chunked_stream_ends_with_an_error_event(
     start_router: RouterFactory, client: aiohttp.ClientSession
 ) -> None:
     async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(SSE_HEAD + _chunk(b'data: {"n": 0}\n\n') + _chunk(b'data: {"n": 1'))
+        writer.write(SSE_HEAD + chunk(b'data: {"n": 0}\n\n') + chunk(b'data: {"n": 1'))
         await writer.drain()
         await asyncio.sleep(0.2)
         writer.transport.abort()  # no last chunk: the body is incomplete
@@ -143,7 +101,7 @@ async def test_client_leaving_closes_the_upstream_connection_at_once(
     closed = asyncio.Event()
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(SSE_HEAD + _chunk(b'data: {"n": 0}\n\n'))
+        writer.write(SSE_HEAD + chunk(b'data: {"n": 0}\n\n'))
         await writer.drain()
         # Nothing more is sent: only the router closing its side ends this read.
         if await reader.read() == b"":
