@@ -22,7 +22,11 @@ Method and path (issue 11; a departure from KServe, whose router runs the graph 
 every method and path): only ``POST`` runs the graph. ``GET /v1/models`` and
 ``GET /openai/v1/models`` list the models of the graph's steps (``listing.py``); any
 other method is a 405 in the OpenAI error shape with an ``Allow`` header. ``--any-method``
-restores KServe's behaviour (the conformance tests run with it).
+restores KServe's behaviour (the conformance tests run with it). Kubernetes probes are not
+affected: KServe gives the router pod an HTTP GET readiness probe on ``/readyz`` only
+(``pkg/constants/constants.go`` ``GetRouterReadinessProbe``, used by ``raw_ig.go`` and
+``knative_reconciler.go``; ``cmd/router/main.go`` registers the graph handler on ``/``
+for every method; kserve commit aaac4e29, after v0.20.0).
 
 Faults mid-stream (issue 11): when a relayed stream breaks after its headers were sent,
 the client gets ``event: error`` with an OpenAI error body and no ``data: [DONE]``; the
