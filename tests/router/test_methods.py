@@ -15,6 +15,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.router.conftest import Models, Router, RouterFactory, router_process, sequence
 from tests.support.processes import free_port
@@ -109,6 +110,39 @@ async def test_a_step_that_is_down_only_drops_its_models(tmp_path: Path) -> None
         ):
             assert response.status == 200
             assert sorted(_ids(await response.read())) == ["chat", "llama-8b"]
+
+
+async def test_kserve_v1_listings_are_merged_in_openai_shape(
+    start_router: RouterFactory, client: aiohttp.ClientSession
+) -> None:
+    async def listing(request: web.Request) -> web.Response:
+        # The router keeps the cluster host of the step URL in Host (--host-map).
+        names = {"a": ["iris"], "b": ["iris", "mnist"]}[request.host.split(".")[0]]
+        return web.json_response({"models": names})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", listing)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        # Two hosts (the same server under two cluster names) with different listings.
+        router = start_router(
+            sequence(
+                {"serviceUrl": "http://a.example/v1/models/iris:predict"},
+                {"serviceUrl": "http://b.example/v1/models/mnist:predict"},
+            ),
+            args=[
+                f"--host-map=a.example=127.0.0.1:{port}",
+                f"--host-map=b.example=127.0.0.1:{port}",
+            ],
+        )
+        async with client.get(f"{router.url}/v1/models") as response:
+            assert response.status == 200
+            assert _ids(await response.read()) == ["iris", "mnist"]
+    finally:
+        await runner.cleanup()
 
 
 async def test_no_step_answering_is_an_openai_502(

@@ -5,7 +5,8 @@ KServe's router has no such route: every method and path runs the graph, so the 
 and got a 200 carrying a 400 body (issue 11). Here the router asks every distinct service
 host of the graph for ``GET <scheme>://<host>/v1/models`` (the transformer's OpenAI listing,
 ``transformer/app.py``), with the same propagated headers a step call carries, so each
-transformer applies its own key checks and per-key model allow-lists.
+transformer applies its own key checks and per-key model allow-lists. A KServe model
+server's own v1 listing (``{"models": [...]}``) is read too.
 
 Answers are merged into one OpenAI list (``{"object": "list", "data": [...]}``), each id
 once, in step order. A 401 from any step is the answer (the client's credentials were
@@ -112,7 +113,19 @@ def _entries(answer: Answer | None) -> list[dict[str, object]] | None:
         body = orjson.loads(answer[1])
     except orjson.JSONDecodeError:
         return None
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
+    if not isinstance(body, dict):
         return None
-    return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    data = body.get("data")
+    if isinstance(data, list):
+        return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    names = body.get("models")
+    if isinstance(names, list):
+        # A KServe model server's v1 listing, ``{"models": [names]}`` (kserve
+        # python/kserve/kserve/protocol/rest/v1_endpoints.py ``models``), for graphs whose
+        # steps are predictors without a transformer.
+        return [
+            {"id": name, "object": "model", "created": 0, "owned_by": "kserve"}
+            for name in names
+            if isinstance(name, str)
+        ]
+    return None
