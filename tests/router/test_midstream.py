@@ -4,6 +4,7 @@
   answer, and the CPU LLM process SIGKILLed while it streams. The client gets the events
   sent so far, then ``event: error`` and no ``[DONE]``; the log line and the request
   counter say 502; the router prints no traceback.
+- ``routerTimeouts.serverWrite`` passes while a stream flows: ``event: error``, 504 logged.
 - The client leaves: the upstream sees its connection closed at once, even while it is
   sending nothing (it waits for EOF from the router), and the log line says 499.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.router.conftest import Router, RouterFactory, sequence
+from tests.router.conftest import Models, Router, RouterFactory, sequence
 from tests.support.raw_sse import SSE_HEAD, chunk, raw_upstream
 from tests.support.servers import cpu_llm
 
@@ -125,4 +126,28 @@ async def test_client_leaving_closes_the_upstream_connection_at_once(
     (entry,) = _log_lines(router)
     assert (entry["status"], entry["stream"]) == (499, True)
     assert await _metric(client, router, 'nexus_router_requests_total{code="499"} 1.0')
+    _assert_no_traceback(router)
+
+
+async def test_server_write_deadline_ends_a_stream_with_an_error_event(
+    models: Models, start_router: RouterFactory, client: aiohttp.ClientSession
+) -> None:
+    spec = sequence({"name": "llm", "serviceUrl": models.url("/sse/30/100")})
+    spec["routerTimeouts"] = {"serverWrite": 1}
+    router = start_router(spec)
+    async with client.post(router.url, json={"stream": True}) as response:
+        assert response.status == 200
+        body = await response.read()
+    assert body.startswith(b'data: {"n": 0}\n\n')
+    assert b"[DONE]" not in body
+    error = orjson.loads(body.rpartition(b"event: error\ndata: ")[2])["error"]
+    assert error["code"] == "upstream_timeout"
+    assert "serverWrite" in error["message"]
+    deadline = time.monotonic() + 5
+    while not _log_lines(router):
+        assert time.monotonic() < deadline, "no log line for the stream"
+        await asyncio.sleep(0.05)
+    (entry,) = _log_lines(router)
+    assert (entry["status"], entry["stream"]) == (504, True)
+    assert await _metric(client, router, 'nexus_router_requests_total{code="504"} 1.0')
     _assert_no_traceback(router)

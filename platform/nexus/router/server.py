@@ -16,7 +16,8 @@ client goes away (so a model does not keep generating for nobody).
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
 timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
 deadline passes; an ASGI app cannot close without answering, so before the first byte
-the router answers its 500 error body, and a stream in flight is cut off.
+the router answers its 500 error body, and a stream in flight ends with ``event: error``
+(logged and counted as 504).
 
 Method and path (issue 11; a departure from KServe, whose router runs the graph for
 every method and path): only ``POST`` runs the graph. ``GET /v1/models`` and
@@ -56,7 +57,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nexus.asgi import ClientDisconnected, Receive, Scope, Send, read_body, request_id_from
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
-from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure
+from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
@@ -222,6 +223,14 @@ class RouterApp:
                     "router deadline (routerTimeouts serverRead/serverWrite) exceeded"
                 )
                 await _send(send, status, deadline_error.body(), JSON, step)
+            else:
+                # serverWrite ended a stream in flight: say so in the stream (a blank line
+                # first ends an event cut in half) and record 504 rather than the 200.
+                status = 504
+                cut = UpstreamTimeout("router deadline (routerTimeouts serverWrite) exceeded")
+                error = cut.message
+                event = b"\n\nevent: error\ndata: " + cut.body_bytes() + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": False})
         finally:
             elapsed = now() - started
             if streamed:
