@@ -7,6 +7,8 @@ unprotected. Local-platform extensions: ``--graph-file`` (a whole InferenceGraph
 resource), ``--port``, ``--host-map``, ``--drain-seconds``. Limits (issue 12):
 ``--max-body-bytes``, ``--max-response-bytes``, and the shared edge's ``NEXUS_EDGE_*``
 variables (``nexus.edge.protocol``); their defaults apply under KServe, which passes none.
+``--any-method`` keeps KServe's every-method graph entry (no model list, no 405s; see
+``server.py``).
 
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
@@ -36,6 +38,7 @@ from nexus.router.calls import StepCaller, parse_host_map
 from nexus.router.executor import Executor
 from nexus.router.graph import Graph, load_graph_file, load_graph_json
 from nexus.router.headers import HeaderPropagation, compile_patterns
+from nexus.router.listing import ModelListing
 from nexus.router.metrics import RouterMetrics
 from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES
 from nexus.router.server import (
@@ -87,6 +90,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_RESPONSE_BYTES,
         help="largest step answer read whole; longer ones are a 502",
     )
+    parser.add_argument(
+        "--any-method",
+        action="store_true",
+        help="KServe's behaviour: every method and path runs the graph (no 405, no model list)",
+    )
     parser.add_argument("--inferencegraph-name", default="")
     parser.add_argument("--enable-tls", action="store_true")
     parser.add_argument("--enable-auth", action="store_true")
@@ -125,6 +133,7 @@ def build(
     state: RouterState,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    any_method: bool = False,
 ) -> RouterApp:
     """Wire the router's objects; everything mutable is created here, none at import."""
     registry = CollectorRegistry()
@@ -142,6 +151,7 @@ def build(
         metrics=metrics,
         state=state,
         access_log=AccessLog("nexus.router.access"),
+        listing=None if any_method else ModelListing(graph=graph, host_map=host_map),
         read_seconds=timeouts.server_read or DEFAULT_SERVER_SECONDS,
         write_seconds=timeouts.server_write or DEFAULT_SERVER_SECONDS,
         max_body_bytes=max_body_bytes,
@@ -177,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state=state,
         max_body_bytes=args.max_body_bytes,
         max_response_bytes=args.max_response_bytes,
+        any_method=args.any_method,
     )
     # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
     # read-time limits (NEXUS_EDGE_* environment variables).

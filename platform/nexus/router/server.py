@@ -16,7 +16,25 @@ client goes away (so a model does not keep generating for nobody).
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
 timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
 deadline passes; an ASGI app cannot close without answering, so before the first byte
-the router answers its 500 error body, and a stream in flight is cut off.
+the router answers its 500 error body, and a stream in flight ends with ``event: error``
+(logged and counted as 504).
+
+Method and path (issue 11; a departure from KServe, whose router runs the graph for
+every method and path): only ``POST`` runs the graph. ``GET /v1/models`` and
+``GET /openai/v1/models`` list the models of the graph's steps (``listing.py``); any
+other method is a 405 in the OpenAI error shape with an ``Allow`` header. ``--any-method``
+restores KServe's behaviour (the conformance tests run with it). Kubernetes probes are not
+affected: KServe gives the router pod an HTTP GET readiness probe on ``/readyz`` only
+(``pkg/constants/constants.go`` ``GetRouterReadinessProbe``, used by ``raw_ig.go`` and
+``knative_reconciler.go``; ``cmd/router/main.go`` registers the graph handler on ``/``
+for every method; kserve commit aaac4e29, after v0.20.0).
+
+Faults mid-stream (issue 11): when a relayed stream breaks after its headers were sent,
+the client gets ``event: error`` with an OpenAI error body and no ``data: [DONE]``; the
+log line and ``nexus_router_requests_total`` record 502 (the status the exchange amounts
+to; the headers already said 200). When the client leaves, the upstream connection is
+closed at once, so the step sees its client go even while no token is flowing; the log
+line and the counter record 499.
 
 Limits (issue 12; KServe's router has none): a body longer than ``--max-body-bytes``
 (default 1 MiB, the transformer's ``GATEWAY_MAX_BODY_BYTES`` default) is answered 413
@@ -34,15 +52,17 @@ import logging
 import random
 from dataclasses import dataclass
 
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nexus.asgi import ClientDisconnected, Receive, Scope, Send, read_body, request_id_from
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
-from nexus.errors import NexusError
+from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
+from nexus.router.listing import ModelListing
 from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply, request_too_deep, sniff_content_type
 
@@ -51,6 +71,8 @@ JSON = b"application/json"
 DEFAULT_SERVER_SECONDS = 60
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the transformer's GATEWAY_MAX_BODY_BYTES default
 CLIENT_CLOSED = 499  # logged when the client left before its body arrived (nginx's code)
+STREAM_BROKEN = 502  # logged when the upstream broke a stream after its headers were sent
+MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 
 log = logging.getLogger("nexus.router.access")
 
@@ -73,6 +95,7 @@ class RouterApp:
         metrics: RouterMetrics,
         state: RouterState,
         access_log: AccessLog,
+        listing: ModelListing | None = None,
         read_seconds: float | None = DEFAULT_SERVER_SECONDS,
         write_seconds: float | None = DEFAULT_SERVER_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -83,6 +106,8 @@ class RouterApp:
         self.metrics = metrics
         self.state = state
         self.access_log = access_log
+        # None: KServe's behaviour, every method and path runs the graph (--any-method).
+        self.listing = listing
         self.read_seconds = read_seconds
         self.write_seconds = write_seconds
         self._ids = random.Random()  # noqa: S311 - request ids for logs, see _request_id
@@ -103,6 +128,8 @@ class RouterApp:
             elif path == "/metrics" and scope["method"] == "GET":
                 await _send(send, 200, generate_latest(self.metrics.registry),
                             CONTENT_TYPE_LATEST.encode())  # fmt: skip
+            elif self.listing is not None and (scope["method"] != "POST" or path in MODELS_ROUTES):
+                await self._not_graph(scope, send)
             else:
                 await self._graph(scope, receive, send)
         elif kind == "lifespan":
@@ -113,9 +140,13 @@ class RouterApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.executor.caller.start()
+                if self.listing is not None:
+                    await self.listing.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.executor.caller.close()
+                if self.listing is not None:
+                    await self.listing.close()
                 self.access_log.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -126,12 +157,34 @@ class RouterApp:
         else:
             await _send(send, 200, b"", None)
 
+    async def _not_graph(self, scope: Scope, send: Send) -> None:
+        """The model listing, or a 405: a request that is not a graph run."""
+        assert self.listing is not None
+        started = now()
+        method, path = scope["method"], scope["path"]
+        if path in MODELS_ROUTES and method == "GET":
+            headers = self.propagation.select(scope["headers"])
+            status, body = await self.listing.models(headers)
+            await _send(send, status, body, JSON)
+        else:
+            allow = b"GET" if path in MODELS_ROUTES else b"POST"
+            error = MethodNotAllowed(
+                f"{method} is not supported on {path}; "
+                + ("use GET to list models" if allow == b"GET" else "send the request as a POST")
+            )
+            status = error.status
+            await _send(send, status, error.body_bytes(), JSON, extra=[(b"allow", allow)])
+        elapsed = now() - started
+        self.metrics.observe_request(status, elapsed)
+        self._log(scope, scope["headers"], status, elapsed, "", False)
+
     async def _graph(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = now()
         headers = scope["headers"]
         status = 500
         step = ""
         streamed = False
+        error = ""
         read_at, write_at = self._deadlines()
         try:
             # One timeout context for both server deadlines instead of two nested ones:
@@ -160,21 +213,32 @@ class RouterApp:
                         await _send(send, status, reply.body, content_type, step)
                     else:
                         streamed = True
-                        await self._relay(reply, receive, send, started)
+                        status, error = await self._relay(reply, receive, send, started)
         except ClientDisconnected:
             status = CLIENT_CLOSED
         except TimeoutError:
             if not streamed:
                 status = 500
-                error = GraphError(
+                deadline_error = GraphError(
                     "router deadline (routerTimeouts serverRead/serverWrite) exceeded"
                 )
-                await _send(send, status, error.body(), JSON, step)
+                await _send(send, status, deadline_error.body(), JSON, step)
+            else:
+                # serverWrite ended a stream in flight: say so in the stream (a blank line
+                # first ends an event cut in half) and record 504 rather than the 200.
+                status = 504
+                cut = UpstreamTimeout("router deadline (routerTimeouts serverWrite) exceeded")
+                error = cut.message
+                event = b"\n\nevent: error\ndata: " + cut.body_bytes() + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": False})
         finally:
             elapsed = now() - started
-            if not streamed:
+            if streamed:
+                # The duration histogram was observed at the stream's first byte.
+                self.metrics.requests.labels(str(status)).inc()
+            else:
                 self.metrics.observe_request(status, elapsed)
-            self._log(scope, headers, status, elapsed, step, streamed)
+            self._log(scope, headers, status, elapsed, step, streamed, error)
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         """The request body within the size limit, checked for nesting when conditions read it."""
@@ -208,6 +272,7 @@ class RouterApp:
         elapsed: float,
         step: str,
         streamed: bool,
+        error: str = "",
     ) -> None:
         """The request's JSON log line (batched with the others of this loop tick)."""
         if not self.log_requests:
@@ -221,10 +286,19 @@ class RouterApp:
             "graph_step": step,
             "stream": streamed,
         }
+        if error:
+            fields["error"] = error
         self.access_log.write(fields)
 
-    async def _relay(self, reply: Reply, receive: Receive, send: Send, started: float) -> None:
-        """Forward an SSE reply chunk by chunk; stop reading upstream if the client leaves."""
+    async def _relay(
+        self, reply: Reply, receive: Receive, send: Send, started: float
+    ) -> tuple[int, str]:
+        """Forward an SSE reply chunk by chunk; returns the status and error to record.
+
+        A disconnect closes the upstream response from the watcher task, which also ends
+        a read waiting for the next chunk; the read's resulting error is then the
+        client's departure, not an upstream fault.
+        """
         stream = reply.stream
         assert stream is not None
         await send({
@@ -236,18 +310,32 @@ class RouterApp:
                 (STEP_HEADER, reply.step.encode("latin-1")),
             ],
         })  # fmt: skip
-        self.metrics.observe_request(reply.status, now() - started)
+        self.metrics.request_seconds.observe(now() - started)
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher.add_done_callback(lambda _: stream.close())
+        ended = True  # whether the bytes sent so far end on an event boundary
         try:
             async for chunk in stream.content.iter_any():
                 if watcher.done():
-                    return
+                    return CLIENT_CLOSED, ""
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                ended = chunk.endswith(b"\n\n")
+            if watcher.done():
+                return CLIENT_CLOSED, ""
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return reply.status, ""
+        except (OSError, asyncio.IncompleteReadError, ValueError, aiohttp.ClientError) as exc:
+            if watcher.done():
+                return CLIENT_CLOSED, ""
             logging.getLogger("nexus.router").warning(
-                "stream from step %s ended early: %s", reply.step, exc
+                "stream from step %s ended early: %r", reply.step, exc
             )
+            failure = UpstreamFailure(f"the stream from step {reply.step} ended early")
+            # A blank line first ends an event the upstream left half-sent.
+            event = (b"" if ended else b"\n\n") + b"event: error\ndata: "
+            event += failure.body_bytes() + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": False})
+            return STREAM_BROKEN, failure.message
         finally:
             watcher.cancel()
             stream.close()
@@ -277,8 +365,11 @@ async def _send(
     step: str = "",
     *,
     close: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
     if close:
         headers.append((b"connection", b"close"))
     if content_type is not None:
