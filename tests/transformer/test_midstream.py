@@ -72,6 +72,7 @@ async def test_predictor_dropping_a_chunked_stream_ends_with_an_error_event(
     error = orjson.loads(body.split(b"event: error\ndata: ", 1)[1])["error"]
     assert error["upstream_failure"] is True
     assert entry["error"], entry
+    assert entry["status"] == 502, entry  # recorded as the failure it was, not a plain 200
 
 
 async def test_client_leaving_closes_the_predictor_connection_at_once(tmp_path: Path) -> None:

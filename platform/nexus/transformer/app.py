@@ -304,6 +304,9 @@ class Gateway:
                 if outcome.first_byte_at is not None:
                     self.metrics.ttft.observe(outcome.first_byte_at)
                 if outcome.failed is not None:
+                    # The client already has its 200 head; the log line and the request
+                    # metrics say what happened (502/504), as the router's do (issue 11).
+                    ex.status = outcome.failed.status
                     ex.error = outcome.failed.message
                 return
             data = await upstream.read(reply)
