@@ -8,6 +8,19 @@ resource), ``--port``, ``--host-map``, ``--drain-seconds``. Limits (issue 12):
 ``--max-body-bytes``, ``--max-response-bytes``, and the shared edge's ``NEXUS_EDGE_*``
 variables (``nexus.edge.protocol``); their defaults apply under KServe, which passes none.
 
+Status policy (``--status-policy``, else ``NEXUS_ROUTER_STATUS_POLICY``, else ``client``):
+``client`` answers the status of the step whose body is returned and turns an unreachable
+or plain-5xx primary into an upstream failure its fallback can match; ``kserve`` keeps
+KServe's exact semantics (``router/sequence.py``). ``client`` is the image's default because
+a platform cannot pass the router anything else: KServe v0.20.0's InferenceGraph
+reconciler (``pkg/controller/v1alpha1/inferencegraph/raw_ig.go`` and
+``knative_reconciler.go``, ``createInferenceGraphPodSpec``) builds the router container
+from ``inferenceservice-config``'s ``router`` key (``image``, resources, pull policy and
+secrets; ``controller.go`` ``RouterConfig``) with the fixed args ``--graph-json <spec>``
+and, only when ``headers.propagate`` is set, the one env var ``PROPAGATE_HEADERS``. KServe's
+semantics on a cluster therefore take an image whose entrypoint adds
+``--status-policy kserve``.
+
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
 then the server shuts down gracefully. A second signal ends the drain at once.
@@ -22,7 +35,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -37,7 +50,7 @@ from nexus.router.executor import Executor
 from nexus.router.graph import Graph, load_graph_file, load_graph_json
 from nexus.router.headers import HeaderPropagation, compile_patterns
 from nexus.router.metrics import RouterMetrics
-from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES
+from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES, STATUS_POLICIES, StatusPolicy
 from nexus.router.server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SERVER_SECONDS,
@@ -48,6 +61,16 @@ from nexus.router.server import (
 log = logging.getLogger("nexus.router")
 DEFAULT_IDLE_SECONDS = 180  # Go's http.Server IdleTimeout in KServe's router
 DRAIN_SECONDS = 30.0  # KServe's drainSleepDuration
+POLICY_ENV = "NEXUS_ROUTER_STATUS_POLICY"
+
+
+def status_policy(flag: str | None, env: Mapping[str, str]) -> StatusPolicy:
+    """The flag, else ``NEXUS_ROUTER_STATUS_POLICY``, else ``client``; anything else is refused."""
+    value = flag or env.get(POLICY_ENV) or "client"
+    for policy in STATUS_POLICIES:
+        if value == policy:
+            return policy
+    raise ConfigError(f"{POLICY_ENV} must be one of {', '.join(STATUS_POLICIES)}, got {value!r}")
 
 
 def _positive(text: str) -> int:
@@ -87,6 +110,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_RESPONSE_BYTES,
         help="largest step answer read whole; longer ones are a 502",
     )
+    parser.add_argument(
+        "--status-policy",
+        choices=STATUS_POLICIES,
+        default=None,
+        help="client: the answering step's status (default); kserve: KServe's exact statuses",
+    )
     parser.add_argument("--inferencegraph-name", default="")
     parser.add_argument("--enable-tls", action="store_true")
     parser.add_argument("--enable-auth", action="store_true")
@@ -125,6 +154,7 @@ def build(
     state: RouterState,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    policy: StatusPolicy = "client",
 ) -> RouterApp:
     """Wire the router's objects; everything mutable is created here, none at import."""
     registry = CollectorRegistry()
@@ -133,7 +163,7 @@ def build(
     caller = StepCaller(
         graph=graph, metrics=metrics, host_map=host_map, max_response_bytes=max_response_bytes
     )
-    executor = Executor(graph=graph, caller=caller, metrics=metrics)
+    executor = Executor(graph=graph, caller=caller, metrics=metrics, status_policy=policy)
     patterns = os.environ.get("PROPAGATE_HEADERS")
     timeouts = graph.timeouts
     return RouterApp(
@@ -167,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         host_map = parse_host_map(args.host_map)
         limits = EdgeLimits.from_env(os.environ)
+        policy = status_policy(args.status_policy, os.environ)
     except (ConfigError, ValueError) as exc:
         log.error("cannot start the router: %s", exc)
         return 2
@@ -177,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state=state,
         max_body_bytes=args.max_body_bytes,
         max_response_bytes=args.max_response_bytes,
+        policy=policy,
     )
     # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
     # read-time limits (NEXUS_EDGE_* environment variables).
@@ -196,7 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=graph.timeouts.server_idle or DEFAULT_IDLE_SECONDS,
     )
     server = DrainingServer(config, state=state, drain_seconds=args.drain_seconds)
-    log.info("router serving graph %r on port %d", graph.name or "(from --graph-json)", args.port)
+    log.info(
+        "router serving graph %r on port %d (status policy %s)",
+        graph.name or "(from --graph-json)",
+        args.port,
+        policy,
+    )
     server.run()
     return 0
 
