@@ -28,6 +28,7 @@ def start_router(start_router: RouterFactory) -> RouterFactory:
 
     return start
 
+
 FAILED = "Failed to process request"
 
 
