@@ -16,7 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from nexus.local.front import Backend, Front, RevisionMetrics, front_app
 from tests.router.conftest import Models, RouterFactory, sequence
 from tests.support.processes import free_port
 
@@ -67,6 +69,28 @@ async def dropping() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@pytest.fixture
+async def front_of_dead_revision() -> AsyncIterator[int]:
+    """The local platform's InferenceService front whose only revision is gone.
+
+    It answers the JSON 503 seen in the chaos run ("revision ... is unreachable"), whose
+    ``error.type`` (``service_unavailable``) is not a Nexus transformer's.
+    """
+    async with aiohttp.ClientSession() as session:
+        front = Front(isvc="llama-8b", session=session,
+                      metrics=RevisionMetrics(CollectorRegistry()))  # fmt: skip
+        dead = f"http://127.0.0.1:{free_port()}"
+        front.set_backends([Backend("llama-8b-predictor-00003", dead, 100)])
+        runner = web.AppRunner(front_app(front), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield port
+        finally:
+            await runner.cleanup()
+
+
 def graph_args(primary_port: int, models: Models, policy: str) -> list[str]:
     return [
         *("--host-map", f"{PRIMARY}=127.0.0.1:{primary_port}"),
@@ -105,6 +129,20 @@ async def test_plain_503_falls_back_under_client_policy(
     client: aiohttp.ClientSession,
 ) -> None:
     router = start_router(graph_file=GRAPH, args=graph_args(plain_503, models, "client"))
+    await assert_fallback_answers(router.url, models, client)
+
+
+async def test_local_fronts_503_falls_back_under_client_policy(
+    models: Models,
+    front_of_dead_revision: int,
+    start_router: RouterFactory,
+    client: aiohttp.ClientSession,
+) -> None:
+    async with client.post(f"http://127.0.0.1:{front_of_dead_revision}/", json={}) as response:
+        assert response.status == 503
+        assert "is unreachable" in (await response.json())["error"]["message"]
+    args = graph_args(front_of_dead_revision, models, "client")
+    router = start_router(graph_file=GRAPH, args=args)
     await assert_fallback_answers(router.url, models, client)
 
 

@@ -25,7 +25,7 @@ import orjson
 import pygjson
 
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
-from nexus.errors import UpstreamServerError, UpstreamUnavailable
+from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
 
 FAILURE_MESSAGE = "Failed to process request"
@@ -191,13 +191,34 @@ def upstream_failure_reply(step: str, status: int, cause: str) -> Reply:
     return Reply(error.status, error.body_bytes(), step, _valid=True)
 
 
-def is_error_json(reply: Reply) -> bool:
-    """Whether a buffered answer is an OpenAI-shaped error (``error.type`` exists).
+def _nexus_error_types() -> frozenset[str]:
+    """Every ``error.type`` a Nexus error body can carry (the classes of ``nexus.errors``)."""
+    found: set[str] = set()
+    pending: list[type[NexusError]] = [NexusError]
+    while pending:
+        cls = pending.pop()
+        found.add(cls.error_type)
+        pending.extend(cls.__subclasses__())
+    return frozenset(found)
 
-    Every Nexus transformer error has that shape (``nexus.errors.NexusError.body``); the
-    transformer decides itself whether it is an upstream failure, so its body is kept.
+
+# Immutable, computed once: what tells the transformer's JSON error from another's.
+NEXUS_ERROR_TYPES = _nexus_error_types()
+
+
+def is_transformer_error(reply: Reply) -> bool:
+    """Whether a buffered answer is a Nexus transformer's JSON error body.
+
+    That body's ``error.type`` is one of ``nexus.errors``' types (``NexusError.body``); the
+    transformer decides itself whether it is an upstream failure, so it is kept. The local
+    front's 503 (``nexus/local/front.py``: ``"type": "service_unavailable"``), Knative's
+    activator and queue-proxy (plain text) and KServe's model servers
+    (``{"error": "<text>"}``) are not.
     """
-    return reply.is_valid_json and bool(pygjson.get_bytes(reply.body, "error.type").exists())
+    if not reply.is_valid_json:
+        return False
+    kind = pygjson.get_bytes(reply.body, "error.type")
+    return kind.exists() and kind.to_str() in NEXUS_ERROR_TYPES
 
 
 class StepRunner(Protocol):

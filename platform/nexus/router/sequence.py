@@ -17,18 +17,18 @@ KServe semantics (status policy ``kserve``), case by case, from KServe v0.20.0
 - A transport failure calling a step (refused, reset, timeout) ends the node with the
   router's own 500, whatever steps follow.
 
-Status policy ``client`` (the Nexus router's default; ``--status-policy``, below) differs
-in two ways, so an OpenAI client can act on the status and ``chat-fallback`` covers the
-primary being down:
+Status policy ``client`` (the Nexus router's default; ``--status-policy`` in
+``router/__main__.py``) differs in two ways, so an OpenAI client can act on the status and
+``chat-fallback`` covers the primary being down:
 
 - A condition that does not hold returns the previous body with **that step's status**
   (a 401 or 429 from the primary stays a 401 or 429).
 - When the next step is conditional, a step that cannot be reached (the transport
-  failures above) or that answers a 5xx that is not an OpenAI-shaped error JSON (the local
-  front's or Knative's activator's plain 502/503 while the transformer is gone) is turned
-  into the transformer's upstream-failure body (``nexus.errors.UpstreamFailure``: 502 for
-  transport, the step's own 5xx otherwise, with ``error.upstream_failure``), so the
-  fallback's ``error.upstream_failure`` condition matches.
+  failures above) or that answers a 5xx that is not a Nexus transformer's error JSON
+  (the local front's JSON 503, Knative's activator's plain 502/503: the transformer is
+  gone) is turned into the transformer's upstream-failure body
+  (``nexus.errors.UpstreamFailure``: 502 for transport, the step's own 5xx otherwise,
+  with ``error.upstream_failure``), so the fallback's condition matches.
 
 Nexus extension: a 2xx ``text/event-stream`` reply is relayed as a stream. If the next
 step is conditional, the stream is the answer (a streaming success skips the conditional
@@ -51,7 +51,7 @@ from nexus.router.reply import (
     Reply,
     StepRunner,
     condition_holds,
-    is_error_json,
+    is_transformer_error,
     upstream_failure_reply,
 )
 
@@ -101,6 +101,6 @@ async def _run_guarded(runner: StepRunner, step: Step, body: bytes, headers: Hea
         if not exc.upstream:
             raise
         return upstream_failure_reply(exc.step or step.label, 0, exc.cause)
-    if reply.status >= 500 and reply.stream is None and not is_error_json(reply):
+    if reply.status >= 500 and reply.stream is None and not is_transformer_error(reply):
         return upstream_failure_reply(reply.step, reply.status, "")
     return reply
