@@ -105,7 +105,8 @@ async def one_request(
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     endpoints = json.loads((args.state_dir / "endpoints.json").read_text())
-    url = endpoints["graphs"][args.graph].rstrip("/") + "/openai/v1/chat/completions"
+    base = args.url or endpoints["graphs"][args.graph]
+    url = base.rstrip("/") + "/openai/v1/chat/completions"
     headers = {"Authorization": f"Bearer {endpoints['api_key']}",
                "Content-Type": "application/json"}  # fmt: skip
     body = orjson.dumps({"model": "chat", "max_tokens": args.max_tokens,
@@ -146,6 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--state-dir", type=Path, default=Path(".nexus"))
     parser.add_argument("--graph", default="chat-fallback")
+    parser.add_argument("--url", default="", help="a router of the graph started by hand")
     parser.add_argument("--isvc", default="llama-8b", help="the primary InferenceService")
     parser.add_argument("--rate", type=float, default=8.0, help="requests a second")
     parser.add_argument("--duration", type=float, default=60.0,
