@@ -217,3 +217,24 @@ async def test_plain_503_is_invalid_response_under_kserve_policy(
         body = await response.json()
     assert body == {"error": FAILED, "cause": "invalid response"}
     assert models.calls("/openai") == []
+
+
+async def test_split_fallback_falls_back_when_both_split_models_are_down(
+    models: Models, start_router: RouterFactory, client: aiohttp.ClientSession
+) -> None:
+    # The primary is a nested Splitter node: its transport error keeps its upstream mark.
+    graph = REPO / "graphs" / "inferencegraph.chat-split-fallback.yaml"
+    down = free_port()
+    args = [
+        *("--host-map", f"{PRIMARY}=127.0.0.1:{down}"),
+        *("--host-map", f"mistral-7b.nexus.svc.cluster.local=127.0.0.1:{down}"),
+        *("--host-map", f"{FALLBACK}=127.0.0.1:{models.port}"),
+    ]
+    router = start_router(graph_file=graph, args=args)
+    for _ in range(4):
+        async with client.post(router.url, json=REQUEST) as response:
+            assert response.status == 200, await response.text()
+            assert response.headers["x-nexus-graph-step"] == "qwen-1-5b"
+    calls = models.calls("/openai/v1/chat/completions")
+    assert len(calls) == 4
+    assert {c.headers["X-Nexus-Fallback"] for c in calls} <= {"llama-8b", "mistral-7b"}

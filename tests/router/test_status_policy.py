@@ -11,15 +11,20 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from openai import AsyncOpenAI, AuthenticationError, RateLimitError
+from openai.types.chat import ChatCompletionMessageParam
 
+from nexus.errors import AuthenticationFailed, NexusError, RateLimited
 from tests.router.conftest import Models, RouterFactory, sequence
 from tests.support.processes import free_port, python_module
 
+GRAPHS = sorted((Path(__file__).resolve().parents[2] / "graphs").glob("*.yaml"))
 LIMITER_DOWN = {
     "error": {
         "message": "rate limiter unavailable",
@@ -150,3 +155,48 @@ async def test_a_non_error_json_5xx_becomes_an_upstream_failure(
         assert await response.json() == {"predictions": "fb"}
     [call] = models.calls("/predictions/fb")
     assert call.headers["X-Nexus-Fallback"] == "primary"
+
+
+@pytest.fixture
+async def refusing() -> AsyncIterator[tuple[int, list[int]]]:
+    """Transformers that refuse every request with ``statuses[0]``, in ``nexus.errors`` shape."""
+    statuses = [401]
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        error: NexusError = (
+            AuthenticationFailed("invalid API key")
+            if statuses[0] == 401
+            else RateLimited("rate limit exceeded", retry_after=1)
+        )
+        return web.Response(status=error.status, body=error.body_bytes(),
+                            content_type="application/json")  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port, statuses
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda p: p.stem)
+async def test_openai_client_raises_for_a_bad_key_and_a_spent_limit_through_every_graph(
+    graph: Path, refusing: tuple[int, list[int]], start_router: RouterFactory
+) -> None:
+    port, statuses = refusing
+    args = [arg for host in ("llama-8b", "qwen-1-5b", "mistral-7b")
+            for arg in ("--host-map", f"{host}.nexus.svc.cluster.local=127.0.0.1:{port}")]  # fmt: skip
+    router = start_router(graph_file=graph, args=args)
+    openai = AsyncOpenAI(base_url=router.url + "/openai/v1", api_key="wrong", max_retries=0)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    async with openai:
+        with pytest.raises(AuthenticationError):
+            await openai.chat.completions.create(model="chat", messages=messages)
+        statuses[0] = 429
+        with pytest.raises(RateLimitError):
+            await openai.chat.completions.create(model="chat", messages=messages)
