@@ -1,7 +1,7 @@
 """Sequence node: steps in order, each fed the original request or the previous response.
 
 KServe semantics (status policy ``kserve``), case by case, from KServe v0.20.0
-``cmd/router/main.go`` (``executeNode``'s Sequence branch):
+``cmd/router/main.go`` (``routeStep``'s Sequence branch):
 
 - ``data: $response`` sends the previous step's body (ignored on the first step);
   anything else sends the node's input.
@@ -22,7 +22,8 @@ Status policy ``client`` (the Nexus router's default; ``--status-policy`` in
 ``chat-fallback`` covers the primary being down:
 
 - A condition that does not hold returns the previous body with **that step's status**
-  (a 401 or 429 from the primary stays a 401 or 429).
+  (a 401 or 429 from the primary stays a 401 or 429), where KServe returns
+  ``responseBytes, 200, nil``.
 - When the next step is conditional, a step that cannot be reached (the transport
   failures above) or that answers a 5xx that is not a Nexus transformer's error JSON
   (the local front's JSON 503, Knative's activator's plain 502/503: the transformer is
