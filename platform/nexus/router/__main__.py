@@ -12,9 +12,9 @@ Status policy (``--status-policy``, else ``NEXUS_ROUTER_STATUS_POLICY``, else ``
 ``client`` answers the status of the step whose body is returned and turns an unreachable
 or plain-5xx primary into an upstream failure its fallback can match; ``kserve`` keeps
 KServe's exact semantics (``router/sequence.py``). ``client`` is the image's default because
-a platform cannot pass the router anything else: KServe v0.20.0's InferenceGraph
-reconciler (``pkg/controller/v1alpha1/inferencegraph/raw_ig.go`` and
-``knative_reconciler.go``, ``createInferenceGraphPodSpec``) builds the router container
+a platform cannot pass the router anything else. KServe's InferenceGraph reconciler
+(v0.20.0, and master at aaac4e294: ``pkg/controller/v1alpha1/inferencegraph/raw_ig.go``
+``createInferenceGraphPodSpec``, ``knative_reconciler.go``) builds the router container
 from ``inferenceservice-config``'s ``router`` key (``image``, resources, pull policy and
 secrets; ``controller.go`` ``RouterConfig``) with the fixed args ``--graph-json <spec>``
 and, only when ``headers.propagate`` is set, the one env var ``PROPAGATE_HEADERS``. KServe's
