@@ -113,9 +113,10 @@ async def test_bad_key_on_primary_does_not_fall_back(
     with platform(tmp_path, primary_down=True) as p:
         async with client.post(p.router.url + CHAT_PATH, json=chat(),
                                headers={"Authorization": "Bearer wrong"}) as response:  # fmt: skip
-            # KServe quirk: the skipped fallback step ends the Sequence with status 200 and
-            # the primary's body, here the transformer's 401 error.
-            assert response.status == 200
+            # The router's `client` status policy (its default): the skipped fallback step
+            # ends the Sequence with the primary's status and body, the transformer's 401
+            # (KServe's router answers 200: tests/router/test_conformance.py).
+            assert response.status == 401
             assert response.headers["x-nexus-graph-step"] == "llama-8b"
             error = (await response.json())["error"]
         assert error["type"] == "authentication_error"

@@ -1,15 +1,33 @@
 """KServe router behaviour, case by case, against the router process and real upstreams.
 
 Each case mirrors a behaviour of KServe's ``cmd/router`` (its unit tests or its code
-paths); the test name says which.
+paths); the test name says which. Every router here runs the ``kserve`` status policy
+(the image's default is ``client``: ``tests/router/test_status_policy.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import aiohttp
 import orjson
+import pytest
 
-from tests.router.conftest import Models, RouterFactory, sequence
+from tests.router.conftest import Models, Router, RouterFactory, sequence
+
+
+@pytest.fixture
+def start_router(start_router: RouterFactory) -> RouterFactory:
+    """The shared factory, with KServe's exact status semantics."""
+
+    def start(
+        spec: Mapping[str, Any] | None = None, *, args: Sequence[str] = (), **kwargs: Any
+    ) -> Router:
+        return start_router(spec, args=["--status-policy", "kserve", *args], **kwargs)
+
+    return start
+
 
 FAILED = "Failed to process request"
 

@@ -348,6 +348,7 @@ class Reconciler:
             args = [
                 *(sys.executable, "-m", "nexus.router", "--graph-file", str(path)),
                 *("--port", str(port), "--host", "127.0.0.1", "--drain-seconds", "0"),
+                *("--status-policy", "client"),
                 *hosts,
             ]
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -10,6 +10,19 @@ variables (``nexus.edge.protocol``); their defaults apply under KServe, which pa
 ``--any-method`` keeps KServe's every-method graph entry (no model list, no 405s; see
 ``server.py``).
 
+Status policy (``--status-policy``, else ``NEXUS_ROUTER_STATUS_POLICY``, else ``client``):
+``client`` answers the status of the step whose body is returned and turns an unreachable
+or plain-5xx primary into an upstream failure its fallback can match; ``kserve`` keeps
+KServe's exact semantics (``router/sequence.py``). ``client`` is the image's default because
+a platform cannot pass the router anything else. KServe's InferenceGraph reconciler
+(v0.20.0, and master at aaac4e294: ``pkg/controller/v1alpha1/inferencegraph/raw_ig.go``
+``createInferenceGraphPodSpec``, ``knative_reconciler.go``) builds the router container
+from ``inferenceservice-config``'s ``router`` key (``image``, resources, pull policy and
+secrets; ``controller.go`` ``RouterConfig``) with the fixed args ``--graph-json <spec>``
+and, only when ``headers.propagate`` is set, the one env var ``PROPAGATE_HEADERS``. KServe's
+semantics on a cluster therefore take an image whose entrypoint adds
+``--status-policy kserve``.
+
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
 then the server shuts down gracefully. A second signal ends the drain at once.
@@ -24,7 +37,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -40,7 +53,7 @@ from nexus.router.graph import Graph, load_graph_file, load_graph_json
 from nexus.router.headers import HeaderPropagation, compile_patterns
 from nexus.router.listing import ModelListing
 from nexus.router.metrics import RouterMetrics
-from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES
+from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES, STATUS_POLICIES, StatusPolicy
 from nexus.router.server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SERVER_SECONDS,
@@ -51,6 +64,16 @@ from nexus.router.server import (
 log = logging.getLogger("nexus.router")
 DEFAULT_IDLE_SECONDS = 180  # Go's http.Server IdleTimeout in KServe's router
 DRAIN_SECONDS = 30.0  # KServe's drainSleepDuration
+POLICY_ENV = "NEXUS_ROUTER_STATUS_POLICY"
+
+
+def status_policy(flag: str | None, env: Mapping[str, str]) -> StatusPolicy:
+    """The flag, else ``NEXUS_ROUTER_STATUS_POLICY``, else ``client``; anything else is refused."""
+    value = flag or env.get(POLICY_ENV) or "client"
+    for policy in STATUS_POLICIES:
+        if value == policy:
+            return policy
+    raise ConfigError(f"{POLICY_ENV} must be one of {', '.join(STATUS_POLICIES)}, got {value!r}")
 
 
 def _positive(text: str) -> int:
@@ -95,6 +118,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="KServe's behaviour: every method and path runs the graph (no 405, no model list)",
     )
+    parser.add_argument(
+        "--status-policy",
+        choices=STATUS_POLICIES,
+        default=None,
+        help="client: the answering step's status (default); kserve: KServe's exact statuses",
+    )
     parser.add_argument("--inferencegraph-name", default="")
     parser.add_argument("--enable-tls", action="store_true")
     parser.add_argument("--enable-auth", action="store_true")
@@ -134,6 +163,7 @@ def build(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     any_method: bool = False,
+    policy: StatusPolicy = "client",
 ) -> RouterApp:
     """Wire the router's objects; everything mutable is created here, none at import."""
     registry = CollectorRegistry()
@@ -142,7 +172,7 @@ def build(
     caller = StepCaller(
         graph=graph, metrics=metrics, host_map=host_map, max_response_bytes=max_response_bytes
     )
-    executor = Executor(graph=graph, caller=caller, metrics=metrics)
+    executor = Executor(graph=graph, caller=caller, metrics=metrics, status_policy=policy)
     patterns = os.environ.get("PROPAGATE_HEADERS")
     timeouts = graph.timeouts
     return RouterApp(
@@ -177,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         host_map = parse_host_map(args.host_map)
         limits = EdgeLimits.from_env(os.environ)
+        policy = status_policy(args.status_policy, os.environ)
     except (ConfigError, ValueError) as exc:
         log.error("cannot start the router: %s", exc)
         return 2
@@ -188,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         max_response_bytes=args.max_response_bytes,
         any_method=args.any_method,
+        policy=policy,
     )
     # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
     # read-time limits (NEXUS_EDGE_* environment variables).
@@ -207,7 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=graph.timeouts.server_idle or DEFAULT_IDLE_SECONDS,
     )
     server = DrainingServer(config, state=state, drain_seconds=args.drain_seconds)
-    log.info("router serving graph %r on port %d", graph.name or "(from --graph-json)", args.port)
+    log.info(
+        "router serving graph %r on port %d (status policy %s)",
+        graph.name or "(from --graph-json)",
+        args.port,
+        policy,
+    )
     server.run()
     return 0
 

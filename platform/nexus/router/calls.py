@@ -18,6 +18,8 @@ Nexus extensions:
   is a 502 naming the step. Error causes name the URL of the graph spec and a fixed
   reason in Go's words; the address a call really went to (``--host-map``) and aiohttp's
   own error text are only logged (issue 12: they leaked into error bodies).
+- Transport failures (timeout, connect, reset, EOF) are marked ``upstream`` so that a
+  Sequence under the ``client`` status policy can treat them as upstream failures.
 """
 
 from __future__ import annotations
@@ -137,15 +139,18 @@ class StepCaller:
                 f'Post "{url}": context deadline exceeded '
                 "(Client.Timeout exceeded while awaiting headers)",
                 step=label,
+                upstream=True,
             ) from None
         except aiohttp.ClientConnectorError as exc:
             self.metrics.observe_step(label, "error", now() - started)
             log.warning("step %s: connecting to %s failed: %s", label, target, exc)
-            raise GraphError(f'Post "{url}": {_dial_error(exc, url)}', step=label) from exc
+            cause = f'Post "{url}": {_dial_error(exc, url)}'
+            raise GraphError(cause, step=label, upstream=True) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             self.metrics.observe_step(label, "error", now() - started)
             log.warning("step %s: call to %s failed: %r", label, target, exc)
-            raise GraphError(f'Post "{url}": {_transport_reason(exc)}', step=label) from exc
+            cause = f'Post "{url}": {_transport_reason(exc)}'
+            raise GraphError(cause, step=label, upstream=True) from exc
         self.metrics.observe_step(label, response.status, now() - started)
         return Reply(response.status, payload, label)
 

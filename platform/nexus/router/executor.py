@@ -21,7 +21,7 @@ from nexus.router.calls import StepCaller
 from nexus.router.ensemble import run_ensemble
 from nexus.router.graph import Graph, Node, Step
 from nexus.router.metrics import RouterMetrics
-from nexus.router.reply import GraphError, Headers, Reply
+from nexus.router.reply import GraphError, Headers, Reply, StatusPolicy
 from nexus.router.sequence import run_sequence
 from nexus.router.splitter import run_splitter
 from nexus.router.switch import run_switch
@@ -59,8 +59,10 @@ class Executor:
         caller: StepCaller,
         metrics: RouterMetrics,
         rng: random.Random | None = None,
+        status_policy: StatusPolicy = "client",
     ) -> None:
         self.graph = graph
+        self.status_policy: StatusPolicy = status_policy
         self.caller = caller
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic splitting, not security
@@ -79,7 +81,9 @@ class Executor:
             try:
                 return await self.run_node(step.node_name, body, headers)
             except GraphError as exc:
-                raise GraphError(exc.cause, status=500, step=exc.step) from exc
+                raise GraphError(
+                    exc.cause, status=500, step=exc.step, upstream=exc.upstream
+                ) from exc
         return await self.caller.call(step.service_url, step.label, body, headers)
 
     def draw_percent(self) -> int:

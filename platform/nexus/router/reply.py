@@ -8,18 +8,24 @@ behaviour of reading a step's body whole.
 
 Router-made failures are :class:`GraphError`; the server renders them as KServe does:
 ``{"error": "Failed to process request", "cause": "<message>"}`` with the error's status.
+
+The status policy (:data:`StatusPolicy`) decides what a Sequence answers when it stops early:
+``kserve`` keeps KServe's status 200, ``client`` keeps the answering step's status, and
+turns a step that could not answer in JSON into the transformer's upstream-failure body
+(:func:`upstream_failure_reply`) so the next step's fallback condition can match it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import aiohttp
 import orjson
 import pygjson
 
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
+from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
 
 FAILURE_MESSAGE = "Failed to process request"
@@ -27,16 +33,23 @@ Headers = list[tuple[str, str]]
 # What a step may answer, read whole (KServe reads without a limit; 500 MB took the RSS
 # of an unbounded router past 1 GB, issue 12). Overridden by --max-response-bytes.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+StatusPolicy = Literal["client", "kserve"]
+STATUS_POLICIES: tuple[StatusPolicy, ...] = ("client", "kserve")
 
 
 class GraphError(Exception):
     """A failure the router answers itself (KServe's ``err != nil`` path)."""
 
-    def __init__(self, cause: str, *, status: int = 500, step: str = "") -> None:
+    def __init__(
+        self, cause: str, *, status: int = 500, step: str = "", upstream: bool = False
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.status = status
         self.step = step
+        # True when a step could not be reached or broke off (refused, reset, timeout):
+        # under the ``client`` policy that is an upstream failure, not the router's own.
+        self.upstream = upstream
 
     def body(self) -> bytes:
         return go_json({"error": FAILURE_MESSAGE, "cause": self.cause})
@@ -162,8 +175,56 @@ def sniff_content_type(body: bytes) -> bytes | None:
     return b"text/plain; charset=utf-8"
 
 
+def upstream_failure_reply(step: str, status: int, cause: str) -> Reply:
+    """The transformer's upstream-failure answer (``nexus.errors``), made by the router.
+
+    Used under the ``client`` policy for a step that failed without saying so in the
+    transformer's JSON: a transport failure (``status`` 0, answered as 502) or a plain
+    5xx such as Knative's activator or the local front produce when the transformer is gone.
+    """
+    if status:
+        error: UpstreamUnavailable | UpstreamServerError = UpstreamServerError(
+            f"step {step} answered {status} without a JSON error", status=status
+        )
+    else:
+        error = UpstreamUnavailable(f"step {step} could not answer: {cause}")
+    return Reply(error.status, error.body_bytes(), step, _valid=True)
+
+
+def _nexus_error_types() -> frozenset[str]:
+    """Every ``error.type`` a Nexus error body can carry (the classes of ``nexus.errors``)."""
+    found: set[str] = set()
+    pending: list[type[NexusError]] = [NexusError]
+    while pending:
+        cls = pending.pop()
+        found.add(cls.error_type)
+        pending.extend(cls.__subclasses__())
+    return frozenset(found)
+
+
+# Immutable, computed once: what tells the transformer's JSON error from another's.
+NEXUS_ERROR_TYPES = _nexus_error_types()
+
+
+def is_transformer_error(reply: Reply) -> bool:
+    """Whether a buffered answer is a Nexus transformer's JSON error body.
+
+    That body's ``error.type`` is one of ``nexus.errors``' types (``NexusError.body``); the
+    transformer decides itself whether it is an upstream failure, so it is kept. The local
+    front's 503 (``nexus/local/front.py``: ``"type": "service_unavailable"``), Knative's
+    activator and queue-proxy (plain text) and KServe's model servers
+    (``{"error": "<text>"}``) are not.
+    """
+    if not reply.is_valid_json:
+        return False
+    kind = pygjson.get_bytes(reply.body, "error.type")
+    return kind.exists() and kind.to_str() in NEXUS_ERROR_TYPES
+
+
 class StepRunner(Protocol):
     """What a node strategy needs from the graph executor (kept abstract to avoid a cycle)."""
+
+    status_policy: StatusPolicy
 
     async def run_step(self, step: Step, body: bytes, headers: Headers) -> Reply: ...
 
