@@ -1,0 +1,48 @@
+"""What can go wrong below HTTP when a server of ours calls an upstream: one family for both.
+
+The upstream client raises these, and only these, for transport faults (the way httpx maps
+socket and parser errors in one place); each server turns them into its own answer once:
+the transformer into ``UpstreamUnavailable``/``UpstreamTimeout``, the router into KServe's
+Go-worded step error. ``reason`` is a fixed, Go-like phrase ("connection refused", "EOF",
+"connection reset by peer"): never the OS's text, which can carry addresses.
+
+An async iterator of body chunks handed to the shared SSE relay raises ``TransportError``
+when the upstream breaks after the first byte.
+"""
+
+from __future__ import annotations
+
+
+class TransportError(Exception):
+    """A call to an upstream failed below HTTP; nothing usable came back."""
+
+    reason = "transport error"
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(self.reason)
+
+
+class ConnectFailed(TransportError):
+    """No connection: refused, unreachable, or the name did not resolve."""
+
+    reason = "connection refused"
+
+
+class ConnectionBroken(TransportError):
+    """The connection closed or reset before the answer was whole."""
+
+    reason = "EOF"
+
+
+class TransportTimeout(TransportError):
+    """The upstream did not answer, or stopped sending, within the deadline."""
+
+    reason = "timeout"
+
+
+class MalformedResponse(TransportError):
+    """The bytes that came back are not HTTP/1.1."""
+
+    reason = "malformed HTTP response"
