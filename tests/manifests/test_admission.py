@@ -82,6 +82,17 @@ def test_deployment_mode_rewritten_from_0_17_only() -> None:
     assert defaulted["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
 
 
+def test_transformer_container_concurrency_becomes_workers_unless_given() -> None:
+    doc = isvc()
+    doc["spec"]["transformer"]["containerConcurrency"] = 4
+    assert admission.transformer_args(doc)[-2:] == ["--workers", "4"]
+    doc["spec"]["transformer"]["containers"][0]["args"] = ["--workers", "2"]
+    args = admission.transformer_args(doc)
+    assert args is not None
+    assert args.count("--workers") == 1
+    assert args[:2] == ["--workers", "2"]
+
+
 def test_transformer_arguments_injected_unless_given() -> None:
     assert admission.transformer_args(isvc()) == [
         "--model_name",

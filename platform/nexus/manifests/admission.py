@@ -46,6 +46,7 @@ MODE_REWRITE_SINCE: Final = (0, 17, 0)
 ARG_MODEL_NAME: Final = "--model_name"
 ARG_PREDICTOR_HOST: Final = "--predictor_host"
 ARG_HTTP_PORT: Final = "--http_port"
+ARG_WORKERS: Final = "--workers"
 DEFAULT_HTTP_PORT: Final = "8080"
 
 COMPONENTS: Final = ("predictor", "transformer", "explainer")
@@ -140,8 +141,10 @@ def transformer_args(isvc: Mapping[str, Any]) -> list[str] | None:
 
     KServe ``pkg/apis/serving/v1beta1/transformer_custom.go``, ``GetContainer``: appends
     ``--model_name <isvc>``, ``--predictor_host <predictor service>.<namespace>`` and
-    ``--http_port 8080``, each only when the container's args do not already name it. The
-    predictor service is ``<isvc>-predictor`` (``constants.PredictorServiceName``, with
+    ``--http_port 8080``, each only when the container's args do not already name it, and
+    ``--workers <containerConcurrency>`` when the transformer sets ``containerConcurrency``
+    and its args do not name ``--workers`` (same function, ``constants.ArgumentWorkers``).
+    The predictor service is ``<isvc>-predictor`` (``constants.PredictorServiceName``, with
     ``components/transformer.go`` passing the predictor's name).
     """
     transformer = _component(isvc, "transformer")
@@ -164,6 +167,9 @@ def transformer_args(isvc: Mapping[str, Any]) -> list[str] | None:
     ):
         if not _includes_arg(args, flag):
             args += [flag, value]
+    concurrency = transformer.get("containerConcurrency")
+    if isinstance(concurrency, int) and not _includes_arg(args, ARG_WORKERS):
+        args += [ARG_WORKERS, str(concurrency)]
     return args
 
 
