@@ -10,7 +10,8 @@ a sniffed type as Go's server would set.
 Nexus extensions: ``GET /metrics`` (Prometheus text), the ``x-nexus-graph-step`` header
 naming the step that produced the answer, one JSON log line per request, and SSE relay:
 a streaming reply is forwarded chunk by chunk, and an upstream read stops as soon as the
-client goes away (so a model does not keep generating for nobody).
+client goes away (so a model does not keep generating for nobody). Body reading, answers
+and the relay are the transformer's too (``nexus.edge.asgi``, ``nexus.edge.sse``).
 
 ``routerTimeouts``: ``serverRead`` bounds reading the request body and ``serverWrite``
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
