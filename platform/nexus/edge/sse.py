@@ -52,7 +52,6 @@ class Relayed:
     status: int
     head_at: float | None = None  # perf_counter() when the head went out
     error: NexusError | None = None  # the upstream break told to the client
-    chunks: int = 0
 
     @property
     def client_left(self) -> bool:
@@ -98,7 +97,6 @@ async def relay(
                 continue
             if outcome.head_at is None:
                 await _start(send, head, outcome)
-            outcome.chunks += 1
             await send({"type": "http.response.body", "body": out, "more_body": True})
             ended = out.endswith(EVENT_END)
         rest = b"" if chunk_filter is None else chunk_filter.rest()
