@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexus.asgi import Message, read_body, request_id_from
+from nexus.edge.asgi import ReceiveEvent, read_body, request_id_from
 from nexus.errors import InvalidRequest, PayloadTooLarge
 from nexus.router.executor import map_predictions_to_instances
 from nexus.router.headers import HeaderPropagation, canonical_header_name, compile_patterns
@@ -60,12 +60,12 @@ def test_openai_parse_accepts_or_raises_invalid_request(kind: Any, raw: bytes) -
 async def test_read_body_returns_the_body_or_a_4xx(
     chunks: list[bytes], limit: int, declared: bytes | None
 ) -> None:
-    messages: list[Message] = [
+    messages: list[ReceiveEvent] = [
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
         for i, c in enumerate(chunks)
     ]
 
-    async def receive() -> Message:
+    async def receive() -> ReceiveEvent:
         return messages.pop(0)
 
     try:

@@ -6,7 +6,9 @@
   counter say 502; the router prints no traceback.
 - ``routerTimeouts.serverWrite`` passes while a stream flows: ``event: error``, 504 logged.
 - The client leaves: the upstream sees its connection closed at once, even while it is
-  sending nothing (it waits for EOF from the router), and the log line says 499.
+  sending nothing (it waits for EOF from the router), and the log line says 499; through
+  router and transformer both (one shared relay, ``nexus.edge.sse``), the predictor sees it.
+- The client leaves before its body is whole: 499, no step called, no traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import orjson
 
 from tests.router.conftest import Models, Router, RouterFactory, sequence
 from tests.support.raw_sse import SSE_HEAD, chunk, raw_upstream
-from tests.support.servers import cpu_llm
+from tests.support.servers import Transformer, cpu_llm, transformer
+from tests.transformer.conftest import BASE_ENV, KEY, chat
+
+EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
 
 
 def _log_lines(router: Router) -> list[dict[str, object]]:
@@ -151,3 +156,66 @@ async def test_server_write_deadline_ends_a_stream_with_an_error_event(
     assert (entry["status"], entry["stream"]) == (504, True)
     assert await _metric(client, router, 'nexus_router_requests_total{code="504"} 1.0')
     _assert_no_traceback(router)
+
+
+async def test_client_leaving_a_two_hop_stream_closes_the_predictor_at_once(
+    tmp_path: Path, start_router: RouterFactory, client: aiohttp.ClientSession
+) -> None:
+    """Router and transformer share one relay: the departure travels both hops at once."""
+    closed = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + chunk(EVENT))
+        await writer.drain()
+        if await reader.read() == b"":  # only the transformer closing its side ends this
+            closed.set()
+        writer.close()
+
+    async with raw_upstream(stall) as predictor:
+        with transformer(tmp_path, model="chat", predictor_host=f"127.0.0.1:{predictor.port}",
+                         env=BASE_ENV) as gateway:  # fmt: skip
+            router = start_router(
+                sequence({"name": "chat", "serviceUrl": f"{gateway.url}/v1/chat/completions"}),
+                env={"PROPAGATE_HEADERS": "Authorization"},
+            )
+            response = await client.post(
+                router.url, json=chat(stream=True), headers={"Authorization": f"Bearer {KEY}"}
+            )
+            assert response.status == 200
+            assert await response.content.readuntil(b"\n\n") == EVENT
+            left = time.monotonic()
+            response.close()
+            await asyncio.wait_for(closed.wait(), timeout=5)
+            assert time.monotonic() - left < 2
+            deadline = time.monotonic() + 5
+            while not (_log_lines(router) and _gateway_lines(gateway)):
+                assert time.monotonic() < deadline, "no log line for the abandoned stream"
+                await asyncio.sleep(0.05)
+            assert "Traceback" not in gateway.process.output()
+            assert [e["status"] for e in _gateway_lines(gateway)] == [499]
+    assert [(e["status"], e["stream"]) for e in _log_lines(router)] == [(499, True)]
+    _assert_no_traceback(router)
+
+
+async def test_client_leaving_mid_body_is_logged_499_without_a_traceback(
+    start_router: RouterFactory, models: Models
+) -> None:
+    """The shared body reader: a client that leaves before its body is whole."""
+    router = start_router(sequence({"name": "echo", "serviceUrl": models.url("/echo")}))
+    _, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    writer.write(b'POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 100\r\n\r\n{"half":')
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    deadline = time.monotonic() + 5
+    while not _log_lines(router):
+        assert time.monotonic() < deadline, "no log line for the abandoned request"
+        await asyncio.sleep(0.05)
+    assert [(e["status"], e["stream"]) for e in _log_lines(router)] == [(499, False)]
+    assert models.seen == []
+    _assert_no_traceback(router)
+
+
+def _gateway_lines(gateway: Transformer) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in gateway.process.output().splitlines()
+            if line.startswith("{") and '"request_id"' in line]  # fmt: skip

@@ -5,7 +5,7 @@ the charge for clients that leave. Here, against a raw upstream (``tests/support
 a chunked stream cut without its last chunk ends with ``event: error`` and no
 ``[DONE]``, its log line carries the error and the process prints no traceback; and a
 client that hangs up closes the predictor connection at once, while the predictor sends
-nothing (issue 11).
+nothing (issue 11); a client that leaves before its body is whole is logged 499.
 """
 
 from __future__ import annotations
@@ -100,4 +100,21 @@ async def test_client_leaving_closes_the_predictor_connection_at_once(tmp_path: 
                 assert time.monotonic() - left < 2
             entry = await _wait_log(gateway)
             _assert_no_traceback(gateway)
+    assert entry["status"] == 499
+
+
+async def test_client_leaving_mid_body_is_logged_499_without_a_traceback(tmp_path: Path) -> None:
+    """The shared body reader (``nexus.edge.asgi``), as the router's test does it."""
+    with transformer(tmp_path, model="chat", predictor_host="127.0.0.1:9",
+                     env=BASE_ENV) as gateway:  # fmt: skip
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nX-API-Key: " + KEY.encode()
+            + b'\r\nContent-Length: 100\r\n\r\n{"half":'
+        )  # fmt: skip
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        entry = await _wait_log(gateway)
+        _assert_no_traceback(gateway)
     assert entry["status"] == 499

@@ -56,7 +56,7 @@ def test_a_failed_start_closes_the_session() -> None:
     gateway = Gateway(
         settings=settings,
         metrics=GatewayMetrics(new_registry(), tenant_label=False),
-        kserve_app=no_app,
+        build_kserve_app=lambda _upstream: no_app,
         access_log=AccessLog("nexus.test"),
     )
     with warnings.catch_warnings(record=True) as caught:

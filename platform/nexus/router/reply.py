@@ -17,6 +17,8 @@ turns a step that could not answer in JSON into the transformer's upstream-failu
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,6 +26,7 @@ import aiohttp
 import orjson
 import pygjson
 
+from nexus.edge.failures import ConnectionBroken
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
 from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
@@ -96,6 +99,22 @@ class Reply:
         finally:
             stream.release()
         return Reply(status=self.status, body=body, step=self.step)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """A streaming reply's body as it arrives, for the shared relay (``edge/sse.py``).
+
+        aiohttp's errors become ``ConnectionBroken``, the relay's contract for an upstream
+        break; the connection is closed whichever way the iteration ends.
+        """
+        stream = self.stream
+        assert stream is not None
+        try:
+            async for chunk in stream.content.iter_any():
+                yield chunk
+        except (OSError, asyncio.IncompleteReadError, ValueError, aiohttp.ClientError) as exc:
+            raise ConnectionBroken from exc
+        finally:
+            stream.close()
 
     def close(self) -> None:
         """Drop an unread stream (a later error made it unnecessary)."""

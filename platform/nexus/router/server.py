@@ -10,7 +10,8 @@ a sniffed type as Go's server would set.
 Nexus extensions: ``GET /metrics`` (Prometheus text), the ``x-nexus-graph-step`` header
 naming the step that produced the answer, one JSON log line per request, and SSE relay:
 a streaming reply is forwarded chunk by chunk, and an upstream read stops as soon as the
-client goes away (so a model does not keep generating for nobody).
+client goes away (so a model does not keep generating for nobody). Body reading, answers
+and the relay are the transformer's too (``nexus.edge.asgi``, ``nexus.edge.sse``).
 
 ``routerTimeouts``: ``serverRead`` bounds reading the request body and ``serverWrite``
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
@@ -51,12 +52,26 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from functools import partial
 
-import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nexus.asgi import ClientDisconnected, Receive, Scope, Send, read_body, request_id_from
+from nexus.edge.asgi import (
+    ClientDisconnected,
+    Headers,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    request_id_from,
+    respond,
+)
+from nexus.edge.failures import TransportError
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
+from nexus.edge.sse import CLIENT_CLOSED, relay
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
@@ -70,8 +85,6 @@ STEP_HEADER = b"x-nexus-graph-step"
 JSON = b"application/json"
 DEFAULT_SERVER_SECONDS = 60
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the transformer's GATEWAY_MAX_BODY_BYTES default
-CLIENT_CLOSED = 499  # logged when the client left before its body arrived (nginx's code)
-STREAM_BROKEN = 502  # logged when the upstream broke a stream after its headers were sent
 MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 
 log = logging.getLogger("nexus.router.access")
@@ -120,8 +133,7 @@ class RouterApp:
         self.log_requests = log.isEnabledFor(logging.INFO)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
+        if scope["type"] == "http":
             path = scope["path"]
             if path == "/readyz":
                 await self._ready(send)
@@ -132,7 +144,7 @@ class RouterApp:
                 await self._not_graph(scope, send)
             else:
                 await self._graph(scope, receive, send)
-        elif kind == "lifespan":
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -157,7 +169,7 @@ class RouterApp:
         else:
             await _send(send, 200, b"", None)
 
-    async def _not_graph(self, scope: Scope, send: Send) -> None:
+    async def _not_graph(self, scope: HTTPScope, send: Send) -> None:
         """The model listing, or a 405: a request that is not a graph run."""
         assert self.listing is not None
         started = now()
@@ -178,7 +190,7 @@ class RouterApp:
         self.metrics.observe_request(status, elapsed)
         self._log(scope, scope["headers"], status, elapsed, "", False)
 
-    async def _graph(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _graph(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         started = now()
         headers = scope["headers"]
         status = 500
@@ -213,7 +225,19 @@ class RouterApp:
                         await _send(send, status, reply.body, content_type, step)
                     else:
                         streamed = True
-                        status, error = await self._relay(reply, receive, send, started)
+                        # The head goes out at once: the histogram times it, as KServe's
+                        # buffered answers are timed at their (only) write.
+                        self.metrics.request_seconds.observe(now() - started)
+                        relayed = await relay(
+                            reply.chunks(),
+                            receive=receive,
+                            send=send,
+                            head=_stream_head(reply),
+                            on_break=partial(self._broken, reply.step),
+                            render=NexusError.body_bytes,
+                        )
+                        status = relayed.status
+                        error = relayed.error.message if relayed.error else ""
         except ClientDisconnected:
             status = CLIENT_CLOSED
         except TimeoutError:
@@ -240,13 +264,9 @@ class RouterApp:
                 self.metrics.observe_request(status, elapsed)
             self._log(scope, headers, status, elapsed, step, streamed, error)
 
-    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read(self, scope: HTTPScope, receive: Receive) -> bytes:
         """The request body within the size limit, checked for nesting when conditions read it."""
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-                break
+        declared = header(scope["headers"], b"content-length")
         try:
             body = await read_body(receive, limit=self.max_body_bytes, content_length=declared)
         except NexusError as exc:  # PayloadTooLarge (413), InvalidRequest (400)
@@ -266,8 +286,8 @@ class RouterApp:
 
     def _log(
         self,
-        scope: Scope,
-        headers: list[tuple[bytes, bytes]],
+        scope: HTTPScope,
+        headers: Headers,
         status: int,
         elapsed: float,
         step: str,
@@ -290,64 +310,28 @@ class RouterApp:
             fields["error"] = error
         self.access_log.write(fields)
 
-    async def _relay(
-        self, reply: Reply, receive: Receive, send: Send, started: float
-    ) -> tuple[int, str]:
-        """Forward an SSE reply chunk by chunk; returns the status and error to record.
-
-        A disconnect closes the upstream response from the watcher task, which also ends
-        a read waiting for the next chunk; the read's resulting error is then the
-        client's departure, not an upstream fault.
-        """
-        stream = reply.stream
-        assert stream is not None
-        await send({
-            "type": "http.response.start",
-            "status": reply.status,
-            "headers": [
-                (b"content-type", reply.content_type.encode("latin-1")),
-                (b"cache-control", b"no-cache"),
-                (STEP_HEADER, reply.step.encode("latin-1")),
-            ],
-        })  # fmt: skip
-        self.metrics.request_seconds.observe(now() - started)
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        watcher.add_done_callback(lambda _: stream.close())
-        ended = True  # whether the bytes sent so far end on an event boundary
-        try:
-            async for chunk in stream.content.iter_any():
-                if watcher.done():
-                    return CLIENT_CLOSED, ""
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                ended = chunk.endswith(b"\n\n")
-            if watcher.done():
-                return CLIENT_CLOSED, ""
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return reply.status, ""
-        except (OSError, asyncio.IncompleteReadError, ValueError, aiohttp.ClientError) as exc:
-            if watcher.done():
-                return CLIENT_CLOSED, ""
-            logging.getLogger("nexus.router").warning(
-                "stream from step %s ended early: %r", reply.step, exc
-            )
-            failure = UpstreamFailure(f"the stream from step {reply.step} ended early")
-            # A blank line first ends an event the upstream left half-sent.
-            event = (b"" if ended else b"\n\n") + b"event: error\ndata: "
-            event += failure.body_bytes() + b"\n\n"
-            await send({"type": "http.response.body", "body": event, "more_body": False})
-            return STREAM_BROKEN, failure.message
-        finally:
-            watcher.cancel()
-            stream.close()
+    def _broken(self, step: str, exc: TransportError) -> UpstreamFailure:
+        """The error a stream the step broke after its first byte ends with."""
+        logging.getLogger("nexus.router").warning(
+            "stream from step %s ended early: %s", step, exc.reason
+        )
+        return UpstreamFailure(f"the stream from step {step} ended early")
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _stream_head(reply: Reply) -> HTTPResponseStartEvent:
+    return {
+        "type": "http.response.start",
+        "status": reply.status,
+        "headers": [
+            (b"content-type", reply.content_type.encode("latin-1")),
+            (b"cache-control", b"no-cache"),
+            (STEP_HEADER, reply.step.encode("latin-1")),
+        ],
+    }
 
 
-def _request_id(headers: list[tuple[bytes, bytes]], ids: random.Random) -> str:
-    """The caller's id when it is a sane token (``nexus.asgi``'s rule, as the transformer
+def _request_id(headers: Headers, ids: random.Random) -> str:
+    """The caller's id when it is a sane token (``nexus.edge.asgi``'s rule, as the transformer
     logs it), else a fresh one: a raw header of up to 100 KB was logged before (issue 12)."""
     for name, value in headers:
         if name == b"x-request-id":
@@ -365,16 +349,14 @@ async def _send(
     step: str = "",
     *,
     close: bool = False,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: Headers | None = None,
 ) -> None:
-    headers = [(b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
+    """A whole answer with the router's headers (KServe's content type, the step taken)."""
+    headers: Headers = list(extra) if extra else []
     if close:
         headers.append((b"connection", b"close"))
     if content_type is not None:
         headers.append((b"content-type", content_type))
     if step:
         headers.append((STEP_HEADER, step.encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, body, headers)

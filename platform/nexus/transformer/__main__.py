@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 import tempfile
+from functools import partial
 
 import orjson
 
-from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings, load_settings
+from nexus.edge.asgi import ASGIApp
 from nexus.edge.protocol import EdgeLimits, serve
 from nexus.errors import ConfigError
 from nexus.observability import AccessLog, GatewayMetrics, configure_json_logging, new_registry
@@ -46,15 +47,12 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
 
 
 def create_app(settings: GatewaySettings) -> ASGIApp:
-    metrics = GatewayMetrics(new_registry(), tenant_label=settings.tenant_label)
-    gateway: Gateway
-    gateway = Gateway(
+    return Gateway(
         settings=settings,
-        metrics=metrics,
-        kserve_app=build_kserve_app(settings, lambda: gateway.parts.upstream),
+        metrics=GatewayMetrics(new_registry(), tenant_label=settings.tenant_label),
+        build_kserve_app=partial(build_kserve_app, settings),
         access_log=AccessLog("nexus.transformer"),
     )
-    return gateway
 
 
 def app_from_env() -> ASGIApp:

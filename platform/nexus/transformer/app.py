@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-import orjson
-
-from nexus.asgi import (
+from nexus.config import GatewaySettings
+from nexus.edge.asgi import (
     JSON,
-    ASGIApp,
     ClientDisconnected,
+    ForeignApp,
+    HTTPScope,
     Receive,
     Scope,
     Send,
@@ -31,13 +32,13 @@ from nexus.asgi import (
     respond_json,
     trace_id_from,
 )
-from nexus.config import GatewaySettings
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.observability import AccessLog, GatewayMetrics, exposition
-from nexus.transformer import kserve_routes, openai, routes, streaming
-from nexus.transformer.components import Components, Exchange, build_components, is_fallback
-from nexus.transformer.governance import Admission
-from nexus.transformer.upstream import new_session, public_body
+from nexus.transformer import kserve_routes, openai, routes
+from nexus.transformer.components import Components, Exchange, is_fallback, open_components
+from nexus.transformer.streaming import relay_stream
+from nexus.transformer.upstream import Upstream, public_body
+from nexus.transformer.usage import Usage, body_usage
 
 log = logging.getLogger("nexus.transformer")
 
@@ -58,21 +59,26 @@ FORWARDED = (b"traceparent", b"tracestate")
 
 
 class Gateway:
-    """ASGI callable; ``kserve_app`` serves every route the gateway does not handle itself."""
+    """ASGI callable; KServe's app serves every route the gateway does not handle itself.
+
+    ``build_kserve_app`` makes that app in the lifespan, around the one ``Upstream`` the
+    gateway's own routes use: one session, one breaker, one set of metrics for both.
+    """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
-        kserve_app: ASGIApp,
+        build_kserve_app: Callable[[Upstream], ForeignApp],
         access_log: AccessLog,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.kserve_app = kserve_app
         self.access_log = access_log
+        self._build_kserve_app = build_kserve_app
         self._parts: Components | None = None
+        self._kserve_app: ForeignApp | None = None
 
     @property
     def parts(self) -> Components:
@@ -80,21 +86,31 @@ class Gateway:
             raise RuntimeError("the gateway serves requests only between lifespan start and stop")
         return self._parts
 
+    @property
+    def kserve_app(self) -> ForeignApp:
+        if self._kserve_app is None:
+            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+        return self._kserve_app
+
     # ── lifespan ────────────────────────────────────────────────────────────────────────
     async def startup(self) -> None:
-        """Open the session and the limiter; whatever was opened is closed if a step fails."""
-        session = new_session(timeout_seconds=self.settings.request_timeout_seconds)
+        """Open the components once and build KServe's app around them; whatever was
+        opened is closed if a step fails."""
+        parts = await open_components(self.settings, self.metrics)
         try:
-            self._parts = build_components(self.settings, self.metrics, session)
+            self._kserve_app = self._build_kserve_app(parts.upstream)
         except BaseException:
-            await session.close()
+            for close in parts.close:
+                await close()
             raise
+        self._parts = parts
 
     async def shutdown(self) -> None:
         if self._parts is not None:
             for close in self._parts.close:
                 await close()
             self._parts = None
+        self._kserve_app = None
         self.access_log.flush()
 
     # ── dispatch ────────────────────────────────────────────────────────────────────────
@@ -105,7 +121,7 @@ class Gateway:
         if scope["type"] != "http":
             await self.kserve_app(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = scope["path"]
         kind = OPENAI_ROUTES.get(path)
         if kind is not None:
             await self._serve(scope, receive, send, path, kind)
@@ -145,7 +161,7 @@ class Gateway:
 
     async def _serve(
         self,
-        scope: Scope,
+        scope: HTTPScope,
         receive: Receive,
         send: Send,
         route: str,
@@ -240,7 +256,7 @@ class Gateway:
         return out
 
     async def _models(
-        self, scope: Scope, send: Send, headers: dict[bytes, bytes], ex: Exchange
+        self, scope: HTTPScope, send: Send, headers: dict[bytes, bytes], ex: Exchange
     ) -> None:
         if scope["method"] != "GET":
             raise MethodNotAllowed("use GET to list models")
@@ -256,7 +272,7 @@ class Gateway:
 
     async def _openai(
         self,
-        scope: Scope,
+        scope: HTTPScope,
         receive: Receive,
         send: Send,
         headers: dict[bytes, bytes],
@@ -278,73 +294,33 @@ class Gateway:
         body = openai.upstream_body(request, raw, served_name=self.settings.served_model_name)
         path = self.settings.predictor_path_prefix + UPSTREAM_PATHS[kind]
         ex.upstream = upstream.name
-        usage: dict[str, Any] | None = None
+        usage: Usage | None = None
         try:
             reply = await upstream.open("POST", path, body, self._forward_headers(headers, ex))
             if reply.streaming and reply.status == 200:
-                outcome = await streaming.relay(
+                usage = await relay_stream(
                     send=send,
                     receive=receive,
                     upstream=upstream,
                     reply=reply,
-                    headers=ex.headers,
+                    ex=ex,
+                    metrics=self.metrics,
                     keep_usage_chunk=request.client_wants_usage,
-                    started=ex.started,
+                    prompt_estimate=request.prompt_estimate,
                 )
-                ex.status, usage = 200, outcome.usage
-                streamed = outcome.streamed_tokens(request.prompt_estimate)
-                if streamed is not None:
-                    usage = {
-                        "prompt_tokens": request.prompt_estimate,
-                        "completion_tokens": outcome.events,
-                        "total_tokens": streamed,
-                    }
-                if outcome.client_left:
-                    ex.status = 499
-                if outcome.first_byte_at is not None:
-                    self.metrics.ttft.observe(outcome.first_byte_at)
-                if outcome.failed is not None:
-                    # The client already has its 200 head; the log line and the request
-                    # metrics say what happened (502/504), as the router's do (issue 11).
-                    ex.status = outcome.failed.status
-                    ex.error = outcome.failed.message
-                return
-            data = await upstream.read(reply)
-            if reply.status < 300:
-                usage = _usage_of(data)
-            ex.status = reply.status
-            await respond(
-                send, reply.status, data, [(b"content-type", reply.content_type), *ex.headers]
-            )
+            else:
+                data = await upstream.read(reply)
+                if reply.status < 300:
+                    usage = body_usage(data)
+                ex.status = reply.status
+                await respond(
+                    send, reply.status, data, [(b"content-type", reply.content_type), *ex.headers]
+                )
         finally:
-            await self._settle(admission, usage, ex)
-
-    async def _settle(
-        self, admission: Admission, usage: dict[str, Any] | None, ex: Exchange
-    ) -> None:
-        """Give back reserved tokens the call did not use (all of them when it failed)."""
-        total = 0
-        if usage:
-            prompt = _int(usage.get("prompt_tokens"))
-            completion = _int(usage.get("completion_tokens"))
-            total = _int(usage.get("total_tokens")) or prompt + completion
-            ex.tokens = {"prompt": prompt, "completion": completion, "total": total}
-            tenant = (ex.tenant or "",) if self.metrics.tenant_label else ()
-            self.metrics.count_tokens(prompt, completion, tenant)
-        await self.parts.governor.settle(admission, total)
-
-
-def _usage_of(data: bytes) -> dict[str, Any] | None:
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    usage = body.get("usage") if isinstance(body, dict) else None
-    return usage if isinstance(usage, dict) else None
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+            await governor.settle(admission, usage)
+            if usage is not None:
+                ex.tokens = {"prompt": usage.prompt, "completion": usage.completion,
+                             "total": usage.total}  # fmt: skip
 
 
 def _printable(path: str) -> str:

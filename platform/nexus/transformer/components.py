@@ -1,8 +1,9 @@
 """What a transformer process holds while it serves, and what one request carries.
 
-``build_components`` wires the governor (auth, model access, limits), the upstream (session
-and circuit breaker) and the limiter; ``Exchange`` is one request's facts, filled in as it is
-served and turned into the access-log line and metrics.
+``open_components`` runs once, in the lifespan: it opens the session and wires the governor
+(auth, model access, limits), the upstream (session and circuit breaker) and the limiter,
+which the lean routes and KServe's app then share. ``Exchange`` is one request's facts,
+filled in as it is served and turned into the access-log line and metrics.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any
 
 import aiohttp
 
-from nexus.asgi import Headers
 from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
 from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
+from nexus.edge.asgi import Headers
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import GatewayMetrics
 from nexus.transformer.governance import Governor
-from nexus.transformer.upstream import Upstream
+from nexus.transformer.upstream import Upstream, new_session
 
 log = logging.getLogger("nexus.transformer")
 
@@ -61,6 +62,16 @@ class Components:
     upstream: Upstream
     limiter: RateLimiter
     close: list[Any]
+
+
+async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) -> Components:
+    """Everything a serving process holds, opened once; the session is closed if a step fails."""
+    session = new_session(timeout_seconds=settings.request_timeout_seconds)
+    try:
+        return build_components(settings, metrics, session)
+    except BaseException:
+        await session.close()
+        raise
 
 
 def build_components(

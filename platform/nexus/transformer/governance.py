@@ -3,6 +3,8 @@
 ``Governor.admit`` authenticates, checks the model is served here and allowed for the
 principal, and takes the request (and its token estimate) from the rate-limit windows.
 The answer carries the ``x-ratelimit-*`` headers every response repeats.
+``Governor.settle`` closes the request's account: the usage ``usage.py`` read from the
+answer is charged and counted, the rest of the reservation given back.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import itertools
 import uuid
 from dataclasses import dataclass
 
-from nexus.asgi import Headers
 from nexus.auth import Authenticator, Principal
 from nexus.config import GatewaySettings
+from nexus.edge.asgi import Headers
 from nexus.errors import ModelNotFound, PermissionDenied, RateLimited
 from nexus.limits import Decision, Quota, RateLimiter, Reservation
 from nexus.observability import GatewayMetrics
+from nexus.transformer.usage import Usage
 
 
 @dataclass(slots=True)
@@ -128,9 +131,14 @@ class Governor:
             raise error
         return Admission(principal, decision, reservation)
 
-    async def settle(self, admission: Admission, actual_tokens: int | None) -> None:
-        if admission.reservation is not None and actual_tokens is not None:
-            await self._limiter.settle(admission.reservation, actual_tokens)
+    async def settle(self, admission: Admission, usage: Usage | None) -> None:
+        """Charge what the call used; the rest of the reservation (all of it when the
+        call failed or nothing came back) is given back to the principal's windows."""
+        if usage is not None:
+            tenant = (admission.principal.tenant or "",) if self._metrics.tenant_label else ()
+            self._metrics.count_tokens(usage.prompt, usage.completion, tenant)
+        if admission.reservation is not None:
+            await self._limiter.settle(admission.reservation, usage.total if usage else 0)
 
     def _count_limited(self, principal: Principal, decision: Decision) -> None:
         labels: list[str] = [decision.reason or "requests"]

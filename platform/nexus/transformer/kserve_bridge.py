@@ -9,13 +9,13 @@ predictor become Nexus errors with the usual body shape and fallback marker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from nexus.asgi import ASGIApp
 from nexus.config import GatewaySettings
+from nexus.edge.asgi import ForeignApp
 from nexus.errors import NexusError, PredictorRejected, UpstreamFailure
 from nexus.transformer.upstream import Upstream, public_body
 
@@ -23,29 +23,38 @@ log = logging.getLogger("nexus.transformer")
 FORWARD = ("x-request-id", "traceparent", "tracestate")
 
 
-def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]) -> ASGIApp:
-    """KServe's FastAPI app with our model registered under the ISVC name and its aliases."""
-    # Imported here: KServe parses sys.argv and builds its app at import time.
-    from fastapi import Request
-    from fastapi.responses import Response
-    from kserve import context as kserve_context
+def build_kserve_app(settings: GatewaySettings, upstream: Upstream) -> ForeignApp:
+    """A FastAPI app of our own with KServe's routes, middleware and error handlers.
+
+    KServe's ``RESTServer.create_application`` always decorates the module-level app of
+    ``kserve.model_server`` (``import_from_string("kserve.model_server:app")`` in
+    ``kserve/protocol/rest/server.py``, 0.21.0 and master aaac4e294 alike), a process-wide
+    singleton. Its three steps, ``_add_middlewares``, ``_register_endpoints`` and
+    ``_add_exception_handlers``, each take the app as an argument, so they are applied to
+    an app built here instead: nothing of KServe's module state is changed, and the
+    predictor settings live on our model and data plane (their ``predictor_config``
+    properties), not in ``kserve.context``.
+    """
+    # Imported here: KServe parses sys.argv and builds its own app at import time.
+    from importlib import metadata
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import ORJSONResponse, Response
     from kserve.model_repository import ModelRepository
-    from kserve.model_server import app
     from kserve.predictor_config import PredictorConfig
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
     from kserve.protocol.rest.server import RESTServer
 
-    kserve_context.set_predictor_config(
-        PredictorConfig(
-            predictor_host=settings.predictor_host,
-            predictor_use_ssl=settings.predictor_use_ssl,
-            predictor_request_timeout_seconds=int(settings.request_timeout_seconds),
-        )
+    predictor = PredictorConfig(
+        predictor_host=settings.predictor_host,
+        predictor_use_ssl=settings.predictor_use_ssl,
+        predictor_request_timeout_seconds=int(settings.request_timeout_seconds),
     )
     model = ProxyModel(
-        settings.model_name, served_name=settings.served_model_name, upstream=upstream
-    )
+        settings.model_name, served_name=settings.served_model_name, upstream=upstream,
+        predictor=predictor,
+    )  # fmt: skip
     model.load()
     repository = ModelRepository()
     for name in settings.public_models:
@@ -60,18 +69,32 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
         registry left readiness at 200 and no probe restarted the pod (issue 12, item 1).
         """
 
+        @property
+        def predictor_config(self) -> PredictorConfig:
+            return predictor
+
         async def ready(self) -> bool:
             if not all([await repository.is_model_ready(name) for name in names]):
                 return False
             return bool(await super().ready())
 
+    # The same settings KServe's module-level app is made with (kserve/model_server.py).
+    app = FastAPI(
+        title="KServe ModelServer",
+        version=metadata.version("kserve"),
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+    )
     server = RESTServer(
-        "kserve.model_server:app",
+        app,
         ServedDataPlane(model_registry=repository),
         ModelRepositoryExtension(model_registry=repository),
         http_port=0,
     )
-    server.create_application()
+    server._add_middlewares(app)
+    server._register_endpoints(app)
+    server._add_exception_handlers(app)
 
     async def nexus_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NexusError)
@@ -86,7 +109,7 @@ def build_kserve_app(settings: GatewaySettings, upstream: Callable[[], Upstream]
     # The registry readiness is computed from; KServe keeps it only inside its endpoints.
     app.state.nexus_repository = repository
     _quiet_client_errors()
-    return app  # type: ignore[no-any-return]
+    return app
 
 
 class AnsweredErrors(logging.Filter):
@@ -141,10 +164,16 @@ def _proxy_model_base() -> type:
 class ProxyModel(_proxy_model_base()):  # type: ignore[misc]
     """A KServe model whose predictions come from the predictor behind the transformer."""
 
-    def __init__(self, name: str, *, served_name: str, upstream: Callable[[], Upstream]) -> None:
+    def __init__(self, name: str, *, served_name: str, upstream: Upstream, predictor: Any) -> None:
         super().__init__(name)
         self._served_name = served_name
         self._upstream = upstream
+        self._predictor = predictor
+
+    @property
+    def predictor_config(self) -> Any:
+        """Ours, not ``kserve.context``'s process-wide one (``kserve/model.py`` reads that)."""
+        return self._predictor
 
     def load(self) -> bool:
         self.ready = True
@@ -167,7 +196,7 @@ class ProxyModel(_proxy_model_base()):  # type: ignore[misc]
             # KServe hands over the raw bytes when the client sent no JSON content type.
             body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
             path = f"/v1/models/{self._served_name}:predict"
-        upstream = self._upstream()
+        upstream = self._upstream
         reply = await upstream.open("POST", path, body, forward)
         data = await upstream.read(reply)
         if reply.status >= 400:

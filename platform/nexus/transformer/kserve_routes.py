@@ -7,8 +7,17 @@ copying its status into the ``Exchange`` and adding the rate-limit headers to it
 
 from __future__ import annotations
 
-from nexus.asgi import ASGIApp, Message, Receive, Scope, Send, read_body, replay
 from nexus.auth import Principal
+from nexus.edge.asgi import (
+    ForeignApp,
+    HTTPScope,
+    Receive,
+    Send,
+    SendEvent,
+    header,
+    read_body,
+    replay,
+)
 from nexus.transformer import kserve_inputs
 from nexus.transformer.components import Components, Exchange
 
@@ -16,7 +25,7 @@ from nexus.transformer.components import Components, Exchange
 def _recording(send: Send, ex: Exchange) -> Send:
     """``send`` that notes the status and appends the exchange's headers to the answer."""
 
-    async def send_recorded(message: Message) -> None:
+    async def send_recorded(message: SendEvent) -> None:
         if message["type"] == "http.response.start":
             ex.status = message["status"]
             message["headers"] = [*message.get("headers", []), *ex.headers]
@@ -26,10 +35,10 @@ def _recording(send: Send, ex: Exchange) -> Send:
 
 
 async def metadata(
-    kserve_app: ASGIApp,
+    kserve_app: ForeignApp,
     parts: Components,
     principal: Principal,
-    scope: Scope,
+    scope: HTTPScope,
     receive: Receive,
     send: Send,
     ex: Exchange,
@@ -44,10 +53,10 @@ async def metadata(
 
 
 async def inference(
-    kserve_app: ASGIApp,
+    kserve_app: ForeignApp,
     parts: Components,
     principal: Principal,
-    scope: Scope,
+    scope: HTTPScope,
     receive: Receive,
     send: Send,
     ex: Exchange,
@@ -58,7 +67,7 @@ async def inference(
 ) -> None:
     """KServe v1/v2 inference: governed here, decoded and proxied by KServe's app."""
     ex.model = model
-    content_length = dict(scope["headers"]).get(b"content-length")
+    content_length = header(scope["headers"], b"content-length")
     raw = await read_body(receive, limit=max_body_bytes, content_length=content_length)
     kserve_inputs.check_binary_header(scope["headers"], raw)
     admission = await parts.governor.admit(
@@ -75,4 +84,4 @@ async def inference(
     finally:
         if not 200 <= ex.status < 400:
             # As on the OpenAI routes: a refused or failed call costs no tokens.
-            await parts.governor.settle(admission, 0)
+            await parts.governor.settle(admission, None)

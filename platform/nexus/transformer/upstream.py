@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from nexus.breaker import CircuitBreaker, Permit
+from nexus.edge.failures import ConnectionBroken, TransportTimeout
 from nexus.errors import (
     NexusError,
     UpstreamFailure,
@@ -142,14 +143,17 @@ class Upstream:
         return body
 
     async def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
-        """The body of a streaming answer as it arrives; the caller settles the breaker."""
+        """The body of a streaming answer as it arrives; the caller settles the breaker.
+
+        A break raises ``TransportError``, the shared relay's contract (``edge/sse.py``).
+        """
         try:
             async for chunk in reply.response.content.iter_any():
                 yield chunk
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout("stream stalled", upstream=self.name) from exc
+            raise TransportTimeout("stream stalled") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(f"stream broke: {exc}", upstream=self.name) from exc
+            raise ConnectionBroken from exc
         finally:
             reply.response.release()
 
