@@ -65,7 +65,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## About 11 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
+## About 13 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
 ## first use), then the router's; `python -m bench.chaos` is separate (it needs `nexus up`).
 bench: $(STAMP)
 	bash scripts/system-deps.sh --bench
