@@ -1,12 +1,15 @@
-"""Benchmark the Nexus transformer against the upstream, LiteLLM and a plain KServe transformer.
+"""Benchmark the Nexus transformer against the upstream, its peers and the floors of its hop.
 
-One run starts every server on 127.0.0.1 (free ports, one worker each), drives each with
-wrk at 1 connection (added latency) and 32 connections (throughput and tail), in rounds
-so slow drift of the machine touches every target alike, then measures streaming time to
-first chunk. Raw results go to ``bench/results/``; ``--write-readme`` puts the table into
-README.md between the bench markers.
+One run starts every server on 127.0.0.1 (free ports, one worker each): the upstream, the
+transformer, LiteLLM, Portkey's gateway and a plain KServe transformer in front of it;
+then a canned upstream with a second transformer and the aiohttp and lean floors
+(``passthrough.py``) in front of that. It drives each with wrk at 1 connection (added
+latency) and 32 connections (throughput, tail and CPU per request), in rounds so slow
+drift of the machine touches every target alike, then measures streaming time to first
+chunk. Raw results go to ``bench/results/``; ``--write-readme`` puts the table and issue
+11's verdicts into README.md between the bench markers.
 
-    python bench/run.py [--with-litellm] [--write-readme] [--duration 6] [--rounds 3]
+    python bench/run.py [--with-litellm] [--with-portkey] [--write-readme] [--rounds 3]
 """
 
 from __future__ import annotations
