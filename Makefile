@@ -65,8 +65,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps
-	$(BIN)/python bench/run.py --with-litellm --write-readme
+## About 13 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
+## first use), then the router's; `python -m bench.chaos` is separate (it needs `nexus up`).
+bench: $(STAMP)
+	bash scripts/system-deps.sh --bench
+	$(BIN)/python bench/run.py --with-litellm --with-portkey --write-readme
 	$(BIN)/python bench/router.py --write-readme
 
 ## Regenerate the CRD schemas `nexus lint` ships (platform/nexus/manifests/schemas/) from

@@ -7,9 +7,13 @@ sender) for ``--duration`` seconds it SIGKILLs every live predictor worker of th
 InferenceService every ``--kill-every`` seconds, and its transformer ``--transformer-kills``
 times, spread over the run. The local controller restarts both, as kubelet restarts a
 container. Every request counts as answered (200 with ``choices``) or failed (anything
-else, by status and answering step); the figures are printed as one JSON object.
+else, by status and answering step); the figures are printed as one JSON object, and
+``--write-readme`` puts them into README.md between the ``bench:chaos`` markers.
 
-    python -m bench.chaos --state-dir .nexus --duration 60
+The defaults are issue 11's run: 150 s at 8 requests/s, the predictor killed every 25 s,
+the transformer twice.
+
+    python -m bench.chaos --state-dir .nexus [--write-readme]
 
 Keep ``--rate`` below the key's limit (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 600 by default):
 a 429 is the key's limit, not a fault of the graph.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
+import statistics
 import sys
 import time
 from collections import Counter
@@ -32,6 +38,9 @@ import aiohttp
 import orjson
 
 MAX_DURATION_S = 600.0
+README = Path(__file__).resolve().parents[1] / "README.md"
+START = "<!-- bench:chaos:start -->"
+END = "<!-- bench:chaos:end -->"
 
 
 @dataclass
@@ -42,18 +51,31 @@ class Tally:
     answered: int = 0
     by_step: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    fallbacks: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
     kills: list[str] = field(default_factory=list)
 
     def report(self, seconds: float) -> dict[str, object]:
+        ordered = sorted(self.latencies_ms)
         return {
             "seconds": round(seconds, 1),
             "sent": self.sent,
             "answered": self.answered,
             "failed": self.sent - self.answered,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "answered_by_step": dict(self.by_step),
+            "fallbacks": self.fallbacks,
+            "p50_ms": round(statistics.median(ordered), 1) if ordered else None,
+            "p95_ms": round(_percentile(ordered, 0.95), 1) if ordered else None,
             "failures": dict(self.failures),
             "kills": self.kills,
         }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values (the 95th of 1,200 is the 1,140th)."""
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
 
 
 def live_pids(state: Path, prefix: str) -> dict[str, int]:
@@ -80,16 +102,29 @@ def kill(state: Path, prefix: str, tally: Tally, started: float) -> None:
 
 
 async def one_request(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], tally: Tally
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    tally: Tally,
+    primary: str,
 ) -> None:
+    started = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as response:
             payload = await response.read()
             step = response.headers.get("x-nexus-graph-step", "?")
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
+        tally.statuses[0] += 1
         tally.failures[f"0 {type(exc).__name__}"] += 1
         return
+    tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+    tally.statuses[status] += 1
+    # The router names the step whose answer it returns; any other than the primary's
+    # (the graph's first step) means the fallback answered.
+    if step not in ("?", primary):
+        tally.fallbacks += 1
     ok = False
     if status == 200:
         try:
@@ -103,7 +138,8 @@ async def one_request(
         tally.failures[f"{status} {step}"] += 1
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+async def run(args: argparse.Namespace) -> tuple[Tally, float]:
+    """Send, kill and count; the tally and the run's length in seconds."""
     endpoints = json.loads((args.state_dir / "endpoints.json").read_text())
     base = args.url or endpoints["graphs"][args.graph]
     url = base.rstrip("/") + "/openai/v1/chat/completions"
@@ -130,13 +166,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if transformer_at and elapsed >= transformer_at[0]:
                 transformer_at.pop(0)
                 kill(args.state_dir, transformer, tally, started)
-            task = asyncio.create_task(one_request(session, url, body, headers, tally))
+            task = asyncio.create_task(one_request(session, url, body, headers, tally, args.isvc))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             tally.sent += 1
             await asyncio.sleep(max(0.0, started + tally.sent / args.rate - time.monotonic()))
         await asyncio.gather(*tasks)
-    return tally.report(time.monotonic() - started)
+    return tally, time.monotonic() - started
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,23 +186,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default="", help="a router of the graph started by hand")
     parser.add_argument("--isvc", default="llama-8b", help="the primary InferenceService")
     parser.add_argument("--rate", type=float, default=8.0, help="requests a second")
-    parser.add_argument("--duration", type=float, default=60.0,
+    parser.add_argument("--duration", type=float, default=150.0,
                         help=f"seconds of traffic (at most {MAX_DURATION_S:.0f})")  # fmt: skip
     parser.add_argument("--kill-every", type=float, default=25.0,
                         help="seconds between SIGKILLs of the primary's predictor")  # fmt: skip
     parser.add_argument("--transformer-kills", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument("--write-readme", action="store_true",
+                        help="put the figures into README.md (bench:chaos markers)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.kill_every <= 0:
         parser.error("--rate, --duration and --kill-every must be positive")
     return args
 
 
+def markdown(tally: Tally, seconds: float, args: argparse.Namespace) -> str:
+    """The README section: what was run, what came back, and how fast."""
+    figures = tally.report(seconds)
+    statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(tally.statuses.items()))
+    steps = ", ".join(f"{k} {v:,}" for k, v in tally.by_step.items())
+    failures = ", ".join(f"{k} ({v})" for k, v in tally.failures.items()) or "none"
+    predictor = sum(f" {args.isvc}-predictor-" in k for k in tally.kills)
+    transformer = sum(f" {args.isvc}-transformer-" in k for k in tally.kills)
+    return "\n".join([
+        "| sent | answered | failed | statuses | answered by step | fallbacks | p50 | p95 |",
+        "|--:|--:|--:|---|---|--:|--:|--:|",
+        f"| {tally.sent:,} | {tally.answered:,} | {tally.sent - tally.answered:,} | {statuses} "
+        f"| {steps} | {tally.fallbacks:,} | {figures['p50_ms']} ms | {figures['p95_ms']} ms |",
+        "",
+        f"Failures: {failures}. Measured {dt.date.today().isoformat()} by `python -m bench.chaos "
+        f"--write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs shared with other work): "
+        f"{args.rate:g} requests/s for {seconds:.0f} s through `{args.graph}`, {predictor} "
+        f"SIGKILLs of `{args.isvc}`'s predictor (every {args.kill_every:g} s) and {transformer} "
+        "of its transformer; latency is of the requests that got an HTTP answer.",
+    ])  # fmt: skip
+
+
+def write_readme(section: str) -> None:
+    """Replace what lies between the chaos markers in README.md with ``section``."""
+    text = README.read_text()
+    at, until = text.find(START), text.find(END)
+    if at < 0 or until < at:
+        raise SystemExit(f"{README} has no {START} … {END} section to replace")
+    README.write_text(text[: at + len(START)] + "\n" + section + "\n" + text[until:])
+
+
 def main(argv: list[str] | None = None) -> int:
-    report = asyncio.run(run(parse_args(argv)))
-    print(json.dumps(report, indent=2))
-    return 0 if report["failed"] == 0 else 1
+    args = parse_args(argv)
+    tally, seconds = asyncio.run(run(args))
+    print(json.dumps(tally.report(seconds), indent=2))
+    if args.write_readme:
+        write_readme(markdown(tally, seconds, args))
+        print("README.md updated")
+    return 0 if tally.sent == tally.answered else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ wrk.method = "POST"
 wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {api_key}"
-
+{extra_headers}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -70,12 +71,17 @@ def wrk_version() -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def write_script(path: Path, *, body: bytes, api_key: str) -> Path:
+def write_script(
+    path: Path, *, body: bytes, api_key: str, headers: Mapping[str, str] | None = None
+) -> Path:
     """The Lua script that POSTs ``body`` with the credentials every target accepts."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("request body cannot contain the Lua long-string terminator ]==]")
-    path.write_text(LUA_TEMPLATE.format(body=text, api_key=api_key, marker=MARKER))
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    path.write_text(
+        LUA_TEMPLATE.format(body=text, api_key=api_key, marker=MARKER, extra_headers=extra)
+    )
     return path
 
 

@@ -1,48 +1,104 @@
-"""The floor: a minimal ASGI pass-through with an aiohttp client, served like the router.
+"""The floors: minimal ASGI pass-throughs on the servers' own stack, with two kinds of client.
 
-Issue 3 states the router's targets next to what such a pass-through measured on the
-issue author's machine. Measured here in the same run, it says how far this machine's
-floor is from that one, and how much the router adds above the floor: one POST forwarded
-with its body, the answer returned with its status and a Content-Type, nothing else.
+Both hops are measured against what a Python hop of their shape can reach on the same
+machine in the same run: uvicorn with httptools and uvloop (as the router and the
+transformer run) forwarding one POST with its body and returning the answer with its
+status and a Content-Type, nothing else. The floors differ only in the upstream hop:
 
-    python bench/passthrough.py --upstream http://127.0.0.1:9100/v1/chat/completions --port 8081
+- ``--client aiohttp``: an aiohttp session (what both servers use today), and with
+  ``--redis`` one EVALSHA per request through redis-py;
+- ``--client lean``: keep-alive raw asyncio connections parsed by httptools
+  (``raw_http.py``), and with ``--redis`` one EVALSHA per request over one pipelined RESP
+  connection read by hiredis (``nexus.limits.resp``).
+
+The Redis variants stand for the transformer's one limiter call per request.
+
+    python bench/passthrough.py --upstream http://127.0.0.1:9100/v1/chat/completions \\
+        --port 8081 [--client lean] [--redis redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import redis.asyncio as redis_py
 import uvicorn
+
+from nexus.limits.resp import Endpoint, RespClient, Script
+from raw_http import Pool
+
+# One key, one write: the shape of a limiter call, not its arithmetic.
+SCRIPT = "return redis.call('INCR', KEYS[1])"
+KEYS = ["bench:floor"]
+Forward = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+Resource = Callable[[], Awaitable[object]]
+
+
+async def aiohttp_client(upstream: str, redis_url: str | None) -> tuple[Forward, Resource]:
+    """The aiohttp floor: a session without a connection limit, redis-py for the script."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    headers = {"Content-Type": "application/json"}
+    redis = None if redis_url is None else redis_py.Redis.from_url(redis_url)
+    script = None if redis is None else redis.register_script(SCRIPT)
+
+    async def forward(body: bytes) -> tuple[int, bytes]:
+        if script is not None:
+            await script(keys=KEYS, args=[])
+        async with session.post(upstream, data=body, headers=headers) as reply:
+            return reply.status, await reply.read()
+
+    async def close() -> None:
+        await session.close()
+        if redis is not None:
+            await redis.aclose()
+
+    return forward, close
+
+
+async def lean_client(upstream: str, redis_url: str | None) -> tuple[Forward, Resource]:
+    """The lean floor: raw keep-alive connections, the hiredis RESP client for the script."""
+    url = urlsplit(upstream)
+    pool = Pool(url.hostname or "127.0.0.1", url.port or 80)
+    path = url.path or "/"
+    resp = None if redis_url is None else RespClient(Endpoint.from_url(redis_url))
+    script = None if resp is None else Script(resp, SCRIPT)
+
+    async def forward(body: bytes) -> tuple[int, bytes]:
+        if script is not None:
+            await script(keys=KEYS, args=[])
+        return await pool.post(path, body)
+
+    async def close() -> None:
+        pool.close()
+        if resp is not None:
+            await resp.close()
+
+    return forward, close
+
+
+CLIENTS = {"aiohttp": aiohttp_client, "lean": lean_client}
 
 
 class PassThrough:
-    """ASGI callable: the request body to ``upstream``, its answer back."""
+    """ASGI callable: the request body to the upstream, its answer back."""
 
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.session: aiohttp.ClientSession | None = None
+    def __init__(self, *, client: str, upstream: str, redis_url: str | None) -> None:
+        self.make = CLIENTS[client]
+        self.upstream, self.redis_url = upstream, redis_url
+        self.forward: Forward | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    if self.session is not None:
-                        await self.session.close()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http" or self.session is None:
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] != "http" or self.forward is None:
             return
         body = (await receive()).get("body", b"")  # the benchmark's bodies come in one message
-        headers = {"Content-Type": "application/json"}
-        async with self.session.post(self.upstream, data=body, headers=headers) as reply:
-            answer = await reply.read()
-            status = reply.status
+        status, answer = await self.forward(body)
         await send({
             "type": "http.response.start",
             "status": status,
@@ -51,14 +107,30 @@ class PassThrough:
         })  # fmt: skip
         await send({"type": "http.response.body", "body": answer})
 
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        close: Resource | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.forward, close = await self.make(self.upstream, self.redis_url)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if close is not None:
+                    await close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="aiohttp")
+    parser.add_argument("--redis", default=None, help="one EVALSHA per request to this Redis")
     args = parser.parse_args()
-    uvicorn.run(PassThrough(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")  # fmt: skip
+    app = PassThrough(client=args.client, upstream=args.upstream, redis_url=args.redis)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")  # fmt: skip
 
 
 if __name__ == "__main__":

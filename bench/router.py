@@ -4,11 +4,12 @@ One run starts, on 127.0.0.1 with one process each: the CPU upstream (``cpu_llm`
 transformer in front of it, the router with the shipped ``chat-fallback`` graph in front of
 the transformer (``--host-map`` sends both cluster hosts there), the router with a one-step
 Sequence in front of the upstream, and, for throughput, a canned-answer upstream with the
-router and a minimal ASGI pass-through (the floor) in front of it. Every target is driven
+router and the floors (minimal ASGI pass-throughs with an aiohttp or a lean client) in
+front of it. Every target is driven
 by wrk at 1 and N connections in rounds (``run.measure``), then streaming time to first
 chunk is measured direct, through the transformer and through router + transformer.
 
-    python bench/router.py [--write-readme] [--duration 5] [--rounds 3]
+    python bench/router.py [--write-readme] [--duration 4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -38,11 +39,6 @@ GRAPH = REPO / "graphs" / "inferencegraph.chat-fallback.yaml"
 GRAPH_HOSTS = ("llama-8b.nexus.svc.cluster.local", "qwen-1-5b.nexus.svc.cluster.local")
 # What the fallback e2e test propagates: the key the transformer checks, and tracing ids.
 PROPAGATE = r"^Authorization$,^X-Api-Key$,^X-Request-Id$,^Traceparent$"
-
-# Issue 3's targets: a 2-core machine, the router in one process.
-TARGET_ADDED_P50_MS = 0.3
-TARGET_RPS = 6_000
-TARGET_TTFB_MS = 2.0
 
 
 def one_step_graph(path: Path, url: str) -> Path:
@@ -79,7 +75,6 @@ def start_all(children: Children, *, api_key: str, workdir: Path) -> tuple[list[
     graph_fast = servers.start_router(children, name="router-graph-fast", graph_file=GRAPH,
                                       host_map=dict.fromkeys(GRAPH_HOSTS, fast),
                                       propagate=PROPAGATE)  # fmt: skip
-    floor = servers.start_passthrough(children, name="passthrough", upstream_url=fast_url)
     body, chat = run.CHAT_BODY, run.OPENAI_PATH
     targets = [
         run.Target("direct", "upstream (`cpu_llm`)", "direct",
@@ -92,8 +87,8 @@ def start_all(children: Children, *, api_key: str, workdir: Path) -> tuple[list[
                    router_up.base_url + chat, body, "direct", router_up),
         run.Target("fast", "canned upstream", "direct",
                    fast_url, body, None, fast),
-        run.Target("passthrough", "minimal ASGI pass-through → canned upstream",
-                   "canned upstream", floor.base_url + chat, body, "fast", floor),
+        *(dataclasses.replace(t, label=f"{t.label} → canned upstream", route="canned upstream")
+          for t in run.floor_targets(children, fast=fast, redis=None)),
         run.Target("router-fast", "router → canned upstream", "canned upstream",
                    router_fast.base_url + chat, body, "fast", router_fast),
         run.Target("router-graph-fast", "router (chat-fallback graph) → canned upstream",
@@ -104,23 +99,22 @@ def start_all(children: Children, *, api_key: str, workdir: Path) -> tuple[list[
     return targets, (upstream, streaming)
 
 
-def verdicts(s: dict[str, report.Summary], stream: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """Issue 3's targets, each met or not, with the figure that decides it."""
-    added = s["router-nexus"].added_p50_ms
-    rps = s["router-fast"].rps
+def verdicts(s: dict[str, report.Summary], stream: list[dict[str, Any]]) -> list[report.Verdict]:
+    """Issue 11's targets for the router, against the lean floor of the same run."""
+    found = report.floor_verdicts(
+        s["router-fast"],
+        s["floor-lean"],
+        name="the router",
+        floor_name="lean floor",
+        rps_share=report.TARGET_ROUTER_RPS_SHARE,
+    )
+    chain = "router → transformer → upstream"
+    found.append(report.ttfb_verdict("router and transformer", stream, chain, "upstream direct"))
     firsts = {row["label"]: row["first_chunk_ms"] for row in stream}
-    through = firsts["router → transformer → upstream"]
-    ttfb_added = through - firsts["upstream direct"]
-    router_part = through - firsts["transformer → upstream"]
-    return [
-        (f"router adds ≤ {TARGET_ADDED_P50_MS} ms p50 at 1 connection (router → transformer "
-         f"against transformer: {_ms(added)})", added is not None and added <= TARGET_ADDED_P50_MS),
-        (f"≥ {TARGET_RPS:,} req/s at 32 connections in one process (router → canned "
-         f"upstream: {rps:,.0f})", rps >= TARGET_RPS),
-        (f"streaming first chunk through router + transformer within {TARGET_TTFB_MS:g} ms of "
-         f"direct ({ttfb_added:+.2f} ms, of which the router {router_part:+.2f} ms over the "
-         "transformer alone)", ttfb_added <= TARGET_TTFB_MS),
-    ]  # fmt: skip
+    share = firsts[chain] - firsts["transformer → upstream"]
+    text, met = found[-1]
+    found[-1] = (text.removesuffix(")") + f", of which the router {share:+.2f} ms)", met)
+    return found
 
 
 def _ms(value: float | None) -> str:
@@ -157,10 +151,23 @@ def markdown(results: dict[str, Any], s: dict[str, report.Summary]) -> str:
     ]
     lines += [f"| {r['label']} | {_ms(r['first_chunk_ms'])} | {_ms(r['total_ms'])} |"
               for r in stream["rows"]]  # fmt: skip
-    caveat = "" if m["nproc"] == 2 else f"; this machine has {m['nproc']}"
-    lines += ["", f"Targets of issue 3 (stated for a 2-core machine{caveat}):"]
-    for text, met in verdicts(s, stream["rows"]):
-        lines.append(f"- {text}: {'**met**' if met else '**not met**'}")
+    fast, floors = s["router-fast"], ("floor-aiohttp", "floor-lean")
+    lines += [
+        "",
+        "Ratios on the canned upstream: the router's throughput ÷ the aiohttp floor's "
+        + " and ÷ the lean floor's ".join(
+            report.fmt_ratio(report.ratio(fast.rps, s[f].rps)) for f in floors
+        )
+        + "; its CPU per request ÷ theirs "
+        + " and ".join(
+            report.fmt_ratio(report.ratio(fast.cpu_us_per_request, s[f].cpu_us_per_request))
+            for f in floors
+        )
+        + ".",
+        "",
+        "Targets of issue 11 (against the lean floor measured in the same run):",
+        *report.verdict_lines(verdicts(s, stream["rows"])),
+    ]
     lines += [
         "",
         f"Measured {results['date']} on {m['nproc']} CPUs ({m['cpu_model']}) by "
@@ -172,8 +179,9 @@ def markdown(results: dict[str, Any], s: dict[str, report.Summary]) -> str:
         "measured process's own (user + system) during the many-connection cell: for a "
         "router row it is the router alone, whatever sits behind it. The canned upstream "
         "(`bench/fast_upstream.py`) answers a fixed completion so that the proxy in front of "
-        "it, not the model server, is what saturates; the minimal pass-through "
-        "(`bench/passthrough.py`) is the floor issue 3 compares the router with.",
+        "it, not the model server, is what saturates; the floors (`bench/passthrough.py`) "
+        "are uvicorn + httptools + uvloop pass-throughs in front of it, whose upstream hop "
+        "is an aiohttp session or lean raw keep-alive connections parsed by httptools.",
     ]
     if m["load_before"] > report.BUSY_LOAD:
         lines += [

@@ -2,7 +2,11 @@
 
     cpu_llm (upstream) ◄─┬─ Nexus transformer (API key, Redis limiter, breaker; 1 worker)
                          ├─ kserve.Model pass-through (KServe's default transformer path)
-                         └─ LiteLLM proxy (master key, no database), when its venv exists
+                         ├─ LiteLLM proxy (master key, no database), when its venv exists
+    └─ Portkey's gateway (Node, routed by headers), when npm installed it
+
+Beside them, in front of the canned upstream (``fast_upstream.py``), the floors
+(``passthrough.py``): aiohttp and lean clients, each with and without one Redis call.
 
 The router benchmark (``bench/router.py``) adds the InferenceGraph router in front of the
 transformer or an upstream, a canned-answer upstream (``fast_upstream.py``) and a minimal
@@ -25,6 +29,12 @@ import yaml
 from processes import REPO, Child, Children, free_port
 
 LITELLM_VENV = REPO / "bench" / ".venv-litellm"
+# Portkey's gateway is a Node program: npm installs the pinned version on demand.
+PORTKEY_PACKAGE = "@portkey-ai/gateway@1.15.2"
+PORTKEY_DIR = REPO / ".nexus" / "bench-node"
+PORTKEY_SERVER = (
+    PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+)
 READY_TIMEOUT = 60.0
 LITELLM_READY_TIMEOUT = 180.0
 # High enough that the limiter counts every request but never rejects one in a run.
@@ -65,7 +75,13 @@ def start_redis(children: Children) -> Server:
 
 
 def start_nexus(
-    children: Children, *, upstream: Server, redis: Server, model: str, api_key: str
+    children: Children,
+    *,
+    upstream: Server,
+    redis: Server,
+    model: str,
+    api_key: str,
+    name: str = "nexus",
 ) -> Server:
     """The transformer exactly as KServe starts it, with the full governed path switched on."""
     port = free_port()
@@ -79,9 +95,9 @@ def start_nexus(
         "GATEWAY_TOKENS_PER_MINUTE": str(UNLIMITED_TPM),
         "GATEWAY_RATE_LIMIT_FAILURE_MODE": "closed",  # a Redis problem fails loudly, not fast
     }
-    child = children.start("nexus", args, env=env)
+    child = children.start(name, args, env=env)
     child.wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=READY_TIMEOUT)
-    return Server("nexus", port, child)
+    return Server(name, port, child)
 
 
 def start_kserve_passthrough(children: Children, *, upstream: Server, model: str) -> Server:
@@ -158,13 +174,60 @@ def start_fast_upstream(children: Children) -> Server:
     return Server("fast-upstream", port, child)
 
 
-def start_passthrough(children: Children, *, name: str, upstream_url: str) -> Server:
+def start_passthrough(
+    children: Children,
+    *,
+    name: str,
+    upstream_url: str,
+    client: str = "aiohttp",
+    redis: Server | None = None,
+) -> Server:
+    """A floor (``passthrough.py``): ``client`` ``aiohttp`` or ``lean``, with ``redis`` one
+    EVALSHA per request."""
     port = free_port()
     script = REPO / "bench" / "passthrough.py"
-    args = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port)]
+    args = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port),
+            "--client", client]  # fmt: skip
+    if redis is not None:
+        args += ["--redis", f"redis://127.0.0.1:{redis.port}/0"]
     child = children.start(name, args)
     child.wait_port(port, timeout=READY_TIMEOUT)
     return Server(name, port, child)
+
+
+def ensure_portkey(*, install: bool) -> bool:
+    """Whether Portkey's gateway can be measured; with ``install`` npm fetches the pinned one."""
+    if PORTKEY_SERVER.exists():
+        return True
+    if not install:
+        return False
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SystemExit("node and npm are not installed: `make system-deps` installs them")
+    print(f"installing {PORTKEY_PACKAGE} into {PORTKEY_DIR.relative_to(REPO)} ...", flush=True)
+    PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix",
+                    str(PORTKEY_DIR), PORTKEY_PACKAGE], check=True)  # fmt: skip
+    return PORTKEY_SERVER.exists()
+
+
+def portkey_headers(upstream: Server) -> dict[str, str]:
+    """How Portkey's gateway is told where to send a request: an OpenAI-shaped custom host."""
+    return {"x-portkey-provider": "openai", "x-portkey-custom-host": f"{upstream.base_url}/v1"}
+
+
+def start_portkey(children: Children) -> Server:
+    """Portkey's open-source gateway under Node (one process; it routes by headers)."""
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is not installed: `make system-deps` installs it")
+    port = free_port()
+    # --headless: without it the gateway also serves its UI and keeps a live log of every
+    # request for it, which cut its throughput by about half in a trial here.
+    args = [node, str(PORTKEY_SERVER), f"--port={port}", "--headless"]
+    child = children.start("portkey", args)
+    child.wait_port(port, timeout=READY_TIMEOUT)
+    return Server("portkey", port, child)
 
 
 def start_router(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,8 +26,9 @@ class StreamTiming:
     total_ms: float
 
 
-async def _measure(url: str, *, body: bytes, api_key: str, requests: int) -> StreamTiming:
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+async def _measure(
+    url: str, *, body: bytes, headers: dict[str, str], requests: int
+) -> StreamTiming:
     firsts: list[float] = []
     totals: list[float] = []
     timeout = aiohttp.ClientTimeout(total=60)
@@ -53,8 +55,18 @@ async def _measure(url: str, *, body: bytes, api_key: str, requests: int) -> Str
     )
 
 
-def measure(url: str, *, model: str, max_tokens: int, api_key: str, requests: int) -> StreamTiming:
+def measure(
+    url: str,
+    *,
+    model: str,
+    max_tokens: int,
+    api_key: str,
+    requests: int,
+    headers: Mapping[str, str] | None = None,
+) -> StreamTiming:
     """Stream ``max_tokens`` tokens ``requests`` times from ``url``; medians of both timings."""
+    sent = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}",
+            **(headers or {})}  # fmt: skip
     body = orjson.dumps(
         {
             "model": model,
@@ -63,4 +75,4 @@ def measure(url: str, *, model: str, max_tokens: int, api_key: str, requests: in
             "stream": True,
         }
     )
-    return asyncio.run(_measure(url, body=body, api_key=api_key, requests=requests))
+    return asyncio.run(_measure(url, body=body, headers=sent, requests=requests))

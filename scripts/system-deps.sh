@@ -2,10 +2,15 @@
 # Installs the system programs the tests and the local platform run for real, through
 # apt, only when missing: redis-server (limiter state), prometheus (promtool for the alert
 # rules' unit tests, and the local platform's scrapes), chromium (the MLflow UI test),
-# wrk (benchmarks), git.
+# wrk (benchmarks), git. With --bench also node and npm (Portkey's gateway in `make bench`),
+# which nothing else needs.
 set -euo pipefail
 
 need=()
+if [ "${1:-}" = "--bench" ]; then
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
