@@ -50,12 +50,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nexus.asgi import ClientDisconnected, Receive, Scope, Send, read_body, request_id_from
+from nexus.edge.failures import TransportError
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
@@ -210,7 +211,8 @@ class RouterApp:
                 else:
                     status, step = reply.status, reply.step
                     if reply.stream is None:
-                        await _send(send, status, reply.body, content_type, step)
+                        await _send(send, status, reply.body, content_type, step,
+                                    extra=reply.headers)  # fmt: skip
                     else:
                         streamed = True
                         status, error = await self._relay(reply, receive, send, started)
@@ -315,7 +317,7 @@ class RouterApp:
         watcher.add_done_callback(lambda _: stream.close())
         ended = True  # whether the bytes sent so far end on an event boundary
         try:
-            async for chunk in stream.content.iter_any():
+            async for chunk in stream.chunks():
                 if watcher.done():
                     return CLIENT_CLOSED, ""
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -324,7 +326,7 @@ class RouterApp:
                 return CLIENT_CLOSED, ""
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return reply.status, ""
-        except (OSError, asyncio.IncompleteReadError, ValueError, aiohttp.ClientError) as exc:
+        except TransportError as exc:
             if watcher.done():
                 return CLIENT_CLOSED, ""
             logging.getLogger("nexus.router").warning(
@@ -365,7 +367,7 @@ async def _send(
     step: str = "",
     *,
     close: bool = False,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     if extra:

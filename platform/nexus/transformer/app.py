@@ -1,6 +1,6 @@
 """The transformer's ASGI application: a lean governed front with KServe's app behind it.
 
-    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (aiohttp)
+    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
                         ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
                         ├─ /metrics          ours + KServe's families
                         └─ anything else ──► KServe app (health, readiness, metadata)
@@ -35,9 +35,15 @@ from nexus.config import GatewaySettings
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.observability import AccessLog, GatewayMetrics, exposition
 from nexus.transformer import kserve_routes, openai, routes, streaming
-from nexus.transformer.components import Components, Exchange, build_components, is_fallback
+from nexus.transformer.components import (
+    Components,
+    Exchange,
+    build_components,
+    is_fallback,
+    new_session,
+)
 from nexus.transformer.governance import Admission
-from nexus.transformer.upstream import new_session, public_body
+from nexus.transformer.upstream import public_body
 
 log = logging.getLogger("nexus.transformer")
 
@@ -83,7 +89,7 @@ class Gateway:
     # ── lifespan ────────────────────────────────────────────────────────────────────────
     async def startup(self) -> None:
         """Open the session and the limiter; whatever was opened is closed if a step fails."""
-        session = new_session(timeout_seconds=self.settings.request_timeout_seconds)
+        session = new_session()
         try:
             self._parts = build_components(self.settings, self.metrics, session)
         except BaseException:
