@@ -420,7 +420,13 @@ class HttpClient:
         oldest = asyncio.get_running_loop().time() - self.idle_seconds
         while idle:
             conn = idle.pop()
-            if conn.closed or conn.idle_since < oldest:
+            transport = conn.transport
+            if (
+                conn.closed
+                or conn.idle_since < oldest
+                or transport is None
+                or transport.is_closing()
+            ):
                 conn.close()
                 continue
             return conn
