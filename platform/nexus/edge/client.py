@@ -1,8 +1,10 @@
 """The upstream HTTP/1.1 client both servers use: keep-alive pools of asyncio connections.
 
 Each connection is an ``asyncio.Protocol`` whose responses ``httptools`` parses (no
-streams, no per-request tasks): aiohttp's client was about 3x below this floor of a
-Python hop (issue 11, measured with wrk through the same server stack).
+streams, no per-request tasks). Measured with wrk (32 connections) through the same
+uvicorn pass-through to ``bench/fast_upstream.py``, on the 2-core development machine:
+24,200-24,500 req/s and 40 µs of CPU per request with this client, against 8,000-8,200
+req/s and 121-125 µs with aiohttp's (issue 11).
 
 - **Pool.** Idle connections are kept per origin (scheme, host, port), newest first, at
   most ``max_idle`` each, for ``idle_seconds`` (4 s by default: below uvicorn's 5 s
