@@ -46,3 +46,13 @@ class MalformedResponse(TransportError):
     """The bytes that came back are not HTTP/1.1."""
 
     reason = "malformed HTTP response"
+
+
+class ResponseTooLarge(TransportError):
+    """The body passed the caller's byte limit; the connection was closed unread."""
+
+    reason = "response body too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit

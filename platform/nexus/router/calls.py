@@ -1,4 +1,4 @@
-"""Step calls: one POST per service step over one shared keep-alive aiohttp session.
+"""Step calls: one POST per service step over the shared upstream client (``nexus.edge.client``).
 
 KServe's ``callService`` POSTs the step input to ``serviceUrl`` with the propagated
 headers, adds ``Content-Type: application/json`` when none was propagated, and reads the
@@ -16,30 +16,32 @@ Nexus extensions:
   cluster name. Rewrites are computed once at start-up.
 - A step answer is read up to ``--max-response-bytes`` (default 16 MiB); a longer one
   is a 502 naming the step. Error causes name the URL of the graph spec and a fixed
-  reason in Go's words; the address a call really went to (``--host-map``) and aiohttp's
-  own error text are only logged (issue 12: they leaked into error bodies).
+  reason in Go's words; the address a call really went to (``--host-map``) is only
+  logged (issue 12: it leaked into error bodies).
 - Transport failures (timeout, connect, reset, EOF) are marked ``upstream`` so that a
   Sequence under the ``client`` status policy can treat them as upstream failures.
+- A step's non-2xx answer keeps its ``Retry-After`` and ``x-ratelimit-*`` headers
+  (``headers.passed_back``), which KServe drops, so a client can honour a 429.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import aiohttp
-
+from nexus.edge.client import HttpClient, Origin, Response
+from nexus.edge.failures import ConnectFailed, ConnectionBroken, TransportError
 from nexus.router.graph import Graph
+from nexus.router.headers import passed_back
 from nexus.router.metrics import RouterMetrics, now
-from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES, GraphError, Reply, read_limited
+from nexus.router.reply import DEFAULT_MAX_RESPONSE_BYTES, GraphError, Reply, read_step_body
 
 log = logging.getLogger("nexus.router")
 
-EVENT_STREAM = "text/event-stream"
+EVENT_STREAM = b"text/event-stream"
+Target = tuple[Origin, str, "str | None"]
 
 
 def parse_host_map(entries: list[str]) -> dict[str, str]:
@@ -54,18 +56,19 @@ def parse_host_map(entries: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _target(url: str, host_map: Mapping[str, str]) -> tuple[str, str | None]:
-    """The URL to connect to and the ``Host`` header to send (``None``: the URL's own)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    target = host_map.get(host)
+def step_target(url: str, host_map: Mapping[str, str]) -> Target:
+    """Where to connect for ``url``, its request target, and the ``Host`` header to send
+    (``None``: the URL's own)."""
+    origin, path = Origin.of(url)
+    target = host_map.get(origin.host.lower())
     if target is None:
-        return url, None
-    return urlunsplit(("http", target, parts.path, parts.query, "")), parts.netloc
+        return origin, path, None
+    host, _, port = target.rpartition(":")
+    return Origin("http", host, int(port), target), path, urlsplit(url).netloc
 
 
 class StepCaller:
-    """Calls service steps; owns the aiohttp session between ``start()`` and ``close()``."""
+    """Calls service steps; owns the upstream client between ``start()`` and ``close()``."""
 
     def __init__(
         self,
@@ -79,57 +82,48 @@ class StepCaller:
         self.max_response_bytes = max_response_bytes
         seconds = graph.timeouts.service_client
         self.timeout: float | None = float(seconds) if seconds else None
+        self._host_map = host_map
         self._targets = {
-            step.service_url: _target(step.service_url, host_map)
+            step.service_url: step_target(step.service_url, host_map)
             for node in graph.nodes.values()
             for step in node.steps
             if step.service_url
         }
         # The headers a call carries when nothing is propagated (the common case), built
         # once per step URL instead of per request.
-        self._plain_headers = {
-            url: _step_headers([], host) for url, (_, host) in self._targets.items()
-        }
-        self._session: aiohttp.ClientSession | None = None
+        self._plain_headers = {url: _step_headers([]) for url in self._targets}
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=90, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("Content-Type",),
-        )
+        # No timeouts in the client: Go's ``Client.Timeout`` (serviceClient) is the whole
+        # call's deadline, applied around it in ``call``.
+        self._client = HttpClient()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def call(
         self, url: str, label: str, body: bytes, headers: list[tuple[str, str]]
     ) -> Reply:
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("StepCaller.start() was not awaited")
-        target, host = self._targets.get(url) or (url, None)
+        target = self._targets.get(url)
+        if target is None:
+            target = step_target(url, self._host_map)
         out = self._plain_headers.get(url) if not headers else None
         if out is None:
-            out = _step_headers(headers, host)
+            out = _step_headers(headers)
         started = now()
         try:
             if self.timeout is None:
                 # No serviceClient timeout (the default): no timeout context to enter.
-                response, payload = await self._exchange(session, target, body, out, label)
+                reply = await self._exchange(client, target, body, out, label)
             else:
                 async with asyncio.timeout(self.timeout):
-                    response, payload = await self._exchange(session, target, body, out, label)
-            if payload is None:
-                self.metrics.observe_step(label, response.status, now() - started)
-                content_type = response.headers.get("Content-Type", "")
-                return Reply(
-                    response.status, b"", label, response, content_type,
-                    max_bytes=self.max_response_bytes,
-                )  # fmt: skip
+                    reply = await self._exchange(client, target, body, out, label)
         except GraphError:
             self.metrics.observe_step(label, "error", now() - started)
             raise
@@ -141,72 +135,63 @@ class StepCaller:
                 step=label,
                 upstream=True,
             ) from None
-        except aiohttp.ClientConnectorError as exc:
+        except (TransportError, ValueError) as exc:
             self.metrics.observe_step(label, "error", now() - started)
-            log.warning("step %s: connecting to %s failed: %s", label, target, exc)
-            cause = f'Post "{url}": {_dial_error(exc, url)}'
+            log.warning("step %s: call to %s failed: %r", label, target[0], exc)
+            cause = f'Post "{url}": {_go_error(exc, url)}'
             raise GraphError(cause, step=label, upstream=True) from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            self.metrics.observe_step(label, "error", now() - started)
-            log.warning("step %s: call to %s failed: %r", label, target, exc)
-            cause = f'Post "{url}": {_transport_reason(exc)}'
-            raise GraphError(cause, step=label, upstream=True) from exc
-        self.metrics.observe_step(label, response.status, now() - started)
-        return Reply(response.status, payload, label)
+        self.metrics.observe_step(label, reply.status, now() - started)
+        return reply
 
     async def _exchange(
         self,
-        session: aiohttp.ClientSession,
-        target: str,
+        client: HttpClient,
+        target: Target,
         body: bytes,
         headers: list[tuple[str, str]],
         label: str,
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-        """POST and read the answer; a 2xx event stream is left open (payload ``None``)."""
-        response = await session.post(target, data=body, headers=headers)
-        content_type = response.headers.get("Content-Type", "")
+    ) -> Reply:
+        """POST and read the answer; a 2xx event stream is left open (``Reply.stream``)."""
+        origin, path, host = target
+        response: Response = await client.request(
+            "POST", origin, path, headers=headers, body=body, host=host
+        )
+        content_type = response.content_type
         if 200 <= response.status <= 299 and content_type.startswith(EVENT_STREAM):
-            return response, None
-        try:
-            return response, await read_limited(response, self.max_response_bytes, step=label)
-        finally:
-            response.release()
+            return Reply(
+                response.status, b"", label, response, content_type.decode("latin-1"),
+                max_bytes=self.max_response_bytes,
+            )  # fmt: skip
+        payload = await read_step_body(response, self.max_response_bytes, step=label)
+        if response.status < 300:
+            return Reply(response.status, payload, label)
+        # A refusal's Retry-After and limit headers reach the client (issue 11).
+        return Reply(response.status, payload, label, headers=passed_back(response.headers))
 
 
-def _step_headers(propagated: list[tuple[str, str]], host: str | None) -> list[tuple[str, str]]:
-    """Propagated headers, plus KServe's default Content-Type and a mapped ``Host``."""
+def _step_headers(propagated: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Propagated headers, plus KServe's default Content-Type."""
     out = list(propagated)
     if not any(name == "Content-Type" for name, _ in out):
         out.append(("Content-Type", "application/json"))
-    if host is not None:
-        out.append(("Host", host))
     return out
 
 
-def _dial_error(exc: aiohttp.ClientConnectorError, url: str) -> str:
-    """Word a connect failure the way Go's net package does, for the spec's own URL.
+def _go_error(exc: TransportError | ValueError, url: str) -> str:
+    """Word a failed call the way Go's net/http does, for the spec's own URL.
 
-    Go dials the URL's host, so its message names that host; the local ``--host-map``
-    target stays out of the answer.
+    Go dials the URL's host, so a dial error names that host; the local ``--host-map``
+    target stays out of the answer, and so does any OS text.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"dial tcp: lookup {host}: no such host"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    code = exc.os_error.errno
-    reason = os.strerror(code).lower() if code else "connection failed"
-    if code == errno.ECONNREFUSED:
-        reason = "connection refused"
-    return f"dial tcp {host}:{port}: connect: {reason}"
-
-
-def _transport_reason(exc: BaseException) -> str:
-    """A fixed, Go-like reason for a failure after connecting (never aiohttp's own text)."""
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return "EOF"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "read: connection reset by peer"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "malformed HTTP response"
+    if isinstance(exc, ConnectFailed):
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if exc.reason == "no such host":
+            return f"dial tcp: lookup {host}: no such host"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"dial tcp {host}:{port}: connect: {exc.reason}"
+    if isinstance(exc, ConnectionBroken) and exc.reason != "EOF":
+        return f"read: {exc.reason}"
+    if isinstance(exc, TransportError):
+        return exc.reason
     return "transport error"

@@ -95,3 +95,18 @@ class HeaderPropagation:
             if canonical is not None:
                 selected.append((canonical, value.decode("latin-1")))
         return selected
+
+
+def passed_back(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers of a step's answer that the router's client gets too.
+
+    KServe's router drops every header of a step's answer, so a 429 from the transformer
+    reached the client without ``Retry-After`` and the ``openai`` client could not honour
+    it (issue 11). ``Retry-After`` (RFC 9110 §10.2.3) and ``x-ratelimit-*`` (the
+    transformer's limit state, named as OpenAI names its own) are passed back.
+    """
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name == b"retry-after" or name.startswith(b"x-ratelimit-")
+    )

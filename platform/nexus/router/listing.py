@@ -23,13 +23,14 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import orjson
 
+from nexus.edge.client import HttpClient
+from nexus.edge.failures import TransportError
 from nexus.errors import UpstreamFailure
-from nexus.router.calls import _target
+from nexus.router.calls import Target, step_target
 from nexus.router.graph import Graph
-from nexus.router.reply import GraphError, read_limited
+from nexus.router.reply import GraphError, read_step_body
 
 log = logging.getLogger("nexus.router")
 
@@ -50,24 +51,22 @@ class ModelListing:
                 if step.service_url:
                     parts = urlsplit(step.service_url)
                     bases[urlunsplit((parts.scheme, parts.netloc, "", "", ""))] = None
-        self.targets = [_target(base + LIST_PATH, host_map) for base in bases]
+        self.targets = [step_target(base + LIST_PATH, host_map) for base in bases]
         seconds = graph.timeouts.service_client
         self.timeout = float(seconds) if seconds else LIST_SECONDS
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._client = HttpClient()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def models(self, headers: list[tuple[str, str]]) -> Answer:
         """The merged listing as ``(status, JSON body)``."""
-        answers = await asyncio.gather(
-            *(self._ask(url, host, headers) for url, host in self.targets)
-        )
+        answers = await asyncio.gather(*(self._ask(target, headers) for target in self.targets))
         for answer in answers:
             if answer is not None and answer[0] == 401:
                 return answer
@@ -88,20 +87,18 @@ class ModelListing:
         failure = UpstreamFailure("no step of this graph answered its model list")
         return failure.status, failure.body_bytes()
 
-    async def _ask(
-        self, url: str, host: str | None, headers: list[tuple[str, str]]
-    ) -> Answer | None:
-        session = self._session
-        if session is None:
+    async def _ask(self, target: Target, headers: list[tuple[str, str]]) -> Answer | None:
+        client = self._client
+        if client is None:
             raise RuntimeError("ModelListing.start() was not awaited")
+        origin, path, host = target
         out = [(name, value) for name, value in headers if name != "Content-Type"]
-        if host is not None:
-            out.append(("Host", host))
         try:
-            async with session.get(url, headers=out) as response:
-                return response.status, await read_limited(response, MAX_LIST_BYTES, step=url)
-        except (aiohttp.ClientError, TimeoutError, GraphError) as exc:
-            log.warning("model list from %s failed: %r", url, exc)
+            async with asyncio.timeout(self.timeout):
+                response = await client.request("GET", origin, path, headers=out, host=host)
+                return response.status, await read_step_body(response, MAX_LIST_BYTES, step=path)
+        except (TransportError, ValueError, TimeoutError, GraphError) as exc:
+            log.warning("model list from %s%s failed: %r", host or origin.authority, path, exc)
             return None
 
 

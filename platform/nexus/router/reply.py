@@ -17,16 +17,15 @@ turns a step that could not answer in JSON into the transformer's upstream-failu
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import aiohttp
 import orjson
 import pygjson
 
-from nexus.edge.failures import ConnectionBroken
+from nexus.edge.client import Response
+from nexus.edge.failures import ResponseTooLarge, TransportError
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
 from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
@@ -65,10 +64,13 @@ class Reply:
     status: int
     body: bytes
     step: str
-    stream: aiohttp.ClientResponse | None = None
+    stream: Response | None = None
     content_type: str = ""
     _valid: bool | None = None
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # bounds buffered() of a stream
+    # Step answer headers the client may act on (``headers.passed_back``: Retry-After,
+    # x-ratelimit-*), sent with the reply when it is the graph's answer.
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -91,30 +93,19 @@ class Reply:
         if stream is None:
             return self
         try:
-            body = await read_limited(stream, self.max_bytes, step=self.step)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            body = await read_step_body(stream, self.max_bytes, step=self.step)
+        except TransportError as exc:
             raise GraphError(
-                f"step {self.step} broke off its answer ({type(exc).__name__})", step=self.step
+                f"step {self.step} broke off its answer ({exc.reason})", step=self.step
             ) from exc
-        finally:
-            stream.release()
         return Reply(status=self.status, body=body, step=self.step)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """A streaming reply's body as it arrives, for the shared relay (``edge/sse.py``).
-
-        aiohttp's errors become ``ConnectionBroken``, the relay's contract for an upstream
-        break; the connection is closed whichever way the iteration ends.
-        """
+    def chunks(self) -> AsyncIterator[bytes]:
+        """A streaming reply's body as it arrives, for the shared relay (``edge/sse.py``):
+        it raises ``TransportError`` on a break and closes the connection when left early."""
         stream = self.stream
         assert stream is not None
-        try:
-            async for chunk in stream.content.iter_any():
-                yield chunk
-        except (OSError, asyncio.IncompleteReadError, ValueError, aiohttp.ClientError) as exc:
-            raise ConnectionBroken from exc
-        finally:
-            stream.close()
+        return stream.chunks()
 
     def close(self) -> None:
         """Drop an unread stream (a later error made it unnecessary)."""
@@ -122,21 +113,15 @@ class Reply:
             self.stream.close()
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int, *, step: str) -> bytes:
-    """A step's whole answer, refused (502) once it exceeds ``limit`` bytes."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        response.close()
-        raise GraphError(_too_large(step, limit), status=502, step=step)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            response.close()
-            raise GraphError(_too_large(step, limit), status=502, step=step)
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_step_body(response: Response, limit: int, *, step: str) -> bytes:
+    """A step's whole answer, refused (502) once it exceeds ``limit`` bytes.
+
+    Raises ``TransportError`` when the step breaks off; the connection is closed either way.
+    """
+    try:
+        return await response.read(limit)
+    except ResponseTooLarge:
+        raise GraphError(_too_large(step, limit), status=502, step=step) from None
 
 
 def _too_large(step: str, limit: int) -> str:

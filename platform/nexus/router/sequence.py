@@ -73,7 +73,10 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
             if not reply.is_valid_json:
                 raise GraphError("invalid response", step=step.label)
             if not condition_holds(step, reply.body):
-                return Reply(reply.status if client else 200, reply.body, reply.step, _valid=True)
+                if not client:  # KServe's 200: no Retry-After or limit headers on it
+                    return Reply(200, reply.body, reply.step, _valid=True)
+                return Reply(reply.status, reply.body, reply.step, _valid=True,
+                             headers=reply.headers)  # fmt: skip
             if not reply.ok:
                 runner.fallback_used(node, reply.step, step)
                 step_headers = [*headers, (FALLBACK_HEADER, reply.step)]

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -222,7 +223,8 @@ class RouterApp:
                 else:
                     status, step = reply.status, reply.step
                     if reply.stream is None:
-                        await _send(send, status, reply.body, content_type, step)
+                        await _send(send, status, reply.body, content_type, step,
+                                    extra=reply.headers)  # fmt: skip
                     else:
                         streamed = True
                         # The head goes out at once: the histogram times it, as KServe's
@@ -349,7 +351,7 @@ async def _send(
     step: str = "",
     *,
     close: bool = False,
-    extra: Headers | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """A whole answer with the router's headers (KServe's content type, the step taken)."""
     headers: Headers = list(extra) if extra else []

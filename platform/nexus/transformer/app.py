@@ -1,6 +1,6 @@
 """The transformer's ASGI application: a lean governed front with KServe's app behind it.
 
-    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (aiohttp)
+    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
                         ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
                         ├─ /metrics          ours + KServe's families
                         └─ anything else ──► KServe app (health, readiness, metadata)

@@ -21,7 +21,7 @@ from nexus.edge.asgi import Headers
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import GatewayMetrics
 from nexus.transformer.governance import Governor
-from nexus.transformer.upstream import Upstream, new_session
+from nexus.transformer.upstream import Upstream, new_client
 
 log = logging.getLogger("nexus.transformer")
 
@@ -64,9 +64,14 @@ class Components:
     close: list[Any]
 
 
+def new_session() -> aiohttp.ClientSession:
+    """The aiohttp session of one server process, used for JWKS fetches only."""
+    return aiohttp.ClientSession(skip_auto_headers=("User-Agent",))
+
+
 async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) -> Components:
     """Everything a serving process holds, opened once; the session is closed if a step fails."""
-    session = new_session(timeout_seconds=settings.request_timeout_seconds)
+    session = new_session()
     try:
         return build_components(settings, metrics, session)
     except BaseException:
@@ -77,7 +82,11 @@ async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) ->
 def build_components(
     settings: GatewaySettings, metrics: GatewayMetrics, session: aiohttp.ClientSession
 ) -> Components:
-    """The governor, upstream and limiter of one server process, around ``session``."""
+    """The governor, upstream and limiter of one server process.
+
+    ``session`` (aiohttp) only fetches JWKS; the predictor is called through the lean
+    upstream client (``nexus.edge.client``).
+    """
     upstream_name = settings.predictor_host
     breaker = CircuitBreaker(
         name=upstream_name,
@@ -86,6 +95,7 @@ def build_components(
         on_change=lambda _old, new: _breaker_changed(metrics, upstream_name, new),
     )
     metrics.circuit_state.labels(upstream_name).set(0)
+    client = new_client(timeout_seconds=settings.request_timeout_seconds)
     redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
     if redis is None:
         log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
@@ -110,12 +120,12 @@ def build_components(
         upstream=Upstream(
             name=upstream_name,
             base_url=settings.upstream_base_url,
-            session=session,
+            client=client,
             breaker=breaker,
             metrics=metrics,
         ),
         limiter=limiter,
-        close=[session.close, limiter.close],
+        close=[session.close, client.close, limiter.close],
     )
 
 

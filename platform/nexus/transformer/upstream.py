@@ -1,8 +1,9 @@
-"""Calls to the predictor: one pooled aiohttp session, the circuit breaker, error translation.
+"""Calls to the predictor: the shared upstream client, the circuit breaker, error translation.
 
-Every transport failure becomes an ``UpstreamFailure`` (whose body carries the fallback
-marker), and the breaker hears about each call's outcome: refused, timed out or 5xx
-count as failures, any other answer (4xx included) as a success.
+Every transport failure (``nexus.edge.failures``) becomes an ``UpstreamFailure`` (whose
+body carries the fallback marker) in one place, :meth:`Upstream._failure`, and the
+breaker hears about each call's outcome: refused, timed out or 5xx count as failures,
+any other answer (4xx included) as a success.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from nexus.breaker import CircuitBreaker, Permit
-from nexus.edge.failures import ConnectionBroken, TransportTimeout
+from nexus.edge.client import HttpClient, Origin, Response
+from nexus.edge.failures import TransportError, TransportTimeout
 from nexus.errors import (
     NexusError,
     UpstreamFailure,
@@ -29,7 +30,7 @@ from nexus.observability import GatewayMetrics
 
 ERROR_SNIPPET_BYTES = 512
 # What a client reads when the predictor fails. The detailed message (predictor host:port,
-# aiohttp's error text, the predictor's 5xx body) stays in the access log only (issue 12,
+# the transport's reason, the predictor's 5xx body) stays in the access log only (issue 12,
 # item 11): it names internal addresses and software the caller has no use for.
 PUBLIC_MESSAGES = {
     "upstream_unavailable": "the model server is unreachable",
@@ -48,22 +49,13 @@ def public_body(exc: NexusError) -> bytes:
     return orjson.dumps(body)
 
 
-def new_session(*, timeout_seconds: float) -> aiohttp.ClientSession:
-    """The session for one server process: keep-alive pool, connect and read timeouts.
+def new_client(*, timeout_seconds: float) -> HttpClient:
+    """The predictor client of one server process: keep-alive pool, connect and read timeouts.
 
-    ``sock_read`` bounds the wait for each read, so the first byte of an answer (and any
-    silence inside a stream) is bounded by the timeout while long streams still flow.
+    The read timeout bounds the wait for the answer's head, then each silence inside a
+    body, so long token streams still flow (``nexus.edge.client``).
     """
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
-    )
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
-    )
+    return HttpClient(connect_timeout=timeout_seconds, read_timeout=timeout_seconds)
 
 
 @dataclass(slots=True)
@@ -72,7 +64,7 @@ class Reply:
 
     status: int
     content_type: bytes
-    response: aiohttp.ClientResponse
+    response: Response
     permit: Permit
     started: float
 
@@ -89,13 +81,14 @@ class Upstream:
         *,
         name: str,
         base_url: str,
-        session: aiohttp.ClientSession,
+        client: HttpClient,
         breaker: CircuitBreaker,
         metrics: GatewayMetrics,
     ) -> None:
         self.name = name
-        self._base_url = base_url
-        self._session = session
+        self._origin, prefix = Origin.of(base_url)
+        self._prefix = prefix.rstrip("/")
+        self._client = client
         self._breaker = breaker
         self._metrics = metrics
         # Bound once: one upstream per transformer, a handful of statuses.
@@ -107,18 +100,16 @@ class Upstream:
         permit = self._breaker.acquire()
         started = time.perf_counter()
         try:
-            response = await self._session.request(
-                method, self._base_url + path, data=body, headers=headers
+            response = await self._client.request(
+                method, self._origin, self._prefix + path, headers=headers.items(), body=body
             )
         except asyncio.CancelledError:
             self._breaker.release(permit)
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise self._failed(permit, UpstreamTimeout, "timeout", f"timed out: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failed(permit, UpstreamUnavailable, "unreachable", str(exc)) from exc
+        except (TransportError, ValueError) as exc:
+            raise self._failed(permit, self._failure(exc, "call")) from exc
         self._latency.observe(time.perf_counter() - started)
-        content_type = response.headers.get("Content-Type", "application/json").encode()
+        content_type = response.header(b"content-type") or b"application/json"
         return Reply(response.status, content_type, response, permit, started)
 
     async def read(self, reply: Reply) -> bytes:
@@ -128,12 +119,8 @@ class Upstream:
         except asyncio.CancelledError:
             self._breaker.release(reply.permit)
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise self._failed(reply.permit, UpstreamTimeout, "timeout", "timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failed(reply.permit, UpstreamUnavailable, "unreachable", str(exc)) from exc
-        finally:
-            reply.response.release()
+        except TransportError as exc:
+            raise self._failed(reply.permit, self._failure(exc, "answer")) from exc
         self.settle(reply, ok=reply.status < 500)
         if reply.status >= 500:
             snippet = body[:ERROR_SNIPPET_BYTES].decode(errors="replace")
@@ -142,20 +129,13 @@ class Upstream:
             )
         return body
 
-    async def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
+    def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
         """The body of a streaming answer as it arrives; the caller settles the breaker.
 
-        A break raises ``TransportError``, the shared relay's contract (``edge/sse.py``).
+        A break raises ``TransportError``, the shared relay's contract (``edge/sse.py``);
+        leaving the stream early closes the connection (``edge/client.py``).
         """
-        try:
-            async for chunk in reply.response.content.iter_any():
-                yield chunk
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise TransportTimeout("stream stalled") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionBroken from exc
-        finally:
-            reply.response.release()
+        return reply.response.chunks()
 
     def settle(self, reply: Reply, *, ok: bool) -> None:
         self._count(str(reply.status))
@@ -169,12 +149,17 @@ class Upstream:
         self._breaker.release(reply.permit)
         reply.response.close()
 
-    def _failed(
-        self, permit: Permit, kind: type[UpstreamFailure], label: str, detail: str
-    ) -> UpstreamFailure:
+    def _failure(self, exc: TransportError | ValueError, stage: str) -> UpstreamFailure:
+        """The one translation of a transport fault into the transformer's answer."""
+        if isinstance(exc, TransportTimeout):
+            return UpstreamTimeout(f"predictor {self.name} {stage} timed out", upstream=self.name)
+        reason = exc.reason if isinstance(exc, TransportError) else "request not sendable"
+        return UpstreamUnavailable(f"predictor {self.name} {stage}: {reason}", upstream=self.name)
+
+    def _failed(self, permit: Permit, failure: UpstreamFailure) -> UpstreamFailure:
         self._breaker.failure(permit)
-        self._count(label)
-        return kind(f"predictor {self.name} {label}: {detail}", upstream=self.name)
+        self._count("timeout" if isinstance(failure, UpstreamTimeout) else "unreachable")
+        return failure
 
     def _count(self, status: str) -> None:
         counter = self._by_status.get(status)
