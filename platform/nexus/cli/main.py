@@ -24,13 +24,6 @@ def _cmd_transformer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_cpu_llm(args: argparse.Namespace) -> int:
-    from nexus.local.cpu_llm import main as cpu_llm_main
-
-    cpu_llm_main(list(args.rest))
-    return 0
-
-
 def _cmd_up(args: argparse.Namespace) -> int:
     from nexus.local.platform import Options, default_project_dir, up
     from nexus.local.report import endpoints_table
@@ -194,8 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     passthrough = add(
         "transformer", _cmd_transformer, "run the KServe transformer (same flags as KServe)"
     )
-    passthrough.add_argument("rest", nargs=argparse.REMAINDER)
-    passthrough = add("cpu-llm", _cmd_cpu_llm, "run the vLLM-shaped CPU server")
     passthrough.add_argument("rest", nargs=argparse.REMAINDER)
     lint = add("lint", _cmd_lint, "check manifests against CRD schemas and Nexus' rules")
     lint.add_argument(

@@ -6,10 +6,11 @@ It speaks the routes a vLLM predictor serves (``/v1/chat/completions``, ``/v1/co
 ``kserve-huggingfaceserver``). Text is generated deterministically from the prompt, so
 tests can assert on it; per-token latency and faults are settable at start and at run
 time (``POST /admin/faults``), which is what tests, benchmarks and demos need from a
-predictor they can break on purpose. What it answers comes from ``nexus.local.llm_text``,
-shared with the BentoML CPU worker in ``bento/``; this module is only the aiohttp socket.
+predictor they can break on purpose. What it answers comes from ``bento/llm_text.py``,
+shared with the BentoML CPU worker; this module is only the aiohttp socket. It is test
+support, not platform code: ``nexus.local`` models the cluster, not vLLM.
 
-    python -m nexus.local.cpu_llm --port 9000 --model chat --token-latency-ms 5
+    python -m tests.support.cpu_llm --port 9000 --model chat --token-latency-ms 5  # repo root
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from nexus.local.llm_text import (
+from bento.llm_text import (
     Faults,
     RequestError,
     answer_delay,

@@ -1,11 +1,13 @@
 """The pure half of a fake vLLM: request parsing, deterministic text, response shapes, faults.
 
-Two servers play a vLLM predictor on machines without a GPU: ``nexus.local.cpu_llm`` (lean
-aiohttp, for the transformer's tests) and the BentoML CPU worker in ``bento/`` (the
-predictor of every ``local`` InferenceService). Both must answer byte for byte alike, so
-everything that does not touch a socket lives here and both import it: what a request
-means (``parse_completion``), which tokens answer it (``generate``), the JSON bodies and
-SSE chunks vLLM would send, and the faults a test can switch on.
+Two servers play a vLLM predictor on machines without a GPU: the BentoML CPU worker here in
+``bento/`` (the predictor of every ``local`` InferenceService) and ``tests/support/cpu_llm.py``
+(lean aiohttp, for the transformer's tests and the benchmarks). Neither is part of the
+platform's package: ``nexus.local`` models Argo CD, KServe and Knative, not vLLM. Both must
+answer byte for byte alike, so everything that does not touch a socket lives here and both
+import it: what a request means (``parse_completion``), which tokens answer it
+(``generate``), the JSON bodies and SSE chunks vLLM would send, and the faults a test can
+switch on.
 """
 
 from __future__ import annotations
