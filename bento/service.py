@@ -101,7 +101,7 @@ def _json(body: dict[str, Any], status: int = 200, **kw: Any) -> Response:
 
 
 def _error(exc: RequestError) -> Response:
-    return _json(error_body(exc.status, exc.message), exc.status)
+    return _json(error_body(exc.status, exc.message, param=exc.param), exc.status)
 
 
 class StreamBroken(Exception):
