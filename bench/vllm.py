@@ -66,8 +66,11 @@ class Sample:
 
 def stream(url: str, model: str) -> Sample:
     """One streamed chat completion; only chunks with text count (vLLM's first has the role)."""
+    # ignore_eos and skip_special_tokens=False (vLLM sampling parameters): the random-weight
+    # model then sends exactly TOKENS tokens, each as visible text.
     body = {"model": model, "messages": [{"role": "user", "content": "hello"}],
-            "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True, "stream": True}  # fmt: skip
+            "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True, "stream": True,
+            "skip_special_tokens": False}  # fmt: skip
     request = urllib.request.Request(  # noqa: S310 - loopback
         url,
         data=json.dumps(body).encode(),
