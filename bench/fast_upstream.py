@@ -1,6 +1,6 @@
 """A canned-answer HTTP/1.1 upstream cheap enough that the router in front of it is the bottleneck.
 
-``nexus.local.cpu_llm`` is an aiohttp application: on a 2-core machine it tops out below
+``tests/support/cpu_llm.py`` is an aiohttp application: on a 2-core machine it tops out below
 the router's throughput target, so the router's own figures would be the upstream's.
 This server answers every POST with one fixed OpenAI chat completion from an asyncio
 protocol (uvloop + httptools, both already dependencies), keep-alive, no routing, no

@@ -4,6 +4,9 @@ The benchmark must not leave a server behind when a cell fails or the user press
 Ctrl-C, so every child runs in its own process group (uvicorn workers included) and is
 registered with an ``ExitStack`` the moment it exists. Kept separate from ``tests/``: the
 benchmark is a script users run, and must not depend on the test suite's support code.
+The one exception is the upstream it measures against, the CPU imitation of vLLM
+(``tests/support/cpu_llm.py``, moved out of the platform in issue 10): it is run as a
+separate process, never imported.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ def how_measured(results: dict[str, Any]) -> str:
         f"Measured {results['date']} on {m['nproc']} CPUs ({m['cpu_model']}) by "
         f"`bench/run.py` (`make bench`): {p['wrk']}, {p['threads']} thread, 1 and 32 connections, "
         f"{p['duration_s']:g} s per cell after a {p['warmup_s']:g} s warm-up, medians of "
-        f"{p['rounds']} rounds; client, servers, upstream (`nexus.local.cpu_llm`) and Redis "
+        f"{p['rounds']} rounds; client, servers, upstream (`tests/support/cpu_llm.py`) and Redis "
         f"on 127.0.0.1, one worker process each; {versions}; 1-minute load average "
         f"{m['load_before']:g} before, {m['load_after']:g} after (with the benchmark's own). "
         "Added latency is against the upstream called directly on the same route; CPU per "

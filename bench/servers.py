@@ -57,7 +57,7 @@ class Server:
 
 def start_upstream(children: Children, *, model: str) -> Server:
     port = free_port()
-    args = [sys.executable, "-m", "nexus.local.cpu_llm", "--port", str(port), "--model", model]
+    args = [sys.executable, "-m", "tests.support.cpu_llm", "--port", str(port), "--model", model]
     child = children.start("upstream", args)
     child.wait_ready(f"http://127.0.0.1:{port}/health", timeout=READY_TIMEOUT)
     return Server("upstream", port, child)

@@ -5,8 +5,8 @@ It serves the routes both KServe vLLM runtimes serve — OpenAI under ``/v1`` (l
 ``/v1/models/<m>:predict`` and v2 ``/v2/models/<m>/infer``, ``/health`` — and BentoML's
 ``/metrics`` carries vLLM's series (``vllm:num_requests_running``, ...), so dashboards and
 alerts written for vLLM read it unchanged. The answers (deterministic text, SSE with
-``usage``, token pacing, faults) come from ``nexus.local.llm_text``, shared with
-``nexus.local.cpu_llm``; this module is the HTTP face and the metrics.
+``usage``, token pacing, faults) come from ``llm_text`` beside it, shared with
+``tests/support/cpu_llm.py``; this module is the HTTP face and the metrics.
 
 Why an ASGI app mounted with ``@bentoml.asgi_app`` rather than ``@bentoml.api`` methods:
 vLLM's wire shapes (SSE frames, ``{"error": {...}}`` bodies, ``:predict`` paths) are not
@@ -38,7 +38,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nexus.local.llm_text import (
+from llm_text import (
     Completion,
     Faults,
     RequestError,
@@ -101,7 +101,7 @@ def _json(body: dict[str, Any], status: int = 200, **kw: Any) -> Response:
 
 
 def _error(exc: RequestError) -> Response:
-    return _json(error_body(exc.status, exc.message), exc.status)
+    return _json(error_body(exc.status, exc.message, param=exc.param), exc.status)
 
 
 class StreamBroken(Exception):

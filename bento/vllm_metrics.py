@@ -17,7 +17,7 @@ from typing import Any
 
 import bentoml
 
-from nexus.local.llm_text import Completion
+from llm_text import Completion
 
 LABELS = ["model_name"]
 # vLLM's own bucket bounds for these histograms (seconds).

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+from bento.llm_text import generate
 
-from nexus.local.llm_text import generate
 from tests.bento.conftest import Worker
 
 MESSAGES = [{"role": "user", "content": "tell me about canaries"}]

@@ -91,3 +91,12 @@ def test_the_analysis_queries_separate_predictor_revisions(tmp_path: Path) -> No
     result = subprocess.run(["promtool", "test", "rules", "analysis.test.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_ttft_series_is_chosen_by_the_runtime() -> None:
+    vllm = queries("llama-8b", [CANARY, STABLE], 600, runtime="vllm")
+    assert "vllm:time_to_first_token_seconds_bucket" in vllm["p95_ttft_s"]
+    # KServe's Hugging Face server exports no TTFT histogram: the queue-proxy's alone judges.
+    assert sorted(queries("llama-8b", [CANARY, STABLE], 600, runtime="huggingface")) == [
+        "errors", "p95_latency_s", "requests",
+    ]  # fmt: skip

@@ -31,6 +31,30 @@ def test_decide(canary: RevisionStats, stable: RevisionStats, decision: str) -> 
     assert decide(canary, stable, T)[0] == decision
 
 
+VLLM_TTFT = "vllm:time_to_first_token_seconds"
+
+
+def test_a_vllm_canary_is_judged_on_vllms_time_to_first_token() -> None:
+    def timed(revision: str, requests: float, ttft: float | None) -> RevisionStats:
+        return RevisionStats(revision, requests, 0, 0.5, ttft)
+
+    stable = timed("m-1", 900, 0.100)
+    assert decide(timed("m-2", 100, 0.120), stable, T, ttft_series=VLLM_TTFT)[0] == "promote"
+    decision, reasons = decide(timed("m-2", 100, 0.400), stable, T, ttft_series=VLLM_TTFT)
+    assert (decision, reasons) == (
+        "rollback",
+        ("canary p95 TTFT 0.400s exceeds stable 0.100s x 1.5",),
+    )
+    # Requests without a TTFT sample: vLLM's series are not there to judge the canary by.
+    decision, reasons = decide(timed("m-2", 100, None), stable, T, ttft_series=VLLM_TTFT)
+    assert decision == "rollback"
+    assert reasons == (
+        f"canary m-2 answered 100 requests but {VLLM_TTFT} has no sample for it in the window",
+    )
+    # A runtime without a TTFT series (Hugging Face) is judged without one.
+    assert decide(timed("m-2", 100, None), timed("m-1", 900, None), T)[0] == "promote"
+
+
 def isvc(canary: int | None, traffic: list[tuple[str, int, bool]], ready: str = "True") -> Any:
     predictor = {} if canary is None else {"canaryTrafficPercent": canary}
     return {

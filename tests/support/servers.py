@@ -55,9 +55,9 @@ class Upstream:
 
 @contextlib.contextmanager
 def cpu_llm(tmp: Path, *, model: str = "chat", args: tuple[str, ...] = ()) -> Iterator[Upstream]:
-    """The vLLM-shaped CPU server from ``nexus.local.cpu_llm`` on a free port."""
+    """The vLLM-shaped CPU server from ``tests/support/cpu_llm.py`` on a free port."""
     port = free_port()
-    cmd = python_module("nexus.local.cpu_llm", "--port", str(port), "--model", model, *args)
+    cmd = python_module("tests.support.cpu_llm", "--port", str(port), "--model", model, *args)
     with managed(cmd, log=tmp / f"cpu-llm-{port}.log",
                  ready_url=f"http://127.0.0.1:{port}/health") as process:  # fmt: skip
         yield Upstream(port=port, process=process, model=model)

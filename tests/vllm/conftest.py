@@ -14,6 +14,7 @@ it the tier fails: a skipped tier would pass CI without ever talking to vLLM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,16 +122,24 @@ def vllm_engine(
     version, artifacts = _register(tmp, tiny_model)
     storage = StorageInitializer(python=vllm_env, root=tmp / "revisions")
     folder = asyncio.run(storage.place(version.tags["serving.storage_uri"], REVISION))
+    with engine_process(vllm_env, folder, log=tmp / "vllm.log") as (port, process, elapsed):
+        yield Engine(port, process, folder, version, artifacts, elapsed)
+
+
+@contextlib.contextmanager
+def engine_process(
+    python: Path, folder: Path, *, log: Path
+) -> Iterator[tuple[int, Managed, float]]:
+    """vLLM serving ``folder`` as a revision's container runs it: (port, process, start seconds)."""
     container = runtime_container(REPO)
     port = free_port()
-    command = engine_command(container, python=vllm_env, model_dir=folder, name=MODEL,
+    command = engine_command(container, python=python, model_dir=folder, name=MODEL,
                              port=port, cpu=True)  # fmt: skip
     started = time.monotonic()
-    with managed(command, log=tmp / "vllm.log", env=engine_env(container, cpu=True),
+    with managed(command, log=log, env=engine_env(container, cpu=True),
                  ready_url=f"http://127.0.0.1:{port}/v1/models",
                  timeout=ENGINE_START_TIMEOUT) as process:  # fmt: skip
-        elapsed = time.monotonic() - started
-        yield Engine(port, process, folder, version, artifacts, elapsed)
+        yield port, process, time.monotonic() - started
 
 
 @pytest.fixture(scope="session")

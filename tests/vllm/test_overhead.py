@@ -2,13 +2,12 @@
 
 The same streamed request (greedy, 32 tokens, ``ignore_eos``) goes to the engine directly,
 through the transformer, and through the fallback graph's router and the transformer, in
-turns so that the machine's load hits all three alike. The medians are written to
-``bench/results/vllm-overhead.json`` (the README's "Real vLLM" table quotes a run).
+turns so that the machine's load hits all three alike. The README's figures come from
+``bench/vllm.py``, which measures the same paths outside the test suite.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -16,7 +15,6 @@ import httpx
 import orjson
 
 from tests.router.conftest import Router
-from tests.support.processes import REPO
 from tests.support.servers import Transformer
 from tests.vllm.conftest import KEY, MODEL, Engine
 
@@ -68,9 +66,6 @@ def test_overhead_of_transformer_and_router(
         chunks = min(r[2] for r in runs)
         result[name] = {"ttft_ms": round(ttft * 1000, 1), "tokens_per_s": round(rate, 1),
                         "text_chunks_min": chunks}  # fmt: skip
-    out = REPO / "bench" / "results" / "vllm-overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rounds": ROUNDS, "tokens": TOKENS, **result}, indent=2) + "\n")
     added = result["transformer"]["ttft_ms"] - result["direct"]["ttft_ms"]
     # Loose on purpose: two shared cores; the figure itself goes to the README.
     assert added < 250, result

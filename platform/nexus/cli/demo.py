@@ -11,6 +11,12 @@ measured printed as a table; then the rolled-out worker refuses connections (the
 worker's ``refuse`` fault, which clears itself) and the graph answers from the fallback
 model. The platform keeps running afterwards, with its endpoints printed.
 
+With ``--predictor vllm`` every revision is a real vLLM engine: the canary starts a second
+engine, the analysis judges it on vLLM's ``vllm:time_to_first_token_seconds`` by revision
+(``nexus.release.analyze.TTFT_SERIES``, chosen by the model's runtime) beside the
+queue-proxy's histogram, and step 6 kills the rolled-out engine (vLLM has no fault route;
+a dead predictor pod is the cluster's equivalent), which the platform then restarts.
+
 Every wait is bounded and says what it waited for; the traffic thread is stopped
 whatever happens.
 """
@@ -18,6 +24,8 @@ whatever happens.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 import urllib.error
@@ -217,18 +225,21 @@ def _release(
 
 def split_table(analysis: Mapping[str, Any]) -> str:
     """The canary window as Prometheus measured it (the analysis' own numbers)."""
-    rows = [("REVISION", "ROLE", "REQUESTS", "SHARE", "5XX RATIO", "P95 LATENCY")]
+    rows = [("REVISION", "ROLE", "REQUESTS", "SHARE", "5XX RATIO", "P95 LATENCY", "P95 TTFT")]
     measured = [(role, analysis.get(role)) for role in ("stable", "canary")]
     total = sum(float(s["requests"]) for _, s in measured if s) or 1.0
+
+    def ms(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
     for role, stats in measured:
         if not stats:
             continue
-        p95 = stats.get("p95_latency_s")
         ratio = stats.get("error_ratio")
         rows.append((stats["revision"], role, f"{stats['requests']:.0f}",
                      f"{100 * float(stats['requests']) / total:.0f} %",
                      "-" if ratio is None else f"{ratio:.3f}",
-                     "-" if p95 is None else f"{1000 * p95:.0f} ms"))  # fmt: skip
+                     ms(stats.get("p95_latency_s")), ms(stats.get("p95_ttft_s"))))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                      for row in rows)  # fmt: skip
@@ -257,10 +268,21 @@ def _rolled_out(endpoints: Mapping[str, Any], model: str) -> tuple[str, dict[str
 
 
 def _refuse(options: DemoOptions, revision: str) -> int:
-    """Make the revision's worker refuse connections for ``refuse_seconds``; its port."""
-    port = PortBook(options.state_dir.resolve() / "ports.json").get(revision)
+    """Make the revision's worker refuse connections for ``refuse_seconds``; its port.
+
+    A real vLLM engine has no fault route: it is killed instead (its process group, as
+    a node loses a pod), and the platform restarts it (``nexus.local.workloads``).
+    """
+    state = options.state_dir.resolve()
+    port = PortBook(state / "ports.json").get(revision)
     if port is None:
         raise PlatformError(f"no port is booked for {revision}; is the platform running?")
+    if options.up.predictor == "vllm":
+        try:
+            os.killpg(int((state / "run" / f"{revision}.pid").read_text()), signal.SIGKILL)
+        except (OSError, ValueError) as exc:
+            raise PlatformError(f"cannot kill the engine of {revision}: {exc}") from exc
+        return port
     body = json.dumps({"refuse": True, "refuse_seconds": options.refuse_seconds}).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/admin/faults",
@@ -332,20 +354,28 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"   traffic during the release: {during.summary()}")
     say(f"\n5. the canary window ({analysis.get('window_s', 0):.0f} s) in Prometheus:")
     say(split_table(analysis))
+    judged_by = ", ".join(s for s in (QUEUE_PROXY_DURATION, analysis.get("ttft_series")) if s)
+    say(f"   judged on {judged_by}, by revision")
     say(f"   decision: {analysis.get('decision', '?')} ({'; '.join(analysis.get('reasons', []))})")
     revision, traffic = _rolled_out(endpoints, model)
     say(f"   {model} version {canary}: {outcome}; traffic now {traffic}")
     say(f"   MLflow aliases: champion -> {registry.alias(model, c.CHAMPION)}, "
         f"challenger -> {registry.alias(model, c.CHALLENGER)}")  # fmt: skip
 
-    say(f"\n6. the rolled-out worker ({revision}) refuses connections for "
-        f"{options.refuse_seconds:.0f} s")  # fmt: skip
+    if options.up.predictor == "vllm":
+        say(f"\n6. the rolled-out vLLM engine ({revision}) is killed")
+    else:
+        say(f"\n6. the rolled-out worker ({revision}) refuses connections for "
+            f"{options.refuse_seconds:.0f} s")  # fmt: skip
     port = _refuse(options, revision)
     body = _fallback_answer(graph_url, key, options.fallback, timeout=30)
     say(f"   {options.graph} answered with {STEP_HEADER}: {options.fallback} "
         f"(model {body.get('model')}): "
         f"{body['choices'][0]['message']['content']!r}")  # fmt: skip
-    say(f"   the worker on :{port} accepts connections again by itself after the fault")
+    if options.up.predictor == "vllm":
+        say(f"   the platform restarts the engine on :{port} (about a minute on two cores)")
+    else:
+        say(f"   the worker on :{port} accepts connections again by itself after the fault")
 
     say(endpoints_table(endpoints))
     requests = f'{QUEUE_PROXY_DURATION}_count{{isvc="{model}"}}'

