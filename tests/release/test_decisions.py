@@ -49,8 +49,15 @@ def test_a_vllm_canary_is_judged_on_vllms_time_to_first_token() -> None:
     decision, reasons = decide(timed("m-2", 100, None), stable, T, ttft_series=VLLM_TTFT)
     assert decision == "rollback"
     assert reasons == (
-        f"canary m-2 answered 100 requests but {VLLM_TTFT} has no sample for it in the window",
+        f"canary m-2 answered 100 requests without error but {VLLM_TTFT} has no sample for "
+        "it in the window",
     )
+    # Only errors: no first token to time; the 5xx ratio judges it, and is the one reason.
+    failing = RevisionStats("m-2", 100, 100, 0.5, None)
+    decision, reasons = decide(failing, stable, T, ttft_series=VLLM_TTFT)
+    assert decision == "rollback"
+    assert len(reasons) == 1
+    assert reasons[0].startswith("canary 5xx ratio 1.000")
     # A runtime without a TTFT series (Hugging Face) is judged without one.
     assert decide(timed("m-2", 100, None), timed("m-1", 900, None), T)[0] == "promote"
 

@@ -77,7 +77,7 @@ async def test_openai_client_lists_the_graphs_models(tmp_path: Path) -> None:
         ):
             assert response.status == 200
             assert sorted(_ids(await response.read())) == sorted(ids)
-        log = router.process.output()
+        log = router.process.output_with(2, '"request_id"')
     lines = [orjson.loads(line) for line in log.splitlines() if '"request_id"' in line]
     assert [(e["method"], e["path"], e["status"]) for e in lines] == [
         ("GET", "/openai/v1/models", 200),

@@ -116,6 +116,21 @@ class Managed:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def output_with(self, count: int, marker: str, timeout: float = 5.0) -> str:
+        """The output once it holds ``count`` lines containing ``marker`` (or at the timeout).
+
+        A server writes its access line after the answer has gone out, so a test that
+        reads the log as soon as it has its answer can be a line early.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.output()
+            if sum(marker in line for line in text.splitlines()) >= count:
+                return text
+            if time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill the whole process group (workers included) with ``sig``."""
         if self.proc.poll() is None:

@@ -25,10 +25,11 @@ LLM release worse.
 The time-to-first-token series is chosen by the model's runtime (``ReleasePlan.runtime``,
 from the registry's ``serving.runtime`` tag), because only the server knows when its
 first token left: ``TTFT_SERIES``. For a vLLM model it is vLLM's own histogram, and it is
-required: a revision that answered in the window but has no sample in it is a reason to
-roll back (its engine is not scraped by revision, or it answered nothing but errors), so a
-promotion of a vLLM model is always judged on vLLM's metrics. The local CPU worker exports
-the same histogram (``bento/vllm_metrics.py``), so the default flow is judged the same way.
+required: a revision that answered without error in the window but has no sample in it is
+a reason to roll back (its engine is not scraped by revision); one that answered nothing but
+errors has no first token to time and is judged by its 5xx ratio. So a promotion of a
+vLLM model is always judged on vLLM's metrics. The local CPU worker exports the same
+histogram (``bento/vllm_metrics.py``), so the default flow is judged the same way.
 """
 
 from __future__ import annotations
@@ -254,14 +255,18 @@ def decide(
     """Promote unless a threshold is crossed; every crossed threshold is a reason.
 
     With ``ttft_series`` (the runtime's TTFT histogram) a revision that answered requests
-    in the window without a TTFT sample cannot be judged on it, which is a reason too.
+    without error in the window but has no TTFT sample cannot be judged on it, which is a
+    reason too. Errors have no first token, so an all-5xx revision is judged by its 5xx ratio.
     """
     reasons: list[str] = []
     for role, revision in (("canary", canary), ("stable", stable)):
-        if ttft_series and revision and revision.requests > 0 and revision.p95_ttft_s is None:
+        if revision is None or not ttft_series or revision.p95_ttft_s is not None:
+            continue
+        answered = revision.requests * (1.0 - (revision.error_ratio or 0.0))
+        if answered >= 1:
             reasons.append(
-                f"{role} {revision.revision} answered {revision.requests:.0f} requests but "
-                f"{ttft_series} has no sample for it in the window"
+                f"{role} {revision.revision} answered {answered:.0f} requests without error "
+                f"but {ttft_series} has no sample for it in the window"
             )
     if canary.requests < thresholds.min_requests:
         reasons.append(
