@@ -215,14 +215,19 @@ class AccessLog:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._lines: list[bytes] = []
         self._scheduled = False
+        self._second = -1
+        self._stamp = ""
 
     def write(
         self, fields: dict[str, Any], *, message: str = "request", level: str = "info"
     ) -> None:
         now = time.time()
+        second = int(now)
+        if second != self._second:  # formatting the date costs more than the rest of the line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now % 1 * 1000):03d}Z",
+            "timestamp": f"{self._stamp}.{int(now % 1 * 1000):03d}Z",
             "level": level,
             "logger": self._name,
             "message": message,

@@ -72,3 +72,21 @@ async def test_settlements_ride_on_the_next_acquire_or_flush_by_themselves(redis
         assert asyncio.get_running_loop().time() < deadline, "the delayed flush never came"
         await asyncio.sleep(0.02)
     await window.close()
+
+
+async def test_steady_traffic_settles_without_calls_of_its_own(redis: Redis) -> None:
+    """Each acquire carries the previous settlement; the flush timer must not add a Redis
+    call per request (it used to: one timer per settle, each finding a newer one queued)."""
+    window = RedisWindow.from_url(redis.url, settle_delay=0.1)
+    quota = Quota(requests_per_minute=0, tokens_per_minute=1_000_000)
+    client = redis_sync.Redis(port=redis.port)
+    await window.acquire("warm:chat", quota, 0, "w")  # loads the script (NOSCRIPT once)
+    client.config_resetstat()
+    for i in range(20):
+        await window.acquire("s:chat", quota, 100, f"m{i}")
+        await window.settle("s:chat", f"m{i}", 100, 10)
+        await asyncio.sleep(0.03)
+    evalsha = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    await window.close()  # flushes the last settlement
+    assert evalsha == 20
+    assert int(client.get("nexus:rl:{s:chat}:toktotal") or 0) == 20 * 10

@@ -14,6 +14,7 @@ seconds with a batch for that key when no request came. Until then the window ho
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib import resources
 from typing import Any, cast
 
@@ -44,6 +45,10 @@ class RedisWindow:
         self._settle = Script(client, _script("settle.lua"))
         # key -> settlements not sent yet, flattened as (reserved, settled, delta) triples
         self._pending: dict[str, list[str | int]] = {}
+        # key -> monotonic time its oldest queued settlement was queued
+        self._since: dict[str, float] = {}
+        # key -> its one flush timer: a timer per settle cost more than the settle itself
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -62,11 +67,12 @@ class RedisWindow:
         settlements = self._pending.pop(key, None)
         if settlements:
             args += settlements
+            since = self._since.pop(key)
         try:
             raw = cast(list[Any], await self._acquire(keys=self._keys(key), args=args))
         except (RedisUnavailable, RedisReplyError):
             if settlements:  # not applied: keep them for the next attempt
-                self._pending.setdefault(key, []).extend(settlements)
+                self._queue(key, since).extend(settlements)
             raise
         allowed, reason, req_left, req_reset, tok_left, tok_reset, retry = (int(v) for v in raw)
         if not quota.count_request:
@@ -86,20 +92,40 @@ class RedisWindow:
         """Queue the correction; it rides on the key's next acquire or a delayed flush."""
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = []
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._settle_delay, self._schedule_flush, key)
+            pending = self._queue(key, time.monotonic())
         pending += [f"{member}|{reserved}", f"{member}|{actual}", actual - reserved]
 
-    def _schedule_flush(self, key: str) -> None:
-        if key in self._pending:
-            task = asyncio.get_running_loop().create_task(self.flush(key))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+    def _queue(self, key: str, since: float) -> list[str | int]:
+        """The key's settlement queue, with its timer armed if none is."""
+        pending = self._pending.setdefault(key, [])
+        self._since[key] = min(since, self._since.get(key, since))
+        if key not in self._timers:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(self._settle_delay, self._due, key, loop)
+        return pending
+
+    def _due(self, key: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush the key's queue once its oldest settlement has waited ``settle_delay``.
+
+        Under steady traffic each acquire takes the queue along, so the timer only moves
+        on to the current oldest settlement instead of a Redis call per request.
+        """
+        del self._timers[key]
+        since = self._since.get(key)
+        if since is None:
+            return
+        wait = since + self._settle_delay - time.monotonic()
+        if wait > 0:
+            self._timers[key] = loop.call_later(wait, self._due, key, loop)
+            return
+        task = loop.create_task(self.flush(key))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def flush(self, key: str) -> None:
         """Send the key's queued settlements now (none were picked up by an acquire)."""
         settlements = self._pending.pop(key, None)
+        self._since.pop(key, None)
         if not settlements:
             return
         _, token_log, token_total = self._keys(key)
@@ -115,6 +141,9 @@ class RedisWindow:
 
     async def close(self) -> None:
         await self.flush_all()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in list(self._flushes):
             task.cancel()
         await asyncio.gather(*self._flushes, return_exceptions=True)

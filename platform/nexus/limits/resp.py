@@ -77,13 +77,20 @@ def encode(*args: str | int | bytes) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = arg
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
 
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
+        # Made by loop.create_connection, so inside the loop that will serve it.
+        self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
         self.waiting: deque[asyncio.Future[Any]] = deque()
         # Replies arrive in order, so only the oldest command's deadline needs watching:
@@ -171,16 +178,15 @@ class RespClient:
         self._connecting: asyncio.Lock | None = None
 
     async def call(self, *args: str | int | bytes) -> Any:
-        protocol = await self._connection()
-        loop = asyncio.get_running_loop()
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:  # not a coroutine per command
+            protocol = await self._connection()
+        loop = protocol.loop  # asyncio.get_running_loop() is a getpid() system call
         future: asyncio.Future[Any] = loop.create_future()
         protocol.send(encode(*args), future, loop)
         return await future
 
     async def _connection(self) -> _Protocol:
-        protocol = self._protocol
-        if protocol is not None and protocol.lost is None:
-            return protocol
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:

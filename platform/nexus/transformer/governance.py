@@ -47,14 +47,14 @@ def rate_limit_headers(decision: Decision) -> Headers:
     headers: Headers = []
     if quota.requests_per_minute:
         headers += [
-            (b"x-ratelimit-limit-requests", str(quota.requests_per_minute).encode()),
-            (b"x-ratelimit-remaining-requests", str(decision.requests_remaining).encode()),
+            (b"x-ratelimit-limit-requests", b"%d" % quota.requests_per_minute),
+            (b"x-ratelimit-remaining-requests", b"%d" % decision.requests_remaining),
             (b"x-ratelimit-reset-requests", _duration(decision.requests_reset)),
         ]
     if quota.tokens_per_minute:
         headers += [
-            (b"x-ratelimit-limit-tokens", str(quota.tokens_per_minute).encode()),
-            (b"x-ratelimit-remaining-tokens", str(decision.tokens_remaining).encode()),
+            (b"x-ratelimit-limit-tokens", b"%d" % quota.tokens_per_minute),
+            (b"x-ratelimit-remaining-tokens", b"%d" % decision.tokens_remaining),
             (b"x-ratelimit-reset-tokens", _duration(decision.tokens_reset)),
         ]
     return headers
