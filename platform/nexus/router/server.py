@@ -261,7 +261,7 @@ class RouterApp:
             elapsed = now() - started
             if streamed:
                 # The duration histogram was observed at the stream's first byte.
-                self.metrics.requests.labels(str(status)).inc()
+                self.metrics.count_request(status)
             else:
                 self.metrics.observe_request(status, elapsed)
             self._log(scope, headers, status, elapsed, step, streamed, error)
