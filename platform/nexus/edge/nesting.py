@@ -10,8 +10,11 @@ deeper than the limit.
 
 Measured on the development machine (shared, 2 cores) for 1 MiB bodies: 10-17 ms for one
 million ``[``, for 8,192 blocks nested 128 deep and for 350,000 empty strings; under
-0.05 ms for a chat request. With the limit in force, a Switch condition on a 1 MiB body
-costs at most about 35 ms in all (scan, ``validate``, ``get``) instead of seconds.
+0.05 ms for a chat request. ``deeper_than`` skips the scan (20 µs of numpy set-up per
+call, a fifth of the router's CPU per request) when the body has too few opening brackets
+to nest that deep, which is every ordinary request and answer. With the limit in force,
+a Switch condition on a 1 MiB body costs at most about 35 ms in all (scan, ``validate``,
+``get``) instead of seconds.
 """
 
 from __future__ import annotations
@@ -44,3 +47,15 @@ def nesting_depth(body: bytes) -> int:
         inside = (np.cumsum(raw == ord('"'), dtype=np.int32) & 1).astype(bool)
         signs[inside] = 0
     return max(0, int(np.cumsum(signs).max()))
+
+
+def deeper_than(body: bytes, limit: int) -> bool:
+    """Whether ``body`` nests deeper than ``limit`` (``nesting_depth(body) > limit``).
+
+    A body cannot nest deeper than it has opening brackets, strings included: when those
+    are at most ``limit`` (two ``bytes.count`` passes, about 1 µs for a chat body) the
+    vectorised scan is not needed.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    return nesting_depth(body) > limit

@@ -74,11 +74,15 @@ class RouterMetrics:
         counter.inc()
 
     def observe_request(self, code: int, seconds: float) -> None:
+        self.count_request(code)
+        self.request_seconds.observe(seconds)
+
+    def count_request(self, code: int) -> None:
+        """Count a request whose duration was observed already (a stream, at its head)."""
         counter = self._request_codes.get(code)
         if counter is None:
             counter = self._request_codes[code] = self.requests.labels(str(code))
         counter.inc()
-        self.request_seconds.observe(seconds)
 
     def fallback(self, from_model: str, to_model: str) -> None:
         self.fallbacks.labels(from_model, to_model).inc()

@@ -26,7 +26,7 @@ import pygjson
 
 from nexus.edge.client import Response
 from nexus.edge.failures import ResponseTooLarge, TransportError
-from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
+from nexus.edge.nesting import DEFAULT_MAX_NESTING, deeper_than
 from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
 
@@ -130,7 +130,7 @@ def _too_large(step: str, limit: int) -> str:
 
 def json_valid(body: bytes, *, step: str, max_nesting: int = DEFAULT_MAX_NESTING) -> bool:
     """``gjson.Valid`` for a step answer whose nesting was checked first (502 if too deep)."""
-    if nesting_depth(body) > max_nesting:
+    if deeper_than(body, max_nesting):
         raise GraphError(
             f"step {step} answered JSON nested deeper than {max_nesting} levels",
             status=502,
@@ -141,7 +141,7 @@ def json_valid(body: bytes, *, step: str, max_nesting: int = DEFAULT_MAX_NESTING
 
 def request_json_valid(body: bytes, *, max_nesting: int = DEFAULT_MAX_NESTING) -> bool:
     """``gjson.Valid`` for a request body whose nesting was checked first (400 if too deep)."""
-    if nesting_depth(body) > max_nesting:
+    if deeper_than(body, max_nesting):
         raise GraphError(request_too_deep(max_nesting), status=400)
     return bool(pygjson.validate(body))
 

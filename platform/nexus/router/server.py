@@ -71,7 +71,7 @@ from nexus.edge.asgi import (
     respond,
 )
 from nexus.edge.failures import TransportError
-from nexus.edge.nesting import DEFAULT_MAX_NESTING, nesting_depth
+from nexus.edge.nesting import DEFAULT_MAX_NESTING, deeper_than
 from nexus.edge.sse import CLIENT_CLOSED, relay
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
@@ -261,7 +261,7 @@ class RouterApp:
             elapsed = now() - started
             if streamed:
                 # The duration histogram was observed at the stream's first byte.
-                self.metrics.requests.labels(str(status)).inc()
+                self.metrics.count_request(status)
             else:
                 self.metrics.observe_request(status, elapsed)
             self._log(scope, headers, status, elapsed, step, streamed, error)
@@ -273,7 +273,7 @@ class RouterApp:
             body = await read_body(receive, limit=self.max_body_bytes, content_length=declared)
         except NexusError as exc:  # PayloadTooLarge (413), InvalidRequest (400)
             raise GraphError(exc.message, status=exc.status) from None
-        if self.inspects_request and nesting_depth(body) > self.max_nesting:
+        if self.inspects_request and deeper_than(body, self.max_nesting):
             raise GraphError(request_too_deep(self.max_nesting), status=400)
         return body
 
