@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def start_nexus(
     model: str,
     api_key: str,
     name: str = "nexus",
+    extra_env: Mapping[str, str] | None = None,
 ) -> Server:
-    """The transformer exactly as KServe starts it, with the full governed path switched on."""
+    """The transformer exactly as KServe starts it, with the full governed path switched on;
+    ``extra_env`` adds or overrides ``GATEWAY_*`` settings."""
     port = free_port()
     args = [sys.executable, "-m", "nexus.transformer", "--model_name", model,
             "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
@@ -94,6 +97,7 @@ def start_nexus(
         "GATEWAY_RATE_LIMIT_PER_MINUTE": str(UNLIMITED_RPM),
         "GATEWAY_TOKENS_PER_MINUTE": str(UNLIMITED_TPM),
         "GATEWAY_RATE_LIMIT_FAILURE_MODE": "closed",  # a Redis problem fails loudly, not fast
+        **(extra_env or {}),
     }
     child = children.start(name, args, env=env)
     child.wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=READY_TIMEOUT)

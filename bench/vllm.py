@@ -28,7 +28,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -46,7 +45,7 @@ from nexus.local.vllm_engine import (
 )
 from processes import REPO, Children, free_port
 from report import write_readme
-from servers import Server, start_redis, start_router
+from servers import Server, start_nexus, start_redis, start_router
 
 START, END = "<!-- vllm:begin -->", "<!-- vllm:end -->"
 MODEL = "tiny"  # the InferenceService name the engine serves (--served-model-name={{.Name}})
@@ -103,25 +102,6 @@ def start_engine(children: Children, model_dir: Path) -> tuple[Server, float]:
     child = children.start("vllm", command, env=engine_env(container, cpu=cpu))
     child.wait_ready(f"http://127.0.0.1:{port}/v1/models", timeout=ENGINE_TIMEOUT)
     return Server("vllm", port, child), time.monotonic() - started
-
-
-def start_transformer(children: Children, *, engine: Server, redis: Server) -> Server:
-    """The transformer as KServe starts it before a ``kserve-vllmserver`` predictor."""
-    port = free_port()
-    args = [sys.executable, "-m", "nexus.transformer", "--model_name", MODEL,
-            "--predictor_host", f"127.0.0.1:{engine.port}", "--http_port", str(port),
-            "--workers", "1"]  # fmt: skip
-    env = {
-        "GATEWAY_API_KEYS": API_KEY,
-        "GATEWAY_MODEL_ALIASES": "chat",  # the public name the graph's clients send
-        "GATEWAY_PREDICTOR_PATH_PREFIX": "",
-        "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
-        "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000000",
-        "GATEWAY_TOKENS_PER_MINUTE": "1000000000000",
-    }
-    child = children.start("transformer", args, env=env)
-    child.wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=60)
-    return Server("transformer", port, child)
 
 
 def measure(urls: dict[str, tuple[str, str]], rounds: int) -> dict[str, list[Sample]]:
@@ -191,7 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         engine, start_s = start_engine(kids, model.folder)
         print(f"engine ready in {start_s:.1f} s", flush=True)
         redis = start_redis(kids)
-        gateway = start_transformer(kids, engine=engine, redis=redis)
+        # The transformer as KServe starts it before a ``kserve-vllmserver`` predictor.
+        gateway = start_nexus(
+            kids, upstream=engine, redis=redis, model=MODEL, api_key=API_KEY,
+            name="transformer",
+            extra_env={
+                "GATEWAY_MODEL_ALIASES": "chat",  # the public name the graph's clients send
+                "GATEWAY_PREDICTOR_PATH_PREFIX": "",
+            },
+        )  # fmt: skip
         router = start_router(
             kids, name="router", graph_file=GRAPH,
             host_map={"llama-8b.nexus.svc.cluster.local": gateway},
