@@ -65,12 +65,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## About 13 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
-## first use), then the router's; `python -m bench.chaos` is separate (it needs `nexus up`).
+## About 17 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
+## first use), the router's, then what each part of the transformer costs;
+## `python -m bench.chaos` is separate (it needs `nexus up`).
 bench: $(STAMP)
 	bash scripts/system-deps.sh --bench
 	$(BIN)/python bench/run.py --with-litellm --with-portkey --write-readme
 	$(BIN)/python bench/router.py --write-readme
+	$(BIN)/python bench/costs.py --write-readme
 
 ## Regenerate the CRD schemas `nexus lint` ships (platform/nexus/manifests/schemas/) from
 ## CRD YAML: `make schemas CRDS=DIR`, DIR holding the CRD files or `kubectl get crd -o yaml`

@@ -9,7 +9,9 @@ status and a Content-Type, nothing else. The floors differ only in the upstream 
   ``--redis`` one EVALSHA per request through redis-py;
 - ``--client lean``: keep-alive raw asyncio connections parsed by httptools
   (``raw_http.py``), and with ``--redis`` one EVALSHA per request over one pipelined RESP
-  connection read by hiredis (``nexus.limits.resp``).
+  connection read by hiredis (``nexus.limits.resp``);
+- ``--client nexus`` (with ``--server edge``): the same shape on Nexus' own client and
+  server protocol, for ``costs.py``.
 
 The Redis variants stand for the transformer's one limiter call per request.
 
@@ -28,6 +30,8 @@ import aiohttp
 import redis.asyncio as redis_py
 import uvicorn
 
+from nexus.edge.client import HttpClient, Origin
+from nexus.edge.protocol import EdgeLimits, serve
 from nexus.limits.resp import Endpoint, RespClient, Script
 from raw_http import Pool
 
@@ -80,7 +84,31 @@ async def lean_client(upstream: str, redis_url: str | None) -> tuple[Forward, Re
     return forward, close
 
 
-CLIENTS = {"aiohttp": aiohttp_client, "lean": lean_client}
+async def nexus_client(upstream: str, redis_url: str | None) -> tuple[Forward, Resource]:
+    """Nexus' own upstream client (``nexus.edge.client``: timeouts, pool checks, retries of
+    idempotent calls) and its RESP client, on the lean floor's shape: what the floor
+    becomes on the servers' own parts, before any governance (``bench/costs.py``)."""
+    origin, path = Origin.of(upstream)
+    client = HttpClient(connect_timeout=60.0, read_timeout=60.0)
+    resp = None if redis_url is None else RespClient(Endpoint.from_url(redis_url))
+    script = None if resp is None else Script(resp, SCRIPT)
+    headers = (("Content-Type", "application/json"),)
+
+    async def forward(body: bytes) -> tuple[int, bytes]:
+        if script is not None:
+            await script(keys=KEYS, args=[])
+        reply = await client.request("POST", origin, path, headers=headers, body=body)
+        return reply.status, await reply.read()
+
+    async def close() -> None:
+        await client.close()
+        if resp is not None:
+            await resp.close()
+
+    return forward, close
+
+
+CLIENTS = {"aiohttp": aiohttp_client, "lean": lean_client, "nexus": nexus_client}
 
 
 class PassThrough:
@@ -127,10 +155,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--client", choices=sorted(CLIENTS), default="aiohttp")
     parser.add_argument("--redis", default=None, help="one EVALSHA per request to this Redis")
+    parser.add_argument("--server", choices=("uvicorn", "edge"), default="uvicorn",
+                        help="edge: Nexus' EdgeProtocol, as both servers run")  # fmt: skip
     args = parser.parse_args()
     app = PassThrough(client=args.client, upstream=args.upstream, redis_url=args.redis)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")  # fmt: skip
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": args.port, "loop": "uvloop",
+                               "access_log": False, "log_level": "warning"}  # fmt: skip
+    if args.server == "edge":
+        serve(app, limits=EdgeLimits(), **options)
+    else:
+        uvicorn.run(app, http="httptools", **options)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +84,13 @@ def start_nexus(
     api_key: str,
     name: str = "nexus",
     extra_env: Mapping[str, str] | None = None,
+    entry: Sequence[str] = ("-m", "nexus.transformer"),
 ) -> Server:
     """The transformer exactly as KServe starts it, with the full governed path switched on;
-    ``extra_env`` adds or overrides ``GATEWAY_*`` settings."""
+    ``extra_env`` adds or overrides ``GATEWAY_*`` settings; ``entry`` replaces the module
+    (``costs.py`` runs ``ablated_transformer.py`` with its ``--without`` list)."""
     port = free_port()
-    args = [sys.executable, "-m", "nexus.transformer", "--model_name", model,
+    args = [sys.executable, *entry, "--model_name", model,
             "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
             "--workers", "1"]  # fmt: skip
     env = {
@@ -185,13 +187,14 @@ def start_passthrough(
     upstream_url: str,
     client: str = "aiohttp",
     redis: Server | None = None,
+    server: str = "uvicorn",
 ) -> Server:
-    """A floor (``passthrough.py``): ``client`` ``aiohttp`` or ``lean``, with ``redis`` one
-    EVALSHA per request."""
+    """A floor (``passthrough.py``): ``client`` ``aiohttp``, ``lean`` or ``nexus``, with
+    ``redis`` one EVALSHA per request, on ``server`` ``uvicorn`` or ``edge``."""
     port = free_port()
     script = REPO / "bench" / "passthrough.py"
     args = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port),
-            "--client", client]  # fmt: skip
+            "--client", client, "--server", server]  # fmt: skip
     if redis is not None:
         args += ["--redis", f"redis://127.0.0.1:{redis.port}/0"]
     child = children.start(name, args)

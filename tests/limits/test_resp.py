@@ -59,6 +59,21 @@ async def test_scripts_reload_after_the_cache_is_flushed(redis: Redis) -> None:
     await client.close()
 
 
+async def test_script_heads_are_cached_per_key_set_and_bounded(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key set gets its own encoded head (right keys, right count), and the cache is
+    dropped whole once it passes its bound: JWT subjects make key sets open-ended."""
+    monkeypatch.setattr(Script, "MAX_CACHED_KEY_SETS", 3)
+    client = RespClient(Endpoint.from_url(redis.url))
+    script = Script(client, "return {#KEYS, KEYS[#KEYS], ARGV[1]}")
+    for i in range(10):
+        keys = [f"k{i}"] * (1 + i % 3)
+        assert await script(keys, [i]) == [len(keys), f"k{i}".encode(), str(i).encode()]
+        assert len(script._heads) <= 3
+    await client.close()
+
+
 async def test_password_and_database_are_applied(tmp_path: Path) -> None:
     with redis_server(tmp_path, extra_args=("--requirepass", "s3cret")) as server:
         good = RespClient(Endpoint.from_url(f"redis://:s3cret@127.0.0.1:{server.port}/3"))

@@ -19,9 +19,13 @@ class Quota:
     count_request: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The verdict on one request and the state of both windows after it."""
+    """The verdict on one request and the state of both windows after it.
+
+    Not frozen: one is made per request, and a frozen dataclass sets each field through
+    ``object.__setattr__`` (a third of the limiter's Python time per call, measured).
+    """
 
     allowed: bool
     quota: Quota

@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -75,7 +76,12 @@ class Endpoint:
 
 def encode(*args: str | int | bytes) -> bytes:
     """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%s" % (len(args), bulk(args))
+
+
+def bulk(args: Iterable[str | int | bytes]) -> bytes:
+    """``args`` as consecutive RESP bulk strings, without the array header."""
+    out = []
     for arg in args:
         if isinstance(arg, str):
             data = arg.encode()
@@ -178,12 +184,16 @@ class RespClient:
         self._connecting: asyncio.Lock | None = None
 
     async def call(self, *args: str | int | bytes) -> Any:
+        return await self.call_encoded(encode(*args))
+
+    async def call_encoded(self, command: bytes) -> Any:
+        """Send a command already in RESP (``encode``) and wait for its reply."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:  # not a coroutine per command
             protocol = await self._connection()
         loop = protocol.loop  # asyncio.get_running_loop() is a getpid() system call
         future: asyncio.Future[Any] = loop.create_future()
-        protocol.send(encode(*args), future, loop)
+        protocol.send(command, future, loop)
         return await future
 
     async def _connection(self) -> _Protocol:
@@ -240,18 +250,36 @@ class RespClient:
 
 
 class Script:
-    """A Lua script called by SHA, loaded on first use and again after ``NOSCRIPT``."""
+    """A Lua script called by SHA, loaded on first use and again after ``NOSCRIPT``.
+
+    A limiter calls the same script on the same few keys for every request, so the
+    command's head (``EVALSHA``, the SHA, the keys) is encoded once per key set and kept;
+    only the arguments are encoded per call. The cache is dropped whole when it passes
+    ``MAX_CACHED_KEY_SETS`` (JWT subjects make the set of keys open-ended).
+    """
+
+    MAX_CACHED_KEY_SETS = 4096
 
     def __init__(self, client: RespClient, source: str) -> None:
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self._heads: dict[tuple[str, ...], bytes] = {}
 
-    async def __call__(self, keys: list[str], args: list[str | int]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        command = self._command(tuple(keys), args)
         try:
-            return await self._client.call("EVALSHA", self._sha, len(keys), *keys, *args)
+            return await self._client.call_encoded(command)
         except RedisReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         await self._client.call("SCRIPT", "LOAD", self._source)
-        return await self._client.call("EVALSHA", self._sha, len(keys), *keys, *args)
+        return await self._client.call_encoded(command)
+
+    def _command(self, keys: tuple[str, ...], args: Sequence[str | int]) -> bytes:
+        head = self._heads.get(keys)
+        if head is None:
+            if len(self._heads) >= self.MAX_CACHED_KEY_SETS:
+                self._heads.clear()
+            head = self._heads[keys] = bulk(("EVALSHA", self._sha, len(keys), *keys))
+        return b"*%d\r\n%s%s" % (3 + len(keys) + len(args), head, bulk(args))

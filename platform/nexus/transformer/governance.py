@@ -21,6 +21,8 @@ from nexus.limits import Decision, Quota, RateLimiter, Reservation
 from nexus.observability import GatewayMetrics
 from nexus.transformer.usage import Usage
 
+MAX_CACHED_QUOTAS = 1024
+
 
 @dataclass(slots=True)
 class Admission:
@@ -80,6 +82,9 @@ class Governor:
         # a counter give that without a system call per request.
         self._member_prefix = uuid.uuid4().hex[:12]
         self._members = itertools.count()
+        # Quotas come from the settings, key policies and signed JWT claims: a handful,
+        # made once each (dropped whole past MAX_CACHED_QUOTAS, should an issuer vary them).
+        self._quotas: dict[tuple[int, int, bool], Quota] = {}
 
     async def authenticate(self, api_key: bytes | None, authorization: bytes | None) -> Principal:
         return await self._authenticator.authenticate(api_key, authorization)
@@ -106,15 +111,8 @@ class Governor:
         one failed) is charged its tokens but not counted as a second request.
         """
         self.check_model(principal, model)
-        settings = self._settings
-        quota = Quota(
-            requests_per_minute=_pick(
-                principal.rate_limit_per_minute, settings.rate_limit_per_minute
-            ),
-            tokens_per_minute=_pick(principal.tokens_per_minute, settings.tokens_per_minute),
-            count_request=not fallback,
-        )
-        key = f"{principal.id}:{settings.model_name}"
+        quota = self._quota(principal, count_request=not fallback)
+        key = f"{principal.id}:{self._settings.model_name}"
         member = f"{self._member_prefix}-{next(self._members)}"
         decision, reservation = await self._limiter.acquire(key, quota, tokens, member)
         if not decision.allowed:
@@ -130,6 +128,17 @@ class Governor:
             error.extra_headers = rate_limit_headers(decision)
             raise error
         return Admission(principal, decision, reservation)
+
+    def _quota(self, principal: Principal, *, count_request: bool) -> Quota:
+        settings = self._settings
+        rpm = _pick(principal.rate_limit_per_minute, settings.rate_limit_per_minute)
+        tpm = _pick(principal.tokens_per_minute, settings.tokens_per_minute)
+        quota = self._quotas.get((rpm, tpm, count_request))
+        if quota is None:
+            if len(self._quotas) >= MAX_CACHED_QUOTAS:
+                self._quotas.clear()
+            quota = self._quotas[rpm, tpm, count_request] = Quota(rpm, tpm, count_request)
+        return quota
 
     async def settle(self, admission: Admission, usage: Usage | None) -> None:
         """Charge what the call used; the rest of the reservation (all of it when the
