@@ -222,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             run.smoke_test(target, api_key)
         started = time.monotonic()
-        rounds = run.measure(targets, args=args, api_key=api_key, workdir=workdir)
+        # Streams first, as in run.py: on limiter windows that hold no earlier load.
         run.set_token_latency(upstream, run.STREAM_TOKEN_LATENCY_MS)
         stream_rows = run.measure_streams(streaming, api_key=api_key, requests=args.stream_requests)
+        run.set_token_latency(upstream, 0.0)
+        rounds = run.measure(targets, args=args, api_key=api_key, workdir=workdir)
         print(f"measured in {time.monotonic() - started:.0f} s; stopping servers", flush=True)
 
     summaries = report.summarize(

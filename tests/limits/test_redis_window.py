@@ -90,3 +90,27 @@ async def test_steady_traffic_settles_without_calls_of_its_own(redis: Redis) -> 
     await window.close()  # flushes the last settlement
     assert evalsha == 20
     assert int(client.get("nexus:rl:{s:chat}:toktotal") or 0) == 20 * 10
+
+
+async def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call(redis: Redis) -> None:
+    """After a burst, each call drains at most 256 expired entries per log (it used to drain
+    all of them, about 10 ms a call after 7,600 admissions a second). The request count stays
+    exact; tokens still waiting count until drained: stricter for a few calls, never looser."""
+    client = redis_sync.Redis(port=redis.port)
+    seconds, micros = client.time()
+    old = seconds * 1000 + micros // 1000 - 61_000
+    base = "nexus:rl:{p:chat}"
+    client.zadd(f"{base}:req", {f"old{i}": old for i in range(1000)})
+    client.zadd(f"{base}:tok", {f"old{i}|10": old for i in range(1000)})
+    client.set(f"{base}:toktotal", 10_000)
+    window = RedisWindow.from_url(redis.url)
+    quota = Quota(requests_per_minute=5, tokens_per_minute=100_000)
+    decisions = [await window.acquire("p:chat", quota, 10, f"new{i}") for i in range(4)]
+    await window.close()
+    assert [d.requests_remaining for d in decisions] == [4, 3, 2, 1]
+    waiting = [1000 - 256, 1000 - 512, 1000 - 768, 0]
+    assert [d.tokens_remaining for d in decisions] == [
+        100_000 - 10 * (left + i + 1) for i, left in enumerate(waiting)
+    ]
+    assert client.zcard(f"{base}:req") == 4
+    assert client.zcard(f"{base}:tok") == 4

@@ -94,3 +94,20 @@ def test_a_fallback_step_is_charged_tokens_but_not_counted_as_a_request() -> Non
     # ...and is still held to the token budget.
     assert not window.acquire_now("k", fallback, 80, "m3").allowed
     assert not window.acquire_now("k", counted, 1, "m4").allowed
+
+
+def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call() -> None:
+    """As in Redis: at most 256 expired reservations leave per call; the request count is
+    exact at once, the token budget is stricter until the rest has been drained."""
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    for i in range(1000):
+        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    clock.now = 61.0
+    quota = Quota(requests_per_minute=5, tokens_per_minute=100_000)
+    decisions = [window.acquire_now("k", quota, 10, f"new{i}") for i in range(4)]
+    assert [d.requests_remaining for d in decisions] == [4, 3, 2, 1]
+    waiting = [1000 - 256, 1000 - 512, 1000 - 768, 0]
+    assert [d.tokens_remaining for d in decisions] == [
+        100_000 - 10 * (left + i + 1) for i, left in enumerate(waiting)
+    ]

@@ -7,6 +7,13 @@
 --       then settlements of earlier requests as triples: reserved member, settled member,
 --       actual - reserved (folded in here so a request costs one round trip, not two).
 -- Time comes from the Redis server so replicas with skewed clocks share one window.
+--
+-- Expired entries are drained at most DRAIN per call and log. After a burst (thousands of
+-- admissions a second), the first calls of the next minute used to remove the whole
+-- burst at once, and read every token entry into Lua to subtract it: about 10 ms a call
+-- at 7,600 admissions a second. The request count stays exact: entries still waiting to be
+-- drained are counted with ZCOUNT and left out. Tokens of waiting entries stay in the total
+-- until they are drained, which makes the token limit stricter for a few calls, never looser.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
@@ -15,23 +22,30 @@ local tpm = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local member = ARGV[5]
 local horizon = now - window
+local DRAIN = 256
 
 local function tokens_of(entry)
   return tonumber(string.match(entry, '|(%-?%d+)$'))
 end
 
+-- Milliseconds until the oldest entry still inside the window leaves it (0: none).
 local function reset_of(key)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGEBYSCORE', key, '(' .. horizon, '+inf',
+                           'WITHSCORES', 'LIMIT', 0, 1)
   if first[2] then return tonumber(first[2]) + window - now end
   return 0
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
+local waiting = redis.call('ZCOUNT', KEYS[1], '-inf', horizon)
+if waiting > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, math.min(waiting, DRAIN) - 1)
+  waiting = math.max(0, waiting - DRAIN)
+end
 local total = tonumber(redis.call('GET', KEYS[3]) or '0')
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon, 'LIMIT', 0, DRAIN)
 if #expired > 0 then
   for i = 1, #expired do total = total - tokens_of(expired[i]) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
 end
 for i = 6, #ARGV, 3 do
   local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
@@ -43,7 +57,7 @@ for i = 6, #ARGV, 3 do
 end
 if total < 0 then total = 0 end
 
-local count = redis.call('ZCARD', KEYS[1])
+local count = redis.call('ZCARD', KEYS[1]) - waiting
 local allowed, reason, retry = 1, 0, -1
 if rpm > 0 and count >= rpm then
   allowed, reason, retry = 0, 1, reset_of(KEYS[1])
@@ -55,7 +69,8 @@ elseif tpm > 0 and total + cost > tpm then
     for i = 1, #entries, 2 do
       excess = excess - tokens_of(entries[i])
       if excess <= 0 then
-        retry = tonumber(entries[i + 1]) + window - now
+        -- 0 when a waiting entry frees enough: the next call drains it
+        retry = math.max(0, tonumber(entries[i + 1]) + window - now)
         break
       end
     end

@@ -16,6 +16,7 @@ from nexus.limits.decision import WINDOW_SECONDS, Decision, Quota
 
 Clock = Callable[[], float]
 SWEEP_EVERY = 10_000
+DRAIN = 256  # expired reservations dropped per call at most (``_Window.expire``)
 
 
 @dataclass(slots=True)
@@ -31,13 +32,22 @@ class _Window:
     by_member: dict[str, _TokenEntry] = field(default_factory=dict)
     token_total: int = 0
 
-    def expire(self, horizon: float) -> None:
+    def expire(self, horizon: float, *, drain: int | None = DRAIN) -> None:
+        """Drop admissions that left the window; reservations at most ``drain`` a call.
+
+        As in Redis (``acquire.lua``): after a burst, the first calls of the next minute
+        must not each pay for the whole burst. Reservations still waiting stay in
+        ``token_total``, which is stricter for a few calls, never looser.
+        """
         while self.requests and self.requests[0] <= horizon:
             self.requests.popleft()
-        while self.tokens and self.tokens[0][1].at <= horizon:
+        left = drain
+        while self.tokens and self.tokens[0][1].at <= horizon and left != 0:
             member, entry = self.tokens.popleft()
             self.token_total -= entry.tokens
             self.by_member.pop(member, None)
+            if left is not None:
+                left -= 1
 
     def empty(self) -> bool:
         return not self.requests and not self.tokens
@@ -126,6 +136,6 @@ class InProcessWindow:
         horizon = now - self._window
         for key in list(self._windows):
             window = self._windows[key]
-            window.expire(horizon)
+            window.expire(horizon, drain=None)
             if window.empty():
                 del self._windows[key]
