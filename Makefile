@@ -65,7 +65,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## About 17 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
+## About 15 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
 ## first use), the router's, then what each part of the transformer costs;
 ## `python -m bench.chaos` is separate (it needs `nexus up`).
 bench: $(STAMP)

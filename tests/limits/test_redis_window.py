@@ -114,3 +114,37 @@ async def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call(redis: 
     ]
     assert client.zcard(f"{base}:req") == 4
     assert client.zcard(f"{base}:tok") == 4
+
+
+async def test_a_settlement_keeps_the_windows_deadlines(redis: Redis) -> None:
+    """A delayed settlement (``settle.lua``) must not give the token total a later expiry
+    than its log's (the total would keep tokens no call subtracts any more), nor leave the
+    log without one when it re-adds the log's only member."""
+    window = RedisWindow.from_url(redis.url)
+    await window.acquire("t:chat", Quota(0, 1000), 500, "a")
+    await window.settle("t:chat", "a", 500, 100)
+    await asyncio.sleep(0.2)
+    await window.flush("t:chat")
+    await window.close()
+    client = redis_sync.Redis(port=redis.port)
+    log_ttl = client.pttl("nexus:rl:{t:chat}:tok")
+    total_ttl = client.pttl("nexus:rl:{t:chat}:toktotal")
+    assert int(client.get("nexus:rl:{t:chat}:toktotal") or 0) == 100
+    assert 0 < log_ttl <= 60_000 - 150
+    assert 0 < total_ttl <= log_ttl + 5
+
+
+async def test_tokens_waiting_to_be_drained_never_refuse_a_call(redis: Redis) -> None:
+    """A call that fits only once every expired reservation is gone drains them all first."""
+    client = redis_sync.Redis(port=redis.port)
+    seconds, micros = client.time()
+    old = seconds * 1000 + micros // 1000 - 61_000
+    base = "nexus:rl:{q:chat}"
+    client.zadd(f"{base}:tok", {f"old{i}|10": old for i in range(1000)})
+    client.set(f"{base}:toktotal", 10_000)
+    window = RedisWindow.from_url(redis.url)
+    decision = await window.acquire("q:chat", Quota(0, 10_000), 5_000, "new")
+    await window.close()
+    assert decision.allowed
+    assert decision.tokens_remaining == 5_000
+    assert client.zcard(f"{base}:tok") == 1

@@ -111,3 +111,14 @@ def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call() -> None:
     assert [d.tokens_remaining for d in decisions] == [
         100_000 - 10 * (left + i + 1) for i, left in enumerate(waiting)
     ]
+
+
+def test_tokens_waiting_to_be_drained_never_refuse_a_call() -> None:
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    for i in range(1000):
+        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    clock.now = 61.0
+    decision = window.acquire_now("k", Quota(0, 10_000), 5_000, "new")
+    assert decision.allowed
+    assert decision.tokens_remaining == 5_000

@@ -37,7 +37,7 @@ class _Window:
 
         As in Redis (``acquire.lua``): after a burst, the first calls of the next minute
         must not each pay for the whole burst. Reservations still waiting stay in
-        ``token_total``, which is stricter for a few calls, never looser.
+        ``token_total`` until drained; a call they would refuse drains them all first.
         """
         while self.requests and self.requests[0] <= horizon:
             self.requests.popleft()
@@ -75,6 +75,8 @@ class InProcessWindow:
         if rpm and count >= rpm and quota.count_request:
             wait = window.requests[0] + self._window - now
             return self._decision(window, quota, now, False, "requests", wait)
+        if tpm and window.token_total + tokens > tpm:
+            window.expire(now - self._window, drain=None)  # never refuse for expired tokens
         if tpm and window.token_total + tokens > tpm:
             wait = self._tokens_free_after(window, tokens, tpm, now)
             return self._decision(window, quota, now, False, "tokens", wait)
