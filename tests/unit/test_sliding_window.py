@@ -122,3 +122,16 @@ def test_tokens_waiting_to_be_drained_never_refuse_a_call() -> None:
     decision = window.acquire_now("k", Quota(0, 10_000), 5_000, "new")
     assert decision.allowed
     assert decision.tokens_remaining == 5_000
+
+
+def test_the_tokens_reset_skips_reservations_waiting_to_be_drained() -> None:
+    """As Redis' ``reset_of``: the reset is the oldest reservation still inside the window."""
+    clock = Clock()
+    window = InProcessWindow(clock=clock)
+    for i in range(1000):
+        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    clock.now = 30.0
+    window.acquire_now("k", Quota(0, 1_000_000), 10, "live")
+    clock.now = 61.0
+    decision = window.acquire_now("k", Quota(0, 1_000_000), 10, "new")
+    assert decision.tokens_reset == pytest.approx(29.0)

@@ -7,6 +7,7 @@ injected so tests can move time without sleeping.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +49,15 @@ class _Window:
             self.by_member.pop(member, None)
             if left is not None:
                 left -= 1
+
+    def first_reservation_after(self, horizon: float) -> float | None:
+        """When the oldest reservation still inside the window was made (``None``: none);
+        reservations waiting to be drained are older and skipped, as Redis does."""
+        tokens = self.tokens
+        if not tokens or tokens[0][1].at > horizon:
+            return tokens[0][1].at if tokens else None
+        i = bisect.bisect_right(tokens, horizon, key=lambda item: item[1].at)
+        return tokens[i][1].at if i < len(tokens) else None
 
     def empty(self) -> bool:
         return not self.requests and not self.tokens
@@ -118,7 +128,8 @@ class InProcessWindow:
         wait: float | None,
     ) -> Decision:
         oldest_request = window.requests[0] if window.requests else now
-        oldest_tokens = window.tokens[0][1].at if window.tokens else now
+        first = window.first_reservation_after(now - self._window)
+        oldest_tokens = now if first is None else first
         return Decision(
             allowed=allowed,
             quota=quota,
