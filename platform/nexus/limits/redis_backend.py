@@ -1,8 +1,9 @@
 """Sliding-window limits in Redis: one atomic Lua script per request, exact across replicas.
 
 The request window is a sorted set of admission times; the token window is a sorted set
-of reservations plus a running total, so checking a budget costs O(expired entries)
-rather than a sum over the whole minute. Keys share a hash tag (``{...}``) so the
+of reservations plus a running total, so checking a budget costs the entries that expired
+since the last call (at most 256 per call and log, ``acquire.lua``) rather than a sum over
+the whole minute. Keys share a hash tag (``{...}``) so the
 script also runs on Redis Cluster.
 
 Settling a reservation with the real usage does not cost a round trip of its own: it is
