@@ -96,13 +96,19 @@ def test_a_fallback_step_is_charged_tokens_but_not_counted_as_a_request() -> Non
     assert not window.acquire_now("k", counted, 1, "m4").allowed
 
 
+def _after_a_burst(clock: Clock) -> InProcessWindow:
+    """A window whose key ``k`` admitted 1,000 requests of 10 tokens each at t=0."""
+    window = InProcessWindow(clock=clock)
+    for i in range(1000):
+        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    return window
+
+
 def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call() -> None:
     """As in Redis: at most 256 expired reservations leave per call; the request count is
     exact at once, the token budget is stricter until the rest has been drained."""
     clock = Clock()
-    window = InProcessWindow(clock=clock)
-    for i in range(1000):
-        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    window = _after_a_burst(clock)
     clock.now = 61.0
     quota = Quota(requests_per_minute=5, tokens_per_minute=100_000)
     decisions = [window.acquire_now("k", quota, 10, f"new{i}") for i in range(4)]
@@ -115,9 +121,7 @@ def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call() -> None:
 
 def test_tokens_waiting_to_be_drained_never_refuse_a_call() -> None:
     clock = Clock()
-    window = InProcessWindow(clock=clock)
-    for i in range(1000):
-        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    window = _after_a_burst(clock)
     clock.now = 61.0
     decision = window.acquire_now("k", Quota(0, 10_000), 5_000, "new")
     assert decision.allowed
@@ -127,9 +131,7 @@ def test_tokens_waiting_to_be_drained_never_refuse_a_call() -> None:
 def test_the_tokens_reset_skips_reservations_waiting_to_be_drained() -> None:
     """As Redis' ``reset_of``: the reset is the oldest reservation still inside the window."""
     clock = Clock()
-    window = InProcessWindow(clock=clock)
-    for i in range(1000):
-        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
+    window = _after_a_burst(clock)
     clock.now = 30.0
     window.acquire_now("k", Quota(0, 1_000_000), 10, "live")
     clock.now = 61.0
