@@ -79,10 +79,16 @@ bench: $(STAMP)
 ## output. Set the *_CRDS_SOURCE labels to where those CRDs came from.
 KSERVE_CRDS_SOURCE ?= kserve/kserve@aaac4e294dae2c7b1aa1886447793f3aa1c30912 (2026-08-21, after v0.20.0)
 ARGOCD_CRDS_SOURCE ?= argoproj/argo-cd@37ee0097cf851bc2dd7665fc081bbce61a7e836e (2026-08-22, v3.5 line)
+ISTIO_CRDS_SOURCE ?= istio/istio@86c9f01fd735fb01d8192f5bcaf0d424afb7f14c (2026-08-22, 1.31 line)
+PROMETHEUS_OPERATOR_CRDS_SOURCE ?= prometheus-operator/prometheus-operator@6adcebc5076c34f4f55f8f5f7b1e528929373ac7 (2026-08-08, 0.93.0)
+EXTERNAL_SECRETS_CRDS_SOURCE ?= external-secrets/external-secrets@cc5bfbc2234ace9cb0caff4ea89c435cf517b27b (2026-08-08, after helm-chart 2.9.0)
 schemas: $(STAMP)
 	@test -n "$(CRDS)" || { echo "usage: make schemas CRDS=DIR" >&2; exit 2; }
 	$(BIN)/nexus schemas generate --crds "$(CRDS)" \
-	  --source "serving.kserve.io=$(KSERVE_CRDS_SOURCE)" --source "argoproj.io=$(ARGOCD_CRDS_SOURCE)"
+	  --source "serving.kserve.io=$(KSERVE_CRDS_SOURCE)" --source "argoproj.io=$(ARGOCD_CRDS_SOURCE)" \
+	  --source "networking.istio.io=$(ISTIO_CRDS_SOURCE)" --source "security.istio.io=$(ISTIO_CRDS_SOURCE)" \
+	  --source "monitoring.coreos.com=$(PROMETHEUS_OPERATOR_CRDS_SOURCE)" \
+	  --source "external-secrets.io=$(EXTERNAL_SECRETS_CRDS_SOURCE)"
 
 ## Re-pin constraints.txt from a fresh resolve of pyproject.toml's dependencies.
 constraints:

@@ -12,31 +12,42 @@ from nexus.manifests.lint import LintOptions, default_paths, lint_paths
 from nexus.manifests.schema import SchemaRegistry
 from tests.manifests.conftest import FIXTURES, REPO_ROOT
 
-# Kinds whose schemas are not shipped: reported as not validated, never passed.
-# (`Component` is Kustomize's kustomization of platform/k8s/components/<feature>; its
-# fields are checked by tests/manifests/test_security_manifests.py.)
-UNVALIDATED = {
-    "AuthorizationPolicy",
-    "Component",
-    "ExternalSecret",
-    "Gateway",
-    "PodMonitor",
-    "PrometheusRule",
-    "VirtualService",
-    "LocalModelNamespaceCache",
-    "LocalModelNodeGroup",
-}
 
-
-def test_shipped_manifests_have_no_errors(schemas: SchemaRegistry) -> None:
+def test_shipped_manifests_have_no_errors_and_none_unvalidated(schemas: SchemaRegistry) -> None:
     findings = lint_paths(
         default_paths(REPO_ROOT), schemas=schemas, options=LintOptions(repo_root=REPO_ROOT)
     )
-    errors = [f.text() for f in findings if f.severity == "error"]
-    assert errors == []
-    warnings = {(f.rule, f.message.split()[4]) for f in findings if f.severity == "warning"}
-    assert {rule for rule, _ in warnings} == {"schema-unknown"}
-    assert {kind for _, kind in warnings} == UNVALIDATED
+    assert [f.text() for f in findings] == []
+
+
+ISTIO_VIRTUALSERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: graphs, namespace: nexus}
+spec:
+  hosts: ["*"]
+  gateways: [nexus-public]
+  http:
+  - route:
+    - destination: {host: chat-fallback.nexus.svc.cluster.local}
+    timout: 30s
+"""
+
+
+def test_istio_documents_are_validated_though_their_crds_omit_apiversion_kind_metadata(
+    schemas: SchemaRegistry, tmp_path: Path
+) -> None:
+    # Istio's CRDs declare only spec and status; the API server adds the rest to every
+    # custom resource, so a correct document passes and a misspelt field is still caught.
+    good = tmp_path / "good.yaml"
+    good.write_text(ISTIO_VIRTUALSERVICE.replace("    timout: 30s\n", ""))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ISTIO_VIRTUALSERVICE)
+    options = LintOptions(repo_root=None, isolated=True, use_kubectl=False)
+    assert lint_paths([good], schemas=schemas, options=options) == []
+    findings = lint_paths([bad], schemas=schemas, options=options)
+    assert [(f.rule, f.field) for f in findings] == [("schema", "spec.http[0]")]
+    assert "'timout' was unexpected" in findings[0].message
 
 
 def test_shipped_manifests_cover_every_folder() -> None:
@@ -53,8 +64,7 @@ def test_cli_validates_with_the_shipped_schemas_when_no_crds_are_given(
         p.relative_to(REPO_ROOT).as_posix()
         for p in (REPO_ROOT / "inference_services").rglob("inferenceservice.*.yaml")
     )
-    # The model-cache documents beside them (LocalModelNamespaceCache) have no CRD in the
-    # bundle's source; every InferenceService and runtime must be validated.
+    # Every InferenceService and runtime must be validated.
     assert main(["lint", *inference_services, "platform/k8s/runtimes"]) == 0
     captured = capsys.readouterr()
     assert "0 error(s), 0 warning(s)" in captured.out  # nothing left unvalidated

@@ -59,19 +59,43 @@ def test_the_shipped_bundle_is_what_make_schemas_generates(tmp_path: Path) -> No
         assert {c for c in commits if any(c in s for s in bundle.sources.values())} == set(commits)
 
 
-def test_the_bundle_covers_kserve_and_argocd_and_names_its_sources() -> None:
+SHIPPED_KINDS = {
+    "serving.kserve.io": (
+        "InferenceService",
+        "InferenceGraph",
+        "ServingRuntime",
+        "ClusterServingRuntime",
+        "LocalModelCache",
+        "LocalModelNamespaceCache",
+        "LocalModelNodeGroup",
+        "LocalModelNode",
+    ),
+    "argoproj.io": ("Application", "ApplicationSet", "AppProject"),
+    "networking.istio.io": ("Gateway", "VirtualService", "DestinationRule"),
+    "security.istio.io": ("AuthorizationPolicy", "PeerAuthentication"),
+    "monitoring.coreos.com": ("Prometheus", "PodMonitor", "ServiceMonitor", "PrometheusRule"),
+    "external-secrets.io": (
+        "ExternalSecret",
+        "SecretStore",
+        "ClusterExternalSecret",
+        "ClusterSecretStore",
+    ),
+}
+SOURCE_REPOSITORIES = {
+    "serving.kserve.io": "kserve/kserve@",
+    "argoproj.io": "argoproj/argo-cd@",
+    "networking.istio.io": "istio/istio@",
+    "security.istio.io": "istio/istio@",
+    "monitoring.coreos.com": "prometheus-operator/prometheus-operator@",
+    "external-secrets.io": "external-secrets/external-secrets@",
+}
+
+
+def test_the_bundle_covers_every_shipped_kind_and_names_its_sources() -> None:
     bundle = Bundle.load()
-    assert set(bundle.kinds) == {
-        ("serving.kserve.io", kind)
-        for kind in (
-            "InferenceService",
-            "InferenceGraph",
-            "ServingRuntime",
-            "ClusterServingRuntime",
-        )
-    } | {("argoproj.io", kind) for kind in ("Application", "ApplicationSet", "AppProject")}
-    assert bundle.sources["serving.kserve.io"].startswith("kserve/kserve@")
-    assert bundle.sources["argoproj.io"].startswith("argoproj/argo-cd@")
+    assert set(bundle.kinds) == {(g, k) for g, kinds in SHIPPED_KINDS.items() for k in kinds}
+    for group, repository in SOURCE_REPOSITORIES.items():
+        assert bundle.sources[group].startswith(repository), group
     isvc = bundle.schemas("serving.kserve.io", "InferenceService")
     assert set(isvc) >= {"v1beta1"}
     text = (packaged_dir() / bundle.kinds[("serving.kserve.io", "InferenceService")]).read_text()

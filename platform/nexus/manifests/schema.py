@@ -31,8 +31,11 @@ DEFAULT_KUBE_VERSION = "1.33"
 # file defines which kind so that only the CRDs a lint run needs are parsed.
 _CRD_GROUP = re.compile(r"^  group:\s*['\"]?([\w.-]+)", re.MULTILINE)
 _CRD_KIND = re.compile(r"^  names:\n(?:    .*\n)*?    kind:\s*['\"]?(\w+)", re.MULTILINE)
-# Kinds validated elsewhere: Kustomizations are checked by building them.
-_NOT_SCHEMA_CHECKED = frozenset({("kustomize.config.k8s.io", "Kustomization")})
+# Kinds validated elsewhere: Kustomizations and Components are checked by building them
+# (rules/kustomize.py); they are kustomize's input, never sent to a cluster.
+_NOT_SCHEMA_CHECKED = frozenset(
+    {("kustomize.config.k8s.io", "Kustomization"), ("kustomize.config.k8s.io", "Component")}
+)
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 OBJECT_META: dict[str, Any] = {
@@ -150,7 +153,11 @@ class SchemaRegistry:
             if raw is None:
                 return None
             schema = crd_to_json_schema(raw)
-            schema.setdefault("properties", {})["metadata"] = OBJECT_META
+            # The API server adds apiVersion, kind and metadata to every custom resource's
+            # schema; Istio's CRDs leave all three out, the others declare them.
+            properties = schema.setdefault("properties", {})
+            properties.update(apiVersion={"type": "string"}, kind={"type": "string"})
+            properties["metadata"] = OBJECT_META
             schema["required"] = sorted({*schema.get("required", []), "metadata"})
             self._validators[key] = jsonschema.Draft4Validator(schema)
         return self._validators[key]

@@ -61,9 +61,14 @@ def _offline(doc: Document) -> Iterator[Finding]:
 def check(docs: Sequence[Document], ctx: LintContext) -> list[Finding]:
     findings: list[Finding] = []
     for doc in docs:
-        if doc.kind != "Kustomization" or doc.path.name not in KUSTOMIZATION_FILES:
+        if doc.kind not in ("Kustomization", "Component"):
             continue
-        if ctx.kubectl is None:
+        if doc.path.name not in KUSTOMIZATION_FILES:
+            continue
+        # A Component builds only inside a kustomization that lists it (kustomize refuses
+        # one as the root), so its references are checked as files; the overlays that use
+        # it are built whole below.
+        if ctx.kubectl is None or doc.kind == "Component":
             findings.extend(_offline(doc))
             continue
         built, error = build_kustomization(doc.path.parent, ctx.kubectl)
