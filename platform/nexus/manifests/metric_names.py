@@ -49,8 +49,9 @@ GATEWAY_METRIC_NAMES: Final[frozenset[str]] = frozenset(m.name for m in GATEWAY_
 # UnderscoreEscapingWithSuffixes) turns `.` into `_` and appends the unit `s` as
 # `_seconds`. The revision comes from the pod label the PodMonitor copies (`revision`):
 # the exporter keeps revision and configuration names in `target_info` only.
-OLD_QUEUE_PROXY_DURATION: Final = "kn_queueproxy_app_duration_seconds"  # "kn.queueproxy.app.duration"
-NEW_QUEUE_PROXY_DURATION: Final = "kn_serving_invocation_duration_seconds"  # "kn.serving.invocation.duration"
+# "kn.queueproxy.app.duration" and "kn.serving.invocation.duration":
+OLD_QUEUE_PROXY_DURATION: Final = "kn_queueproxy_app_duration_seconds"
+NEW_QUEUE_PROXY_DURATION: Final = "kn_serving_invocation_duration_seconds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +68,7 @@ class QueueProxyDuration:
 def _patches(
     minor: str, first: int, last: int, name: str, *, whole: bool
 ) -> dict[str, QueueProxyDuration]:
-    return {
-        f"{minor}.{patch}": QueueProxyDuration(name, whole) for patch in range(first, last + 1)
-    }
+    return {f"{minor}.{patch}": QueueProxyDuration(name, whole) for patch in range(first, last + 1)}
 
 
 # Per PATCH release, read in knative/serving's tags (pkg/queue/request_metric.go, the
