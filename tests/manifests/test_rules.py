@@ -54,6 +54,12 @@ CASES = [
     ),
     ("graph/no-root.yaml", "graph-root", "spec.nodes", "'root'"),
     (
+        "graph/public.yaml",
+        "graph-cluster-local",
+        "metadata.labels.networking.knative.dev/visibility",
+        "public route",
+    ),
+    (
         "graph/two-targets.yaml",
         "graph-step-target",
         "spec.nodes.root.steps[0]",
@@ -130,6 +136,8 @@ def test_graph_fixtures_raise_nothing_else(schemas: SchemaRegistry) -> None:
     expected = {(f, r) for f, r, _, _ in CASES if f.startswith("graph/")}
     # serviceName also reaches chat's transformer, so the credentials finding is right too.
     expected.add(("graph/service-name.yaml", "graph-propagate-credentials"))
+    # The folder's platform propagates no credentials, so the public graph hits that too.
+    expected.add(("graph/public.yaml", "graph-propagate-credentials"))
     found = {(f"graph/{Path(f.path).name}", f.rule) for f in lint(FIXTURES / "graph", schemas)}
     assert found == expected
 
