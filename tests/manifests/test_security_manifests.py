@@ -116,11 +116,19 @@ def test_only_transformers_reach_predictors_and_only_routers_and_ingress_reach_t
     # Knative's activator forwards on a revision's behalf (knative-serving namespace).
     assert sources(policies["predictor"]) == ({transformer}, {"knative-serving"})
     assert sources(policies["transformer"]) == ({router, ingress}, {"knative-serving"})
-    # Whatever else a rule lets in is limited to reading metrics.
-    for policy in policies.values():
+    # Whatever else a rule lets in is limited to reading metrics on the metrics ports, from
+    # any source: `source.namespaces: [monitoring]` matches only mTLS peers (Istio
+    # srcNamespaceGenerator), and the Prometheus of platform/prerequisites.yaml has no
+    # sidecar, so a `from` there would refuse its scrapes with 403.
+    metrics_ports = {"predictor": ["8080", "9091"], "transformer": ["8080"]}
+    for component, policy in policies.items():
         for rule in policy["spec"]["rules"]:
             for to in rule.get("to", []):
-                assert to["operation"] == {"methods": ["GET"], "paths": ["/metrics"]}
+                assert "from" not in rule
+                assert to["operation"] == {
+                    "ports": metrics_ports[component], "methods": ["GET"], "paths": ["/metrics"]
+                }
+            assert "monitoring" not in str(rule.get("from", ""))
 
 
 def referenced_secrets() -> dict[tuple[str, str], str]:
