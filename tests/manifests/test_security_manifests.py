@@ -126,7 +126,9 @@ def test_only_transformers_reach_predictors_and_only_routers_and_ingress_reach_t
             for to in rule.get("to", []):
                 assert "from" not in rule
                 assert to["operation"] == {
-                    "ports": metrics_ports[component], "methods": ["GET"], "paths": ["/metrics"]
+                    "ports": metrics_ports[component],
+                    "methods": ["GET"],
+                    "paths": ["/metrics"],
                 }
             assert "monitoring" not in str(rule.get("from", ""))
 

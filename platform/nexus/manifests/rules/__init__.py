@@ -17,6 +17,7 @@ from nexus.manifests.rules import (
     inference_service,
     knative,
     kustomize,
+    model_cache,
     secrets,
     serving,
 )
@@ -29,6 +30,7 @@ RULES: tuple[Rule, ...] = (
     serving.check,
     graph.check,
     argocd.check,
+    model_cache.check,
     secrets.check,
 )
 
