@@ -154,6 +154,13 @@ def referenced_secrets() -> dict[tuple[str, str], str]:
                             found[(NAMESPACE, ref["name"])] = where
     for folder in sorted(p for p in K8S.iterdir() if (p / "kustomization.yaml").exists()):
         for doc in documents(folder):
+            if doc["kind"] == "Deployment":
+                # Redis's password (issue 20: referenced, created nowhere).
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    for item in container.get("env") or []:
+                        if ref := (item.get("valueFrom") or {}).get("secretKeyRef"):
+                            namespace = doc["metadata"].get("namespace", NAMESPACE)
+                            found[(namespace, ref["name"])] = f"platform/k8s/{folder.name}"
             if doc["kind"] == "ServiceAccount":
                 for ref in doc.get("secrets") or []:
                     namespace = doc["metadata"].get("namespace", NAMESPACE)
