@@ -67,6 +67,13 @@ CASES = [
         "'/models'",
     ),
     ("model-cache/cache.yaml", "model-cache-tainted-pool", "spec.nodeGroups[0]", "'a100'"),
+    # Issue 20: the shipped authorization component before the fix refused plain scrapes.
+    (
+        "istio/authorizationpolicy.yaml",
+        "authz-metrics-mtls",
+        "spec.rules[2].from[0].source.namespaces",
+        "without an Istio sidecar gets 403",
+    ),
     (
         "graph/public.yaml",
         "graph-cluster-local",

@@ -15,6 +15,7 @@ from nexus.manifests.rules import (
     argocd,
     graph,
     inference_service,
+    istio,
     knative,
     kustomize,
     model_cache,
@@ -31,6 +32,7 @@ RULES: tuple[Rule, ...] = (
     graph.check,
     argocd.check,
     model_cache.check,
+    istio.check,
     secrets.check,
 )
 
