@@ -19,6 +19,7 @@ from nexus.manifests.metric_names import (
     QUEUE_PROXY_DURATION_BY_KNATIVE,
     VLLM_PREFIX,
     queryable_names,
+    queue_proxy_duration,
 )
 from tests.manifests.conftest import REPO_ROOT
 
@@ -153,14 +154,44 @@ def test_promtool_unit_tests_can_fail(promtool_dir: Path) -> None:
 
 
 def test_queue_proxy_series_are_the_declared_knatives() -> None:
-    """The rules read the name the Knative of platform/versions.yaml exports."""
+    """The rules read the name the Knative of platform/versions.yaml exports, exactly."""
     versions = yaml.safe_load((REPO_ROOT / "platform" / "versions.yaml").read_text("utf-8"))
-    minor = ".".join(str(versions["knative_serving"]).split(".")[:2])
-    assert QUEUE_PROXY_DURATION_BY_KNATIVE[minor] == QUEUE_PROXY_DURATION
+    declared = queue_proxy_duration(str(versions["knative_serving"]))
+    assert declared.name == QUEUE_PROXY_DURATION
+    # Whole seconds would put every sub-second answer in the 0 s bucket (p95 reads 0).
+    assert not declared.whole_seconds
     used = set().union(*(metric_names(e) for e in _rule_exprs()))
     assert f"{QUEUE_PROXY_DURATION}_count" in used
     assert f"{QUEUE_PROXY_DURATION}_bucket" in used
     assert not {n for n in used if n.startswith("revision_app_")}, "pre-1.19 names"
+
+
+@pytest.mark.parametrize(
+    ("version", "name", "whole_seconds"),
+    [
+        # knative/serving tags, pkg/queue/request_metric.go: name and `elapsedTime :=`.
+        ("1.19.0", "kn_queueproxy_app_duration_seconds", True),
+        ("1.19.7", "kn_queueproxy_app_duration_seconds", True),
+        ("1.19.8", "kn_serving_invocation_duration_seconds", True),  # rename backported
+        ("1.19.9", "kn_serving_invocation_duration_seconds", False),  # #16359 backported
+        ("1.20.0", "kn_queueproxy_app_duration_seconds", True),
+        ("1.20.1", "kn_serving_invocation_duration_seconds", True),  # rename backported
+        ("1.20.2", "kn_serving_invocation_duration_seconds", False),
+        ("1.21.0", "kn_serving_invocation_duration_seconds", False),
+        ("knative-v1.21.1", "kn_serving_invocation_duration_seconds", False),
+    ],
+)
+def test_queue_proxy_metric_per_patch(version: str, name: str, whole_seconds: bool) -> None:
+    found = queue_proxy_duration(version)
+    assert (found.name, found.whole_seconds) == (name, whole_seconds)
+
+
+def test_queue_proxy_metric_of_an_unread_release_is_refused() -> None:
+    # A minor version is not enough: 1.19 and 1.20 exported both names.
+    for version in ("1.19", "1.20", "1.22.0"):
+        with pytest.raises(ValueError, match="no queue-proxy metric known"):
+            queue_proxy_duration(version)
+    assert "1.19" not in QUEUE_PROXY_DURATION_BY_KNATIVE
 
 
 def test_knative_exports_request_metrics_for_prometheus_to_scrape() -> None:

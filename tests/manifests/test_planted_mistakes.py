@@ -51,6 +51,9 @@ PLANTED = [
      ISVC_8B, "cluster-local"),
     ("startup budget", ISVC_70B, "progress-deadline: 1800s", "progress-deadline: 600s",
      ISVC_70B, "startup-budget"),
+    # Issue 20: a graph's router is public without its own visibility label.
+    ("public graph", GRAPH, "    networking.knative.dev/visibility: cluster-local\n", "", GRAPH,
+     "graph-cluster-local"),
 ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from nexus.errors import ConfigError
 from nexus.manifests.examples import EXAMPLES, example_files
 from nexus.manifests.kserve_codec import CodecError, from_dict, to_dict
 from nexus.manifests.model import CPU_WORKER_IMAGE, ModelDescription
+from nexus.manifests.model_cache import cache_refusal
 from nexus.manifests.pools import Pool, load_pools
 from nexus.manifests.render import (
     merge_args,
@@ -198,11 +199,15 @@ def test_committed_examples_are_what_the_renderer_produces(pools: dict[str, Pool
         assert committed == text, f"{relative} is stale: python -m nexus.manifests.examples"
 
 
-def test_cached_model_gets_a_namespace_cache_file(pools: dict[str, Pool]) -> None:
+def test_cached_model_on_an_untainted_pool_gets_a_namespace_cache_file(
+    pools: dict[str, Pool],
+) -> None:
+    # An H100 pool without taints: the only kind of pool KServe's download Jobs reach.
+    open_pools = {**pools, "h100": dataclasses.replace(pools["h100"], taints=())}
     desc = _desc(runtime="vllm", pool="h100", canary_percent=None, gpus=4, cache=True,
                  storage_uri="hf://meta-llama/Llama-3.1-70B-Instruct")  # fmt: skip
-    isvc = yaml.safe_load(render_yaml([desc], pools))
-    cache = yaml.safe_load(render_cache_yaml(desc, pools) or "")
+    isvc = yaml.safe_load(render_yaml([desc], open_pools))
+    cache = yaml.safe_load(render_cache_yaml(desc, open_pools) or "")
     assert cache["kind"] == "LocalModelNamespaceCache"
     assert cache["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
     # KServe matches the cache to the InferenceService by storage URI.
@@ -212,19 +217,25 @@ def test_cached_model_gets_a_namespace_cache_file(pools: dict[str, Pool]) -> Non
     assert cache["spec"]["nodeGroups"] == ["nexus-h100"]
 
 
-def test_every_cached_example_has_its_node_group_and_downloader() -> None:
-    folder = REPO_ROOT / "platform" / "k8s" / "model-cache"
-    shipped = {
-        doc["metadata"]["name"]
-        for path in folder.glob("*.yaml")
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-        if doc and doc.get("kind") in ("LocalModelNodeGroup", "ServiceAccount")
-    }
-    cached = [d for ds in EXAMPLES.values() for d in ds if d.cache]
-    assert cached, "the examples show the model cache"
-    for desc in cached:
-        assert f"nexus-{desc.pool}" in shipped
-    assert "nexus-model-downloader" in shipped
+@pytest.mark.parametrize("pool", ["h100", "a100"])
+def test_cache_refused_on_a_tainted_pool(pools: dict[str, Pool], pool: str) -> None:
+    # KServe's download Jobs tolerate no taint (localmodelnode/controller.go launchJob):
+    # the cache would never fill and the predictor would mount an empty volume.
+    desc = _desc(pool=pool, cache=True, storage_uri="hf://meta-llama/Llama-3.1-8B-Instruct")
+    with pytest.raises(ConfigError, match=r"nvidia\.com/gpu=present:NoSchedule"):
+        render_yaml([desc], pools)
+    with pytest.raises(ConfigError, match="launchJob"):
+        render_cache_yaml(desc, pools)
+
+
+def test_no_shipped_model_is_cached_on_a_pool_the_cache_cannot_fill(
+    pools: dict[str, Pool],
+) -> None:
+    assert not [d.name for ds in EXAMPLES.values() for d in ds
+                if d.cache and cache_refusal(pools[d.pool])]  # fmt: skip
+    shipped = [p.name for p in (REPO_ROOT / "inference_services").rglob("*.yaml")
+               if "LocalModel" in p.read_text(encoding="utf-8")]  # fmt: skip
+    assert shipped == []
 
 
 def test_cache_refused_for_custom_containers() -> None:

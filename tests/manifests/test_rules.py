@@ -53,6 +53,33 @@ CASES = [
         "config-features",
     ),
     ("graph/no-root.yaml", "graph-root", "spec.nodes", "'root'"),
+    # Issue 20: the shipped model cache before the fix, on tainted pools, at the wrong path.
+    (
+        "model-cache/nodegroup.yaml",
+        "model-cache-tainted-pool",
+        "spec.persistentVolumeSpec.nodeAffinity",
+        "nvidia.com/gpu=present:NoSchedule",
+    ),
+    (
+        "model-cache/nodegroup.yaml",
+        "model-cache-path",
+        "spec.persistentVolumeSpec.local.path",
+        "'/models'",
+    ),
+    ("model-cache/cache.yaml", "model-cache-tainted-pool", "spec.nodeGroups[0]", "'a100'"),
+    # Issue 20: the shipped authorization component before the fix refused plain scrapes.
+    (
+        "istio/authorizationpolicy.yaml",
+        "authz-metrics-mtls",
+        "spec.rules[2].from[0].source.namespaces",
+        "without an Istio sidecar gets 403",
+    ),
+    (
+        "graph/public.yaml",
+        "graph-cluster-local",
+        "metadata.labels.networking.knative.dev/visibility",
+        "public route",
+    ),
     (
         "graph/two-targets.yaml",
         "graph-step-target",
@@ -130,12 +157,27 @@ def test_graph_fixtures_raise_nothing_else(schemas: SchemaRegistry) -> None:
     expected = {(f, r) for f, r, _, _ in CASES if f.startswith("graph/")}
     # serviceName also reaches chat's transformer, so the credentials finding is right too.
     expected.add(("graph/service-name.yaml", "graph-propagate-credentials"))
+    # The folder's platform propagates no credentials, so the public graph hits that too.
+    expected.add(("graph/public.yaml", "graph-propagate-credentials"))
     found = {(f"graph/{Path(f.path).name}", f.rule) for f in lint(FIXTURES / "graph", schemas)}
     assert found == expected
 
 
 def test_a_correct_graph_passes(schemas: SchemaRegistry) -> None:
     assert lint(FIXTURES / "graph-ok", schemas) == []
+
+
+def test_model_cache_fixtures_raise_nothing_else(schemas: SchemaRegistry) -> None:
+    expected = {(f, r) for f, r, _, _ in CASES if f.startswith("model-cache/")}
+    found = {(f"model-cache/{Path(f.path).name}", f.rule)
+             for f in lint(FIXTURES / "model-cache", schemas)}  # fmt: skip
+    assert found == expected
+
+
+def test_a_model_cache_on_an_untainted_pool_at_the_agents_path_passes(
+    schemas: SchemaRegistry,
+) -> None:
+    assert lint(FIXTURES / "model-cache-ok", schemas) == []
 
 
 def test_kustomize_rule_without_kubectl_checks_referenced_files(schemas: SchemaRegistry) -> None:

@@ -28,7 +28,8 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             # ~130 GiB of bf16 weights: four 80 GB GPUs, tensor parallel 4 (the renderer adds
             # --tensor-parallel-size and a memory-backed /dev/shm from `gpus`).
             gpus=4,
-            cache=True,
+            # No `cache`: the h100 pool is tainted and KServe's model cache cannot fill
+            # there (nexus.manifests.model_cache.cache_refusal).
             vllm_args=("--max-model-len=32768",),
             concurrency_target=16,
         ),
@@ -43,8 +44,6 @@ EXAMPLES: Mapping[str, Sequence[ModelDescription]] = {
             canary_percent=10,
             concurrency_target=8,
             model_aliases=("chat",),
-            # Canary releases make new revisions often: serve them from the node cache.
-            cache=True,
         ),
         # The weighted split's second model and the fallback chain's smaller model: the
         # graphs in graphs/ address exactly these InferenceServices, and every model a

@@ -40,7 +40,7 @@ from kubernetes.client import (
 from nexus.errors import ConfigError
 from nexus.manifests import model as m
 from nexus.manifests.kserve_codec import dump_yaml, to_dict
-from nexus.manifests.model_cache import render_cache
+from nexus.manifests.model_cache import cache_refusal, render_cache
 from nexus.manifests.pools import Pool, quantity_bytes
 from nexus.manifests.sizing import PARAMETERS_ANNOTATION
 
@@ -240,6 +240,10 @@ def render_inference_service(
     pool = pools.get(desc.pool)
     if pool is None:
         raise ConfigError(f"unknown pool {desc.pool!r}; known pools: {sorted(pools)}")
+    if desc.cache and (refusal := cache_refusal(pool)) is not None:
+        # KServe's webhook would mark the InferenceService cached and mount a volume that
+        # never fills (model_cache.py): refuse before anything reaches Git.
+        raise ConfigError(f"cannot cache {desc.name!r}: {refusal}")
     annotations = {
         "argocd.argoproj.io/sync-wave": m.ISVC_SYNC_WAVE,
         # canaryTrafficPercent only works with Knative; never depend on the default.

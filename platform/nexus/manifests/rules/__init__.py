@@ -15,8 +15,10 @@ from nexus.manifests.rules import (
     argocd,
     graph,
     inference_service,
+    istio,
     knative,
     kustomize,
+    model_cache,
     secrets,
     serving,
 )
@@ -29,6 +31,8 @@ RULES: tuple[Rule, ...] = (
     serving.check,
     graph.check,
     argocd.check,
+    model_cache.check,
+    istio.check,
     secrets.check,
 )
 

@@ -8,7 +8,10 @@ names; ``platform/versions.yaml``) through ``nexus.manifests.admission``:
   unset one leaves ``revision-timeout-seconds`` (300 s, a total timer that also ends streams);
 - ``router-timeouts``: a graph's ``routerTimeouts`` cannot outlast the graph's own timeout;
 - ``startup-budget``: the startup probe must give up before the progress deadline;
-- ``cluster-local``: an InferenceService without the visibility label gets public hosts.
+- ``cluster-local``: an InferenceService without the visibility label gets public hosts;
+- ``graph-cluster-local``: so does a graph's router, whose Knative Service carries the
+  graph's own labels only (KServe ``pkg/controller/v1alpha1/inferencegraph/
+  knative_reconciler.go``, ``createKnativeService``).
 """
 
 from __future__ import annotations
@@ -209,6 +212,22 @@ def _check_visibility(doc: Document, ctx: LintContext) -> Iterator[Finding]:
         )
 
 
+def _check_graph_visibility(doc: Document, ctx: LintContext) -> Iterator[Finding]:
+    labels = doc.metadata.get("labels")
+    value = labels.get(VISIBILITY_LABEL) if isinstance(labels, dict) else None
+    if value != "cluster-local" and _knative(doc, ctx):
+        yield doc.finding(
+            f"metadata.labels.{VISIBILITY_LABEL}",
+            "graph-cluster-local",
+            "KServe copies only the graph's own labels to the router's Knative Service "
+            "(inferencegraph/knative_reconciler.go createKnativeService), so without the "
+            "cluster-local label the router gets a public route on Knative's ingress "
+            "gateway, beside the TLS Gateway",
+            f"label the InferenceGraph {VISIBILITY_LABEL}: cluster-local and expose it "
+            "through the nexus-graphs VirtualService",
+        )
+
+
 def check(docs: Sequence[Document], ctx: LintContext) -> list[Finding]:
     findings: list[Finding] = []
     for doc in docs:
@@ -221,4 +240,5 @@ def check(docs: Sequence[Document], ctx: LintContext) -> list[Finding]:
             findings.extend(_check_visibility(doc, ctx))
         elif doc.kind == "InferenceGraph":
             findings.extend(_check_graph_timeouts(doc, ctx))
+            findings.extend(_check_graph_visibility(doc, ctx))
     return findings
