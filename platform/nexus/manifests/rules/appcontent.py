@@ -52,6 +52,14 @@ def build_kustomization(directory: Path, kubectl: str) -> tuple[list[Any] | None
     return [d for d in yaml.safe_load_all(result.stdout) if isinstance(d, dict)], ""
 
 
+def built(directory: Path, kubectl: str, ctx: LintContext) -> tuple[list[Any] | None, str]:
+    """``build_kustomization`` of ``directory``, once per lint run (kept in ``ctx``)."""
+    key = str(directory.resolve())
+    if key not in ctx.kustomize_builds:
+        ctx.kustomize_builds[key] = build_kustomization(directory, kubectl)
+    return ctx.kustomize_builds[key]
+
+
 def app_content(app: Document, ctx: LintContext) -> list[Document] | None:
     """The documents an Application would sync, or None when it is not knowable here."""
     if ctx.repo_root is None:
@@ -65,8 +73,8 @@ def app_content(app: Document, ctx: LintContext) -> list[Document] | None:
         if not directory.is_dir():
             continue
         if kustomization_file(directory) is not None and ctx.kubectl:
-            built, _ = build_kustomization(directory, ctx.kubectl)
-            for index, data in enumerate(built or []):
+            objects, _ = built(directory, ctx.kubectl, ctx)
+            for index, data in enumerate(objects or []):
                 content.append(Document(directory, index, data, f"{path} (kustomize build)"))
             continue
         recurse = bool((source.get("directory") or {}).get("recurse"))
