@@ -31,10 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
-
-import yaml
 
 from nexus.manifests.rehearsal.tree import AFTER_SYNC, Obj, Tree
 
@@ -44,7 +41,6 @@ QUEUE_METRICS_PORT: Final = 9091
 AGENT_NODE_SELECTOR: Final = {"kserve/localmodel": "worker"}
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 DEFAULT_JOB_NAMESPACE: Final = "kserve-localmodel-jobs"
-PIPELINE_FILE: Final = "pipelines/compiled/release.yaml"
 WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 
 
@@ -192,12 +188,11 @@ def _model_cache(tree: Tree) -> Iterator[Pod]:
 
 
 def _pipeline_steps(tree: Tree) -> Iterator[Pod]:
-    root = tree.ctx.repo_root
     accounts = [o for o in tree.objects if o.kind == "ServiceAccount" and o.step == AFTER_SYNC]
-    if root is None or not (root / PIPELINE_FILE).is_file() or not accounts:
+    docs = tree.pipeline
+    if not docs or not accounts:
         return
     account = accounts[0]
-    docs = list(yaml.safe_load_all((root / PIPELINE_FILE).read_text(encoding="utf-8")))
     params = ((docs[0].get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     defaults = {k: v.get("defaultValue") for k, v in params.items() if isinstance(v, dict)}
     executors = ((docs[0].get("deploymentSpec") or {}).get("executors")) or {}
@@ -219,10 +214,9 @@ def _pipeline_steps(tree: Tree) -> Iterator[Pod]:
 
 def pipeline_urls(tree: Tree) -> dict[str, str]:
     """The compiled pipeline's default URLs (tracking_uri, prometheus_url, ...)."""
-    root = tree.ctx.repo_root
-    if root is None or not (root / PIPELINE_FILE).is_file():
+    if not tree.pipeline:
         return {}
-    doc = next(yaml.safe_load_all(Path(root / PIPELINE_FILE).read_text(encoding="utf-8")))
+    doc = tree.pipeline[0]
     params = ((doc.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     return {
         k: str(v["defaultValue"])

@@ -17,8 +17,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import yaml
+
 from nexus.manifests.context import LintContext
-from nexus.manifests.documents import Document
+from nexus.manifests.documents import YAML_LOADER, Document
 from nexus.manifests.findings import Finding
 from nexus.manifests.prerequisites import Prerequisites
 from nexus.manifests.rules.appcontent import app_content
@@ -29,6 +31,8 @@ ROOT_APPLICATION: Final = "argocd/application.nexus-root.yaml"
 HAND_APPLIED: Final = ("platform/k8s/pipelines/",)
 # Opt-in Kustomize Components: rehearsed as if an overlay included them.
 COMPONENTS: Final = "platform/k8s/components/"
+# The compiled release pipeline: its steps are pods too (rehearsal.pods).
+PIPELINE_FILE: Final = "pipelines/compiled/release.yaml"
 CLUSTER_SCOPED: Final = frozenset(
     {
         "Namespace",
@@ -149,6 +153,8 @@ class Tree:
     prerequisites: Prerequisites
     ctx: LintContext
     components: dict[str, list[Obj]] = field(default_factory=dict)
+    # The documents of pipelines/compiled/release.yaml (empty without it).
+    pipeline: list[Any] = field(default_factory=list)
 
     def of_kind(self, *kinds: str) -> Iterator[Obj]:
         return (o for o in self.objects if o.kind in kinds)
@@ -246,4 +252,8 @@ def build_tree(ctx: LintContext, prerequisites: Prerequisites) -> Tree:
             components.setdefault(name, []).extend(_objects([doc], repo, app, lambda _d, s=step: s))
     apps.sort(key=lambda a: (a.wave, a.name))
     objects.sort(key=lambda o: o.step.order)
-    return Tree(objects, apps, prerequisites, ctx, components)
+    pipeline: list[Any] = []
+    if ctx.repo_root is not None and (ctx.repo_root / PIPELINE_FILE).is_file():
+        text = (ctx.repo_root / PIPELINE_FILE).read_text(encoding="utf-8")
+        pipeline = [d for d in yaml.load_all(text, Loader=YAML_LOADER) if isinstance(d, dict)]
+    return Tree(objects, apps, prerequisites, ctx, components, pipeline)

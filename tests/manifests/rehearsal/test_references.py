@@ -1,0 +1,92 @@
+"""References: planted in a copy of the tree, each missing or late object fails `nexus lint`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.manifests.rehearsal.conftest import Result, Tree
+from tests.manifests.rehearsal.workloads import deployment
+
+RULE = "rehearsal-references"
+QWEN = "inference_services/prod/inferenceservice.qwen-1-5b.yaml"
+
+
+def test_secret_created_nowhere(tree: Tree, lint: Callable[[], Result]) -> None:
+    env = {"envFrom": [{"secretRef": {"name": "nexus-planted-secret"}}]}
+    tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=env)])
+    result = lint()
+    assert result.code == 1
+    found = result.naming(RULE, "nexus-planted-secret")
+    assert found, result.findings
+    assert "Deployment nexus/nexus-planted" in found[0]["message"]
+    assert "prerequisites.yaml" in found[0]["fix"]
+
+
+def test_secret_created_at_a_later_wave(tree: Tree, lint: Callable[[], Result]) -> None:
+    # The InferenceServices sync at wave 2; a Secret of the graphs' Application comes at 3.
+    late = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "nexus-late", "namespace": "nexus"},
+        "stringData": {"TOKEN": "x"},
+    }
+    tree.add("graphs", "secret.nexus-late.yaml", [late])
+    tree.replace(
+        QWEN,
+        "          - name: GATEWAY_MODEL_ALIASES\n",
+        "          - name: PLANTED\n            valueFrom:\n              secretKeyRef:\n"
+        "                name: nexus-late\n                key: TOKEN\n"
+        "          - name: GATEWAY_MODEL_ALIASES\n",
+    )
+    result = lint()
+    assert result.code == 1
+    found = result.naming(RULE, "nexus/nexus-late")
+    assert found and "creates only at Application nexus-graphs" in found[0]["message"], found
+    assert found[0]["path"] == QWEN
+
+
+def test_missing_key(tree: Tree, lint: Callable[[], Result]) -> None:
+    tree.replace(QWEN, "              key: HF_TOKEN", "              key: HF_TOKEN_PLANTED")
+    result = lint()
+    assert result.code == 1
+    found = result.naming(RULE, "HF_TOKEN_PLANTED")
+    assert found and "InferenceService nexus/qwen-1-5b" in found[0]["message"], found
+
+
+def test_missing_service_account(tree: Tree, lint: Callable[[], Result]) -> None:
+    planted = deployment("nexus-planted", serviceAccountName="nexus-planted-account")
+    tree.add("platform/k8s/base", "planted.yaml", [planted])
+    result = lint()
+    assert result.naming(RULE, "ServiceAccount nexus/nexus-planted-account"), result.findings
+
+
+def test_gateway_credential_in_the_wrong_namespace(tree: Tree, lint: Callable[[], Result]) -> None:
+    # Istio reads credentialName in the gateway workload's namespace (istio-system): a TLS
+    # Secret in `nexus` does not count.
+    tls = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "nexus-planted-tls"},
+        "stringData": {"tls.crt": "x", "tls.key": "y"},
+    }
+    tree.add("platform/k8s/base", "planted.yaml", [tls])
+    tree.replace(
+        "platform/k8s/base/public.gateway.yaml",
+        "credentialName: nexus-public-tls",
+        "credentialName: nexus-planted-tls",
+    )
+    result = lint()
+    found = result.naming(RULE, "Secret istio-system/nexus-planted-tls")
+    assert found and "Gateway nexus/nexus-public" in found[0]["message"], result.findings
+
+
+def test_pod_monitor_port_no_pod_has(tree: Tree, lint: Callable[[], Result]) -> None:
+    tree.replace(
+        "platform/k8s/monitoring/routers.podmonitor.yaml",
+        "    - port: user-port",
+        "    - port: planted-port",
+    )
+    result = lint()
+    found = result.naming(RULE, "'planted-port'")
+    assert found and "PodMonitor nexus/nexus-routers" in found[0]["message"], result.findings
