@@ -187,9 +187,7 @@ class Prerequisites:
         return next((ns for ns in self.namespaces if ns.name == name), None)
 
     def secret(self, namespace: str, name: str) -> RequiredSecret | None:
-        return next(
-            (s for s in self.secrets if s.namespace == namespace and s.name == name), None
-        )
+        return next((s for s in self.secrets if s.namespace == namespace and s.name == name), None)
 
     def pool_labels(self, pool: str) -> dict[str, str]:
         """The labels people put on the nodes of ``pool`` (merged over every entry)."""

@@ -83,6 +83,12 @@ class Result:
             and (name in f["message"] or name in f["path"])
         ]
 
+    def first(self, rule: str, name: str) -> dict[str, Any]:
+        """The first error of ``rule`` naming ``name``; fails showing every finding."""
+        found = self.naming(rule, name)
+        assert found, f"no {rule} error naming {name!r} in {self.findings}"
+        return found[0]
+
 
 @pytest.fixture
 def lint(

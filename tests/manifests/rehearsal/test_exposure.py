@@ -18,8 +18,8 @@ def test_graph_without_cluster_local(tree: Tree, lint: Callable[[], Result]) -> 
     tree.add("graphs", "inferencegraph.planted-graph.yaml", [graph])
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "InferenceGraph nexus/planted-graph")
-    assert found and "networking.knative.dev/visibility" in found[0]["fix"], result.findings
+    found = result.first(RULE, "InferenceGraph nexus/planted-graph")
+    assert "networking.knative.dev/visibility" in found["fix"]
 
 
 def test_inference_service_without_cluster_local(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -64,5 +64,5 @@ def test_second_gateway_and_route_past_the_public_one(
     tree.add("platform/k8s/base", "planted.yaml", [gateway, route])
     result = lint()
     assert result.naming(RULE, "Gateway nexus/planted-gateway"), result.findings
-    found = result.naming(RULE, "VirtualService nexus/planted-route")
-    assert found and "knative-serving/knative-ingress-gateway" in found[0]["message"]
+    found = result.first(RULE, "VirtualService nexus/planted-route")
+    assert "knative-serving/knative-ingress-gateway" in found["message"]

@@ -53,10 +53,9 @@ def test_network_policy_cuts_prometheus(tree: Tree, lint: Callable[[], Result]) 
     tree.add("platform/k8s/model-cache", "planted.yaml", [policy])
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "NetworkPolicy monitoring/planted-egress")
-    assert found, result.findings
-    assert "Prometheus monitoring/kube-prometheus-stack-prometheus" in found[0]["message"]
-    assert "port 9091" in found[0]["message"]
+    found = result.first(RULE, "NetworkPolicy monitoring/planted-egress")
+    assert "Prometheus monitoring/kube-prometheus-stack-prometheus" in found["message"]
+    assert "port 9091" in found["message"]
 
 
 def test_authorization_policy_admits_prometheus_by_namespace(
@@ -80,14 +79,10 @@ def test_authorization_policy_admits_prometheus_by_namespace(
     }
     tree.add("platform/k8s/base", "planted.yaml", [policy])
     result = lint()
-    found = [
-        f
-        for f in result.naming(RULE, "AuthorizationPolicy nexus/planted-scrapes")
-        if f["message"].startswith("Prometheus")
-    ]
-    assert found, result.findings
-    assert "no sidecar, so no mTLS identity" in found[0]["message"]
-    assert "needs no mTLS identity" in found[0]["fix"]
+    found = result.first(RULE, "Prometheus monitoring/kube-prometheus-stack-prometheus (it has")
+    assert "AuthorizationPolicy nexus/planted-scrapes" in found["message"]
+    assert "no sidecar, so no mTLS identity" in found["message"]
+    assert "needs no mTLS identity" in found["fix"]
 
 
 def test_network_policy_cuts_the_ingress_gateway(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -104,10 +99,9 @@ def test_network_policy_cuts_the_ingress_gateway(tree: Tree, lint: Callable[[], 
     }
     tree.add("platform/k8s/model-cache", "planted.yaml", [policy])
     result = lint()
-    found = result.naming(RULE, "NetworkPolicy istio-system/planted-gateway-egress")
-    assert found, result.findings
-    assert found[0]["message"].startswith("the Istio ingress gateway")
-    assert "the router pod of InferenceGraph nexus/chat-split-fallback" in found[0]["message"]
+    found = result.first(RULE, "NetworkPolicy istio-system/planted-gateway-egress")
+    assert found["message"].startswith("the Istio ingress gateway")
+    assert "the router pod of InferenceGraph nexus/chat-split-fallback" in found["message"]
 
 
 def test_policy_selecting_no_pod_cuts_nothing(tree: Tree, lint: Callable[[], Result]) -> None:

@@ -16,10 +16,9 @@ def test_secret_created_nowhere(tree: Tree, lint: Callable[[], Result]) -> None:
     tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=env)])
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "nexus-planted-secret")
-    assert found, result.findings
-    assert "Deployment nexus/nexus-planted" in found[0]["message"]
-    assert "prerequisites.yaml" in found[0]["fix"]
+    found = result.first(RULE, "nexus-planted-secret")
+    assert "Deployment nexus/nexus-planted" in found["message"]
+    assert "prerequisites.yaml" in found["fix"]
 
 
 def test_secret_created_at_a_later_wave(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -40,17 +39,17 @@ def test_secret_created_at_a_later_wave(tree: Tree, lint: Callable[[], Result]) 
     )
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "nexus/nexus-late")
-    assert found and "creates only at Application nexus-graphs" in found[0]["message"], found
-    assert found[0]["path"] == QWEN
+    found = result.first(RULE, "nexus/nexus-late")
+    assert "creates only at Application nexus-graphs" in found["message"]
+    assert found["path"] == QWEN
 
 
 def test_missing_key(tree: Tree, lint: Callable[[], Result]) -> None:
     tree.replace(QWEN, "              key: HF_TOKEN", "              key: HF_TOKEN_PLANTED")
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "HF_TOKEN_PLANTED")
-    assert found and "InferenceService nexus/qwen-1-5b" in found[0]["message"], found
+    found = result.first(RULE, "HF_TOKEN_PLANTED")
+    assert "InferenceService nexus/qwen-1-5b" in found["message"]
 
 
 def test_missing_service_account(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -77,8 +76,8 @@ def test_gateway_credential_in_the_wrong_namespace(tree: Tree, lint: Callable[[]
         "credentialName: nexus-planted-tls",
     )
     result = lint()
-    found = result.naming(RULE, "Secret istio-system/nexus-planted-tls")
-    assert found and "Gateway nexus/nexus-public" in found[0]["message"], result.findings
+    found = result.first(RULE, "Secret istio-system/nexus-planted-tls")
+    assert "Gateway nexus/nexus-public" in found["message"]
 
 
 def test_pod_monitor_port_no_pod_has(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -88,5 +87,5 @@ def test_pod_monitor_port_no_pod_has(tree: Tree, lint: Callable[[], Result]) -> 
         "    - port: planted-port",
     )
     result = lint()
-    found = result.naming(RULE, "'planted-port'")
-    assert found and "PodMonitor nexus/nexus-routers" in found[0]["message"], result.findings
+    found = result.first(RULE, "'planted-port'")
+    assert "PodMonitor nexus/nexus-routers" in found["message"]

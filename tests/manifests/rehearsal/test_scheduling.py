@@ -17,9 +17,8 @@ def test_taint_not_tolerated(tree: Tree, lint: Callable[[], Result]) -> None:
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found, result.findings
-    assert "is not tolerated" in found[0]["message"] or "taint" in found[0]["message"]
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "is not tolerated" in found["message"] or "taint" in found["message"]
 
 
 def test_pool_taint_the_predictors_do_not_tolerate(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -29,16 +28,16 @@ def test_pool_taint_the_predictors_do_not_tolerate(tree: Tree, lint: Callable[[]
         "platform/pools.yaml", lambda d: d["pools"][pool].setdefault("taints", []).append(taint)
     )
     result = lint()
-    found = result.naming(RULE, "nexus.dev/planted=yes:NoSchedule")
-    assert found and "InferenceService nexus/" in found[0]["message"], result.findings
+    found = result.first(RULE, "nexus.dev/planted=yes:NoSchedule")
+    assert "InferenceService nexus/" in found["message"]
 
 
 def test_selector_matching_no_pool(tree: Tree, lint: Callable[[], Result]) -> None:
     planted = deployment("nexus-planted", nodeSelector={"nexus.dev/pool": "planted-tpu"})
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found and "nexus.dev/pool=planted-tpu" in found[0]["message"], result.findings
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "nexus.dev/pool=planted-tpu" in found["message"]
 
 
 def _allocatable(tree: Tree, pool: str, values: dict[str, Any]) -> None:
@@ -52,8 +51,8 @@ def test_gpus_over_a_node(tree: Tree, lint: Callable[[], Result]) -> None:
     planted = deployment("nexus-planted", container=gpus, **placed_on(tree, pool))
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found and "more nvidia.com/gpu than a node's allocatable 8" in found[0]["message"], found
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "more nvidia.com/gpu than a node's allocatable 8" in found["message"]
 
 
 def test_memory_over_a_node(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -62,8 +61,8 @@ def test_memory_over_a_node(tree: Tree, lint: Callable[[], Result]) -> None:
     memory = {"resources": {"requests": {"memory": "64Gi"}}}
     tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=memory)])
     result = lint()
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found and "more memory than a node's allocatable 16Gi" in found[0]["message"], found
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "more memory than a node's allocatable 16Gi" in found["message"]
 
 
 def test_gpu_pod_on_a_pool_without_gpus(tree: Tree, lint: Callable[[], Result]) -> None:
@@ -71,5 +70,5 @@ def test_gpu_pod_on_a_pool_without_gpus(tree: Tree, lint: Callable[[], Result]) 
     planted = deployment("nexus-planted", container=gpus, **placed_on(tree, small_pool(tree)))
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found and "which its nodes do not have" in found[0]["message"], result.findings
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "which its nodes do not have" in found["message"]

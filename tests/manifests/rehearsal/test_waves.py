@@ -16,9 +16,8 @@ def test_degraded_at_an_early_wave_blocks_the_rest(tree: Tree, lint: Callable[[]
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
     assert result.code == 1
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found, result.findings
-    message = found[0]["message"]
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    message = found["message"]
     assert "stops at Application nexus-platform (wave 0), resource wave -3" in message
     assert "Secret nexus/nope does not exist" in message
     for blocked in ("nexus-runtimes", "nexus-inference-services", "nexus-graphs"):
@@ -31,8 +30,8 @@ def test_unschedulable_pod_stalls_its_wave(tree: Tree, lint: Callable[[], Result
     planted = deployment("nexus-planted", wave=-3, nodeSelector={"nexus.dev/pool": "nowhere"})
     tree.add("platform/k8s/base", "planted.yaml", [planted])
     result = lint()
-    found = result.naming(RULE, "Deployment nexus/nexus-planted")
-    assert found and "no pool admits it" in found[0]["message"], result.findings
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "no pool admits it" in found["message"]
 
 
 def test_a_resource_without_health_check_does_not_stall(
@@ -43,7 +42,10 @@ def test_a_resource_without_health_check_does_not_stall(
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": "nexus-planted", "annotations": {"argocd.argoproj.io/sync-wave": "-3"}},
+        "metadata": {
+            "name": "nexus-planted",
+            "annotations": {"argocd.argoproj.io/sync-wave": "-3"},
+        },
         "secrets": [{"name": "nexus-planted-missing"}],
     }
     tree.add("platform/k8s/base", "planted.yaml", [account])

@@ -7,7 +7,8 @@
   InferenceService's labels to its components' Knative Services; without the label
   Knative's route is ExternalIP-visible on the Knative ingress (knative-v1.21.1
   ``pkg/reconciler/route/visibility/visibility.go`` ``routeVisibility`` reads the
-  label), a way in that bypasses the public Gateway. The same holds for Knative Services in the tree.
+  label), a way in that bypasses the public Gateway. The same holds for Knative Services
+  in the tree.
 - Services of type LoadBalancer or NodePort open a port outside the mesh's entry point.
 - Ingresses, and Istio Gateways other than the public one, are more entry points; a
   VirtualService bound to another Gateway than the public one (for example Knative's
@@ -81,7 +82,8 @@ def check(tree: Tree) -> list[Problem]:
                 Problem(
                     obj,
                     RULE,
-                    f"{obj.ref} is an entry point besides the public Gateway ({PUBLIC_GATEWAY_FILE})",
+                    f"{obj.ref} is an entry point besides the public Gateway "
+                    f"({PUBLIC_GATEWAY_FILE})",
                     "route through the public Gateway with a VirtualService instead",
                 )
             )

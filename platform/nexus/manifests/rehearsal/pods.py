@@ -97,7 +97,9 @@ def _workload(obj: Obj) -> Pod | None:
         return None
     labels = (template.get("metadata") or {}).get("labels") or {}
     containers = list(spec.get("containers") or [])
-    return Pod(obj, obj.kind.lower(), obj.namespace or "default", labels, spec, _ports(containers, False))
+    return Pod(
+        obj, obj.kind.lower(), obj.namespace or "default", labels, spec, _ports(containers, False)
+    )
 
 
 def _component_spec(tree: Tree, isvc: Obj, name: str) -> dict[str, Any] | None:
@@ -108,7 +110,9 @@ def _component_spec(tree: Tree, isvc: Obj, name: str) -> dict[str, Any] | None:
     containers = [dict(c) for c in component.get("containers") or [] if isinstance(c, dict)]
     model = component.get("model")
     if isinstance(model, dict):
-        runtime = next(iter(tree.find("ServingRuntime", isvc.namespace, str(model.get("runtime")))), None)
+        runtime = next(
+            iter(tree.find("ServingRuntime", isvc.namespace, str(model.get("runtime")))), None
+        )
         base: dict[str, Any] = {}
         if runtime is not None:
             base = dict(next(iter(runtime.spec.get("containers") or []), {}) or {})
@@ -136,7 +140,10 @@ def _inference_service(tree: Tree, isvc: Obj) -> Iterator[Pod]:
 def _router(tree: Tree, graph: Obj) -> Pod:
     config = tree.ctx.kserve_config("router") or {}
     resources = graph.spec.get("resources") or {
-        "requests": {"cpu": config.get("cpuRequest", "0"), "memory": config.get("memoryRequest", "0")}
+        "requests": {
+            "cpu": config.get("cpuRequest", "0"),
+            "memory": config.get("memoryRequest", "0"),
+        }
     }
     spec = {
         key: graph.spec[key]
@@ -151,7 +158,7 @@ def _router(tree: Tree, graph: Obj) -> Pod:
 
 def node_group_pools(tree: Tree, group: Obj) -> tuple[str, ...]:
     """Pools whose node labels satisfy a LocalModelNodeGroup's PersistentVolume affinity."""
-    affinity = ((group.spec.get("persistentVolumeSpec") or {}).get("nodeAffinity") or {})
+    affinity = (group.spec.get("persistentVolumeSpec") or {}).get("nodeAffinity") or {}
     terms = ((affinity.get("required") or {}).get("nodeSelectorTerms")) or []
     found = []
     for name, pool in tree.ctx.pools.items():
@@ -175,16 +182,16 @@ def _model_cache(tree: Tree) -> Iterator[Pod]:
         yield Pod(group, "model-cache node agent", "kserve", labels, spec, pools=pools)
     for cache in tree.of_kind("LocalModelNamespaceCache", "ClusterLocalModel"):
         for name in cache.spec.get("nodeGroups") or []:
-            group = groups.get(str(name))
-            if group is None:
+            target = groups.get(str(name))
+            if target is None:
                 continue
             spec = {
                 "nodeSelector": {HOSTNAME_LABEL: "<a node of the group>"},
                 "containers": [{"name": "kserve-container"}],
                 "serviceAccountName": cache.spec.get("serviceAccountName") or "default",
             }
-            pools = node_group_pools(tree, group)
-            yield Pod(cache, f"model download Job ({group.name})", job_ns, {}, spec, pools=pools)
+            pools = node_group_pools(tree, target)
+            yield Pod(cache, f"model download Job ({target.name})", job_ns, {}, spec, pools=pools)
 
 
 def _pipeline_steps(tree: Tree) -> Iterator[Pod]:
@@ -197,16 +204,22 @@ def _pipeline_steps(tree: Tree) -> Iterator[Pod]:
     defaults = {k: v.get("defaultValue") for k, v in params.items() if isinstance(v, dict)}
     executors = ((docs[0].get("deploymentSpec") or {}).get("executors")) or {}
     platform = next((d for d in docs[1:] if isinstance(d, dict) and "platforms" in d), {})
-    k8s = (((platform.get("platforms") or {}).get("kubernetes") or {}).get("deploymentSpec") or {})
+    k8s = ((platform.get("platforms") or {}).get("kubernetes") or {}).get("deploymentSpec") or {}
     mounts = k8s.get("executors") or {}
-    volumes = []
+    volumes: list[dict[str, Any]] = []
+    secrets: set[str] = set()
     for executor in sorted(executors):
         for mount in (mounts.get(executor) or {}).get("secretAsVolume") or []:
             param = (mount.get("secretNameParameter") or {}).get("componentInputParameter", "")
             secret = mount.get("secretName") or defaults.get(str(param).split("--")[-1])
-            if secret and all(v["secret"]["secretName"] != secret for v in volumes):
+            if secret and secret not in secrets:
+                secrets.add(secret)
                 volumes.append({"name": f"{executor}-secret", "secret": {"secretName": secret}})
-    spec = {"serviceAccountName": account.name, "containers": [{"name": "main"}], "volumes": volumes}
+    spec = {
+        "serviceAccountName": account.name,
+        "containers": [{"name": "main"}],
+        "volumes": volumes,
+    }
     owner = Obj(account.data, account.namespace, AFTER_SYNC, account.source)
     labels = {"workflows.argoproj.io/workflow": "<run>"}
     yield Pod(owner, "pipeline step", account.namespace or "default", labels, spec)

@@ -19,7 +19,7 @@ Policies in the root namespace (istio-system) apply to every namespace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
@@ -72,8 +72,10 @@ def _port_matches(ports: Sequence[Mapping[str, Any]], request: Request, target: 
         if value is None:
             return True
         number = target.ports.get(value) if isinstance(value, str) else value
-        end = port.get("endPort") or number
-        if isinstance(number, int) and number <= request.port <= end:
+        if not isinstance(number, int):
+            continue
+        end = port.get("endPort")
+        if number <= request.port <= (end if isinstance(end, int) else number):
             return True
     return False
 
@@ -104,7 +106,10 @@ def network_refusers(
         if not selecting:
             continue
         admitted = any(
-            (not rule.get(peers) or any(_peer_matches(tree, p.namespace or "", x, other) for x in rule[peers]))
+            (
+                not rule.get(peers)
+                or any(_peer_matches(tree, p.namespace or "", x, other) for x in rule[peers])
+            )
             and _port_matches(rule.get("ports") or [], request, target)
             for p in selecting
             for rule in p.spec.get(key) or []
@@ -117,7 +122,7 @@ def network_refusers(
 def _source_matches(source: Mapping[str, Any], peer: Peer) -> bool:
     principal = f"cluster.local/ns/{peer.namespace}/sa/{peer.service_account or 'default'}"
     mtls = peer.sidecar
-    checks = (
+    checks: tuple[tuple[str, Callable[[str], bool]], ...] = (
         ("principals", lambda v: mtls and fnmatchcase(principal, v)),
         ("namespaces", lambda v: mtls and fnmatchcase(peer.namespace, v)),
     )
@@ -141,7 +146,7 @@ def _path_matches(pattern: str, path: str) -> bool:
 
 
 def _operation_matches(operation: Mapping[str, Any], request: Request) -> bool:
-    tests = (
+    tests: tuple[tuple[str, Callable[[Any], bool]], ...] = (
         ("ports", lambda v: str(v) == str(request.port)),
         ("methods", lambda v: str(v) == request.method),
         ("paths", lambda v: _path_matches(str(v), request.path)),
@@ -160,7 +165,9 @@ def _rule_matches(rule: Mapping[str, Any], peer: Peer, request: Request) -> bool
     if sources and not any(_source_matches(s.get("source") or {}, peer) for s in sources):
         return False
     operations = rule.get("to")
-    return not operations or any(_operation_matches(o.get("operation") or {}, request) for o in operations)
+    return not operations or any(
+        _operation_matches(o.get("operation") or {}, request) for o in operations
+    )
 
 
 def authorization_refusers(

@@ -51,7 +51,9 @@ class Path:
 
 def pod_peer(tree: Tree, pod: Pod) -> Peer:
     annotations = (pod.spec.get("metadata") or {}).get("annotations") or {}
-    sidecar = tree.sidecar_namespace(pod.namespace) and annotations.get(SIDECAR_ANNOTATION) != "false"
+    sidecar = (
+        tree.sidecar_namespace(pod.namespace) and annotations.get(SIDECAR_ANNOTATION) != "false"
+    )
     return Peer(pod.describe, pod.namespace, pod.labels, pod.service_account, sidecar, pod.ports)
 
 
@@ -87,7 +89,9 @@ def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
             continue
         target = pod_peer(tree, pod)
         for hop in data_plane:
-            yield Path(hop, target, SERVE, f"Knative delivers requests through {hop.name}", pod.owner)
+            yield Path(
+                hop, target, SERVE, f"Knative delivers requests through {hop.name}", pod.owner
+            )
     for router in routers:
         hosts = {urlsplit(str(url)).hostname or "" for url in _service_urls(router.owner)}
         for (namespace, name), components in by_isvc.items():
@@ -125,9 +129,13 @@ def _prometheus_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
         for monitor in tree.of_kind("PodMonitor"):
             if not all(monitor.labels.get(k) == v for k, v in service.selects.items()):
                 continue
-            names = (monitor.spec.get("namespaceSelector") or {}).get("matchNames") or [monitor.namespace]
+            names = (monitor.spec.get("namespaceSelector") or {}).get("matchNames") or [
+                monitor.namespace
+            ]
             for pod in pods:
-                if pod.namespace not in names or not selects(monitor.spec.get("selector"), pod.labels):
+                if pod.namespace not in names or not selects(
+                    monitor.spec.get("selector"), pod.labels
+                ):
                     continue
                 for endpoint in monitor.spec.get("podMetricsEndpoints") or []:
                     port = pod.ports.get(str(endpoint.get("port")))
@@ -144,7 +152,9 @@ def _pipeline_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
         parts = urlsplit(url)
         host = (parts.hostname or "").split(".")
         declared = [
-            s for s in tree.prerequisites.services if len(host) > 1 and (s.name, s.namespace) == tuple(host[:2])
+            s
+            for s in tree.prerequisites.services
+            if len(host) > 1 and (s.name, s.namespace) == tuple(host[:2])
         ]
         for service in declared:
             target = Peer(
@@ -174,13 +184,12 @@ def _problem(prefix: str, layer: str, blame: list[Obj], paths: list[Path]) -> Pr
     source = paths[0].source
     names = ", ".join(p.ref for p in blame)
     identity = "" if source.sidecar else " (it has no sidecar, so no mTLS identity)"
-    targets = "; ".join(
-        f"{p.target.name} on port {p.request.port} ({p.why})" for p in paths
-    )
+    targets = "; ".join(f"{p.target.name} on port {p.request.port} ({p.why})" for p in paths)
     return Problem(
         blame[0],
         RULE,
-        f"{prefix}{source.name}{identity} is refused by {names} ({layer}): it cannot reach {targets}",
+        f"{prefix}{source.name}{identity} is refused by {names} ({layer}): "
+        f"it cannot reach {targets}",
         f"admit {source.name} in {names}"
         + (" by a selector that needs no mTLS identity, or give it a sidecar" if identity else ""),
     )
@@ -203,7 +212,11 @@ def _refusals(
 
 
 def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
-    paths = [*_serving_paths(tree, pods), *_prometheus_paths(tree, pods), *_pipeline_paths(tree, pods)]
+    paths = [
+        *_serving_paths(tree, pods),
+        *_prometheus_paths(tree, pods),
+        *_pipeline_paths(tree, pods),
+    ]
     policies = [o for o in tree.objects if o.kind in ("NetworkPolicy", "AuthorizationPolicy")]
     refused: set[tuple[int, int]] = set()
     problems = [
@@ -217,5 +230,8 @@ def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
         known = set(refused)
         prefix = f"with component {component} included: "
         grouped = _refusals(tree, [*policies, *extra], paths, known)
-        problems += [_problem(prefix, layer, blame, group) for (layer, _, _), (blame, group) in grouped.items()]
+        problems += [
+            _problem(prefix, layer, blame, group)
+            for (layer, _, _), (blame, group) in grouped.items()
+        ]
     return problems

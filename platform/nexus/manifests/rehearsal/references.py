@@ -38,7 +38,7 @@ from nexus.manifests.rehearsal.pods import Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.tree import BEFORE_SYNC, BUILTIN_SERVICES, Obj, Problem, Step, Tree
 
 RULE: Final = "rehearsal-references"
-STORAGE_SECRET: Final = "serving.kserve.io/storageSecretName"
+STORAGE_SECRET: Final = "serving.kserve.io/storageSecretName"  # noqa: S105 - a key's name
 GATEWAY_NAMESPACE: Final = "istio-system"
 TLS_KEYS: Final = ("tls.crt", "tls.key")
 
@@ -84,9 +84,9 @@ def _provided(tree: Tree, kind: str, namespace: str, name: str) -> list[Provided
                 found.append(Provided(made.step, None, made.ref))
     for obj in tree.find(kind, namespace, name):
         data = obj.data
-        keys = {*(data.get("data") or {}), *(data.get("stringData") or {})}
-        keys |= set(data.get("binaryData") or {})
-        found.append(Provided(obj.step, frozenset(str(k) for k in keys), obj.ref))
+        held = {*(data.get("data") or {}), *(data.get("stringData") or {})}
+        held |= {*(data.get("binaryData") or {})}
+        found.append(Provided(obj.step, frozenset(str(k) for k in held), obj.ref))
     return found
 
 
@@ -135,7 +135,9 @@ def object_uses(obj: Obj) -> Iterator[Use]:
         for server in obj.spec.get("servers") or []:
             credential = (server.get("tls") or {}).get("credentialName")
             if credential:
-                where = f"servers[].tls.credentialName (port {server.get('port', {}).get('number')})"
+                where = (
+                    f"servers[].tls.credentialName (port {server.get('port', {}).get('number')})"
+                )
                 yield Use("Secret", GATEWAY_NAMESPACE, str(credential), TLS_KEYS, where)
     if obj.kind == "ServiceAccount":
         for secret in obj.data.get("secrets") or []:
@@ -149,7 +151,9 @@ def object_uses(obj: Obj) -> Iterator[Use]:
                     yield Use("Service", parts[1], parts[0], (), f"route to {host}")
 
 
-def check_use(tree: Tree, use: Use, owner: Obj, step: Step, stalls: tuple[Obj, ...]) -> Problem | None:
+def check_use(
+    tree: Tree, use: Use, owner: Obj, step: Step, stalls: tuple[Obj, ...]
+) -> Problem | None:
     """A Problem when ``use`` is missing, too late, or lacks a key; else None."""
     provided = _provided(tree, use.kind, use.namespace, use.name)
     what = f"{use.kind} {use.namespace}/{use.name}"
@@ -211,19 +215,26 @@ def _namespace(
 def _pod_monitors(tree: Tree, pods: list[Pod]) -> Iterator[Problem]:
     prometheus = tree.prerequisites.of_role("prometheus")
     for monitor in tree.of_kind("PodMonitor", "PrometheusRule"):
-        if not any(all(monitor.labels.get(k) == v for k, v in p.selects.items()) for p in prometheus):
+        if not any(
+            all(monitor.labels.get(k) == v for k, v in p.selects.items()) for p in prometheus
+        ):
             yield Problem(
                 monitor,
                 RULE,
                 f"no Prometheus of {PREREQUISITES_FILE} picks up {monitor.ref} (labels "
                 f"{dict(monitor.labels)}): "
-                + (", ".join(f"{p.name} selects {dict(p.selects)}" for p in prometheus) or "there is none"),
+                + (
+                    ", ".join(f"{p.name} selects {dict(p.selects)}" for p in prometheus)
+                    or "there is none"
+                ),
                 f"declare the Prometheus (services: role prometheus, selects:) in "
                 f"{PREREQUISITES_FILE}, and give {monitor.ref} its selector labels",
             )
         if monitor.kind != "PodMonitor":
             continue
-        names = (monitor.spec.get("namespaceSelector") or {}).get("matchNames") or [monitor.namespace]
+        names = (monitor.spec.get("namespaceSelector") or {}).get("matchNames") or [
+            monitor.namespace
+        ]
         any_ns = bool((monitor.spec.get("namespaceSelector") or {}).get("any"))
         targets = [
             p
@@ -275,18 +286,21 @@ def check(tree: Tree, pods: list[Pod]) -> list[Problem]:
             problems += [problem] if problem else []
     for pod in pods:
         owner = pod.owner
-        stalls = (owner,) if owner.namespace == pod.namespace else ()
+        waits: tuple[Obj, ...] = (owner,) if owner.namespace == pod.namespace else ()
         if pod.namespace != owner.namespace:
             problem = _namespace(tree, owner, pod.namespace, (), pod.describe)
             problems += [problem] if problem else []
         for use in pod_uses(pod):
             use = Use(use.kind, use.namespace, use.name, use.keys, f"{pod.role} pod, {use.where}")
-            problem = check_use(tree, use, owner, owner.step, stalls)
+            problem = check_use(tree, use, owner, owner.step, waits)
             problems += [problem] if problem else []
     problems += _pod_monitors(tree, pods)
     problems += _pipeline_services(tree, pods)
     # One finding per object and cause (Redis reads the same Secret twice, ...).
     unique: dict[tuple[int, str, str], Problem] = {}
     for problem in problems:
-        unique.setdefault((id(problem.obj), problem.reason, problem.message if not problem.reason else ""), problem)
+        unique.setdefault(
+            (id(problem.obj), problem.reason, problem.message if not problem.reason else ""),
+            problem,
+        )
     return list(unique.values())

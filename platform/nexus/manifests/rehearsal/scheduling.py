@@ -149,4 +149,3 @@ def check_pod(tree: Tree, pod: Pod) -> Iterator[Problem]:
 
 def check(tree: Tree, pods: list[Pod]) -> list[Problem]:
     return [problem for pod in pods for problem in check_pod(tree, pod)]
-
