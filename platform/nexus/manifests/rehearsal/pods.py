@@ -57,6 +57,7 @@ class Pod:
     # Pools whose nodes must run it (a DaemonSet's or a node-pinned Job's), else any pool.
     pools: tuple[str, ...] = ()
     knative: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def describe(self) -> str:
@@ -134,7 +135,17 @@ def _inference_service(tree: Tree, isvc: Obj) -> Iterator[Pod]:
             "serving.kserve.io/inferenceservice": isvc.name,
         }
         ports = _ports(spec["containers"], True)
-        yield Pod(isvc, role, isvc.namespace or "default", labels, spec, ports, knative=True)
+        annotations = {**isvc.annotations, **(spec.get("annotations") or {})}
+        yield Pod(
+            isvc,
+            role,
+            isvc.namespace or "default",
+            labels,
+            spec,
+            ports,
+            knative=True,
+            annotations=annotations,
+        )
 
 
 def _router(tree: Tree, graph: Obj) -> Pod:
@@ -153,7 +164,10 @@ def _router(tree: Tree, graph: Obj) -> Pod:
     spec["containers"] = [{"name": "router", "resources": resources}]
     labels = {**graph.labels, "serving.kserve.io/inferencegraph": graph.name}
     ports = _ports([], True)
-    return Pod(graph, "router", graph.namespace or "default", labels, spec, ports, knative=True)
+    namespace = graph.namespace or "default"
+    return Pod(
+        graph, "router", namespace, labels, spec, ports, knative=True, annotations=graph.annotations
+    )
 
 
 def node_group_pools(tree: Tree, group: Obj) -> tuple[str, ...]:

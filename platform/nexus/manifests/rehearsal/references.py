@@ -17,9 +17,12 @@ What is checked, and where the cluster enforces it:
   ``ToResourceName``: a bare name is ``kubernetes://<name>`` of the proxy's namespace);
 - PodMonitors: picked up only by a Prometheus whose ``podMonitorSelector`` matches their
   labels (prerequisites ``selects``), and scraping only pods their selector matches, on
-  port names those pods declare (prometheus-operator v0.86.0 ``PodMetricsEndpoint.port``);
+  port names those pods declare (prometheus-operator v0.86.0
+  ``pkg/apis/monitoring/v1/podmonitor_types.go`` ``PodMetricsEndpoint.Port``; the
+  ``namespaceSelector`` defaults to the PodMonitor's own namespace);
 - a namespaced object needs its namespace: Argo CD's apply fails without it unless the
-  Application sets ``CreateNamespace=true`` (argo-cd v3.5.0 ``controller/sync.go``);
+  Application sets ``CreateNamespace=true`` (argo-cd v3.5.0 ``controller/sync.go``
+  ``SyncAppState``: ``WithNamespaceModifier`` only with that option);
 - VirtualService destinations and the pipeline's URLs name Services that must exist.
 
 A provider counts when it is created at the same or an earlier step (``tree.Step``): a

@@ -142,6 +142,12 @@ class App:
     wave: int
     namespace: str
     path: str = ""
+    # syncOptions CreateNamespace=true: Argo CD creates ``namespace`` before the first wave.
+    creates_namespace: bool = False
+
+    @property
+    def first_step(self) -> Step:
+        return Step((self.wave, -(10**9)), f"Application {self.name} (wave {self.wave}), start")
 
 
 @dataclass
@@ -180,6 +186,7 @@ class Tree:
         if self.prerequisites.namespace(name) is not None or name in BUILTIN_NAMESPACES:
             return BEFORE_SYNC
         made = [o.step for o in self.find("Namespace", None, name)]
+        made += [a.first_step for a in self.apps if a.creates_namespace and a.namespace == name]
         return min(made) if made else None
 
     def sidecar_namespace(self, name: str) -> bool:
@@ -229,7 +236,9 @@ def build_tree(ctx: LintContext, prerequisites: Prerequisites) -> Tree:
                 continue
             dest = (child.spec.get("destination") or {}).get("namespace") or "default"
             path = str((child.spec.get("source") or {}).get("path") or "")
-            app = App(child.name, wave_of(child.data), str(dest), path)
+            options = (child.spec.get("syncPolicy") or {}).get("syncOptions") or []
+            creates = "CreateNamespace=true" in options
+            app = App(child.name, wave_of(child.data), str(dest), path, creates)
             apps.append(app)
 
             def step_of(data: Mapping[str, Any], app: App = app) -> Step:
