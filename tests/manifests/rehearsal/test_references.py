@@ -89,3 +89,23 @@ def test_pod_monitor_port_no_pod_has(tree: Tree, lint: Callable[[], Result]) -> 
     result = lint()
     found = result.first(RULE, "'planted-port'")
     assert "PodMonitor nexus/nexus-routers" in found["message"]
+
+
+def test_gateway_credential_of_the_wrong_type(tree: Tree, lint: Callable[[], Result]) -> None:
+    opaque = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "nexus-planted-tls", "namespace": "istio-system"},
+        "stringData": {"tls.crt": "x", "tls.key": "y"},
+    }
+    # platform/k8s/model-cache sets no namespace, so the Secret stays in istio-system.
+    tree.add("platform/k8s/model-cache", "planted.yaml", [opaque])
+    tree.replace(
+        "platform/k8s/base/public.gateway.yaml",
+        "credentialName: nexus-public-tls",
+        "credentialName: nexus-planted-tls",
+    )
+    result = lint()
+    found = result.first(RULE, "Secret istio-system/nexus-planted-tls of type kubernetes.io/tls")
+    assert "makes it Opaque" in found["message"]

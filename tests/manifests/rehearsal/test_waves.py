@@ -52,3 +52,14 @@ def test_a_resource_without_health_check_does_not_stall(
     result = lint()
     assert result.naming("rehearsal-references", "nexus-planted-missing")
     assert not result.naming(RULE, "nexus-planted")
+
+
+def test_without_application_health_the_waves_do_not_hold(
+    tree: Tree, lint: Callable[[], Result]
+) -> None:
+    (tree.root / "argocd" / "argocd-cm.application-health.yaml").unlink()
+    result = lint()
+    assert result.code == 1
+    found = result.first(RULE, "argocd/application.nexus-root.yaml")
+    assert "every child Application's wave at once" in found["message"]
+    assert "resource.customizations.health.argoproj.io_Application" in found["fix"]

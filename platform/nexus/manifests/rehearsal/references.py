@@ -44,6 +44,7 @@ RULE: Final = "rehearsal-references"
 STORAGE_SECRET: Final = "serving.kserve.io/storageSecretName"  # noqa: S105 - a key's name
 GATEWAY_NAMESPACE: Final = "istio-system"
 TLS_KEYS: Final = ("tls.crt", "tls.key")
+TLS_TYPE: Final = "kubernetes.io/tls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class Use:
     name: str
     keys: tuple[str, ...]
     where: str
+    type: str = ""  # a Secret's required type (kubernetes.io/tls for a Gateway), else any
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Provided:
     step: Step
     keys: frozenset[str] | None  # None: not knowable (anything goes)
     by: str
+    type: str = ""  # a Secret's type when known
 
 
 def _provided(tree: Tree, kind: str, namespace: str, name: str) -> list[Provided]:
@@ -68,13 +71,16 @@ def _provided(tree: Tree, kind: str, namespace: str, name: str) -> list[Provided
     if kind == "Secret":
         declared = prereq.secret(namespace, name)
         if declared is not None:
-            found.append(Provided(BEFORE_SYNC, frozenset(declared.keys), PREREQUISITES_FILE))
+            keys = frozenset(declared.keys)
+            found.append(Provided(BEFORE_SYNC, keys, PREREQUISITES_FILE, declared.type))
         for obj in tree.of_kind("ExternalSecret"):
             target = obj.spec.get("target") or {}
             if obj.namespace == namespace and (target.get("name") or obj.name) == name:
-                keys = [str(d.get("secretKey")) for d in obj.spec.get("data") or []]
+                names = [str(d.get("secretKey")) for d in obj.spec.get("data") or []]
                 any_key = bool(obj.spec.get("dataFrom")) or bool(target.get("template"))
-                found.append(Provided(obj.step, None if any_key else frozenset(keys), obj.ref))
+                kind_of = str((target.get("template") or {}).get("type") or "Opaque")
+                held = None if any_key else frozenset(names)
+                found.append(Provided(obj.step, held, obj.ref, kind_of))
     if kind == "Service":
         if (namespace, name) in BUILTIN_SERVICES:
             found.append(Provided(BEFORE_SYNC, None, "Kubernetes"))
@@ -87,9 +93,10 @@ def _provided(tree: Tree, kind: str, namespace: str, name: str) -> list[Provided
                 found.append(Provided(made.step, None, made.ref))
     for obj in tree.find(kind, namespace, name):
         data = obj.data
-        held = {*(data.get("data") or {}), *(data.get("stringData") or {})}
-        held |= {*(data.get("binaryData") or {})}
-        found.append(Provided(obj.step, frozenset(str(k) for k in held), obj.ref))
+        data_keys = {*(data.get("data") or {}), *(data.get("stringData") or {})}
+        data_keys |= {*(data.get("binaryData") or {})}
+        kind_of = str(data.get("type") or ("Opaque" if kind == "Secret" else ""))
+        found.append(Provided(obj.step, frozenset(map(str, data_keys)), obj.ref, kind_of))
     return found
 
 
@@ -141,7 +148,7 @@ def object_uses(obj: Obj) -> Iterator[Use]:
                 where = (
                     f"servers[].tls.credentialName (port {server.get('port', {}).get('number')})"
                 )
-                yield Use("Secret", GATEWAY_NAMESPACE, str(credential), TLS_KEYS, where)
+                yield Use("Secret", GATEWAY_NAMESPACE, str(credential), TLS_KEYS, where, TLS_TYPE)
     if obj.kind == "ServiceAccount":
         for secret in obj.data.get("secrets") or []:
             yield Use("Secret", ns, str(secret.get("name")), (), "secrets")
@@ -182,6 +189,16 @@ def check_use(
             f"give {first.by} a sync wave at or before {step.label} (or {owner.ref} a later one)",
             stalls,
             f"{what} comes later ({first.step.label})",
+        )
+    wrong = [p for p in in_time if use.type and p.type and p.type != use.type]
+    if wrong and len(wrong) == len(in_time):
+        return Problem(
+            owner,
+            RULE,
+            f"{user} needs {what} of type {use.type}, but {wrong[0].by} makes it {wrong[0].type}",
+            f"make {what} a {use.type} Secret",
+            stalls,
+            f"{what} is not of type {use.type}",
         )
     missing = [k for k in use.keys if all(p.keys is not None and k not in p.keys for p in in_time)]
     if missing:

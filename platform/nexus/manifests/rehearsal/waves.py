@@ -18,6 +18,12 @@ argo-cd's ``resource_customizations`` for the kinds the tree uses
 ``external-secrets.io/ExternalSecret``). An InferenceGraph has none: a broken router does
 not stop the sync (the reachability and references findings still report it). An object
 whose namespace does not exist fails to apply, which also stops its wave.
+
+The root waits for its child Applications only with a health check for Applications in
+``argocd-cm`` (``resource.customizations.health.argoproj.io_Application``): Argo CD
+stopped assessing Applications' health in 1.8 (argo-cd v3.5.0
+``docs/operator-manual/health.md``, "Argo CD App"); without it every child wave is
+applied at once and the order of the Applications' waves means nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +32,17 @@ from collections.abc import Sequence
 from typing import Final
 
 from nexus.manifests.findings import Finding
-from nexus.manifests.rehearsal.tree import AFTER_SYNC, Obj, Problem, Step, Tree
+from nexus.manifests.rehearsal.tree import (
+    AFTER_SYNC,
+    ROOT_APPLICATION,
+    Obj,
+    Problem,
+    Step,
+    Tree,
+)
 
 RULE: Final = "rehearsal-waves"
+APPLICATION_HEALTH: Final = "resource.customizations.health.argoproj.io_Application"
 HEALTH_CHECKED: Final = frozenset(
     {
         ("apps", "Deployment"),
@@ -67,7 +81,28 @@ def _blocked(tree: Tree, first: Step) -> str:
     return "; ".join(f"{app} resource wave(s) {', '.join(w)}" for app, w in later.items())
 
 
+def _application_health(tree: Tree) -> list[Finding]:
+    """An error on the root when its children's waves cannot hold without the Lua check."""
+    if len({app.wave for app in tree.apps}) < 2:
+        return []
+    if (tree.ctx.configmap_data("argocd-cm", "argocd") or {}).get(APPLICATION_HEALTH):
+        return []
+    root = next(d for d in tree.ctx.of_kind("Application") if d.display == ROOT_APPLICATION)
+    return [
+        root.finding(
+            "",
+            RULE,
+            "no argocd-cm in the tree gives Applications a health check, so the root applies "
+            "every child Application's wave at once (Argo CD assesses no Application health "
+            "since 1.8)",
+            f"ship an argocd-cm patch with {APPLICATION_HEALTH} (argo-cd "
+            "docs/operator-manual/health.md) under argocd/",
+        )
+    ]
+
+
 def check(tree: Tree, problems: Sequence[Problem]) -> list[Finding]:
+    findings = _application_health(tree)
     stalled: dict[int, tuple[Obj, list[str]]] = {}
     for problem in problems:
         for obj in problem.stalls:
@@ -76,10 +111,9 @@ def check(tree: Tree, problems: Sequence[Problem]) -> list[Finding]:
                 if problem.reason not in entry[1]:
                     entry[1].append(problem.reason)
     if not stalled:
-        return []
+        return findings
     first = min(obj.step for obj, _ in stalled.values())
     blocked = _blocked(tree, first)
-    findings = []
     for obj, reasons in stalled.values():
         if obj.step != first:
             continue
