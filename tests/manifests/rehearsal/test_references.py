@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import yaml
+
 from tests.manifests.rehearsal.conftest import Result, Tree
 from tests.manifests.rehearsal.workloads import deployment
 
@@ -109,3 +111,18 @@ def test_gateway_credential_of_the_wrong_type(tree: Tree, lint: Callable[[], Res
     result = lint()
     found = result.first(RULE, "Secret istio-system/nexus-planted-tls of type kubernetes.io/tls")
     assert "makes it Opaque" in found["message"]
+
+
+def test_node_group_volume_is_not_the_agents_directory(
+    tree: Tree, lint: Callable[[], Result]
+) -> None:
+    group = yaml.safe_load(
+        tree.read("platform/k8s/model-cache/localmodelnodegroup.nexus-a100.yaml")
+    )
+    group["metadata"]["name"] = "planted-group"
+    group["spec"]["persistentVolumeSpec"]["local"] = {"path": "/planted"}
+    tree.add("platform/k8s/model-cache", "planted.yaml", [group])
+    result = lint()
+    found = result.first(RULE, "LocalModelNodeGroup planted-group")
+    assert "at /planted" in found["message"]
+    assert "hostPath /models" in found["message"]

@@ -23,7 +23,11 @@ What is checked, and where the cluster enforces it:
 - a namespaced object needs its namespace: Argo CD's apply fails without it unless the
   Application sets ``CreateNamespace=true`` (argo-cd v3.5.0 ``controller/sync.go``
   ``SyncAppState``: ``WithNamespaceModifier`` only with that option);
-- VirtualService destinations and the pipeline's URLs name Services that must exist.
+- VirtualService destinations and the pipeline's URLs name Services that must exist;
+- a LocalModelNodeGroup's PersistentVolume must be the host directory KServe's node agent
+  fills: its DaemonSet mounts hostPath ``/models`` (kserve aaac4e294
+  ``charts/kserve-localmodel-resources/files/resources.yaml``); another path gives the
+  cached InferenceServices an empty volume.
 
 A provider counts when it is created at the same or an earlier step (``tree.Step``): a
 later one is never reached, because the consumer's wave never turns Healthy.
@@ -41,6 +45,7 @@ from nexus.manifests.rehearsal.pods import Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.tree import BEFORE_SYNC, BUILTIN_SERVICES, Obj, Problem, Step, Tree
 
 RULE: Final = "rehearsal-references"
+AGENT_HOST_PATH: Final = "/models"
 STORAGE_SECRET: Final = "serving.kserve.io/storageSecretName"  # noqa: S105 - a key's name
 GATEWAY_NAMESPACE: Final = "istio-system"
 TLS_KEYS: Final = ("tls.crt", "tls.key")
@@ -294,6 +299,35 @@ def _pipeline_services(tree: Tree, pods: list[Pod]) -> Iterator[Problem]:
                 yield problem
 
 
+def _node_group_paths(tree: Tree) -> Iterator[Problem]:
+    for group in tree.of_kind("LocalModelNodeGroup"):
+        volume = group.spec.get("persistentVolumeSpec") or {}
+        path = (volume.get("local") or volume.get("hostPath") or {}).get("path")
+        if path is None or str(path).rstrip("/") == AGENT_HOST_PATH:
+            continue
+        uris = {
+            str(c.spec.get("sourceModelUri"))
+            for c in tree.of_kind("LocalModelNamespaceCache")
+            if group.name in (c.spec.get("nodeGroups") or [])
+        }
+        cached = tuple(
+            isvc
+            for isvc in tree.of_kind("InferenceService")
+            if str(((isvc.spec.get("predictor") or {}).get("model") or {}).get("storageUri"))
+            in uris
+        )
+        yield Problem(
+            group,
+            RULE,
+            f"{group.ref} puts its PersistentVolume at {path}, but KServe's node agent downloads "
+            f"into hostPath {AGENT_HOST_PATH}: the cached InferenceServices "
+            f"({', '.join(i.name for i in cached) or 'none'}) would mount an empty directory",
+            f"set persistentVolumeSpec path to {AGENT_HOST_PATH}",
+            cached,
+            f"{group.ref}'s volume is not the directory the model cache fills",
+        )
+
+
 def check(tree: Tree, pods: list[Pod]) -> list[Problem]:
     problems: list[Problem] = []
     for obj in tree.objects:
@@ -316,6 +350,7 @@ def check(tree: Tree, pods: list[Pod]) -> list[Problem]:
             problems += [problem] if problem else []
     problems += _pod_monitors(tree, pods)
     problems += _pipeline_services(tree, pods)
+    problems += _node_group_paths(tree)
     # One finding per object and cause (Redis reads the same Secret twice, ...).
     unique: dict[tuple[int, str, str], Problem] = {}
     for problem in problems:
