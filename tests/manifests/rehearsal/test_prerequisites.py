@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nexus.errors import ConfigError
+from nexus.manifests.pools import load_pools
 from nexus.manifests.prerequisites import PREREQUISITES_FILE, Prerequisites
 from tests.manifests.conftest import REPO_ROOT
 from tests.manifests.rehearsal.conftest import Result, Tree
@@ -98,3 +99,20 @@ def test_lint_reports_a_broken_file(tree: Tree, lint: Callable[[], Result]) -> N
     (found,) = [f for f in result.findings if f["rule"] == "rehearsal-prerequisites"]
     assert found["path"] == PREREQUISITES_FILE
     assert "unknown section(s) bogus" in found["message"]
+
+
+def test_pool_allocatable_must_be_quantities(tmp_path: Path) -> None:
+    pools = tmp_path / "pools.yaml"
+    pools.write_text(
+        "pools:\n  big:\n    nodeSelector: {nexus.dev/pool: big}\n"
+        "    allocatable: {memory: [1, 2]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"pools\.big\.allocatable must map resource names"):
+        load_pools(pools)
+    pools.write_text(
+        "pools:\n  big:\n    nodeSelector: {nexus.dev/pool: big}\n"
+        "    allocatable: {memory: 1800Gi, nvidia.com/gpu: 8}\n",
+        encoding="utf-8",
+    )
+    assert load_pools(pools)["big"].allocatable == {"memory": "1800Gi", "nvidia.com/gpu": "8"}

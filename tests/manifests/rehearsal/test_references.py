@@ -80,6 +80,7 @@ def test_gateway_credential_in_the_wrong_namespace(tree: Tree, lint: Callable[[]
     result = lint()
     found = result.first(RULE, "Secret istio-system/nexus-planted-tls")
     assert "Gateway nexus/nexus-public" in found["message"]
+    assert "there is one in nexus: the wrong namespace" in found["message"]
 
 
 def test_pod_monitor_port_no_pod_has(tree: Tree, lint: Callable[[], Result]) -> None:

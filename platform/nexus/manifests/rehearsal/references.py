@@ -174,10 +174,21 @@ def check_use(
     what = f"{use.kind} {use.namespace}/{use.name}"
     user = f"{owner.ref} ({use.where})"
     if not provided:
+        elsewhere = sorted(
+            {o.namespace or "" for o in tree.find(use.kind, None, use.name)}
+            | {
+                s.namespace
+                for s in tree.prerequisites.secrets
+                if use.kind == "Secret" and s.name == use.name
+            }
+        )
+        hint = (
+            f" (there is one in {', '.join(elsewhere)}: the wrong namespace)" if elsewhere else ""
+        )
         return Problem(
             owner,
             RULE,
-            f"{user} uses {what}, which neither the tree nor {PREREQUISITES_FILE} creates",
+            f"{user} uses {what}, which neither the tree nor {PREREQUISITES_FILE} creates{hint}",
             f"create {what} in the tree at or before {step.label}, or list it in "
             f"{PREREQUISITES_FILE} with the command that makes it",
             stalls,
