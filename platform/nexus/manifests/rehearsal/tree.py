@@ -13,7 +13,7 @@ applies one wave at a time (``gitops-engine/pkg/sync/sync_context.go`` ``Sync``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -212,7 +212,10 @@ def _source_of(
 
 
 def _objects(
-    docs: Sequence[Document], repo: Sequence[Document], app: App, step_of: Any
+    docs: Sequence[Document],
+    repo: Sequence[Document],
+    app: App,
+    step_of: Callable[[Mapping[str, Any]], Step],
 ) -> list[Obj]:
     found = []
     for doc in docs:
@@ -258,7 +261,11 @@ def build_tree(ctx: LintContext, prerequisites: Prerequisites) -> Tree:
             name = doc.display[len(COMPONENTS) :].split("/")[0]
             app = platform or App("", 0, "default")
             step = Step((app.wave, wave_of(doc.data)), f"component {name}")
-            components.setdefault(name, []).extend(_objects([doc], repo, app, lambda _d, s=step: s))
+
+            def fixed(_data: Mapping[str, Any], step: Step = step) -> Step:
+                return step
+
+            components.setdefault(name, []).extend(_objects([doc], repo, app, fixed))
     apps.sort(key=lambda a: (a.wave, a.name))
     objects.sort(key=lambda o: o.step.order)
     pipeline: list[Any] = []
