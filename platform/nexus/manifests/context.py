@@ -48,6 +48,9 @@ class LintContext:
     kubectl: str | None = None
     # platform/versions.yaml; empty when there is none (version-dependent rules then skip).
     versions: Mapping[str, str] = field(default_factory=dict)
+    # `kubectl kustomize` output per directory, so one run builds each folder once
+    # (rules.appcontent.built): the per-file rule, the Application rule and the rehearsal.
+    kustomize_builds: dict[str, tuple[list[Any] | None, str]] = field(default_factory=dict)
 
     @classmethod
     def build(

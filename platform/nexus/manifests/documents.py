@@ -17,7 +17,7 @@ from nexus.manifests.findings import Finding
 
 YAML_SUFFIXES = (".yaml", ".yml")
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml")
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def load_file(path: Path, *, root: Path | None = None) -> tuple[list[Document], 
     """Every non-empty document of one file, plus findings for what cannot be read."""
     display = _display(path, root)
     try:
-        raw_docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader))
+        raw_docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=YAML_LOADER))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return [], [
             Finding(display, 0, "", "yaml-parse", f"cannot parse: {exc}", "fix the YAML syntax")

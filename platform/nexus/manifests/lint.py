@@ -3,6 +3,7 @@
 The checked documents are the given paths (default: the repository's manifest folders);
 the context the rules see is the repository's manifest folders plus those paths, so a
 graph checked on its own still knows which InferenceServices and platform settings exist.
+Without paths, the whole tree's install is then rehearsed (``nexus.manifests.rehearsal``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nexus.errors import ConfigError
 from nexus.manifests.context import MANIFEST_FOLDERS, LintContext, find_repo_root
 from nexus.manifests.documents import load_paths
 from nexus.manifests.findings import Finding
+from nexus.manifests.rehearsal import rehearse
 from nexus.manifests.rules import RULES, kustomize
 from nexus.manifests.schema import SchemaRegistry, validate_all
 from nexus.manifests.versions import VERSIONS_FILE
@@ -40,6 +42,8 @@ class LintOptions:
     repo_root: Path | None
     isolated: bool = False
     use_kubectl: bool = True
+    # Play the whole tree's install after the per-file rules (``nexus lint`` without paths).
+    rehearse: bool = False
 
 
 def lint_paths(
@@ -70,6 +74,8 @@ def lint_paths(
     findings += kustomize.check(docs, ctx)
     for rule in RULES:
         findings += rule(docs, ctx)
+    if options.rehearse and not options.isolated:
+        findings += rehearse(ctx)
     return sorted(set(findings))
 
 
@@ -83,5 +89,5 @@ def run(
         raise ConfigError(f"--crds / ${CRDS_ENV}: {crds_dir} is not a directory")
     targets = [Path(p) for p in paths] if paths else default_paths(root or Path.cwd())
     schemas = SchemaRegistry(crds_dir)
-    options = LintOptions(repo_root=root, isolated=isolated)
+    options = LintOptions(repo_root=root, isolated=isolated, rehearse=not paths)
     return lint_paths(targets, schemas=schemas, options=options), schemas.source

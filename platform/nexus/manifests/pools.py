@@ -8,7 +8,7 @@ against the same facts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,10 @@ class Pool:
     cpu: str
     memory: str
     vllm_args: tuple[str, ...]
+    # Optional `allocatable:` of one node (resource name -> quantity, e.g. memory: 1800Gi,
+    # nvidia.com/gpu: "8"); empty when the pool does not declare it, and then the
+    # rehearsal's capacity check says so instead of guessing.
+    allocatable: Mapping[str, str] = field(default_factory=dict)
 
     def selected_by(self, node_selector: Mapping[str, Any]) -> bool:
         """True when a pod's node selector asks for this pool's nodes."""
@@ -115,6 +119,12 @@ def _pool(name: str, raw: Any) -> Pool:
     args = raw.get("vllmArgs") or []
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise ConfigError(f"{where}.vllmArgs must be a list of strings")
+    allocatable = raw.get("allocatable") or {}
+    if not isinstance(allocatable, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool)
+        for k, v in allocatable.items()
+    ):
+        raise ConfigError(f"{where}.allocatable must map resource names to quantities")
     return Pool(
         name=name,
         node_selector=dict(selector),
@@ -123,6 +133,7 @@ def _pool(name: str, raw: Any) -> Pool:
         cpu=str(resources.get("cpu", "1")),
         memory=str(resources.get("memory", "1Gi")),
         vllm_args=tuple(args),
+        allocatable={key: str(value) for key, value in allocatable.items()},
     )
 
 

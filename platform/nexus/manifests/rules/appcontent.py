@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from nexus.manifests.context import LintContext
-from nexus.manifests.documents import Document, load_file
+from nexus.manifests.documents import YAML_LOADER, Document, load_file
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _KLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ", re.MULTILINE)
@@ -49,7 +49,15 @@ def build_kustomization(directory: Path, kubectl: str) -> tuple[list[Any] | None
         # Drop klog's "E1126 04:59:58.925456 14872 run.go:72]" prefix from the message.
         text = _KLOG_PREFIX.sub("", result.stderr.strip() or result.stdout.strip())
         return None, text
-    return [d for d in yaml.safe_load_all(result.stdout) if isinstance(d, dict)], ""
+    return [d for d in yaml.load_all(result.stdout, Loader=YAML_LOADER) if isinstance(d, dict)], ""
+
+
+def built(directory: Path, kubectl: str, ctx: LintContext) -> tuple[list[Any] | None, str]:
+    """``build_kustomization`` of ``directory``, once per lint run (kept in ``ctx``)."""
+    key = str(directory.resolve())
+    if key not in ctx.kustomize_builds:
+        ctx.kustomize_builds[key] = build_kustomization(directory, kubectl)
+    return ctx.kustomize_builds[key]
 
 
 def app_content(app: Document, ctx: LintContext) -> list[Document] | None:
@@ -65,8 +73,8 @@ def app_content(app: Document, ctx: LintContext) -> list[Document] | None:
         if not directory.is_dir():
             continue
         if kustomization_file(directory) is not None and ctx.kubectl:
-            built, _ = build_kustomization(directory, ctx.kubectl)
-            for index, data in enumerate(built or []):
+            objects, _ = built(directory, ctx.kubectl, ctx)
+            for index, data in enumerate(objects or []):
                 content.append(Document(directory, index, data, f"{path} (kustomize build)"))
             continue
         recurse = bool((source.get("directory") or {}).get("recurse"))

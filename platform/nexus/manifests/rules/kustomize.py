@@ -16,7 +16,7 @@ import yaml
 from nexus.manifests.context import LintContext
 from nexus.manifests.documents import Document
 from nexus.manifests.findings import Finding
-from nexus.manifests.rules.appcontent import KUSTOMIZATION_FILES, build_kustomization
+from nexus.manifests.rules.appcontent import KUSTOMIZATION_FILES, built
 
 _REFERENCE_LISTS = ("resources", "components", "bases", "patchesStrategicMerge", "crds")
 
@@ -71,8 +71,8 @@ def check(docs: Sequence[Document], ctx: LintContext) -> list[Finding]:
         if ctx.kubectl is None or doc.kind == "Component":
             findings.extend(_offline(doc))
             continue
-        built, error = build_kustomization(doc.path.parent, ctx.kubectl)
-        if built is None:
+        objects, error = built(doc.path.parent, ctx.kubectl, ctx)
+        if objects is None:
             findings.append(
                 doc.finding(
                     "",

@@ -1,0 +1,237 @@
+"""Reachability: every path the platform needs is open through its policies.
+
+The matrix of who must reach whom:
+- the Istio ingress gateway (istio-system, ``istio: ingressgateway``, identity
+  ``istio-ingressgateway-service-account``: Istio's ``manifests/charts/gateways/
+  istio-ingress``), which also serves Knative's ``knative-local-gateway`` under net-istio,
+  and Knative's activator (knative-serving, ``app: activator``, ServiceAccount
+  ``activator``: knative-v1.21.1 ``config/core/deployments/activator.yaml``), which proxies
+  a revision while it scales from zero, deliver every request to every Knative pod
+  (routers, transformers, predictors) on the queue port 8012;
+- graph routers call the transformers of the InferenceServices their steps name (or the
+  predictors when there is no transformer); transformers call their own predictor;
+- each Prometheus of the prerequisites scrapes every port of every pod its PodMonitors
+  select (``GET`` on the endpoint's path);
+- pipeline steps call the Services of the compiled pipeline's URLs (MLflow, Prometheus).
+
+Each path is checked against the tree's NetworkPolicies and AuthorizationPolicies
+(``policies``), then again with each opt-in Component's policies added, as an overlay
+that includes the component would apply them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from nexus.manifests.rehearsal.pods import QUEUE_PORT, Pod, pipeline_urls, selects
+from nexus.manifests.rehearsal.policies import (
+    Peer,
+    Request,
+    authorization_refusers,
+    network_refusers,
+)
+from nexus.manifests.rehearsal.tree import Obj, Problem, Tree
+
+RULE: Final = "rehearsal-reachability"
+SERVE: Final = Request(QUEUE_PORT, "POST", "/v1/chat/completions")
+SIDECAR_ANNOTATION: Final = "sidecar.istio.io/inject"
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    source: Peer
+    target: Peer
+    request: Request
+    why: str
+    owner: Obj  # the object that needs the path (named when no policy is to blame)
+
+
+def pod_peer(tree: Tree, pod: Pod) -> Peer:
+    annotations = (pod.spec.get("metadata") or {}).get("annotations") or {}
+    sidecar = (
+        tree.sidecar_namespace(pod.namespace) and annotations.get(SIDECAR_ANNOTATION) != "false"
+    )
+    return Peer(pod.describe, pod.namespace, pod.labels, pod.service_account, sidecar, pod.ports)
+
+
+def _data_plane(tree: Tree) -> tuple[Peer, Peer]:
+    gateway = Peer(
+        "the Istio ingress gateway",
+        "istio-system",
+        {"istio": "ingressgateway", "app": "istio-ingressgateway"},
+        "istio-ingressgateway-service-account",
+        True,
+        {},
+    )
+    activator = Peer(
+        "Knative's activator",
+        "knative-serving",
+        {"app": "activator", "role": "activator"},
+        "activator",
+        tree.sidecar_namespace("knative-serving"),
+        {},
+    )
+    return gateway, activator
+
+
+def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
+    data_plane = _data_plane(tree)
+    by_isvc: dict[tuple[str, str], dict[str, Pod]] = {}
+    for pod in pods:
+        if pod.owner.kind == "InferenceService":
+            by_isvc.setdefault((pod.namespace, pod.owner.name), {})[pod.role] = pod
+    routers = [p for p in pods if p.role == "router"]
+    for pod in pods:
+        if not pod.knative:
+            continue
+        target = pod_peer(tree, pod)
+        for hop in data_plane:
+            yield Path(
+                hop, target, SERVE, f"Knative delivers requests through {hop.name}", pod.owner
+            )
+    for router in routers:
+        hosts = {urlsplit(str(url)).hostname or "" for url in _service_urls(router.owner)}
+        for (namespace, name), components in by_isvc.items():
+            if not any(h == name or h.startswith(f"{name}.{namespace}.") for h in hosts):
+                continue
+            first = components.get("transformer") or components.get("predictor")
+            if first is not None:
+                why = f"{router.owner.ref} routes to {name}"
+                yield Path(pod_peer(tree, router), pod_peer(tree, first), SERVE, why, router.owner)
+    for components in by_isvc.values():
+        if "transformer" in components and "predictor" in components:
+            transformer, predictor = components["transformer"], components["predictor"]
+            why = "the transformer forwards to its predictor"
+            source, target = pod_peer(tree, transformer), pod_peer(tree, predictor)
+            yield Path(source, target, SERVE, why, transformer.owner)
+
+
+def _service_urls(graph: Obj) -> Iterator[str]:
+    for node in (graph.spec.get("nodes") or {}).values():
+        for step in (node or {}).get("steps") or []:
+            if isinstance(step, dict) and step.get("serviceUrl"):
+                yield str(step["serviceUrl"])
+
+
+def _prometheus_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
+    for service in tree.prerequisites.of_role("prometheus"):
+        source = Peer(
+            f"Prometheus {service.namespace}/{service.name}",
+            service.namespace,
+            service.pod_labels,
+            None,
+            service.sidecar,
+            {},
+        )
+        for monitor in tree.of_kind("PodMonitor"):
+            if not all(monitor.labels.get(k) == v for k, v in service.selects.items()):
+                continue
+            names = (monitor.spec.get("namespaceSelector") or {}).get("matchNames") or [
+                monitor.namespace
+            ]
+            for pod in pods:
+                if pod.namespace not in names or not selects(
+                    monitor.spec.get("selector"), pod.labels
+                ):
+                    continue
+                for endpoint in monitor.spec.get("podMetricsEndpoints") or []:
+                    port = pod.ports.get(str(endpoint.get("port")))
+                    if port is None:
+                        continue
+                    request = Request(port, "GET", str(endpoint.get("path") or "/metrics"))
+                    why = f"{monitor.ref} scrapes port {endpoint.get('port')}"
+                    yield Path(source, pod_peer(tree, pod), request, why, monitor)
+
+
+def _pipeline_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
+    steps = [p for p in pods if p.role.startswith("pipeline step")]
+    for param, url in sorted(pipeline_urls(tree).items()):
+        parts = urlsplit(url)
+        host = (parts.hostname or "").split(".")
+        declared = [
+            s
+            for s in tree.prerequisites.services
+            if len(host) > 1 and (s.name, s.namespace) == tuple(host[:2])
+        ]
+        for service in declared:
+            target = Peer(
+                f"{service.role} {service.namespace}/{service.name}",
+                service.namespace,
+                service.pod_labels,
+                None,
+                service.sidecar,
+                {},
+            )
+            request = Request(parts.port or service.port, "GET", "/")
+            for step in steps[:1]:
+                why = f"the pipeline's {param}"
+                yield Path(pod_peer(tree, step), target, request, why, step.owner)
+
+
+def _refused(tree: Tree, policies: Sequence[Obj], path: Path) -> tuple[str, list[Obj]] | None:
+    """(policy kind, the policies to blame) when the request of ``path`` is refused."""
+    blame = network_refusers(tree, policies, path.source, path.target, path.request)
+    if blame:
+        return "NetworkPolicy", blame
+    blame = authorization_refusers(policies, path.source, path.target, path.request)
+    return ("AuthorizationPolicy", blame) if blame else None
+
+
+def _problem(prefix: str, layer: str, blame: list[Obj], paths: list[Path]) -> Problem:
+    source = paths[0].source
+    names = ", ".join(p.ref for p in blame)
+    identity = "" if source.sidecar else " (it has no sidecar, so no mTLS identity)"
+    targets = "; ".join(f"{p.target.name} on port {p.request.port} ({p.why})" for p in paths)
+    return Problem(
+        blame[0],
+        RULE,
+        f"{prefix}{source.name}{identity} is refused by {names} ({layer}): "
+        f"it cannot reach {targets}",
+        f"admit {source.name} in {names}"
+        + (" by a selector that needs no mTLS identity, or give it a sidecar" if identity else ""),
+    )
+
+
+def _refusals(
+    tree: Tree, policies: Sequence[Obj], paths: Sequence[Path], skip: set[tuple[int, int]]
+) -> dict[tuple[str, str, str], tuple[list[Obj], list[Path]]]:
+    """Refused paths grouped by (layer, policies, source); ``skip`` holds known refusals."""
+    grouped: dict[tuple[str, str, str], tuple[list[Obj], list[Path]]] = {}
+    for index, path in enumerate(paths):
+        refused = _refused(tree, policies, path)
+        if refused is None or (index, 0) in skip:
+            continue
+        skip.add((index, 0))
+        layer, blame = refused
+        key = (layer, ",".join(p.ref for p in blame), path.source.name)
+        grouped.setdefault(key, (blame, []))[1].append(path)
+    return grouped
+
+
+def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
+    paths = [
+        *_serving_paths(tree, pods),
+        *_prometheus_paths(tree, pods),
+        *_pipeline_paths(tree, pods),
+    ]
+    policies = [o for o in tree.objects if o.kind in ("NetworkPolicy", "AuthorizationPolicy")]
+    refused: set[tuple[int, int]] = set()
+    problems = [
+        _problem("", layer, blame, group)
+        for (layer, _, _), (blame, group) in _refusals(tree, policies, paths, refused).items()
+    ]
+    for component, objects in sorted(tree.components.items()):
+        extra = [o for o in objects if o.kind in ("NetworkPolicy", "AuthorizationPolicy")]
+        if not extra:
+            continue
+        known = set(refused)
+        prefix = f"with component {component} included: "
+        grouped = _refusals(tree, [*policies, *extra], paths, known)
+        problems += [
+            _problem(prefix, layer, blame, group)
+            for (layer, _, _), (blame, group) in grouped.items()
+        ]
+    return problems

@@ -1,0 +1,74 @@
+"""Scheduling: a pod that no pool of platform/pools.yaml admits fails `nexus lint`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.manifests.rehearsal.conftest import Result, Tree
+from tests.manifests.rehearsal.workloads import deployment, gpu_pool, placed_on, small_pool
+
+RULE = "rehearsal-scheduling"
+
+
+def test_taint_not_tolerated(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = gpu_pool(tree)
+    planted = deployment("nexus-planted", nodeSelector=placed_on(tree, pool)["nodeSelector"])
+    tree.add("platform/k8s/base", "planted.yaml", [planted])
+    result = lint()
+    assert result.code == 1
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "is not tolerated" in found["message"] or "taint" in found["message"]
+
+
+def test_pool_taint_the_predictors_do_not_tolerate(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = gpu_pool(tree)
+    taint = {"key": "nexus.dev/planted", "value": "yes", "effect": "NoSchedule"}
+    tree.edit_yaml(
+        "platform/pools.yaml", lambda d: d["pools"][pool].setdefault("taints", []).append(taint)
+    )
+    result = lint()
+    found = result.first(RULE, "nexus.dev/planted=yes:NoSchedule")
+    assert "InferenceService nexus/" in found["message"]
+
+
+def test_selector_matching_no_pool(tree: Tree, lint: Callable[[], Result]) -> None:
+    planted = deployment("nexus-planted", nodeSelector={"nexus.dev/pool": "planted-tpu"})
+    tree.add("platform/k8s/base", "planted.yaml", [planted])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "nexus.dev/pool=planted-tpu" in found["message"]
+
+
+def _allocatable(tree: Tree, pool: str, values: dict[str, Any]) -> None:
+    tree.edit_yaml("platform/pools.yaml", lambda d: d["pools"][pool].update(allocatable=values))
+
+
+def test_gpus_over_a_node(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = gpu_pool(tree)
+    _allocatable(tree, pool, {"nvidia.com/gpu": 8, "memory": "1800Gi", "cpu": "200"})
+    gpus = {"resources": {"limits": {"nvidia.com/gpu": "16"}}}
+    planted = deployment("nexus-planted", container=gpus, **placed_on(tree, pool))
+    tree.add("platform/k8s/base", "planted.yaml", [planted])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "more nvidia.com/gpu than a node's allocatable 8" in found["message"]
+
+
+def test_memory_over_a_node(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = small_pool(tree)
+    _allocatable(tree, pool, {"memory": "16Gi", "cpu": "4"})
+    memory = {"resources": {"requests": {"memory": "64Gi"}}}
+    tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=memory)])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "more memory than a node's allocatable 16Gi" in found["message"]
+
+
+def test_gpu_pod_on_a_pool_without_gpus(tree: Tree, lint: Callable[[], Result]) -> None:
+    gpus = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    planted = deployment("nexus-planted", container=gpus, **placed_on(tree, small_pool(tree)))
+    tree.add("platform/k8s/base", "planted.yaml", [planted])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    assert "which its nodes do not have" in found["message"]
