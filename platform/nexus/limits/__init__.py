@@ -1,4 +1,5 @@
-"""Rate limits per principal and model: requests and tokens per minute, sliding windows.
+"""Rate limits per principal and model: requests and tokens per minute, sliding windows
+of one-second buckets (``redis_backend`` states their precision).
 
 ``RateLimiter`` is the one front the transformer talks to. With a Redis URL it keeps the
 windows in Redis (exact across replicas); without one, in this process (one replica
@@ -60,23 +61,23 @@ class RateLimiter:
         return self._redis_down_until is not None
 
     async def acquire(
-        self, key: str, quota: Quota, tokens: int, member: str
+        self, key: str, quota: Quota, tokens: int
     ) -> tuple[Decision, Reservation | None]:
         backend: Backend = self._local
         if self._redis is not None and self._redis_usable():
             try:
-                decision = await self._redis.acquire(key, quota, tokens, member)
+                decision = await self._redis.acquire(key, quota, tokens)
             except (RedisUnavailable, RedisReplyError) as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                return decision, self._reservation(decision, key, member, tokens, self._redis)
+                return decision, self._reservation(decision, key, tokens, self._redis)
         if self._redis is not None:
             if self._failure_mode == "closed":
                 raise LimiterUnavailable("rate limiter unavailable: Redis is unreachable")
             self._events.served_degraded()
-        decision = await backend.acquire(key, quota, tokens, member)
-        return decision, self._reservation(decision, key, member, tokens, backend)
+        decision = await backend.acquire(key, quota, tokens)
+        return decision, self._reservation(decision, key, tokens, backend)
 
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
         """Replace the reserved tokens by the real usage; a lost settle only over-counts."""
@@ -87,7 +88,7 @@ class RateLimiter:
             return
         try:
             await reservation.backend.settle(
-                reservation.key, reservation.member, reservation.tokens, actual_tokens
+                reservation.key, reservation.second, reservation.tokens, actual_tokens
             )
         except (RedisUnavailable, RedisReplyError) as exc:
             self._mark_down(exc)
@@ -98,11 +99,11 @@ class RateLimiter:
 
     @staticmethod
     def _reservation(
-        decision: Decision, key: str, member: str, tokens: int, backend: Backend
+        decision: Decision, key: str, tokens: int, backend: Backend
     ) -> Reservation | None:
         if not decision.allowed or not tokens or not decision.quota.tokens_per_minute:
             return None
-        return Reservation(key=key, member=member, tokens=tokens, backend=backend)
+        return Reservation(key=key, second=decision.second, tokens=tokens, backend=backend)
 
     def _redis_usable(self) -> bool:
         return self._redis_down_until is None or self._clock() >= self._redis_down_until
