@@ -273,7 +273,7 @@ class RespClient:
 
 
 class Script:
-    """A Lua script called by SHA, loaded on first use and again after ``NOSCRIPT``.
+    """A Lua script called by SHA, sent whole on first use and again after ``NOSCRIPT``.
 
     A limiter calls the same script on the same few keys for every request, so the
     command's head (``EVALSHA``, the SHA, the keys) is encoded once per key set and kept;
@@ -297,8 +297,9 @@ class Script:
         except RedisReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        await self._client.call("SCRIPT", "LOAD", self._source, key=key)
-        return await self._client.call_encoded(command, key=key)
+        # EVAL runs it and caches it on whichever node the key's call reaches, even one a
+        # Cluster's -ASK redirection points to: SCRIPT LOAD would go to the slot's owner.
+        return await self._client.call("EVAL", self._source, len(keys), *keys, *args, key=key)
 
     def _command(self, keys: tuple[str, ...], args: Sequence[str | int]) -> bytes:
         head = self._heads.get(keys)
