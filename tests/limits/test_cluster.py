@@ -39,7 +39,9 @@ async def test_ten_keys_over_three_masters_each_admit_exactly_the_limit(cluster:
     candidates = [f"ten-{i}:chat" for i in range(200)]
     thirds = [[k for k in candidates if key_slot(f"{{{k}}}") * 3 // 16384 == i] for i in range(3)]
     keys = thirds[0][:4] + thirds[1][:3] + thirds[2][:3]
-    decisions = await asyncio.gather(*(window.acquire(k, quota, 0) for k in keys for _ in range(40)))
+    decisions = await asyncio.gather(
+        *(window.acquire(k, quota, 0) for k in keys for _ in range(40))
+    )
     await window.close()
     assert sum(d.allowed for d in decisions) == 10 * 20
     owners = {cluster.master_of(f"nexus:rl:{{{k}}}:req").port for k in keys}
