@@ -58,9 +58,8 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for first, _, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
-                if first == start and int(master[1]) != node.port:
-                    if _state_ok(client):
-                        return next(n for n in self.nodes if n.port == int(master[1]))
+                if first == start and int(master[1]) != node.port and _state_ok(client):
+                    return next(n for n in self.nodes if n.port == int(master[1]))
             time.sleep(0.1)
         raise AssertionError("no replica was promoted")
 
