@@ -7,6 +7,11 @@ only). While Redis is unreachable it follows the failure mode: ``open`` keeps se
 under a per-replica window and reports itself degraded, ``closed`` answers 503. It
 tries Redis again at most once per ``REDIS_RETRY_SECONDS``, so an outage costs requests
 no connect timeouts, and it recovers by itself when Redis is back.
+
+An outage is logged once when it starts and once when Redis has answered for
+``RECOVERED_SECONDS`` without a failure: during a Cluster failover only the dead master's
+keys fail, so calls would otherwise flap between the two states (and log lines) until
+its replica is promoted (``tests/limits/test_failover.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from nexus.limits.sliding_window import InProcessWindow
 __all__ = ["Decision", "InProcessWindow", "Quota", "RateLimiter", "RedisWindow", "Reservation"]
 
 REDIS_RETRY_SECONDS = 1.0
+RECOVERED_SECONDS = 5.0
 log = logging.getLogger("nexus.limits")
 
 
@@ -55,6 +61,9 @@ class RateLimiter:
         self._events = events
         self._clock = clock
         self._redis_down_until: float | None = None
+        # When the outage being logged began, and since when Redis has answered again.
+        self._outage_since: float | None = None
+        self._answering_since: float | None = None
 
     @property
     def degraded(self) -> bool:
@@ -70,7 +79,8 @@ class RateLimiter:
             except (RedisUnavailable, RedisReplyError) as exc:
                 self._mark_down(exc)
             else:
-                self._mark_up()
+                if self._outage_since is not None:
+                    self._mark_up()
                 return decision, self._reservation(decision, key, tokens, self._redis)
         if self._redis is not None:
             if self._failure_mode == "closed":
@@ -109,15 +119,26 @@ class RateLimiter:
         return self._redis_down_until is None or self._clock() >= self._redis_down_until
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self._redis_down_until is None:
+        now = self._clock()
+        if self._outage_since is None:
             log.warning(
                 "Redis unreachable, rate limits fall back to mode %r: %s", self._failure_mode, exc
             )
+            self._outage_since = now
+        if self._redis_down_until is None:
             self._events.degraded(True)
-        self._redis_down_until = self._clock() + REDIS_RETRY_SECONDS
+        self._redis_down_until = now + REDIS_RETRY_SECONDS
+        self._answering_since = None
 
     def _mark_up(self) -> None:
+        now = self._clock()
         if self._redis_down_until is not None:
-            log.warning("Redis reachable again, shared rate limits restored")
             self._events.degraded(False)
             self._redis_down_until = None
+            self._answering_since = now
+        since, answering = self._outage_since, self._answering_since
+        if since is not None and answering is not None and now - answering >= RECOVERED_SECONDS:
+            log.warning(
+                "Redis reachable again, shared rate limits restored after %.1f s", answering - since
+            )
+            self._outage_since = self._answering_since = None
