@@ -1,13 +1,14 @@
 """Sliding-window limits in Redis: one atomic Lua script per request, exact across replicas.
 
 Each key keeps one counter per second with traffic in it (``acquire.lua``): at most 61
-per window and hash whatever the rate, about 2 KiB for a key admitting every second
-(``bench/limiter_redis.py``, ``docs/redis.md``). An admission counts for between 60 and
-61 seconds, so the limit of N a minute holds exactly (no 60 seconds ever admit more
-than N) and a call is refused only when the last 61 seconds hold N; headers and
-Retry-After are at most one second later than an exact sliding window's
-(``tests/limits/test_precision.py``). The two keys of one principal and model share a
-hash tag (``{...}``), so the script touches one slot of a Redis Cluster.
+per window and hash whatever the rate, 1,552 bytes for a key with traffic in every
+second of its window (``bench/limiter_redis.py``, ``docs/redis.md``). An admission counts
+for 60 to 61 seconds, so the limit of N a minute holds exactly (no 60 seconds ever admit
+more than N) and a call is refused only when the last 61 seconds hold N; headers and
+Retry-After are at most one second later than an exact sliding window's (tested in
+``tests/unit/test_sliding_window.py`` and ``tests/limits/test_redis_window.py``). The two
+keys of one principal and model share a hash tag (``{...}``), so the script touches one
+slot of a Redis Cluster.
 
 Settling a reservation with the real usage does not cost a round trip of its own: it is
 queued and travels with the next ``acquire`` of the same key, or after ``SETTLE_DELAY``
