@@ -9,7 +9,9 @@ runs on its own fresh redis-server on a free loopback port, in the same run, for
   (the case that made the logs grow: ~450,000 entries at 7,600 admissions a second);
 - ``--keys`` keys: one admission each (many tenants, each seen once a minute).
 
-Redis' CPU per call is ``INFO commandstats`` ``usec_per_call`` of ``EVALSHA`` (the
+Calls a second one Redis holds come from ``redis-benchmark`` calling the script on the
+same server (50 connections, pipelines of 16; the redis-benchmark process shares the
+machine). Redis' CPU per call is ``INFO commandstats`` ``usec_per_call`` of ``EVALSHA`` (the
 script's own time) and ``INFO cpu`` user + system over the calls (with the network I/O);
 memory is ``MEMORY USAGE`` of the hot key's Redis keys, and ``used_memory`` grown by the
 run per key for the many keys. Calls go 64 at a time over Nexus'
@@ -22,8 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import dataclasses
 import datetime as dt
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +58,14 @@ class Scheme:
             return [f"{base}:req", f"{base}:tok", f"{base}:toktotal"]
         return [f"{base}:req", f"{base}:tok"]
 
+    def benchmark_args(self, *, distinct: bool) -> list[str]:
+        """``EVALSHA``'s keys and arguments for redis-benchmark (``__rand_int__``: -r)."""
+        keys = self.keys("k__rand_int__" if distinct else "hot")
+        args = [str(a) for a in self.args(0)]
+        if self.name == "before":
+            args[-1] = "m__rand_int__"  # a member per call
+        return [str(len(keys)), *keys, *args]
+
     def args(self, i: int) -> list[str | int]:
         if self.name == "before":  # window ms, rpm, tpm, tokens, member
             return [60_000, HIGH, HIGH, 50, f"bench-{i}"]
@@ -63,6 +77,7 @@ class Cell:
     usec_per_call: float
     cpu_us_per_call: float
     bytes_per_key: float
+    calls_per_second: float = 0.0
 
 
 def schemes() -> list[Scheme]:
@@ -102,6 +117,23 @@ async def run_cell(port: int, scheme: Scheme, *, calls: int, distinct: bool) -> 
         cpu_us_per_call=(cpu1 - cpu0) * 1e6 / calls,
         bytes_per_key=(memory1 - memory0) / (calls if distinct else 1),
     )
+
+
+def benchmark_rps(port: int, scheme: Scheme, *, distinct: bool, calls: int) -> float:
+    """Calls a second one redis-server answers: redis-benchmark (C, 50 connections,
+    pipelines of 16) calling the script, the most this Redis holds on this machine."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        raise SystemExit("redis-benchmark is not installed (it ships with redis-server)")
+    sha = hashlib.sha1(scheme.source.encode(), usedforsecurity=False).hexdigest()
+    run = subprocess.run(
+        [binary, "-p", str(port), "-n", str(calls), "-c", "50", "-P", "16",
+         "-r", "100000000" if scheme.name == "before" else str(calls), "--csv",
+         "EVALSHA", sha, *scheme.benchmark_args(distinct=distinct)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    row = next(csv.reader(run.stdout.splitlines()[1:]))
+    return float(row[1])
 
 
 async def full_window_bytes(port: int) -> int:
@@ -154,23 +186,27 @@ def markdown(cells: dict[tuple[str, str], Cell], full: int, *, hot: int, keys: i
             (f"{keys:,} keys, one admission each", "keys")]  # fmt: skip
     lines = [
         "| workload | scheme | Redis µs per call (script) | Redis CPU µs per call "
-        "(with I/O) | bytes per key |",
-        "|---|---|--:|--:|--:|",
+        "(with I/O) | calls/s one Redis holds | bytes per key |",
+        "|---|---|--:|--:|--:|--:|",
     ]
     for label, workload in rows:
         for scheme in ("before", "after"):
             cell = cells[(workload, scheme)]
             lines.append(
                 f"| {label} | {scheme} | {cell.usec_per_call:.1f} | "
-                f"{cell.cpu_us_per_call:.1f} | {cell.bytes_per_key:,.0f} |"
+                f"{cell.cpu_us_per_call:.1f} | {cell.calls_per_second:,.0f} | "
+                f"{cell.bytes_per_key:,.0f} |"
             )
-    lines.append(f"| one key with traffic in all 61 seconds of its window | after | | | {full:,} |")
+    lines.append(
+        f"| one key with traffic in all 61 seconds of its window | after | | | | {full:,} |"
+    )
     load_now = os.getloadavg()[0]
     lines += [
         "",
         f"Measured {dt.date.today().isoformat()} by `bench/limiter_redis.py` on "
         f"{os.cpu_count()} CPUs, one fresh redis-server per scheme, calls 64 at a time, "
-        f"each reserving 50 tokens; 1-minute load average {load_now:.2f} after. Before: the "
+        f"each reserving 50 tokens; calls/s from redis-benchmark (50 connections, pipelines of "
+        f"16) on the same server; 1-minute load average {load_now:.2f} after. Before: the "
         f"sliding logs of `{BEFORE}`; after: one-second buckets (`docs/redis.md`).",
     ]
     return "\n".join(lines)
@@ -182,8 +218,13 @@ async def measure(
     cells = {}
     for scheme in schemes():
         redis = servers.start_redis(children)
-        cells[("hot", scheme.name)] = await run_cell(redis.port, scheme, calls=hot, distinct=False)
-        cells[("keys", scheme.name)] = await run_cell(redis.port, scheme, calls=keys, distinct=True)
+        for workload, calls, distinct in (("hot", hot, False), ("keys", keys, True)):
+            cell = await run_cell(redis.port, scheme, calls=calls, distinct=distinct)
+            rps = benchmark_rps(redis.port, scheme, distinct=distinct, calls=calls)
+            client = RespClient(Endpoint("127.0.0.1", redis.port, 0, None, None, tls=False))
+            await flush(client)
+            await client.close()
+            cells[(workload, scheme.name)] = dataclasses.replace(cell, calls_per_second=rps)
         print(scheme.name, cells[("hot", scheme.name)], cells[("keys", scheme.name)], flush=True)
     return cells, await full_window_bytes(redis.port)
 
