@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -166,24 +166,77 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return BOOLEANS[raw]
 
 
+REDIS_SCHEMES = {
+    "redis": "single", "rediss": "single",
+    "redis+cluster": "cluster", "rediss+cluster": "cluster",
+    "redis+sentinel": "sentinel", "rediss+sentinel": "sentinel",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where the limiter's Redis is: one node, a Cluster's seed nodes, or the Sentinels
+    that know the ``master`` (``docs/redis.md``). Credentials and TLS are the data nodes'."""
+
+    kind: Literal["single", "cluster", "sentinel"]
+    nodes: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    master: str | None = None
+
+
+def parse_redis_url(raw: str) -> RedisTarget:
+    """``redis[s]://[user:pass@]host:port[/db]``, ``redis[s]+cluster://h:p[,h:p...]`` or
+    ``redis[s]+sentinel://h:p[,h:p...]/<master>[/<db>]``; ``ValueError`` says what is wrong."""
+    parts = urlsplit(raw)
+    kind = REDIS_SCHEMES.get(parts.scheme)
+    if kind is None:
+        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}; use one of "
+                         + ", ".join(f"{s}://" for s in REDIS_SCHEMES))  # fmt: skip
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    nodes = []
+    for hostport in hosts.split(","):
+        try:
+            one = urlsplit(f"//{hostport}")
+            nodes.append((one.hostname or "", one.port or (26379 if kind == "sentinel" else 6379)))
+        except ValueError:
+            raise ValueError(f"invalid port in {hostport!r}") from None
+        if not one.hostname:
+            raise ValueError("names no host")
+    if kind == "single" and len(nodes) > 1:
+        raise ValueError(f"{parts.scheme}:// takes one host; use {parts.scheme}+cluster://")
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    master = segments.pop(0) if kind == "sentinel" and segments else None
+    if kind == "sentinel" and not master:
+        raise ValueError("a Sentinel URL names its master: redis+sentinel://h:p/<master>")
+    db = segments.pop(0) if segments else "0"
+    if segments or not db.isdigit():
+        raise ValueError(f"the database must be a number, got {parts.path!r}")
+    if kind == "cluster" and db != "0":
+        raise ValueError("Redis Cluster has only database 0")
+    return RedisTarget(
+        kind=kind,  # type: ignore[arg-type]
+        nodes=tuple(nodes),
+        db=int(db),
+        username=unquote(user) if user else None,
+        password=unquote(password) if password else None,
+        tls=parts.scheme.startswith("rediss"),
+        master=master,
+    )
+
+
 def _redis_url(env: Mapping[str, str]) -> str | None:
-    """``GATEWAY_REDIS_URL``: ``redis://`` or ``rediss://``, a valid port and numeric db."""
+    """``GATEWAY_REDIS_URL``: a URL ``parse_redis_url`` accepts."""
     raw = env.get("GATEWAY_REDIS_URL", "").strip()
     if not raw:
         return None
-    name = "GATEWAY_REDIS_URL"
-    parts = urlsplit(raw)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"{name} must start with redis:// or rediss://, got {parts.scheme!r}")
     try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
-    except ValueError:
-        raise ConfigError(f"{name} has an invalid port") from None
-    if not parts.hostname:
-        raise ConfigError(f"{name} names no host")
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ConfigError(f"{name}: the database must be a number, got {db!r}")
+        parse_redis_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"GATEWAY_REDIS_URL: {exc}") from None
     return raw
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from nexus.config import parse_redis_url
 from nexus.limits.resp import (
     Endpoint,
     RedisReplyError,
@@ -30,6 +31,28 @@ def test_url_parsing() -> None:
     assert (secure.username, secure.password, secure.tls, secure.db) == ("app", "p@ss", True, 0)
     with pytest.raises(ValueError, match="unsupported Redis URL scheme"):
         Endpoint.from_url("http://localhost")
+
+
+def test_cluster_and_sentinel_urls() -> None:
+    cluster = parse_redis_url("rediss+cluster://:pw@10.0.0.1:7000,node-b,[::1]:7002")
+    assert (cluster.kind, cluster.tls, cluster.password) == ("cluster", True, "pw")
+    assert cluster.nodes == (("10.0.0.1", 7000), ("node-b", 6379), ("::1", 7002))
+    sentinel = parse_redis_url("redis+sentinel://s1,s2:26380/nexus-limits/2")
+    assert sentinel.nodes == (("s1", 26379), ("s2", 26380))
+    assert (sentinel.kind, sentinel.master, sentinel.db) == ("sentinel", "nexus-limits", 2)
+    for bad, message in [
+        ("redis+sentinel://s1:26379", "names its master"),
+        ("redis+sentinel://s1:26379/m/x", "must be a number"),
+        ("redis+cluster://a:1/3", "only database 0"),
+        ("redis://a:1,b:2", "takes one host"),
+        ("redis+cluster://a:1,:2", "names no host"),
+        ("redis+cluster://a:99999", "invalid port"),
+        ("valkey://a:1", "unsupported Redis URL scheme"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_redis_url(bad)
+    with pytest.raises(ValueError, match="names several nodes"):
+        Endpoint.from_url("redis+cluster://a:1")
 
 
 def test_encoding_is_resp_bulk_strings() -> None:

@@ -48,7 +48,8 @@ def test_exact_limit_across_four_replicas_and_64_clients(
         refused = httpx.post(f"{replicas[0].url}/v1/chat/completions", json=chat(), headers=AUTH)
         assert refused.status_code == 429
         assert refused.json()["error"]["type"] == "rate_limit_error"
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # One-second buckets: up to a second later than an exact window (docs/redis.md).
+        assert 1 <= int(refused.headers["retry-after"]) <= 61
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
         assert metric(replicas[0], "gateway_rate_limited_total") >= 1
 

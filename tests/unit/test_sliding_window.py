@@ -1,6 +1,9 @@
-"""The in-process sliding window: exact counts, token reservations, resets, with a fake clock."""
+"""The in-process twin of ``acquire.lua``: one-second buckets, their precision against an
+exact sliding window, token reservations and resets, with a fake clock."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
@@ -20,16 +23,18 @@ def test_requests_slide_out_of_the_window_exactly() -> None:
     window = InProcessWindow(clock=clock)
     quota = Quota(requests_per_minute=3, tokens_per_minute=0)
     for i in range(3):
-        clock.now = i * 10.0
-        assert window.acquire_now("k", quota, 0, f"m{i}").allowed
-    refused = window.acquire_now("k", quota, 0, "m3")
+        clock.now = i * 10.0 + 0.5
+        assert window.acquire_now("k", quota, 0).allowed
+    clock.now = 20.5
+    refused = window.acquire_now("k", quota, 0)
     assert not refused.allowed
     assert refused.reason == "requests"
-    assert refused.retry_after == pytest.approx(40.0)  # the first one leaves at t=60
-    clock.now = 59.999
-    assert not window.acquire_now("k", quota, 0, "m4").allowed
-    clock.now = 60.0
-    decision = window.acquire_now("k", quota, 0, "m5")
+    # The first one (t=0.5) counts until its second's bucket leaves: t=61, not t=60.5.
+    assert refused.retry_after == pytest.approx(40.5)
+    clock.now = 60.999
+    assert not window.acquire_now("k", quota, 0).allowed
+    clock.now = 61.0
+    decision = window.acquire_now("k", quota, 0)
     assert decision.allowed
     assert decision.requests_remaining == 0
 
@@ -37,9 +42,9 @@ def test_requests_slide_out_of_the_window_exactly() -> None:
 def test_keys_are_independent() -> None:
     window = InProcessWindow(clock=Clock())
     quota = Quota(requests_per_minute=1, tokens_per_minute=0)
-    assert window.acquire_now("alice:chat", quota, 0, "a").allowed
-    assert window.acquire_now("bob:chat", quota, 0, "b").allowed
-    assert not window.acquire_now("alice:chat", quota, 0, "c").allowed
+    assert window.acquire_now("alice:chat", quota, 0).allowed
+    assert window.acquire_now("bob:chat", quota, 0).allowed
+    assert not window.acquire_now("alice:chat", quota, 0).allowed
 
 
 @pytest.mark.asyncio
@@ -47,12 +52,12 @@ async def test_token_reservation_is_settled_with_real_usage() -> None:
     clock = Clock()
     window = InProcessWindow(clock=clock)
     quota = Quota(requests_per_minute=0, tokens_per_minute=1000)
-    first = window.acquire_now("k", quota, 600, "a")
+    first = window.acquire_now("k", quota, 600)
     assert first.allowed
     assert first.tokens_remaining == 400
-    assert not window.acquire_now("k", quota, 600, "b").allowed
-    await window.settle("k", "a", 600, 100)  # the call used far less than reserved
-    second = window.acquire_now("k", quota, 600, "c")
+    assert not window.acquire_now("k", quota, 600).allowed
+    await window.settle("k", first.second, 600, 100)  # the call used far less than reserved
+    second = window.acquire_now("k", quota, 600)
     assert second.allowed
     assert second.tokens_remaining == 300
 
@@ -61,21 +66,21 @@ def test_token_retry_after_waits_for_enough_tokens_to_leave() -> None:
     clock = Clock()
     window = InProcessWindow(clock=clock)
     quota = Quota(requests_per_minute=0, tokens_per_minute=100)
-    window.acquire_now("k", quota, 40, "a")
+    window.acquire_now("k", quota, 40)
     clock.now = 10
-    window.acquire_now("k", quota, 40, "b")
+    window.acquire_now("k", quota, 40)
     clock.now = 20
-    refused = window.acquire_now("k", quota, 50, "c")
+    refused = window.acquire_now("k", quota, 50)
     assert refused.reason == "tokens"
-    # 80 used + 50 wanted - 100 allowed = 30 must leave: the entry from t=0 leaves at t=60.
-    assert refused.retry_after == pytest.approx(40)
+    # 80 used + 50 wanted - 100 allowed = 30 must leave: the bucket of t=0 leaves at t=61.
+    assert refused.retry_after == pytest.approx(41)
 
 
 def test_refused_requests_take_nothing() -> None:
     window = InProcessWindow(clock=Clock())
     quota = Quota(requests_per_minute=10, tokens_per_minute=100)
-    assert window.acquire_now("k", quota, 90, "a").allowed
-    refused = window.acquire_now("k", quota, 50, "b")
+    assert window.acquire_now("k", quota, 90).allowed
+    refused = window.acquire_now("k", quota, 50)
     assert not refused.allowed
     assert refused.requests_remaining == 9
     assert refused.tokens_remaining == 10
@@ -85,55 +90,58 @@ def test_a_fallback_step_is_charged_tokens_but_not_counted_as_a_request() -> Non
     window = InProcessWindow(clock=Clock())
     counted = Quota(requests_per_minute=2, tokens_per_minute=100)
     fallback = Quota(requests_per_minute=2, tokens_per_minute=100, count_request=False)
-    assert window.acquire_now("k", counted, 10, "m0").allowed
-    assert window.acquire_now("k", counted, 10, "m1").allowed
+    assert window.acquire_now("k", counted, 10).allowed
+    assert window.acquire_now("k", counted, 10).allowed
     # The window is full for new requests, but a fallback of one already counted passes...
-    decision = window.acquire_now("k", fallback, 10, "m2")
+    decision = window.acquire_now("k", fallback, 10)
     assert decision.allowed
     assert decision.tokens_remaining == 70
     # ...and is still held to the token budget.
-    assert not window.acquire_now("k", fallback, 80, "m3").allowed
-    assert not window.acquire_now("k", counted, 1, "m4").allowed
+    assert not window.acquire_now("k", fallback, 80).allowed
+    assert not window.acquire_now("k", counted, 1).allowed
 
 
-def _after_a_burst(clock: Clock) -> InProcessWindow:
-    """A window whose key ``k`` admitted 1,000 requests of 10 tokens each at t=0."""
+def _exact_count(times: list[float], start: float, end: float) -> int:
+    """Admissions in the half-open interval (start, end]."""
+    return sum(start < t <= end for t in times)
+
+
+def test_precision_against_an_exact_sliding_window() -> None:
+    """The bound ``redis_backend`` states: each decision sees a count between the exact
+    count of the last 60 s and that of the last 61 s, so no 60 s ever admit more than the
+    limit, and a call is refused only when the last 61 s hold the limit."""
+    rng = random.Random(22)
+    clock = Clock()
     window = InProcessWindow(clock=clock)
-    for i in range(1000):
-        window.acquire_now("k", Quota(0, 1_000_000), 10, f"old{i}")
-    return window
+    limit = 20
+    quota = Quota(requests_per_minute=limit, tokens_per_minute=0)
+    admitted: list[float] = []
+    refusals = 0
+    for _ in range(6000):
+        clock.now += rng.expovariate(1 / 0.5) if rng.random() < 0.9 else rng.uniform(5, 40)
+        decision = window.acquire_now("k", quota, 0)
+        now = clock.now
+        if decision.allowed:
+            assert _exact_count(admitted, now - 60, now) < limit
+            admitted.append(now)
+        else:
+            refusals += 1
+            assert _exact_count(admitted, now - 61, now) >= limit
+            exact_wait = sorted(admitted)[-limit] + 60 - now  # when an exact window admits
+            assert exact_wait <= decision.retry_after <= exact_wait + 1  # type: ignore[operator]
+    assert refusals > 1000  # the bound was exercised on both sides
+    assert len(admitted) > 1000
+    for i, t in enumerate(admitted):  # no 60 s ever held more than the limit
+        assert _exact_count(admitted, t - 60, t) <= limit, i
 
 
-def test_a_burst_a_minute_old_is_drained_a_bounded_amount_per_call() -> None:
-    """As in Redis: at most 256 expired reservations leave per call; the request count is
-    exact at once, the token budget is stricter until the rest has been drained."""
+def test_state_is_constant_whatever_the_traffic() -> None:
     clock = Clock()
-    window = _after_a_burst(clock)
-    clock.now = 61.0
-    quota = Quota(requests_per_minute=5, tokens_per_minute=100_000)
-    decisions = [window.acquire_now("k", quota, 10, f"new{i}") for i in range(4)]
-    assert [d.requests_remaining for d in decisions] == [4, 3, 2, 1]
-    waiting = [1000 - 256, 1000 - 512, 1000 - 768, 0]
-    assert [d.tokens_remaining for d in decisions] == [
-        100_000 - 10 * (left + i + 1) for i, left in enumerate(waiting)
-    ]
-
-
-def test_tokens_waiting_to_be_drained_never_refuse_a_call() -> None:
-    clock = Clock()
-    window = _after_a_burst(clock)
-    clock.now = 61.0
-    decision = window.acquire_now("k", Quota(0, 10_000), 5_000, "new")
-    assert decision.allowed
-    assert decision.tokens_remaining == 5_000
-
-
-def test_the_tokens_reset_skips_reservations_waiting_to_be_drained() -> None:
-    """As Redis' ``reset_of``: the reset is the oldest reservation still inside the window."""
-    clock = Clock()
-    window = _after_a_burst(clock)
-    clock.now = 30.0
-    window.acquire_now("k", Quota(0, 1_000_000), 10, "live")
-    clock.now = 61.0
-    decision = window.acquire_now("k", Quota(0, 1_000_000), 10, "new")
-    assert decision.tokens_reset == pytest.approx(29.0)
+    window = InProcessWindow(clock=clock)
+    quota = Quota(requests_per_minute=10**9, tokens_per_minute=10**12)
+    for i in range(200_000):
+        clock.now = i / 1000  # 1,000 a second for 200 s
+        window.acquire_now("k", quota, 10)
+    state = window._windows["k"]
+    assert len(state.requests.counts) == len(state.tokens.counts) == 61
+    assert state.requests.total == 61_000  # the seconds 139..199

@@ -1,105 +1,115 @@
+#!lua flags=
 -- One atomic admission decision for one principal+model, shared by every replica.
--- KEYS[1] request log   (zset: member -> admission ms)
--- KEYS[2] token log     (zset: "member|tokens" -> reservation ms)
--- KEYS[3] token total   (string: sum of the token log)
--- ARGV: window_ms, requests_per_minute, tokens_per_minute, tokens, member  (0 = unlimited;
---       requests_per_minute -1 = a fallback step: neither checked nor counted as a request),
---       then settlements of earlier requests as triples: reserved member, settled member,
---       actual - reserved (folded in here so a request costs one round trip, not two).
+-- KEYS[1] request buckets (hash: second -> admissions in it, 'n' -> their sum,
+--                          'lo' -> the oldest second still held)
+-- KEYS[2] token buckets   (hash: second -> tokens reserved in it, 'n', 'lo' likewise)
+-- ARGV: window (whole seconds), requests_per_minute, tokens_per_minute, tokens
+--       (0 = unlimited; requests_per_minute -1 = a fallback step: neither checked nor
+--       counted as a request), then settlements of earlier requests as pairs: the second
+--       their tokens were counted in, actual - reserved (folded in here so a request costs
+--       one round trip, not two).
+-- Returns: allowed, reason (1 requests, 2 tokens), requests left, ms until the oldest
+--          request bucket leaves, tokens left, ms likewise, Retry-After ms (-1: none), the
+--          second this call's tokens were counted in.
+--
+-- State of constant size: one counter per second with traffic in it, at most window + 1
+-- per hash, whatever the rate (the per-admission logs this replaces held ~450,000 entries
+-- for one key at 7,600 admissions a second). An admission counts from the moment it is
+-- made until its second's bucket is older than the window: between `window` and
+-- `window` + 1 seconds. So no `window` seconds ever hold more than the limit, and a
+-- call is refused only when the admissions of the last `window` + 1 seconds fill it.
 -- Time comes from the Redis server so replicas with skewed clocks share one window.
 --
--- Expired entries are drained at most DRAIN per call and log. After a burst (thousands of
--- admissions a second), the first calls of the next minute used to remove the whole
--- burst at once, and read every token entry into Lua to subtract it: about 10 ms a call
--- at 7,600 admissions a second. The request count stays exact: entries still waiting to be
--- drained are counted with ZCOUNT and left out. Tokens of waiting entries stay in the total
--- until they are drained; a call they would refuse drains them all first, so no call is
--- refused for tokens that have left the window.
+-- The shebang without `allow-oom` makes Redis refuse the whole script before it runs
+-- when used memory is over maxmemory (src/script.c scriptPrepareForRun: "-OOM allow-oom
+-- flag is not set on the script"), and with `-READONLY` on a replica: never half applied.
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sec = tonumber(t[1])
+local now = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local rpm = tonumber(ARGV[2])
 local tpm = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
-local member = ARGV[5]
-local horizon = now - window
-local DRAIN = 256
-local WALK = 1024
+local oldest = sec - window  -- the oldest second still counted
 
-local function tokens_of(entry)
-  return tonumber(string.match(entry, '|(%-?%d+)$'))
-end
-
--- Milliseconds until the oldest entry still inside the window leaves it (0: none).
-local function reset_of(key)
-  local first = redis.call('ZRANGEBYSCORE', key, '(' .. horizon, '+inf',
-                           'WITHSCORES', 'LIMIT', 0, 1)
-  if first[2] then return tonumber(first[2]) + window - now end
-  return 0
-end
-
-local waiting = redis.call('ZCOUNT', KEYS[1], '-inf', horizon)
-if waiting > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, math.min(waiting, DRAIN) - 1)
-  waiting = math.max(0, waiting - DRAIN)
-end
-local total = tonumber(redis.call('GET', KEYS[3]) or '0')
--- Drops up to `limit` expired reservations (-1: all) from the log and the total; true
--- when some may be left.
-local function drain_tokens(limit)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon, 'LIMIT', 0, limit)
-  if #expired > 0 then
-    for i = 1, #expired do total = total - tokens_of(expired[i]) end
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
+-- Drops the buckets that left the window; returns the sum and the oldest second held.
+local function slide(key)
+  local head = redis.call('HMGET', key, 'n', 'lo')
+  local total, lo = tonumber(head[1]) or 0, tonumber(head[2])
+  if lo == nil or lo >= oldest then return total, lo end
+  -- Held seconds lie in [lo, lo + window] (lo is at most a window older than the newest).
+  if lo + window < oldest then
+    redis.call('DEL', key)
+    return 0, nil
   end
-  return #expired == limit
-end
-local tokens_waiting = drain_tokens(DRAIN)
-for i = 6, #ARGV, 3 do
-  local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
-  if score then
-    redis.call('ZREM', KEYS[2], ARGV[i])
-    redis.call('ZADD', KEYS[2], score, ARGV[i + 1])
-    total = total + tonumber(ARGV[i + 2])
-  end
-end
-if total < 0 then total = 0 end
-
-local count = redis.call('ZCARD', KEYS[1]) - waiting
-if tpm > 0 and total + cost > tpm and tokens_waiting then
-  drain_tokens(-1)  -- never refuse for tokens that have left the window
-  if total < 0 then total = 0 end
-end
-local allowed, reason, retry = 1, 0, -1
-if rpm > 0 and count >= rpm then
-  allowed, reason, retry = 0, 1, reset_of(KEYS[1])
-elseif tpm > 0 and total + cost > tpm then
-  allowed, reason, retry = 0, 2, window
-  if cost <= tpm then
-    local excess = total + cost - tpm
-    -- The oldest WALK entries at most: past them the retry stays a whole window (later
-    -- than needed, never earlier), so a refused call costs no more than an admitted one.
-    local entries = redis.call('ZRANGE', KEYS[2], 0, WALK - 1, 'WITHSCORES')
-    for i = 1, #entries, 2 do
-      excess = excess - tokens_of(entries[i])
-      if excess <= 0 then
-        -- 0 when a waiting entry frees enough: the next call drains it
-        retry = math.max(0, tonumber(entries[i + 1]) + window - now)
-        break
+  local fields = {}
+  for s = lo, lo + window do fields[#fields + 1] = s end
+  local values = redis.call('HMGET', key, unpack(fields))
+  local gone, new_lo = {}, nil
+  for i = 1, #fields do
+    local v = values[i]
+    if v then
+      if fields[i] < oldest then
+        total = total - tonumber(v)
+        gone[#gone + 1] = fields[i]
+      elseif new_lo == nil then
+        new_lo = fields[i]
       end
     end
   end
-else
-  if rpm >= 0 then
-    redis.call('ZADD', KEYS[1], now, member)
-    count = count + 1
+  if new_lo == nil then
+    redis.call('DEL', key)
+    return 0, nil
   end
-  if cost > 0 then
-    redis.call('ZADD', KEYS[2], now, member .. '|' .. cost)
-    total = total + cost
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  redis.call('HSET', key, 'n', total, 'lo', new_lo)
+  return total, new_lo
+end
+
+-- Ms until enough of the oldest buckets leave for `excess` to have gone.
+local function wait_for(key, lo, excess)
+  local fields = {}
+  for s = lo, sec do fields[#fields + 1] = s end
+  local values = redis.call('HMGET', key, unpack(fields))
+  for i = 1, #fields do
+    excess = excess - (tonumber(values[i]) or 0)
+    if excess <= 0 then return (fields[i] + window + 1) * 1000 - now end
+  end
+  return window * 1000
+end
+
+local function add(key, total, lo, amount)
+  redis.call('HINCRBY', key, sec, amount)
+  redis.call('HSET', key, 'n', total + amount, 'lo', lo or sec)
+  redis.call('EXPIREAT', key, sec + window + 1)  -- when its newest bucket leaves
+  return total + amount, lo or sec
+end
+
+local count, req_lo = slide(KEYS[1])
+local total, tok_lo = slide(KEYS[2])
+for i = 5, #ARGV, 2 do
+  local s, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local v = s >= oldest and tonumber(redis.call('HGET', KEYS[2], s))
+  if v then  -- a bucket already gone took its reservation along: nothing to correct
+    delta = math.max(delta, -v)
+    redis.call('HINCRBY', KEYS[2], s, delta)
+    total = total + delta
+    redis.call('HSET', KEYS[2], 'n', total)
   end
 end
-redis.call('SET', KEYS[3], total, 'PX', window)
-redis.call('PEXPIRE', KEYS[1], window)
-redis.call('PEXPIRE', KEYS[2], window)
-return {allowed, reason, rpm - count, reset_of(KEYS[1]), tpm - total, reset_of(KEYS[2]), retry}
+
+local allowed, reason, retry = 1, 0, -1
+if rpm > 0 and count >= rpm then
+  allowed, reason, retry = 0, 1, wait_for(KEYS[1], req_lo, count - rpm + 1)
+elseif tpm > 0 and total + cost > tpm then
+  allowed, reason, retry = 0, 2, window * 1000
+  if cost <= tpm and tok_lo then retry = wait_for(KEYS[2], tok_lo, total + cost - tpm) end
+else
+  if rpm >= 0 then count, req_lo = add(KEYS[1], count, req_lo, 1) end
+  if cost > 0 then total, tok_lo = add(KEYS[2], total, tok_lo, cost) end
+end
+local function reset(lo)
+  if lo then return (lo + window + 1) * 1000 - now end
+  return 0
+end
+return {allowed, reason, rpm - count, reset(req_lo), tpm - total, reset(tok_lo), retry, sec}

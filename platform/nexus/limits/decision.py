@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-WINDOW_SECONDS = 60.0
+WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,9 @@ class Decision:
     tokens_reset: float
     reason: Literal["requests", "tokens"] | None = None
     retry_after: float | None = None
+    # The second (of the backend's clock) whose bucket holds this call's tokens: what a
+    # settlement names to correct them.
+    second: int = 0
 
 
 @dataclass(slots=True)
@@ -42,7 +45,7 @@ class Reservation:
     """Tokens held for an admitted request until its real usage is known."""
 
     key: str
-    member: str
+    second: int
     tokens: int
     backend: Backend
     settled: bool = False
@@ -51,6 +54,6 @@ class Reservation:
 class Backend(Protocol):
     """Where window state lives: Redis (shared by replicas) or this process."""
 
-    async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision: ...
+    async def acquire(self, key: str, quota: Quota, tokens: int) -> Decision: ...
 
-    async def settle(self, key: str, member: str, reserved: int, actual: int) -> None: ...
+    async def settle(self, key: str, second: int, reserved: int, actual: int) -> None: ...

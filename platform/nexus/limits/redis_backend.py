@@ -1,10 +1,14 @@
 """Sliding-window limits in Redis: one atomic Lua script per request, exact across replicas.
 
-The request window is a sorted set of admission times; the token window is a sorted set
-of reservations plus a running total, so checking a budget costs the entries that expired
-since the last call (at most 256 per call and log, ``acquire.lua``) rather than a sum over
-the whole minute. Keys share a hash tag (``{...}``) so the
-script also runs on Redis Cluster.
+Each key keeps one counter per second with traffic in it (``acquire.lua``): at most 61
+per window and hash whatever the rate, 1,552 bytes for a key with traffic in every
+second of its window (``bench/limiter_redis.py``, ``docs/redis.md``). An admission counts
+for 60 to 61 seconds, so the limit of N a minute holds exactly (no 60 seconds ever admit
+more than N) and a call is refused only when the last 61 seconds hold N; headers and
+Retry-After are at most one second later than an exact sliding window's (tested in
+``tests/unit/test_sliding_window.py`` and ``tests/limits/test_redis_window.py``). The two
+keys of one principal and model share a hash tag (``{...}``), so the script touches one
+slot of a Redis Cluster.
 
 Settling a reservation with the real usage does not cost a round trip of its own: it is
 queued and travels with the next ``acquire`` of the same key, or after ``SETTLE_DELAY``
@@ -19,8 +23,9 @@ import time
 from importlib import resources
 from typing import Any, cast
 
+from nexus.limits.connect import connect
 from nexus.limits.decision import WINDOW_SECONDS, Decision, Quota
-from nexus.limits.resp import Endpoint, RedisReplyError, RedisUnavailable, RespClient, Script
+from nexus.limits.resp import Redis, RedisReplyError, RedisUnavailable, Script
 
 SETTLE_DELAY = 1.0
 
@@ -34,18 +39,18 @@ class RedisWindow:
 
     def __init__(
         self,
-        client: RespClient,
+        client: Redis,
         *,
-        window: float = WINDOW_SECONDS,
+        window: int = WINDOW_SECONDS,
         settle_delay: float = SETTLE_DELAY,
     ) -> None:
         self._client = client
         self._settle_delay = settle_delay
-        self._window_ms = int(window * 1000)
+        self._window = window
         self._acquire = Script(client, _script("acquire.lua"))
         self._settle = Script(client, _script("settle.lua"))
-        # key -> settlements not sent yet, flattened as (reserved, settled, delta) triples
-        self._pending: dict[str, list[str | int]] = {}
+        # key -> settlements not sent yet, flattened as (second, actual - reserved) pairs
+        self._pending: dict[str, list[int]] = {}
         # key -> monotonic time its oldest queued settlement was queued
         self._since: dict[str, float] = {}
         # key -> its one flush timer: a timer per settle cost more than the settle itself
@@ -54,17 +59,18 @@ class RedisWindow:
 
     @classmethod
     def from_url(cls, url: str, *, settle_delay: float = SETTLE_DELAY) -> RedisWindow:
-        return cls(RespClient(Endpoint.from_url(url)), settle_delay=settle_delay)
+        """A backend on ``redis://``, ``redis+cluster://`` or ``redis+sentinel://`` (``resp``)."""
+        return cls(connect(url), settle_delay=settle_delay)
 
     @staticmethod
     def _keys(key: str) -> list[str]:
         base = f"nexus:rl:{{{key}}}"
-        return [f"{base}:req", f"{base}:tok", f"{base}:toktotal"]
+        return [f"{base}:req", f"{base}:tok"]
 
-    async def acquire(self, key: str, quota: Quota, tokens: int, member: str) -> Decision:
+    async def acquire(self, key: str, quota: Quota, tokens: int) -> Decision:
         rpm, tpm = quota.requests_per_minute, quota.tokens_per_minute
         sent_rpm = rpm if quota.count_request else -1
-        args: list[str | int] = [self._window_ms, sent_rpm, tpm, tokens if tpm else 0, member]
+        args: list[int] = [self._window, sent_rpm, tpm, tokens if tpm else 0]
         settlements = self._pending.pop(key, None)
         if settlements:
             args += settlements
@@ -75,7 +81,9 @@ class RedisWindow:
             if settlements:  # not applied: keep them for the next attempt
                 self._queue(key, since).extend(settlements)
             raise
-        allowed, reason, req_left, req_reset, tok_left, tok_reset, retry = (int(v) for v in raw)
+        allowed, reason, req_left, req_reset, tok_left, tok_reset, retry, second = (
+            int(v) for v in raw
+        )
         if not quota.count_request:
             req_left += rpm - sent_rpm  # the script answered -1 - count
         return Decision(
@@ -87,16 +95,17 @@ class RedisWindow:
             tokens_reset=max(0, tok_reset) / 1000,
             reason="requests" if reason == 1 else "tokens" if reason == 2 else None,
             retry_after=max(0, retry) / 1000 if retry >= 0 else None,
+            second=second,
         )
 
-    async def settle(self, key: str, member: str, reserved: int, actual: int) -> None:
+    async def settle(self, key: str, second: int, reserved: int, actual: int) -> None:
         """Queue the correction; it rides on the key's next acquire or a delayed flush."""
         pending = self._pending.get(key)
         if pending is None:
             pending = self._queue(key, time.monotonic())
-        pending += [f"{member}|{reserved}", f"{member}|{actual}", actual - reserved]
+        pending += [second, actual - reserved]
 
-    def _queue(self, key: str, since: float) -> list[str | int]:
+    def _queue(self, key: str, since: float) -> list[int]:
         """The key's settlement queue, with its timer armed if none is."""
         pending = self._pending.setdefault(key, [])
         self._since[key] = min(since, self._since.get(key, since))
@@ -129,9 +138,8 @@ class RedisWindow:
         self._since.pop(key, None)
         if not settlements:
             return
-        _, token_log, token_total = self._keys(key)
         try:
-            await self._settle(keys=[token_log, token_total], args=[self._window_ms, *settlements])
+            await self._settle(keys=self._keys(key)[1:], args=[self._window, *settlements])
         except (RedisUnavailable, RedisReplyError):
             # Redis is away; the reservations stay (stricter) until they leave the window.
             return

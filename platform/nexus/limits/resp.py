@@ -13,13 +13,9 @@ oldest command's deadline. Parsing is hiredis'.
 Failures (refused, reset, timeout, an error reply) raise ``RedisUnavailable`` or
 ``RedisReplyError``; the next call after a broken connection reconnects.
 
-Not supported: Redis Cluster. There is no slot routing and no ``MOVED``/``ASK``
-redirection, so against a cluster those replies surface as ``RedisReplyError``
-(``tests/limits/test_resp_cluster.py`` shows it on two real cluster nodes), which
-the limiter treats as Redis being unavailable (its failure mode applies). Point it at one
-primary (a managed failover address) or at a proxy that hides the cluster. The keys of
-one script call already share a slot (hash tag ``{principal:model}``, ``redis_backend.py``);
-what is missing is following the redirections.
+``RespClient`` talks to one node. ``cluster.ClusterClient`` and ``sentinel.SentinelClient``
+route the same calls over several (``connect.connect`` picks one by URL scheme); every
+call names the key it touches (``key=``) so a Cluster client can route it by slot.
 """
 
 from __future__ import annotations
@@ -30,10 +26,11 @@ import ssl
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any, Protocol, cast
 
 import hiredis
+
+from nexus.config import RedisTarget, parse_redis_url
 
 CONNECT_TIMEOUT_SECONDS = 0.25
 COMMAND_TIMEOUT_SECONDS = 0.5
@@ -58,20 +55,26 @@ class Endpoint:
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(
-                f"unsupported Redis URL scheme {parts.scheme!r}; use redis:// or rediss://"
-            )
-        path = parts.path.lstrip("/")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(path) if path else 0,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=parts.scheme == "rediss",
-        )
+        """One node's ``redis://`` or ``rediss://`` URL (``nexus.config.parse_redis_url``)."""
+        target = parse_redis_url(url)
+        if target.kind != "single":
+            raise ValueError(f"{url.partition(':')[0]}:// names several nodes, not one")
+        return cls.of(target, *target.nodes[0])
+
+    @classmethod
+    def of(cls, target: RedisTarget, host: str, port: int) -> Endpoint:
+        """A data node of ``target``: its credentials, database and TLS."""
+        return cls(host, port, target.db, target.username, target.password, target.tls)
+
+
+class Redis(Protocol):
+    """What the limiter needs of Redis, whether one node, a Cluster or behind Sentinels."""
+
+    async def call(self, *args: str | int | bytes, key: str | None = None) -> Any: ...
+
+    async def call_encoded(self, command: bytes, *, key: str | None = None) -> Any: ...
+
+    async def close(self) -> None: ...
 
 
 def encode(*args: str | int | bytes) -> bytes:
@@ -183,11 +186,16 @@ class RespClient:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
-    async def call(self, *args: str | int | bytes) -> Any:
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    async def call(self, *args: str | int | bytes, key: str | None = None) -> Any:
         return await self.call_encoded(encode(*args))
 
-    async def call_encoded(self, command: bytes) -> Any:
-        """Send a command already in RESP (``encode``) and wait for its reply."""
+    async def call_encoded(self, command: bytes, *, key: str | None = None) -> Any:
+        """Send a command already in RESP (``encode``) and wait for its reply; ``key`` is
+        for routing clients (one node has nothing to route)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:  # not a coroutine per command
             protocol = await self._connection()
@@ -195,6 +203,21 @@ class RespClient:
         future: asyncio.Future[Any] = loop.create_future()
         protocol.send(command, future, loop)
         return await future
+
+    async def call_asking(self, command: bytes) -> Any:
+        """``ASKING`` then ``command``, back to back on the connection, as a Cluster ``-ASK``
+        redirection requires (``src/cluster.c`` askingCommand: the flag lasts one command)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connection()
+        loop = protocol.loop
+        asking: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
+        protocol.send(encode("ASKING"), asking, loop)
+        protocol.send(command, future, loop)
+        await asyncio.gather(asking, future, return_exceptions=True)
+        asking.result()
+        return future.result()
 
     async def _connection(self) -> _Protocol:
         if self._connecting is None:
@@ -250,7 +273,7 @@ class RespClient:
 
 
 class Script:
-    """A Lua script called by SHA, loaded on first use and again after ``NOSCRIPT``.
+    """A Lua script called by SHA, sent whole on first use and again after ``NOSCRIPT``.
 
     A limiter calls the same script on the same few keys for every request, so the
     command's head (``EVALSHA``, the SHA, the keys) is encoded once per key set and kept;
@@ -260,7 +283,7 @@ class Script:
 
     MAX_CACHED_KEY_SETS = 4096
 
-    def __init__(self, client: RespClient, source: str) -> None:
+    def __init__(self, client: Redis, source: str) -> None:
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -268,13 +291,15 @@ class Script:
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         command = self._command(tuple(keys), args)
+        key = keys[0] if keys else None  # the node that runs it must hold the script
         try:
-            return await self._client.call_encoded(command)
+            return await self._client.call_encoded(command, key=key)
         except RedisReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        await self._client.call("SCRIPT", "LOAD", self._source)
-        return await self._client.call_encoded(command)
+        # EVAL runs it and caches it on whichever node the key's call reaches, even one a
+        # Cluster's -ASK redirection points to: SCRIPT LOAD would go to the slot's owner.
+        return await self._client.call("EVAL", self._source, len(keys), *keys, *args, key=key)
 
     def _command(self, keys: tuple[str, ...], args: Sequence[str | int]) -> bytes:
         head = self._heads.get(keys)

@@ -1,29 +1,22 @@
--- Replace token reservations by real usage, for those still in the log.
--- KEYS[1] token log, KEYS[2] token total
--- ARGV: window_ms, then triples: reserved member ("id|reserved"), settled member
--- ("id|actual"), actual - reserved
---
--- The log and its total expire together, when the key's last acquire set them to
--- (acquire.lua sets both to a window from its call); a settlement moves neither deadline.
--- It used to set the total's to a window from now, so a total could outlive its log and
--- keep tokens nothing subtracts any more; and re-adding a log's only member made the
--- log again, without an expiry.
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl <= 0 then ttl = tonumber(ARGV[1]) end
-local total = tonumber(redis.call('GET', KEYS[2]) or '0')
-local changed = 0
-for i = 2, #ARGV, 3 do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZADD', KEYS[1], score, ARGV[i + 1])
-    total = total + tonumber(ARGV[i + 2])
+#!lua flags=
+-- Replace token reservations by real usage, for those whose bucket is still held.
+-- KEYS[1] token buckets (acquire.lua)
+-- ARGV: window (whole seconds), then pairs: the second the reservation was counted in,
+--       actual - reserved
+-- A settlement moves no deadline: the hash expires when its newest bucket leaves the
+-- window (acquire.lua sets it), and a bucket already gone is not made again.
+local oldest = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])
+local changed, total = 0, nil
+for i = 2, #ARGV, 2 do
+  local s, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local v = s >= oldest and tonumber(redis.call('HGET', KEYS[1], s))
+  if v then
+    total = total or tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
+    delta = math.max(delta, -v)
+    redis.call('HINCRBY', KEYS[1], s, delta)
+    total = total + delta
     changed = changed + 1
   end
 end
-if total < 0 then total = 0 end
-if changed > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('SET', KEYS[2], total, 'PX', ttl)
-end
+if total then redis.call('HSET', KEYS[1], 'n', total) end
 return changed

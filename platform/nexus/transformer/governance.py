@@ -9,8 +9,6 @@ answer is charged and counted, the rest of the reservation given back.
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from dataclasses import dataclass
 
 from nexus.auth import Authenticator, Principal
@@ -78,10 +76,6 @@ class Governor:
         self._limiter = limiter
         self._metrics = metrics
         self._served = frozenset(settings.public_models)
-        # Window entries need ids unique across replicas; a random prefix per process and
-        # a counter give that without a system call per request.
-        self._member_prefix = uuid.uuid4().hex[:12]
-        self._members = itertools.count()
         # Quotas come from the settings, key policies and signed JWT claims: a handful,
         # made once each (dropped whole past MAX_CACHED_QUOTAS, should an issuer vary them).
         self._quotas: dict[tuple[int, int, bool], Quota] = {}
@@ -113,8 +107,7 @@ class Governor:
         self.check_model(principal, model)
         quota = self._quota(principal, count_request=not fallback)
         key = f"{principal.id}:{self._settings.model_name}"
-        member = f"{self._member_prefix}-{next(self._members)}"
-        decision, reservation = await self._limiter.acquire(key, quota, tokens, member)
+        decision, reservation = await self._limiter.acquire(key, quota, tokens)
         if not decision.allowed:
             self._count_limited(principal, decision)
             if decision.reason == "tokens" and tokens > quota.tokens_per_minute:
