@@ -1,9 +1,11 @@
 """Metrics and JSON logging shared by every Nexus server.
 
-Metric names are a contract with dashboards and alerts (``platform/k8s/monitoring/``):
-``GATEWAY_METRICS`` lists every family the transformer exports. Label sets are bounded:
-paths are route templates, never raw URLs, and principals appear only as a tenant label
-when ``GATEWAY_METRICS_TENANT_LABEL`` is set.
+Metric names are a contract with dashboards and alerts (``platform/k8s/monitoring/``).
+The families registered here (and the router's, ``nexus.router.metrics``) are that
+contract: ``families`` reads them back from the objects that register them, and
+``tests/manifests/test_monitoring.py`` and ``docs/metrics.md`` are checked against it.
+Label sets are bounded: paths are route templates, never raw URLs, and principals appear
+only as a tenant label when ``GATEWAY_METRICS_TENANT_LABEL`` is set.
 
 With several worker processes, metrics go through prometheus_client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``) so that one scrape sees every worker.
@@ -16,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 # One set for every latency histogram of both servers (transformer and router), so their
@@ -36,20 +40,37 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    10, 30, 60, 120)  # fmt: skip
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-GATEWAY_METRICS = (
-    "gateway_requests_total",
-    "gateway_request_latency_seconds",
-    "gateway_in_flight_requests",
-    "gateway_upstream_requests_total",
-    "gateway_upstream_latency_seconds",
-    "gateway_rate_limited_total",
-    "gateway_circuit_open_total",
-    "gateway_circuit_state",
-    "gateway_limiter_degraded",
-    "gateway_limiter_degraded_requests_total",
-    "gateway_tokens_total",
-    "gateway_time_to_first_token_seconds",
-)
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One registered metric family as a query sees it (a counter's name ends in ``_total``)."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The sample names PromQL can read (a histogram has three)."""
+        if self.type == "histogram":
+            return tuple(f"{self.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        return (self.name,)
+
+
+def families(metrics: object) -> tuple[Family, ...]:
+    """The families an object such as ``GatewayMetrics`` registered, in registration order."""
+    found = []
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for described in value.describe():
+                suffix = "_total" if described.type == "counter" else ""
+                # prometheus_client keeps label names only in this attribute (0.26).
+                labels = tuple(value._labelnames)
+                found.append(
+                    Family(described.name + suffix, described.type, labels, described.documentation)
+                )
+    return tuple(found)
 
 
 class GatewayMetrics:

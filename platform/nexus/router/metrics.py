@@ -27,32 +27,32 @@ class RouterMetrics:
         self.registry = registry
         self.requests = Counter(
             "nexus_router_requests",
-            "Graph requests answered by the router, by HTTP status",
+            "Graph requests answered by the router, by HTTP status.",
             ["code"],
             registry=registry,
         )
         self.request_seconds = Histogram(
             "nexus_router_request_duration_seconds",
-            "Time from request to the start of the answer (first byte for streams)",
+            "Time from request to the start of the answer (first byte for streams).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.step_seconds = Histogram(
             "nexus_router_step_duration_seconds",
-            "Step call latency until the step's response headers (whole body when buffered)",
+            "Step call latency until the step's response headers (whole body when buffered).",
             ["step"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.step_responses = Counter(
             "nexus_router_step_responses",
-            "Step call outcomes: the step's HTTP status, or 'error' for transport failures",
+            "Step call outcomes: the step's HTTP status, or 'error' for transport failures.",
             ["step", "code"],
             registry=registry,
         )
         self.fallbacks = Counter(
             "gateway_fallback_used",
-            "Sequence steps taken because the previous step answered an upstream failure",
+            "Sequence steps taken because the previous step answered an upstream failure.",
             ["from_model", "to_model"],
             registry=registry,
         )
