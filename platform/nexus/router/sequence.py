@@ -45,7 +45,9 @@ client's own value of that header (``headers._NEVER``).
 
 from __future__ import annotations
 
+from nexus.edge.wire import FALLBACK_HEADER
 from nexus.router.graph import Node, Step
+from nexus.router.headers import canonical_header_name
 from nexus.router.reply import (
     GraphError,
     Headers,
@@ -56,7 +58,8 @@ from nexus.router.reply import (
     upstream_failure_reply,
 )
 
-FALLBACK_HEADER = "X-Nexus-Fallback"
+# Step headers are sent as Go's router would send them: canonical names.
+FALLBACK_HEADER_NAME = canonical_header_name(FALLBACK_HEADER)
 
 
 async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
@@ -79,7 +82,7 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
                              headers=reply.headers)  # fmt: skip
             if not reply.ok:
                 runner.fallback_used(node, reply.step, step)
-                step_headers = [*headers, (FALLBACK_HEADER, reply.step)]
+                step_headers = [*headers, (FALLBACK_HEADER_NAME, reply.step)]
         body = request
         if step.data == "$response" and reply is not None:
             reply = await reply.buffered()

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -69,10 +68,12 @@ from nexus.edge.asgi import (
     read_body,
     request_id_from,
     respond,
+    serve_lifespan,
 )
 from nexus.edge.failures import TransportError
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, deeper_than
 from nexus.edge.sse import CLIENT_CLOSED, relay
+from nexus.edge.wire import MODELS_ROUTES, STEP_HEADER
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
@@ -82,11 +83,9 @@ from nexus.router.listing import ModelListing
 from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply, request_too_deep, sniff_content_type
 
-STEP_HEADER = b"x-nexus-graph-step"
 JSON = b"application/json"
 DEFAULT_SERVER_SECONDS = 60
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the transformer's GATEWAY_MAX_BODY_BYTES default
-MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 
 log = logging.getLogger("nexus.router.access")
 
@@ -124,7 +123,6 @@ class RouterApp:
         self.listing = listing
         self.read_seconds = read_seconds
         self.write_seconds = write_seconds
-        self._ids = random.Random()  # noqa: S311 - request ids for logs, see _request_id
         self.max_body_bytes = max_body_bytes
         self.max_nesting = max_nesting
         # Only Switch conditions read the request; other graphs pass it on untouched.
@@ -146,23 +144,18 @@ class RouterApp:
             else:
                 await self._graph(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, startup=self._startup, shutdown=self._shutdown)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.executor.caller.start()
-                if self.listing is not None:
-                    await self.listing.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.executor.caller.close()
-                if self.listing is not None:
-                    await self.listing.close()
-                self.access_log.flush()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _startup(self) -> None:
+        await self.executor.caller.start()
+        if self.listing is not None:
+            await self.listing.start()
+
+    async def _shutdown(self) -> None:
+        await self.executor.caller.close()
+        if self.listing is not None:
+            await self.listing.close()
+        self.access_log.flush()
 
     async def _ready(self, send: Send) -> None:
         if self.state.draining:
@@ -300,7 +293,7 @@ class RouterApp:
         if not self.log_requests:
             return
         fields = {
-            "request_id": _request_id(headers, self._ids),
+            "request_id": request_id_from(header(headers, b"x-request-id")),
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
@@ -330,17 +323,6 @@ def _stream_head(reply: Reply) -> HTTPResponseStartEvent:
             (STEP_HEADER, reply.step.encode("latin-1")),
         ],
     }
-
-
-def _request_id(headers: Headers, ids: random.Random) -> str:
-    """The caller's id when it is a sane token (``nexus.edge.asgi``'s rule, as the transformer
-    logs it), else a fresh one: a raw header of up to 100 KB was logged before (issue 12)."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            return request_id_from(value)
-    # A log correlation id, not a secret: 128 random bits from a seeded PRNG read like
-    # uuid4().hex and skip its os.urandom() system call (~6 µs) on every request.
-    return f"{ids.getrandbits(128):032x}"
 
 
 async def _send(

@@ -33,8 +33,10 @@ from nexus.edge.asgi import (
     request_id_from,
     respond,
     respond_json,
+    serve_lifespan,
     trace_id_from,
 )
+from nexus.edge.wire import MODELS_ROUTES
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
 from nexus.observability import AccessLog, GatewayMetrics, exposition
 from nexus.transformer import kserve_routes, openai, routes
@@ -51,7 +53,6 @@ UPSTREAM_PATHS: dict[openai.Kind, str] = {
     "completions": "/v1/completions",
     "embeddings": "/v1/embeddings",
 }
-MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 KSERVE_MODELS_ROUTE = "/v2/models"
 UNMATCHED = "unmatched"  # the route label of a path the table does not serve
 DEFAULT_MAX_TOKENS = 512
@@ -144,7 +145,7 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, startup=self.startup, shutdown=self.shutdown)
             return
         if scope["type"] != "http":
             await self.kserve_app(scope, receive, send)
@@ -164,21 +165,6 @@ class Gateway:
         if route.method is not None and call.scope["method"] != route.method:
             raise MethodNotAllowed(f"use {route.method} for {route.label}")
         await route.handler(call, await self._authenticate(call))
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _serve(
         self,

@@ -18,6 +18,7 @@ from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
 from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
 from nexus.edge.asgi import Headers
+from nexus.edge.wire import FALLBACK_HEADER
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
 from nexus.observability import GatewayMetrics
 from nexus.transformer.governance import Governor
@@ -25,13 +26,10 @@ from nexus.transformer.upstream import Upstream, new_client
 
 log = logging.getLogger("nexus.transformer")
 
-# Set by the router on a Sequence step that runs because the step before it failed; the
-# router drops any client-sent value (its propagated headers are trusted). Such a call is
-# charged its tokens but not counted as a second request (issue 12, item 4).
-FALLBACK_HEADER = b"x-nexus-fallback"
-
 
 def is_fallback(headers: dict[bytes, bytes]) -> bool:
+    """A call the router made because the step before failed (``edge.wire``): charged its
+    tokens but not counted as a second request."""
     return bool(headers.get(FALLBACK_HEADER, b"").strip())
 
 

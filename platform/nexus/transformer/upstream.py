@@ -1,7 +1,7 @@
 """Calls to the predictor: the shared upstream client, the circuit breaker, error translation.
 
-Every transport failure (``nexus.edge.failures``) becomes an ``UpstreamFailure`` (whose
-body carries the fallback marker) in one place, :meth:`Upstream._failure`, and the
+Every transport failure becomes an ``UpstreamFailure`` (whose body carries the fallback
+marker) in one place, ``nexus.edge.failures.upstream_failure``, and the
 breaker hears about each call's outcome: refused, timed out or 5xx count as failures,
 any other answer (4xx included) as a success.
 """
@@ -18,13 +18,12 @@ import orjson
 
 from nexus.breaker import CircuitBreaker, Permit
 from nexus.edge.client import HttpClient, Origin, Response
-from nexus.edge.failures import TransportError, TransportTimeout
+from nexus.edge.failures import TransportError, upstream_failure
 from nexus.errors import (
     NexusError,
     UpstreamFailure,
     UpstreamServerError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from nexus.observability import GatewayMetrics
 
@@ -107,7 +106,7 @@ class Upstream:
             self._breaker.release(permit)
             raise
         except (TransportError, ValueError) as exc:
-            raise self._failed(permit, self._failure(exc, "call")) from exc
+            raise self._failed(permit, self.failure(exc, "call")) from exc
         self._latency.observe(time.perf_counter() - started)
         content_type = response.header(b"content-type") or b"application/json"
         return Reply(response.status, content_type, response, permit, started)
@@ -120,7 +119,7 @@ class Upstream:
             self._breaker.release(reply.permit)
             raise
         except TransportError as exc:
-            raise self._failed(reply.permit, self._failure(exc, "answer")) from exc
+            raise self._failed(reply.permit, self.failure(exc, "answer")) from exc
         self.settle(reply, ok=reply.status < 500)
         if reply.status >= 500:
             snippet = body[:ERROR_SNIPPET_BYTES].decode(errors="replace")
@@ -149,12 +148,9 @@ class Upstream:
         self._breaker.release(reply.permit)
         reply.response.close()
 
-    def _failure(self, exc: TransportError | ValueError, stage: str) -> UpstreamFailure:
-        """The one translation of a transport fault into the transformer's answer."""
-        if isinstance(exc, TransportTimeout):
-            return UpstreamTimeout(f"predictor {self.name} {stage} timed out", upstream=self.name)
-        reason = exc.reason if isinstance(exc, TransportError) else "request not sendable"
-        return UpstreamUnavailable(f"predictor {self.name} {stage}: {reason}", upstream=self.name)
+    def failure(self, exc: TransportError | ValueError, stage: str) -> UpstreamFailure:
+        """A transport fault at ``stage`` (call, answer, stream) as the client's error."""
+        return upstream_failure(exc, upstream=self.name, what=f"predictor {self.name} {stage}")
 
     def _failed(self, permit: Permit, failure: UpstreamFailure) -> UpstreamFailure:
         self._breaker.failure(permit)
