@@ -158,14 +158,23 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
-    """A whole answer: ``headers`` plus the body's ``Content-Length``, then the body.
-
-    ``headers`` is extended in place: callers pass a list built for this one answer.
-    """
+def answer(
+    status: int, body: bytes, headers: Headers
+) -> tuple[HTTPResponseStartEvent, HTTPResponseBodyEvent]:
+    """The two messages of a whole answer: ``headers`` plus the body's ``Content-Length``,
+    then the body. ``headers`` is extended in place: callers pass a list built for it."""
     headers.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    """A whole answer (``answer``), sent."""
+    head, rest = answer(status, body, headers)
+    await send(head)
+    await send(rest)
 
 
 async def serve_lifespan(

@@ -17,8 +17,9 @@ and the relay are the transformer's too (``nexus.edge.asgi``, ``nexus.edge.sse``
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
 timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
 deadline passes; an ASGI app cannot close without answering, so before the first byte
-the router answers its 500 error body, and a stream in flight ends with ``event: error``
-(logged and counted as 504).
+the router answers its 500 error body, a stream in flight ends with ``event: error``
+(logged and counted as 504), and a buffered answer whose head is already out is left
+unfinished, so that uvicorn closes the connection (also 504; never a second head).
 
 Method and path (issue 11; a departure from KServe, whose router runs the graph for
 every method and path): only ``POST`` runs the graph. ``GET /v1/models`` and
@@ -59,15 +60,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from nexus.edge.asgi import (
     ClientDisconnected,
     Headers,
+    HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
     HTTPScope,
     Receive,
     Scope,
     Send,
+    answer,
     header,
     read_body,
     request_id_from,
-    respond,
     serve_lifespan,
 )
 from nexus.edge.failures import TransportError
@@ -190,6 +192,10 @@ class RouterApp:
         status = 500
         step = ""
         streamed = False
+        # A buffered answer's head is out, its body not yet: the server can be waiting for
+        # the client to read (uvicorn's send drains before it writes), so serverWrite can
+        # pass between the two. No second head may follow then.
+        head_sent = False
         error = ""
         read_at, write_at = self._deadlines()
         try:
@@ -212,12 +218,18 @@ class RouterApp:
                 except GraphError as exc:
                     status, step = exc.status, exc.step
                     # After a 413 the rest of the body is not worth reading: close instead.
-                    await _send(send, status, exc.body(), JSON, step, close=status == 413)
+                    head, rest = _answer(status, exc.body(), JSON, step, close=status == 413)
+                    await send(head)
+                    head_sent = True
+                    await send(rest)
                 else:
                     status, step = reply.status, reply.step
                     if reply.stream is None:
-                        await _send(send, status, reply.body, content_type, step,
-                                    extra=reply.headers)  # fmt: skip
+                        head, rest = _answer(status, reply.body, content_type, step,
+                                             extra=reply.headers)  # fmt: skip
+                        await send(head)
+                        head_sent = True
+                        await send(rest)
                     else:
                         streamed = True
                         # The head goes out at once: the histogram times it, as KServe's
@@ -236,7 +248,12 @@ class RouterApp:
         except ClientDisconnected:
             status = CLIENT_CLOSED
         except TimeoutError:
-            if not streamed:
+            if head_sent:
+                # Go's server closes the connection at its deadline; returning with the
+                # answer unfinished makes uvicorn close it (httptools_impl.py, run_asgi).
+                status = 504
+                error = "router deadline (routerTimeouts serverWrite) exceeded"
+            elif not streamed:
                 status = 500
                 deadline_error = GraphError(
                     "router deadline (routerTimeouts serverRead/serverWrite) exceeded"
@@ -325,6 +342,26 @@ def _stream_head(reply: Reply) -> HTTPResponseStartEvent:
     }
 
 
+def _answer(
+    status: int,
+    body: bytes,
+    content_type: bytes | None,
+    step: str = "",
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> tuple[HTTPResponseStartEvent, HTTPResponseBodyEvent]:
+    """A whole answer with the router's headers (KServe's content type, the step taken)."""
+    headers: Headers = list(extra) if extra else []
+    if close:
+        headers.append((b"connection", b"close"))
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    if step:
+        headers.append((STEP_HEADER, step.encode("latin-1")))
+    return answer(status, body, headers)
+
+
 async def _send(
     send: Send,
     status: int,
@@ -335,12 +372,6 @@ async def _send(
     close: bool = False,
     extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """A whole answer with the router's headers (KServe's content type, the step taken)."""
-    headers: Headers = list(extra) if extra else []
-    if close:
-        headers.append((b"connection", b"close"))
-    if content_type is not None:
-        headers.append((b"content-type", content_type))
-    if step:
-        headers.append((STEP_HEADER, step.encode("latin-1")))
-    await respond(send, status, body, headers)
+    head, rest = _answer(status, body, content_type, step, close=close, extra=extra)
+    await send(head)
+    await send(rest)
