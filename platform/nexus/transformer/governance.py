@@ -1,7 +1,9 @@
 """The policy gate every inference request passes: who, which model, how much.
 
-``Governor.admit`` authenticates, checks the model is served here and allowed for the
-principal, and takes the request (and its token estimate) from the rate-limit windows.
+``Governor.authenticate`` turns the request's credential into a ``Principal`` (the route
+table's ``Keyed`` guard calls it before any handler runs); ``Governor.admit`` then checks
+the model is served here and allowed for that principal, and takes the request (and its
+token estimate) from the rate-limit windows.
 The answer carries the ``x-ratelimit-*`` headers every response repeats.
 ``Governor.settle`` closes the request's account: the usage ``usage.py`` read from the
 answer is charged and counted, the rest of the reservation given back.
