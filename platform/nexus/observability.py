@@ -59,7 +59,7 @@ class Family:
 
 
 def families(metrics: object) -> tuple[Family, ...]:
-    """The families an object such as ``GatewayMetrics`` registered, in registration order."""
+    """The families an object such as ``TransformerMetrics`` registered, in registration order."""
     found = []
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
@@ -73,7 +73,7 @@ def families(metrics: object) -> tuple[Family, ...]:
     return tuple(found)
 
 
-class GatewayMetrics:
+class TransformerMetrics:
     """The transformer's metric families, registered on a registry built by the caller."""
 
     def __init__(self, registry: CollectorRegistry, *, tenant_label: bool = False) -> None:
@@ -81,75 +81,75 @@ class GatewayMetrics:
         tenant = ("tenant",) if tenant_label else ()
         self.tenant_label = tenant_label
         self.requests = Counter(
-            "gateway_requests_total",
+            "nexus_transformer_requests_total",
             "Requests answered, by route template and status.",
             ("method", "path", "status", *tenant),
             registry=registry,
         )
         self.latency = Histogram(
-            "gateway_request_latency_seconds",
+            "nexus_transformer_request_duration_seconds",
             "Time from request to the last byte of the answer.",
             ("method", "path"),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.in_flight = Gauge(
-            "gateway_in_flight_requests",
+            "nexus_transformer_in_flight_requests",
             "Requests being served.",
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.upstream_requests = Counter(
-            "gateway_upstream_requests_total",
+            "nexus_transformer_upstream_requests_total",
             "Calls to the predictor, by upstream and status (or error kind).",
             ("upstream", "status"),
             registry=registry,
         )
         self.upstream_latency = Histogram(
-            "gateway_upstream_latency_seconds",
+            "nexus_transformer_upstream_duration_seconds",
             "Time from sending to the predictor to its response headers.",
             ("upstream",),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.rate_limited = Counter(
-            "gateway_rate_limited_total",
+            "nexus_transformer_rate_limited_total",
             "Requests refused by a rate limit, by exhausted budget.",
             ("reason", *tenant),
             registry=registry,
         )
         self.circuit_open = Counter(
-            "gateway_circuit_open_total",
+            "nexus_transformer_circuit_open_total",
             "Times a circuit breaker opened.",
             ("upstream",),
             registry=registry,
         )
         self.circuit_state = Gauge(
-            "gateway_circuit_state",
+            "nexus_transformer_circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ("upstream",),
             registry=registry,
             multiprocess_mode="max",
         )
         self.limiter_degraded = Gauge(
-            "gateway_limiter_degraded",
+            "nexus_transformer_limiter_degraded",
             "1 while Redis is unreachable and limits are per replica (or refused).",
             registry=registry,
             multiprocess_mode="max",
         )
         self.limiter_degraded_requests = Counter(
-            "gateway_limiter_degraded_requests_total",
+            "nexus_transformer_limiter_degraded_requests_total",
             "Requests admitted by the per-replica limiter while Redis was unreachable.",
             registry=registry,
         )
         self.tokens = Counter(
-            "gateway_tokens_total",
+            "nexus_transformer_tokens_total",
             "Tokens reported by the predictor's usage, by kind.",
             ("kind", *tenant),
             registry=registry,
         )
         self.ttft = Histogram(
-            "gateway_time_to_first_token_seconds",
+            "nexus_transformer_time_to_first_token_seconds",
             "Time from request to the first streamed chunk of a completion.",
             buckets=TTFT_BUCKETS,
             registry=registry,
@@ -226,7 +226,7 @@ class AccessLog:
     """One JSON line per request, written in batches: at most one write per loop tick.
 
     ``logging`` flushes its stream after every record, a system call per request that
-    costs as much as a tenth of a gateway hop. Lines queued during one event-loop tick go
+    costs as much as a tenth of a transformer hop. Lines queued during one event-loop tick go
     out together at its end, so nothing waits for a timer and nothing is lost but what a
     crash interrupts mid-tick. The line has the same shape as ``JsonFormatter``'s.
     """

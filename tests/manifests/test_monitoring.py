@@ -98,9 +98,9 @@ def test_queries_use_only_exported_metrics(source: str) -> None:
 def test_the_contract_is_what_the_servers_register() -> None:
     """The series the check above allows come from the registries, so a family renamed in
     code and not in a query fails it: e.g. the transformer's request counter."""
-    assert "gateway_requests_total" in exported_series()
+    assert "nexus_transformer_requests_total" in exported_series()
     assert "nexus_router_requests_total" in exported_series()
-    assert "gateway_request_latency_seconds_bucket" in exported_series()
+    assert "nexus_transformer_request_duration_seconds_bucket" in exported_series()
     assert not {n for n in exported_series() if n.endswith("_total_total")}
 
 

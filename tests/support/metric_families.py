@@ -3,12 +3,12 @@ them (``nexus.observability.families``): the metrics contract, never a second li
 
 from __future__ import annotations
 
-from nexus.observability import Family, GatewayMetrics, families, new_registry
+from nexus.observability import Family, TransformerMetrics, families, new_registry
 from nexus.router.metrics import RouterMetrics
 
 
 def transformer_families(*, tenant_label: bool = True) -> tuple[Family, ...]:
-    return families(GatewayMetrics(new_registry(), tenant_label=tenant_label))
+    return families(TransformerMetrics(new_registry(), tenant_label=tenant_label))
 
 
 def router_families() -> tuple[Family, ...]:

@@ -7,19 +7,19 @@ import re
 import pytest
 
 from nexus.config import GatewaySettings
-from nexus.observability import AccessLog, GatewayMetrics, new_registry
-from nexus.transformer.app import Gateway
+from nexus.observability import AccessLog, TransformerMetrics, new_registry
+from nexus.transformer.app import Transformer
 from nexus.transformer.routes import Keyed, Open
 
 
-def _table() -> Gateway:
+def _table() -> Transformer:
     async def no_app(*_: object) -> None:
         raise AssertionError("never served")
 
     settings = GatewaySettings(model_name="chat", predictor_host="127.0.0.1:9", api_keys=("k",))
-    return Gateway(
+    return Transformer(
         settings=settings,
-        metrics=GatewayMetrics(new_registry(), tenant_label=False),
+        metrics=TransformerMetrics(new_registry(), tenant_label=False),
         build_kserve_app=lambda _upstream: no_app,
         access_log=AccessLog("nexus.test"),
     )

@@ -54,7 +54,7 @@ def test_reference_tables_are_the_registered_families() -> None:
     for server, table in expected_tables().items():
         assert table in text, f"docs/metrics.md should hold the {server} table:\n{table}"
     registered = {f.name for f in (*transformer_families(), *router_families())}
-    nexus_rows = {n for n in _documented_names(text) if n.startswith(("gateway_", "nexus_"))}
+    nexus_rows = {n for n in _documented_names(text) if n.startswith("nexus_")}
     assert nexus_rows == registered
 
 
@@ -84,6 +84,6 @@ def test_every_family_a_running_server_exports_is_documented(tmp_path: Path) -> 
                                "steps": [{"serviceUrl": "http://127.0.0.1:9/v1/chat"}]}}}  # fmt: skip
     with router_process(tmp_path, spec=spec) as router:
         from_router = _scraped(router.url)
-    assert "gateway_requests_total" in from_transformer  # the scrape was parsed
+    assert "nexus_transformer_requests_total" in from_transformer  # the scrape was parsed
     assert "nexus_router_requests_total" in from_router
     assert (from_transformer | from_router) - documented == set()

@@ -4,7 +4,7 @@ Metrics live in a ``CollectorRegistry`` that ``main()`` creates and passes in, s
 several routers in one process never share counters. Per-step children are bound once at
 start-up: ``.labels()`` on the request path costs a lock and a dict lookup per call.
 
-``gateway_fallback_used_total{from_model,to_model}`` counts Sequence steps whose condition
+``nexus_router_fallbacks_total{from_model,to_model}`` counts Sequence steps whose condition
 matched the failure body of the step before them, i.e. the fallback graphs in ``graphs/``
 actually falling back. Model labels are step names (the graphs name steps after models).
 """
@@ -51,7 +51,7 @@ class RouterMetrics:
             registry=registry,
         )
         self.fallbacks = Counter(
-            "gateway_fallback_used",
+            "nexus_router_fallbacks",
             "Sequence steps taken because the previous step answered an upstream failure.",
             ["from_model", "to_model"],
             registry=registry,

@@ -50,8 +50,8 @@ from nexus.router.graph import Node, Step
 from nexus.router.headers import canonical_header_name
 from nexus.router.reply import (
     GraphError,
-    Headers,
     Reply,
+    StepHeaders,
     StepRunner,
     condition_holds,
     is_transformer_error,
@@ -62,7 +62,9 @@ from nexus.router.reply import (
 FALLBACK_HEADER_NAME = canonical_header_name(FALLBACK_HEADER)
 
 
-async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def run_sequence(
+    node: Node, request: bytes, headers: StepHeaders, runner: StepRunner
+) -> Reply:
     client = runner.status_policy == "client"
     steps = node.steps
     reply: Reply | None = None
@@ -100,7 +102,7 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
     return reply
 
 
-async def _run_guarded(runner: StepRunner, step: Step, body: bytes, headers: Headers) -> Reply:
+async def _run_guarded(runner: StepRunner, step: Step, body: bytes, headers: StepHeaders) -> Reply:
     """Run a step a conditional step follows; failures without a JSON error become one."""
     try:
         reply = await runner.run_step(step, body, headers)

@@ -1,12 +1,12 @@
 """The transformer's ASGI application: a lean governed front with KServe's app behind it.
 
-    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
+    request ─► Transformer ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
                         ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
                         ├─ /metrics          ours + KServe's families
                         └─ anything else ──► KServe app (health, readiness, metadata)
 
 KServe's FastAPI app and its middleware cost several times the latency budget of a
-gateway hop, so the OpenAI hot path is served here directly; KServe keeps its full
+transformer hop, so the OpenAI hot path is served here directly; KServe keeps its full
 contract (arguments, v1/v2 routes, health, metrics) for everything else.
 """
 
@@ -38,7 +38,7 @@ from nexus.edge.asgi import (
 )
 from nexus.edge.wire import MODELS_ROUTES
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
-from nexus.observability import AccessLog, GatewayMetrics, exposition
+from nexus.observability import AccessLog, TransformerMetrics, exposition
 from nexus.transformer import kserve_routes, openai, routes
 from nexus.transformer.components import Components, Exchange, is_fallback, open_components
 from nexus.transformer.routes import Call, Keyed, Open, Routes
@@ -59,18 +59,18 @@ DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
 
 
-class Gateway:
-    """ASGI callable; KServe's app serves every route the gateway does not handle itself.
+class Transformer:
+    """ASGI callable; KServe's app serves every route the transformer does not handle itself.
 
     ``build_kserve_app`` makes that app in the lifespan, around the one ``Upstream`` the
-    gateway's own routes use: one session, one breaker, one set of metrics for both.
+    transformer's own routes use: one session, one breaker, one set of metrics for both.
     """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
         build_kserve_app: Callable[[Upstream], ForeignApp],
         access_log: AccessLog,
     ) -> None:
@@ -85,13 +85,17 @@ class Gateway:
     @property
     def parts(self) -> Components:
         if self._parts is None:
-            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+            raise RuntimeError(
+                "the transformer serves requests only between lifespan start and stop"
+            )
         return self._parts
 
     @property
     def kserve_app(self) -> ForeignApp:
         if self._kserve_app is None:
-            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+            raise RuntimeError(
+                "the transformer serves requests only between lifespan start and stop"
+            )
         return self._kserve_app
 
     # ── lifespan ────────────────────────────────────────────────────────────────────────

@@ -20,7 +20,7 @@ from nexus.config import GatewaySettings
 from nexus.edge.asgi import Headers
 from nexus.edge.wire import FALLBACK_HEADER
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.governance import Governor
 from nexus.transformer.upstream import Upstream, new_client
 
@@ -67,7 +67,7 @@ def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(skip_auto_headers=("User-Agent",))
 
 
-async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) -> Components:
+async def open_components(settings: GatewaySettings, metrics: TransformerMetrics) -> Components:
     """Everything a serving process holds, opened once; the session is closed if a step fails."""
     session = new_session()
     try:
@@ -78,7 +78,7 @@ async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) ->
 
 
 def build_components(
-    settings: GatewaySettings, metrics: GatewayMetrics, session: aiohttp.ClientSession
+    settings: GatewaySettings, metrics: TransformerMetrics, session: aiohttp.ClientSession
 ) -> Components:
     """The governor, upstream and limiter of one server process.
 
@@ -127,7 +127,7 @@ def build_components(
     )
 
 
-def _breaker_changed(metrics: GatewayMetrics, upstream: str, new: State) -> None:
+def _breaker_changed(metrics: TransformerMetrics, upstream: str, new: State) -> None:
     metrics.circuit_state.labels(upstream).set(int(new))
     if new is State.OPEN:
         metrics.circuit_open.labels(upstream).inc()

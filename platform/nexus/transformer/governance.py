@@ -20,7 +20,7 @@ from nexus.config import GatewaySettings
 from nexus.edge.asgi import Headers
 from nexus.errors import ModelNotFound, PermissionDenied, RateLimited
 from nexus.limits import Decision, Quota, RateLimiter, Reservation
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.usage import Usage
 
 MAX_CACHED_QUOTAS = 1024
@@ -73,7 +73,7 @@ class Governor:
         settings: GatewaySettings,
         authenticator: Authenticator,
         limiter: RateLimiter,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
     ) -> None:
         self._settings = settings
         self._authenticator = authenticator

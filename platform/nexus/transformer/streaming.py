@@ -11,9 +11,9 @@ from __future__ import annotations
 from nexus.edge.asgi import HTTPResponseStartEvent, Receive, Send
 from nexus.edge.failures import TransportError
 from nexus.edge.sse import relay
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.components import Exchange
-from nexus.transformer.upstream import Reply, Upstream, public_body
+from nexus.transformer.upstream import PredictorReply, Upstream, public_body
 from nexus.transformer.usage import StreamUsage, Usage
 
 
@@ -22,9 +22,9 @@ async def relay_stream(
     send: Send,
     receive: Receive,
     upstream: Upstream,
-    reply: Reply,
+    reply: PredictorReply,
     ex: Exchange,
-    metrics: GatewayMetrics,
+    metrics: TransformerMetrics,
     keep_usage_chunk: bool,
     prompt_estimate: int,
 ) -> Usage | None:

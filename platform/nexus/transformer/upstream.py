@@ -25,7 +25,7 @@ from nexus.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 
 ERROR_SNIPPET_BYTES = 512
 # What a client reads when the predictor fails. The detailed message (predictor host:port,
@@ -58,7 +58,7 @@ def new_client(*, timeout_seconds: float) -> HttpClient:
 
 
 @dataclass(slots=True)
-class Reply:
+class PredictorReply:
     """A predictor answer whose headers have arrived; the body is read or streamed by the caller."""
 
     status: int
@@ -82,7 +82,7 @@ class Upstream:
         base_url: str,
         client: HttpClient,
         breaker: CircuitBreaker,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
     ) -> None:
         self.name = name
         self._origin, prefix = Origin.of(base_url)
@@ -94,7 +94,9 @@ class Upstream:
         self._latency = metrics.upstream_latency.labels(name)
         self._by_status: dict[str, Any] = {}
 
-    async def open(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+    async def open(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> PredictorReply:
         """Send a request and wait for the answer's headers; raises ``UpstreamFailure``."""
         permit = self._breaker.acquire()
         started = time.perf_counter()
@@ -109,9 +111,9 @@ class Upstream:
             raise self._failed(permit, self.failure(exc, "call")) from exc
         self._latency.observe(time.perf_counter() - started)
         content_type = response.header(b"content-type") or b"application/json"
-        return Reply(response.status, content_type, response, permit, started)
+        return PredictorReply(response.status, content_type, response, permit, started)
 
-    async def read(self, reply: Reply) -> bytes:
+    async def read(self, reply: PredictorReply) -> bytes:
         """The whole body of a non-streaming answer; a 5xx becomes ``UpstreamServerError``."""
         try:
             body = await reply.response.read()
@@ -128,7 +130,7 @@ class Upstream:
             )
         return body
 
-    def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
+    def chunks(self, reply: PredictorReply) -> AsyncIterator[bytes]:
         """The body of a streaming answer as it arrives; the caller settles the breaker.
 
         A break raises ``TransportError``, the shared relay's contract (``edge/sse.py``);
@@ -136,14 +138,14 @@ class Upstream:
         """
         return reply.response.chunks()
 
-    def settle(self, reply: Reply, *, ok: bool) -> None:
+    def settle(self, reply: PredictorReply, *, ok: bool) -> None:
         self._count(str(reply.status))
         if ok:
             self._breaker.success(reply.permit)
         else:
             self._breaker.failure(reply.permit)
 
-    def abandon(self, reply: Reply) -> None:
+    def abandon(self, reply: PredictorReply) -> None:
         """The client left mid-answer: no verdict on the upstream."""
         self._breaker.release(reply.permit)
         reply.response.close()
