@@ -72,12 +72,12 @@ def _without_metrics() -> None:
         opened(self, **kwargs)
         self._latency = _Nothing()
 
-    def gateway_init(self: app.Transformer, **kwargs: Any) -> None:
+    def transformer_init(self: app.Transformer, **kwargs: Any) -> None:
         started(self, **kwargs)
         self.metrics.in_flight = _Nothing()  # type: ignore[assignment]
 
     upstream.Upstream.__init__ = upstream_init  # type: ignore[method-assign]
-    app.Transformer.__init__ = gateway_init  # type: ignore[method-assign]
+    app.Transformer.__init__ = transformer_init  # type: ignore[method-assign]
 
 
 def _without_log() -> None:

@@ -212,7 +212,7 @@ def test_health_routes_need_no_credentials(client: httpx.Client) -> None:
 
 
 @pytest.mark.usefixtures("healthy")
-def test_metrics_export_the_gateway_families(client: httpx.Client) -> None:
+def test_metrics_export_the_transformer_families(client: httpx.Client) -> None:
     client.post("/v1/chat/completions", json=chat(), headers=AUTH)
     client.post("/v1/chat/completions", json=chat(), headers={"X-API-Key": "bad"})
     text = client.get("/metrics").text
