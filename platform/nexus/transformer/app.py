@@ -1,9 +1,11 @@
 """The transformer's ASGI application: a lean governed front with KServe's app behind it.
 
     request ─► Transformer ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
-                        ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
-                        ├─ /metrics          ours + KServe's families
-                        └─ anything else ──► KServe app (health, readiness, metadata)
+                            ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
+                            ├─ metadata ───────► auth · model ─► KServe app
+                            ├─ /metrics          ours + KServe's families
+                            ├─ probes ─────────► KServe app (health, readiness)
+                            └─ anything else     404: the route table is the allowlist (routes.py)
 
 KServe's FastAPI app and its middleware cost several times the latency budget of a
 transformer hop, so the OpenAI hot path is served here directly; KServe keeps its full
