@@ -62,22 +62,22 @@ def _without_limiter() -> None:
 
 
 def _without_metrics() -> None:
-    observability.GatewayMetrics.observe_request = lambda *_: None  # type: ignore[method-assign]
-    observability.GatewayMetrics.count_tokens = lambda *_: None  # type: ignore[method-assign]
+    observability.TransformerMetrics.observe_request = lambda *_: None  # type: ignore[method-assign]
+    observability.TransformerMetrics.count_tokens = lambda *_: None  # type: ignore[method-assign]
     upstream.Upstream._count = lambda *_: None  # type: ignore[method-assign]
     opened = upstream.Upstream.__init__
-    started = app.Gateway.__init__
+    started = app.Transformer.__init__
 
     def upstream_init(self: upstream.Upstream, **kwargs: Any) -> None:
         opened(self, **kwargs)
         self._latency = _Nothing()
 
-    def gateway_init(self: app.Gateway, **kwargs: Any) -> None:
+    def transformer_init(self: app.Transformer, **kwargs: Any) -> None:
         started(self, **kwargs)
         self.metrics.in_flight = _Nothing()  # type: ignore[assignment]
 
     upstream.Upstream.__init__ = upstream_init  # type: ignore[method-assign]
-    app.Gateway.__init__ = gateway_init  # type: ignore[method-assign]
+    app.Transformer.__init__ = transformer_init  # type: ignore[method-assign]
 
 
 def _without_log() -> None:

@@ -37,6 +37,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from nexus.edge.wire import STEP_HEADER
+
 MAX_DURATION_S = 600.0
 README = Path(__file__).resolve().parents[1] / "README.md"
 START = "<!-- bench:chaos:start -->"
@@ -113,7 +115,7 @@ async def one_request(
     try:
         async with session.post(url, data=body, headers=headers) as response:
             payload = await response.read()
-            step = response.headers.get("x-nexus-graph-step", "?")
+            step = response.headers.get(STEP_HEADER.decode(), "?")
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         tally.statuses[0] += 1

@@ -30,6 +30,7 @@ import aiohttp
 import redis.asyncio as redis_py
 import uvicorn
 
+from nexus.edge.asgi import serve_lifespan
 from nexus.edge.client import HttpClient, Origin
 from nexus.edge.protocol import EdgeLimits, serve
 from nexus.limits.resp import Endpoint, RespClient, Script
@@ -137,16 +138,16 @@ class PassThrough:
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         close: Resource | None = None
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.forward, close = await self.make(self.upstream, self.redis_url)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if close is not None:
-                    await close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+
+        async def startup() -> None:
+            nonlocal close
+            self.forward, close = await self.make(self.upstream, self.redis_url)
+
+        async def shutdown() -> None:
+            if close is not None:
+                await close()
+
+        await serve_lifespan(receive, send, startup=startup, shutdown=shutdown)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ Clock = Callable[[], float]
 
 
 class State(enum.IntEnum):
-    """Numeric values are what the ``gateway_circuit_state`` gauge exports."""
+    """Numeric values are what the ``nexus_transformer_circuit_state`` gauge exports."""
 
     CLOSED = 0
     HALF_OPEN = 1

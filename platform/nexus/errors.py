@@ -28,7 +28,7 @@
 
 Upstream failures are the only errors whose JSON body contains
 ``error.upstream_failure``; an InferenceGraph Sequence uses exactly that path as the
-``condition`` of its fallback step (see ``FALLBACK_CONDITION``).
+``condition`` of its fallback step (``graphs/inferencegraph.chat-fallback.yaml``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import orjson
-
-# The GJSON path that exists only in upstream-failure bodies.
-FALLBACK_CONDITION = "error.upstream_failure"
 
 
 class NexusError(Exception):

@@ -1,9 +1,11 @@
 """Metrics and JSON logging shared by every Nexus server.
 
-Metric names are a contract with dashboards and alerts (``platform/k8s/monitoring/``):
-``GATEWAY_METRICS`` lists every family the transformer exports. Label sets are bounded:
-paths are route templates, never raw URLs, and principals appear only as a tenant label
-when ``GATEWAY_METRICS_TENANT_LABEL`` is set.
+Metric names are a contract with dashboards and alerts (``platform/k8s/monitoring/``).
+The families registered here (and the router's, ``nexus.router.metrics``) are that
+contract: ``families`` reads them back from the objects that register them, and
+``tests/manifests/test_monitoring.py`` and ``docs/metrics.md`` are checked against it.
+Label sets are bounded: paths are route templates, never raw URLs, and principals appear
+only as a tenant label when ``GATEWAY_METRICS_TENANT_LABEL`` is set.
 
 With several worker processes, metrics go through prometheus_client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``) so that one scrape sees every worker.
@@ -16,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 # One set for every latency histogram of both servers (transformer and router), so their
@@ -36,23 +40,40 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    10, 30, 60, 120)  # fmt: skip
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-GATEWAY_METRICS = (
-    "gateway_requests_total",
-    "gateway_request_latency_seconds",
-    "gateway_in_flight_requests",
-    "gateway_upstream_requests_total",
-    "gateway_upstream_latency_seconds",
-    "gateway_rate_limited_total",
-    "gateway_circuit_open_total",
-    "gateway_circuit_state",
-    "gateway_limiter_degraded",
-    "gateway_limiter_degraded_requests_total",
-    "gateway_tokens_total",
-    "gateway_time_to_first_token_seconds",
-)
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One registered metric family as a query sees it (a counter's name ends in ``_total``)."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The sample names PromQL can read (a histogram has three)."""
+        if self.type == "histogram":
+            return tuple(f"{self.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        return (self.name,)
 
 
-class GatewayMetrics:
+def families(metrics: object) -> tuple[Family, ...]:
+    """The families an object such as ``TransformerMetrics`` registered, in registration order."""
+    found = []
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for described in value.describe():
+                suffix = "_total" if described.type == "counter" else ""
+                # prometheus_client keeps label names only in this attribute (0.26).
+                labels = tuple(value._labelnames)
+                found.append(
+                    Family(described.name + suffix, described.type, labels, described.documentation)
+                )
+    return tuple(found)
+
+
+class TransformerMetrics:
     """The transformer's metric families, registered on a registry built by the caller."""
 
     def __init__(self, registry: CollectorRegistry, *, tenant_label: bool = False) -> None:
@@ -60,75 +81,75 @@ class GatewayMetrics:
         tenant = ("tenant",) if tenant_label else ()
         self.tenant_label = tenant_label
         self.requests = Counter(
-            "gateway_requests_total",
+            "nexus_transformer_requests_total",
             "Requests answered, by route template and status.",
             ("method", "path", "status", *tenant),
             registry=registry,
         )
         self.latency = Histogram(
-            "gateway_request_latency_seconds",
+            "nexus_transformer_request_duration_seconds",
             "Time from request to the last byte of the answer.",
             ("method", "path"),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.in_flight = Gauge(
-            "gateway_in_flight_requests",
+            "nexus_transformer_in_flight_requests",
             "Requests being served.",
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.upstream_requests = Counter(
-            "gateway_upstream_requests_total",
+            "nexus_transformer_upstream_requests_total",
             "Calls to the predictor, by upstream and status (or error kind).",
             ("upstream", "status"),
             registry=registry,
         )
         self.upstream_latency = Histogram(
-            "gateway_upstream_latency_seconds",
+            "nexus_transformer_upstream_duration_seconds",
             "Time from sending to the predictor to its response headers.",
             ("upstream",),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.rate_limited = Counter(
-            "gateway_rate_limited_total",
+            "nexus_transformer_rate_limited_total",
             "Requests refused by a rate limit, by exhausted budget.",
             ("reason", *tenant),
             registry=registry,
         )
         self.circuit_open = Counter(
-            "gateway_circuit_open_total",
+            "nexus_transformer_circuit_open_total",
             "Times a circuit breaker opened.",
             ("upstream",),
             registry=registry,
         )
         self.circuit_state = Gauge(
-            "gateway_circuit_state",
+            "nexus_transformer_circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ("upstream",),
             registry=registry,
             multiprocess_mode="max",
         )
         self.limiter_degraded = Gauge(
-            "gateway_limiter_degraded",
+            "nexus_transformer_limiter_degraded",
             "1 while Redis is unreachable and limits are per replica (or refused).",
             registry=registry,
             multiprocess_mode="max",
         )
         self.limiter_degraded_requests = Counter(
-            "gateway_limiter_degraded_requests_total",
+            "nexus_transformer_limiter_degraded_requests_total",
             "Requests admitted by the per-replica limiter while Redis was unreachable.",
             registry=registry,
         )
         self.tokens = Counter(
-            "gateway_tokens_total",
+            "nexus_transformer_tokens_total",
             "Tokens reported by the predictor's usage, by kind.",
             ("kind", *tenant),
             registry=registry,
         )
         self.ttft = Histogram(
-            "gateway_time_to_first_token_seconds",
+            "nexus_transformer_time_to_first_token_seconds",
             "Time from request to the first streamed chunk of a completion.",
             buckets=TTFT_BUCKETS,
             registry=registry,
@@ -205,7 +226,7 @@ class AccessLog:
     """One JSON line per request, written in batches: at most one write per loop tick.
 
     ``logging`` flushes its stream after every record, a system call per request that
-    costs as much as a tenth of a gateway hop. Lines queued during one event-loop tick go
+    costs as much as a tenth of a transformer hop. Lines queued during one event-loop tick go
     out together at its end, so nothing waits for a timer and nothing is lost but what a
     crash interrupts mid-tick. The line has the same shape as ``JsonFormatter``'s.
     """

@@ -103,7 +103,8 @@ async def test_primary_upstream_down_falls_back(
         async with client.get(p.router.url + "/metrics") as response:
             metrics = await response.text()
         assert (
-            'gateway_fallback_used_total{from_model="llama-8b",to_model="qwen-1-5b"} 1.0' in metrics
+            'nexus_router_fallbacks_total{from_model="llama-8b",to_model="qwen-1-5b"} 1.0'
+            in metrics
         )
 
 

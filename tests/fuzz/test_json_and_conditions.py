@@ -48,18 +48,25 @@ def test_the_depth_is_never_below_what_a_parser_sees(body: bytes) -> None:
     assert depth >= depth_of(value)
 
 
+def _parses(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 @given(nested_text())
 def test_guarded_validation_answers_or_refuses_deep_bodies(body: bytes) -> None:
-    """Never a crash: a bool below the limit, a GraphError (400/502) above it."""
+    """Never a crash: below the limit, the answer says whether the body is JSON (orjson is
+    the oracle: it parses every depth up to the limit); above it, a GraphError (400/502)."""
     for check, status in ((request_json_valid, 400), (lambda b: json_valid(b, step="s"), 502)):
-        refused: GraphError | None = None
-        try:
-            assert isinstance(check(body), bool)
-        except GraphError as exc:
-            refused = exc
-        if refused is not None:
-            assert refused.status == status
-            assert nesting_depth(body) > DEFAULT_MAX_NESTING
+        if nesting_depth(body) > DEFAULT_MAX_NESTING:
+            with pytest.raises(GraphError) as refused:
+                check(body)
+            assert refused.value.status == status
+        else:
+            assert check(body) == _parses(body)
 
 
 @given(conditions)
@@ -73,8 +80,29 @@ def test_any_condition_either_compiles_or_is_a_config_error(condition: str) -> N
     assert graph.root.steps[0].condition == condition
 
 
-@given(conditions, json_bytes)
-def test_conditions_on_any_guarded_body_answer_a_bool(condition: str, body: bytes) -> None:
+KEY_PATHS = {"error.upstream_failure": ("error", "upstream_failure"), "a.b.c": ("a", "b", "c")}
+
+
+def _has_keys(value: Any, keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
+
+
+@given(
+    conditions,
+    json_bytes
+    | st.sampled_from(
+        [b'{"error":{"upstream_failure":true}}', b'{"a":{"b":{"c":null}}}', b'{"a":{"b":[]}}']
+    ),
+)
+def test_conditions_on_any_guarded_body_answer_what_gjson_answers(
+    condition: str, body: bytes
+) -> None:
+    """The compiled condition answers as GJSON does on the spec's text; for key paths, the
+    answer is whether the keys exist (orjson's parse as the oracle)."""
     assume(nesting_depth(body) <= DEFAULT_MAX_NESTING)
     try:
         graph = parse_spec({"nodes": {"root": {"routerType": "Switch", "steps": [
@@ -82,8 +110,12 @@ def test_conditions_on_any_guarded_body_answer_a_bool(condition: str, body: byte
     except ConfigError:
         return
     step = graph.root.steps[0]
-    if pygjson.validate(body):
-        assert isinstance(condition_holds(step, body), bool)
+    if not pygjson.validate(body):
+        return
+    holds = condition_holds(step, body)
+    assert holds == (bool(condition) and pygjson.get_bytes(body, condition).exists())
+    if condition in KEY_PATHS and _parses(body):
+        assert holds == _has_keys(orjson.loads(body), KEY_PATHS[condition])
 
 
 @pytest.mark.parametrize("depth", [DEFAULT_MAX_NESTING, DEFAULT_MAX_NESTING + 1])

@@ -120,13 +120,13 @@ def _failover(
             promoted = kill(master)
             promoted_after = time.monotonic() - killed_at
             deadline = time.monotonic() + 30
-            while any(metric(r, "gateway_limiter_degraded") for r in replicas):
+            while any(metric(r, "nexus_transformer_limiter_degraded") for r in replicas):
                 assert time.monotonic() < deadline, "the replicas never left degraded mode"
                 time.sleep(0.05)
             recovered_after = time.monotonic() - killed_at
             time.sleep(1)
         served_degraded = sum(
-            metric(r, "gateway_limiter_degraded_requests_total") for r in replicas
+            metric(r, "nexus_transformer_limiter_degraded_requests_total") for r in replicas
         )
         print(  # the figures of docs/redis.md
             f"\nfailover: promoted after {promoted_after:.1f} s, limits shared again after "

@@ -49,7 +49,7 @@ def test_the_analysis_queries_separate_predictor_revisions(tmp_path: Path) -> No
     latency = QUEUE_PROXY_DURATION
     ttft = "vllm:time_to_first_token_seconds"
     transformer = (
-        'gateway_requests_total{namespace="nexus", isvc="llama-8b", '
+        'nexus_transformer_requests_total{namespace="nexus", isvc="llama-8b", '
         'revision="llama-8b-transformer-00001", status="200"}'
     )
     series = [

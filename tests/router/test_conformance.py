@@ -182,7 +182,7 @@ async def test_condition_on_previous_failure_body_runs_the_fallback(
         assert await response.json() == {"messages": ["hi"]}
     async with client.get(router.url + "/metrics") as response:
         metrics = await response.text()
-    assert 'gateway_fallback_used_total{from_model="primary",to_model="fallback"} 1.0' in metrics
+    assert 'nexus_router_fallbacks_total{from_model="primary",to_model="fallback"} 1.0' in metrics
     assert 'nexus_router_step_responses_total{code="502",step="primary"} 1.0' in metrics
 
 

@@ -123,7 +123,7 @@ async def test_split_fallback_graph_falls_back_from_whichever_model_was_drawn(
     async with client.get(router.url + "/metrics") as response:
         metrics = await response.text()
     counted = [line for line in metrics.splitlines()
-               if line.startswith("gateway_fallback_used_total{")]  # fmt: skip
+               if line.startswith("nexus_router_fallbacks_total{")]  # fmt: skip
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 20
     assert all('to_model="qwen-1-5b"' in line for line in counted)
     assert {line.split('from_model="')[1].split('"')[0] for line in counted} <= {

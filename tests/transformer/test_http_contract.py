@@ -212,22 +212,25 @@ def test_health_routes_need_no_credentials(client: httpx.Client) -> None:
 
 
 @pytest.mark.usefixtures("healthy")
-def test_metrics_export_the_gateway_families(client: httpx.Client) -> None:
+def test_metrics_export_the_transformer_families(client: httpx.Client) -> None:
     client.post("/v1/chat/completions", json=chat(), headers=AUTH)
     client.post("/v1/chat/completions", json=chat(), headers={"X-API-Key": "bad"})
     text = client.get("/metrics").text
     for family in (
-        "gateway_requests_total",
-        "gateway_request_latency_seconds_bucket",
-        "gateway_in_flight_requests",
-        "gateway_upstream_requests_total",
-        "gateway_upstream_latency_seconds_bucket",
-        "gateway_circuit_state",
-        "gateway_limiter_degraded",
-        "gateway_tokens_total",
+        "nexus_transformer_requests_total",
+        "nexus_transformer_request_duration_seconds_bucket",
+        "nexus_transformer_in_flight_requests",
+        "nexus_transformer_upstream_requests_total",
+        "nexus_transformer_upstream_duration_seconds_bucket",
+        "nexus_transformer_circuit_state",
+        "nexus_transformer_limiter_degraded",
+        "nexus_transformer_tokens_total",
     ):
         assert family in text, family
-    assert 'gateway_requests_total{method="POST",path="/v1/chat/completions",status="401"}' in text
+    assert (
+        'nexus_transformer_requests_total{method="POST",path="/v1/chat/completions",status="401"}'
+        in text
+    )
     assert KEY not in text
 
 

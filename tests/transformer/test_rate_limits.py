@@ -51,7 +51,7 @@ def test_exact_limit_across_four_replicas_and_64_clients(
         # One-second buckets: up to a second later than an exact window (docs/redis.md).
         assert 1 <= int(refused.headers["retry-after"]) <= 61
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
-        assert metric(replicas[0], "gateway_rate_limited_total") >= 1
+        assert metric(replicas[0], "nexus_transformer_rate_limited_total") >= 1
 
 
 def restart(redis: Redis, tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -70,14 +70,17 @@ def test_open_mode_keeps_serving_while_redis_is_down_then_recovers(
         redis.process.proc.wait()
         for _ in range(5):
             assert httpx.post(url, json=chat(), headers=AUTH).status_code == 200
-        assert metric(gw, "gateway_limiter_degraded") == 1
-        assert metric(gw, "gateway_limiter_degraded_requests_total") >= 5
+        assert metric(gw, "nexus_transformer_limiter_degraded") == 1
+        assert metric(gw, "nexus_transformer_limiter_degraded_requests_total") >= 5
         with restart(redis, tmp_path):
             deadline = time.monotonic() + 10
-            while metric(gw, "gateway_limiter_degraded") == 1 and time.monotonic() < deadline:
+            while (
+                metric(gw, "nexus_transformer_limiter_degraded") == 1
+                and time.monotonic() < deadline
+            ):
                 assert httpx.post(url, json=chat(), headers=AUTH).status_code == 200
                 time.sleep(0.2)
-            assert metric(gw, "gateway_limiter_degraded") == 0
+            assert metric(gw, "nexus_transformer_limiter_degraded") == 0
             # Shared state is written again: the fresh Redis holds this principal's window.
             keys = redis_sync.Redis(port=redis.port).keys("nexus:rl:*")
             assert keys

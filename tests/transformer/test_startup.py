@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from nexus.config import GatewaySettings
-from nexus.observability import AccessLog, GatewayMetrics, new_registry
-from nexus.transformer.app import Gateway
+from nexus.observability import AccessLog, TransformerMetrics, new_registry
+from nexus.transformer.app import Transformer
 from tests.support.processes import free_port, managed, python_module
 from tests.transformer.conftest import BASE_ENV
 
@@ -53,9 +53,9 @@ def test_a_failed_start_closes_the_session() -> None:
     async def no_app(*_: object) -> None:
         raise AssertionError("never served")
 
-    gateway = Gateway(
+    gateway = Transformer(
         settings=settings,
-        metrics=GatewayMetrics(new_registry(), tenant_label=False),
+        metrics=TransformerMetrics(new_registry(), tenant_label=False),
         build_kserve_app=lambda _upstream: no_app,
         access_log=AccessLog("nexus.test"),
     )

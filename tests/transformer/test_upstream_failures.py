@@ -68,7 +68,7 @@ def open_circuit(gw: Transformer, upstream: Upstream) -> None:
 
 
 def circuit_state(gw: Transformer) -> float:
-    return metric(gw, "gateway_circuit_state")
+    return metric(gw, "nexus_transformer_circuit_state")
 
 
 def test_breaker_opens_then_a_good_probe_closes_it(
@@ -82,7 +82,8 @@ def test_breaker_opens_then_a_good_probe_closes_it(
     assert response.status_code == 200
     assert circuit_state(breaker_gateway) == 0
     assert (
-        'gateway_circuit_open_total{upstream="' in httpx.get(f"{breaker_gateway.url}/metrics").text
+        'nexus_transformer_circuit_open_total{upstream="'
+        in httpx.get(f"{breaker_gateway.url}/metrics").text
     )
 
 

@@ -33,7 +33,7 @@ def test_two_workers_serve_and_report_together(tmp_path: Path, healthy: Upstream
         total = 0.0
         for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
             if line.startswith(
-                'gateway_requests_total{method="POST",path="/v1/chat/completions",status="200"'
+                'nexus_transformer_requests_total{method="POST",path="/v1/chat/completions",status="200"'
             ):
                 total += float(line.rsplit(" ", 1)[1])
         assert total == 20

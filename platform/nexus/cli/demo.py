@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from nexus.edge import wire
 from nexus.errors import PlatformError
 from nexus.local.platform import Options, fetch, status, up
 from nexus.local.ports import PortBook
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 CHAT_PATH: Final = "/openai/v1/chat/completions"
-STEP_HEADER: Final = "x-nexus-graph-step"
+STEP_HEADER: Final = wire.STEP_HEADER.decode()
 ISVC_API: Final = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
 FIRST_URI: Final = "hf://meta-llama/Llama-3.1-8B-Instruct"
 EXIT_ROLLED_BACK: Final = 3

@@ -4,8 +4,9 @@ The message shapes follow the ASGI HTTP and lifespan specs as uvicorn types them
 (``uvicorn/_types.py``); only the keys our servers read or write are declared, since a
 ``TypedDict`` is a plain ``dict`` at run time and the server may send more.
 
-One body reader (size limit, declared ``Content-Length``, client disconnect) and one
-responder serve the transformer and the router alike.
+One body reader (size limit, declared ``Content-Length``, client disconnect), one
+responder, one request-id rule and one lifespan loop serve the transformer and the router
+alike.
 """
 
 from __future__ import annotations
@@ -157,14 +158,47 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
-    """A whole answer: ``headers`` plus the body's ``Content-Length``, then the body.
-
-    ``headers`` is extended in place: callers pass a list built for this one answer.
-    """
+def answer(
+    status: int, body: bytes, headers: Headers
+) -> tuple[HTTPResponseStartEvent, HTTPResponseBodyEvent]:
+    """The two messages of a whole answer: ``headers`` plus the body's ``Content-Length``,
+    then the body. ``headers`` is extended in place: callers pass a list built for it."""
     headers.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    """A whole answer (``answer``), sent."""
+    head, rest = answer(status, body, headers)
+    await send(head)
+    await send(rest)
+
+
+async def serve_lifespan(
+    receive: Receive,
+    send: Send,
+    *,
+    startup: Callable[[], Awaitable[None]],
+    shutdown: Callable[[], Awaitable[None]],
+) -> None:
+    """The ASGI lifespan protocol: ``startup`` once, ``shutdown`` once; a failed start is
+    reported as ``lifespan.startup.failed`` (uvicorn then exits) rather than raised."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await startup()
+            except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def respond_json(send: Send, status: int, payload: object, headers: Headers) -> None:

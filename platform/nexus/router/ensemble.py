@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from nexus.router.graph import Node, Step
-from nexus.router.reply import GraphError, Headers, Reply, StepRunner, go_json
+from nexus.router.reply import GraphError, Reply, StepHeaders, StepRunner, go_json
 
 _GO_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "bool"}
 
@@ -49,12 +49,14 @@ def _as_object(reply: Reply) -> dict[str, Any] | None:
     return value
 
 
-async def _one(step: Step, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def _one(step: Step, request: bytes, headers: StepHeaders, runner: StepRunner) -> Reply:
     reply = await runner.run_step(step, request, headers)
     return await reply.buffered()
 
 
-async def run_ensemble(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def run_ensemble(
+    node: Node, request: bytes, headers: StepHeaders, runner: StepRunner
+) -> Reply:
     results = await asyncio.gather(
         *(_one(step, request, headers, runner) for step in node.steps), return_exceptions=True
     )

@@ -21,12 +21,12 @@ from nexus.router.calls import StepCaller
 from nexus.router.ensemble import run_ensemble
 from nexus.router.graph import Graph, Node, Step
 from nexus.router.metrics import RouterMetrics
-from nexus.router.reply import GraphError, Headers, Reply, StatusPolicy
+from nexus.router.reply import GraphError, Reply, StatusPolicy, StepHeaders
 from nexus.router.sequence import run_sequence
 from nexus.router.splitter import run_splitter
 from nexus.router.switch import run_switch
 
-Strategy = Callable[[Node, bytes, Headers, "Executor"], Awaitable[Reply]]
+Strategy = Callable[[Node, bytes, StepHeaders, "Executor"], Awaitable[Reply]]
 STRATEGIES: dict[str, Strategy] = {
     "Sequence": run_sequence,
     "Switch": run_switch,
@@ -67,14 +67,14 @@ class Executor:
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic splitting, not security
 
-    async def run_node(self, name: str, body: bytes, headers: Headers) -> Reply:
+    async def run_node(self, name: str, body: bytes, headers: StepHeaders) -> Reply:
         node = self.graph.nodes[name]
         strategy = STRATEGIES.get(node.router_type)
         if strategy is None:
             raise GraphError(f"invalid route type: {node.router_type}", step=name)
         return await strategy(node, body, headers, self)
 
-    async def run_step(self, step: Step, body: bytes, headers: Headers) -> Reply:
+    async def run_step(self, step: Step, body: bytes, headers: StepHeaders) -> Reply:
         if step.map_predictions_to_instances:
             body = map_predictions_to_instances(body)
         if step.node_name:

@@ -22,6 +22,8 @@ import logging
 import re
 from collections.abc import Iterable
 
+from nexus.edge.wire import FALLBACK_HEADER
+
 log = logging.getLogger("nexus.router")
 
 # Bytes Go's textproto accepts in a header name; any other byte leaves the name unchanged.
@@ -39,7 +41,7 @@ _NEVER = frozenset(
         b"upgrade",
         # Set by the router itself on a fallback step (sequence.py); a client's value would
         # let it skip the request count of the transformer it reaches.
-        b"x-nexus-fallback",
+        FALLBACK_HEADER,
     }
 )
 _CACHE_LIMIT = 4096

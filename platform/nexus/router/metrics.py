@@ -4,7 +4,7 @@ Metrics live in a ``CollectorRegistry`` that ``main()`` creates and passes in, s
 several routers in one process never share counters. Per-step children are bound once at
 start-up: ``.labels()`` on the request path costs a lock and a dict lookup per call.
 
-``gateway_fallback_used_total{from_model,to_model}`` counts Sequence steps whose condition
+``nexus_router_fallbacks_total{from_model,to_model}`` counts Sequence steps whose condition
 matched the failure body of the step before them, i.e. the fallback graphs in ``graphs/``
 actually falling back. Model labels are step names (the graphs name steps after models).
 """
@@ -27,32 +27,32 @@ class RouterMetrics:
         self.registry = registry
         self.requests = Counter(
             "nexus_router_requests",
-            "Graph requests answered by the router, by HTTP status",
+            "Graph requests answered by the router, by HTTP status.",
             ["code"],
             registry=registry,
         )
         self.request_seconds = Histogram(
             "nexus_router_request_duration_seconds",
-            "Time from request to the start of the answer (first byte for streams)",
+            "Time from request to the start of the answer (first byte for streams).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.step_seconds = Histogram(
             "nexus_router_step_duration_seconds",
-            "Step call latency until the step's response headers (whole body when buffered)",
+            "Step call latency until the step's response headers (whole body when buffered).",
             ["step"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.step_responses = Counter(
             "nexus_router_step_responses",
-            "Step call outcomes: the step's HTTP status, or 'error' for transport failures",
+            "Step call outcomes: the step's HTTP status, or 'error' for transport failures.",
             ["step", "code"],
             registry=registry,
         )
         self.fallbacks = Counter(
-            "gateway_fallback_used",
-            "Sequence steps taken because the previous step answered an upstream failure",
+            "nexus_router_fallbacks",
+            "Sequence steps taken because the previous step answered an upstream failure.",
             ["from_model", "to_model"],
             registry=registry,
         )

@@ -31,7 +31,7 @@ from nexus.errors import NexusError, UpstreamServerError, UpstreamUnavailable
 from nexus.router.graph import Node, Step
 
 FAILURE_MESSAGE = "Failed to process request"
-Headers = list[tuple[str, str]]
+StepHeaders = list[tuple[str, str]]
 # What a step may answer, read whole (KServe reads without a limit; 500 MB took the RSS
 # of an unbounded router past 1 GB, issue 12). Overridden by --max-response-bytes.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -230,7 +230,7 @@ class StepRunner(Protocol):
 
     status_policy: StatusPolicy
 
-    async def run_step(self, step: Step, body: bytes, headers: Headers) -> Reply: ...
+    async def run_step(self, step: Step, body: bytes, headers: StepHeaders) -> Reply: ...
 
     def draw_percent(self) -> int:
         """A uniform draw in [0, 100) for the Splitter."""

@@ -45,21 +45,26 @@ client's own value of that header (``headers._NEVER``).
 
 from __future__ import annotations
 
+from nexus.edge.wire import FALLBACK_HEADER
 from nexus.router.graph import Node, Step
+from nexus.router.headers import canonical_header_name
 from nexus.router.reply import (
     GraphError,
-    Headers,
     Reply,
+    StepHeaders,
     StepRunner,
     condition_holds,
     is_transformer_error,
     upstream_failure_reply,
 )
 
-FALLBACK_HEADER = "X-Nexus-Fallback"
+# Step headers are sent as Go's router would send them: canonical names.
+FALLBACK_HEADER_NAME = canonical_header_name(FALLBACK_HEADER)
 
 
-async def run_sequence(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def run_sequence(
+    node: Node, request: bytes, headers: StepHeaders, runner: StepRunner
+) -> Reply:
     client = runner.status_policy == "client"
     steps = node.steps
     reply: Reply | None = None
@@ -79,7 +84,7 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
                              headers=reply.headers)  # fmt: skip
             if not reply.ok:
                 runner.fallback_used(node, reply.step, step)
-                step_headers = [*headers, (FALLBACK_HEADER, reply.step)]
+                step_headers = [*headers, (FALLBACK_HEADER_NAME, reply.step)]
         body = request
         if step.data == "$response" and reply is not None:
             reply = await reply.buffered()
@@ -97,7 +102,7 @@ async def run_sequence(node: Node, request: bytes, headers: Headers, runner: Ste
     return reply
 
 
-async def _run_guarded(runner: StepRunner, step: Step, body: bytes, headers: Headers) -> Reply:
+async def _run_guarded(runner: StepRunner, step: Step, body: bytes, headers: StepHeaders) -> Reply:
     """Run a step a conditional step follows; failures without a JSON error become one."""
     try:
         reply = await runner.run_step(step, body, headers)

@@ -17,8 +17,9 @@ and the relay are the transformer's too (``nexus.edge.asgi``, ``nexus.edge.sse``
 the whole exchange (Go's 60 s defaults for both); ``serverIdle`` is the keep-alive
 timeout (Go's 180 s default) set on uvicorn. Go closes the connection when a server
 deadline passes; an ASGI app cannot close without answering, so before the first byte
-the router answers its 500 error body, and a stream in flight ends with ``event: error``
-(logged and counted as 504).
+the router answers its 500 error body, a stream in flight ends with ``event: error``
+(logged and counted as 504), and a buffered answer whose head is already out is left
+unfinished, so that uvicorn closes the connection (also 504; never a second head).
 
 Method and path (issue 11; a departure from KServe, whose router runs the graph for
 every method and path): only ``POST`` runs the graph. ``GET /v1/models`` and
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -60,19 +60,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from nexus.edge.asgi import (
     ClientDisconnected,
     Headers,
+    HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
     HTTPScope,
     Receive,
     Scope,
     Send,
+    answer,
     header,
     read_body,
     request_id_from,
-    respond,
+    serve_lifespan,
 )
 from nexus.edge.failures import TransportError
 from nexus.edge.nesting import DEFAULT_MAX_NESTING, deeper_than
 from nexus.edge.sse import CLIENT_CLOSED, relay
+from nexus.edge.wire import MODELS_ROUTES, STEP_HEADER
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
 from nexus.router.executor import Executor
@@ -82,11 +85,9 @@ from nexus.router.listing import ModelListing
 from nexus.router.metrics import RouterMetrics, now
 from nexus.router.reply import GraphError, Reply, request_too_deep, sniff_content_type
 
-STEP_HEADER = b"x-nexus-graph-step"
 JSON = b"application/json"
 DEFAULT_SERVER_SECONDS = 60
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the transformer's GATEWAY_MAX_BODY_BYTES default
-MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 
 log = logging.getLogger("nexus.router.access")
 
@@ -124,7 +125,6 @@ class RouterApp:
         self.listing = listing
         self.read_seconds = read_seconds
         self.write_seconds = write_seconds
-        self._ids = random.Random()  # noqa: S311 - request ids for logs, see _request_id
         self.max_body_bytes = max_body_bytes
         self.max_nesting = max_nesting
         # Only Switch conditions read the request; other graphs pass it on untouched.
@@ -146,23 +146,18 @@ class RouterApp:
             else:
                 await self._graph(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, startup=self._startup, shutdown=self._shutdown)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.executor.caller.start()
-                if self.listing is not None:
-                    await self.listing.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.executor.caller.close()
-                if self.listing is not None:
-                    await self.listing.close()
-                self.access_log.flush()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _startup(self) -> None:
+        await self.executor.caller.start()
+        if self.listing is not None:
+            await self.listing.start()
+
+    async def _shutdown(self) -> None:
+        await self.executor.caller.close()
+        if self.listing is not None:
+            await self.listing.close()
+        self.access_log.flush()
 
     async def _ready(self, send: Send) -> None:
         if self.state.draining:
@@ -197,6 +192,10 @@ class RouterApp:
         status = 500
         step = ""
         streamed = False
+        # A buffered answer's head is out, its body not yet: the server can be waiting for
+        # the client to read (uvicorn's send drains before it writes), so serverWrite can
+        # pass between the two. No second head may follow then.
+        head_sent = False
         error = ""
         read_at, write_at = self._deadlines()
         try:
@@ -219,12 +218,18 @@ class RouterApp:
                 except GraphError as exc:
                     status, step = exc.status, exc.step
                     # After a 413 the rest of the body is not worth reading: close instead.
-                    await _send(send, status, exc.body(), JSON, step, close=status == 413)
+                    head, rest = _answer(status, exc.body(), JSON, step, close=status == 413)
+                    await send(head)
+                    head_sent = True
+                    await send(rest)
                 else:
                     status, step = reply.status, reply.step
                     if reply.stream is None:
-                        await _send(send, status, reply.body, content_type, step,
-                                    extra=reply.headers)  # fmt: skip
+                        head, rest = _answer(status, reply.body, content_type, step,
+                                             extra=reply.headers)  # fmt: skip
+                        await send(head)
+                        head_sent = True
+                        await send(rest)
                     else:
                         streamed = True
                         # The head goes out at once: the histogram times it, as KServe's
@@ -243,7 +248,12 @@ class RouterApp:
         except ClientDisconnected:
             status = CLIENT_CLOSED
         except TimeoutError:
-            if not streamed:
+            if head_sent:
+                # Go's server closes the connection at its deadline; returning with the
+                # answer unfinished makes uvicorn close it (httptools_impl.py, run_asgi).
+                status = 504
+                error = "router deadline (routerTimeouts serverWrite) exceeded"
+            elif not streamed:
                 status = 500
                 deadline_error = GraphError(
                     "router deadline (routerTimeouts serverRead/serverWrite) exceeded"
@@ -300,7 +310,7 @@ class RouterApp:
         if not self.log_requests:
             return
         fields = {
-            "request_id": _request_id(headers, self._ids),
+            "request_id": request_id_from(header(headers, b"x-request-id")),
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
@@ -332,15 +342,24 @@ def _stream_head(reply: Reply) -> HTTPResponseStartEvent:
     }
 
 
-def _request_id(headers: Headers, ids: random.Random) -> str:
-    """The caller's id when it is a sane token (``nexus.edge.asgi``'s rule, as the transformer
-    logs it), else a fresh one: a raw header of up to 100 KB was logged before (issue 12)."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            return request_id_from(value)
-    # A log correlation id, not a secret: 128 random bits from a seeded PRNG read like
-    # uuid4().hex and skip its os.urandom() system call (~6 µs) on every request.
-    return f"{ids.getrandbits(128):032x}"
+def _answer(
+    status: int,
+    body: bytes,
+    content_type: bytes | None,
+    step: str = "",
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> tuple[HTTPResponseStartEvent, HTTPResponseBodyEvent]:
+    """A whole answer with the router's headers (KServe's content type, the step taken)."""
+    headers: Headers = list(extra) if extra else []
+    if close:
+        headers.append((b"connection", b"close"))
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    if step:
+        headers.append((STEP_HEADER, step.encode("latin-1")))
+    return answer(status, body, headers)
 
 
 async def _send(
@@ -353,12 +372,6 @@ async def _send(
     close: bool = False,
     extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """A whole answer with the router's headers (KServe's content type, the step taken)."""
-    headers: Headers = list(extra) if extra else []
-    if close:
-        headers.append((b"connection", b"close"))
-    if content_type is not None:
-        headers.append((b"content-type", content_type))
-    if step:
-        headers.append((STEP_HEADER, step.encode("latin-1")))
-    await respond(send, status, body, headers)
+    head, rest = _answer(status, body, content_type, step, close=close, extra=extra)
+    await send(head)
+    await send(rest)

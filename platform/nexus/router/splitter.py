@@ -12,10 +12,12 @@ connection.)
 from __future__ import annotations
 
 from nexus.router.graph import Node
-from nexus.router.reply import GraphError, Headers, Reply, StepRunner
+from nexus.router.reply import GraphError, Reply, StepHeaders, StepRunner
 
 
-async def run_splitter(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def run_splitter(
+    node: Node, request: bytes, headers: StepHeaders, runner: StepRunner
+) -> Reply:
     point = runner.draw_percent()
     end = 0
     for step in node.steps:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from nexus.router.graph import Node
 from nexus.router.reply import (
     GraphError,
-    Headers,
     Reply,
+    StepHeaders,
     StepRunner,
     condition_holds,
     request_json_valid,
@@ -27,7 +27,7 @@ from nexus.router.reply import (
 NO_MATCH = "None of the routes matched with the switch condition"
 
 
-async def run_switch(node: Node, request: bytes, headers: Headers, runner: StepRunner) -> Reply:
+async def run_switch(node: Node, request: bytes, headers: StepHeaders, runner: StepRunner) -> Reply:
     if request_json_valid(request):
         for step in node.steps:
             if condition_holds(step, request):

@@ -14,8 +14,8 @@ from nexus.config import GatewaySettings, load_settings
 from nexus.edge.asgi import ASGIApp
 from nexus.edge.protocol import EdgeLimits, serve
 from nexus.errors import ConfigError
-from nexus.observability import AccessLog, GatewayMetrics, configure_json_logging, new_registry
-from nexus.transformer.app import Gateway
+from nexus.observability import AccessLog, TransformerMetrics, configure_json_logging, new_registry
+from nexus.transformer.app import Transformer
 from nexus.transformer.kserve_bridge import build_kserve_app
 
 ARGV_ENV = "NEXUS_TRANSFORMER_ARGV"
@@ -47,9 +47,9 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
 
 
 def create_app(settings: GatewaySettings) -> ASGIApp:
-    return Gateway(
+    return Transformer(
         settings=settings,
-        metrics=GatewayMetrics(new_registry(), tenant_label=settings.tenant_label),
+        metrics=TransformerMetrics(new_registry(), tenant_label=settings.tenant_label),
         build_kserve_app=partial(build_kserve_app, settings),
         access_log=AccessLog("nexus.transformer"),
     )

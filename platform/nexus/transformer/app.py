@@ -1,12 +1,14 @@
 """The transformer's ASGI application: a lean governed front with KServe's app behind it.
 
-    request ─► Gateway ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
-                        ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
-                        ├─ /metrics          ours + KServe's families
-                        └─ anything else ──► KServe app (health, readiness, metadata)
+    request ─► Transformer ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
+                            ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
+                            ├─ metadata ───────► auth · model ─► KServe app
+                            ├─ /metrics          ours + KServe's families
+                            ├─ probes ─────────► KServe app (health, readiness)
+                            └─ anything else     404: the route table is the allowlist (routes.py)
 
 KServe's FastAPI app and its middleware cost several times the latency budget of a
-gateway hop, so the OpenAI hot path is served here directly; KServe keeps its full
+transformer hop, so the OpenAI hot path is served here directly; KServe keeps its full
 contract (arguments, v1/v2 routes, health, metrics) for everything else.
 """
 
@@ -15,9 +17,11 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+from nexus.auth import Principal
 from nexus.config import GatewaySettings
 from nexus.edge.asgi import (
     JSON,
@@ -31,46 +35,44 @@ from nexus.edge.asgi import (
     request_id_from,
     respond,
     respond_json,
+    serve_lifespan,
     trace_id_from,
 )
+from nexus.edge.wire import MODELS_ROUTES
 from nexus.errors import MethodNotAllowed, NexusError, RouteNotFound
-from nexus.observability import AccessLog, GatewayMetrics, exposition
+from nexus.observability import AccessLog, TransformerMetrics, exposition
 from nexus.transformer import kserve_routes, openai, routes
 from nexus.transformer.components import Components, Exchange, is_fallback, open_components
+from nexus.transformer.routes import Call, Keyed, Open, Routes
 from nexus.transformer.streaming import relay_stream
 from nexus.transformer.upstream import Upstream, public_body
 from nexus.transformer.usage import Usage, body_usage
 
 log = logging.getLogger("nexus.transformer")
 
-OPENAI_ROUTES: dict[str, openai.Kind] = {}
-for _prefix in ("", "/openai"):
-    OPENAI_ROUTES[f"{_prefix}/v1/chat/completions"] = "chat"
-    OPENAI_ROUTES[f"{_prefix}/v1/completions"] = "completions"
-    OPENAI_ROUTES[f"{_prefix}/v1/embeddings"] = "embeddings"
 UPSTREAM_PATHS: dict[openai.Kind, str] = {
     "chat": "/v1/chat/completions",
     "completions": "/v1/completions",
     "embeddings": "/v1/embeddings",
 }
-MODELS_ROUTES = frozenset({"/v1/models", "/openai/v1/models"})
 KSERVE_MODELS_ROUTE = "/v2/models"
+UNMATCHED = "unmatched"  # the route label of a path the table does not serve
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
 
 
-class Gateway:
-    """ASGI callable; KServe's app serves every route the gateway does not handle itself.
+class Transformer:
+    """ASGI callable; KServe's app serves every route the transformer does not handle itself.
 
     ``build_kserve_app`` makes that app in the lifespan, around the one ``Upstream`` the
-    gateway's own routes use: one session, one breaker, one set of metrics for both.
+    transformer's own routes use: one session, one breaker, one set of metrics for both.
     """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
         build_kserve_app: Callable[[Upstream], ForeignApp],
         access_log: AccessLog,
     ) -> None:
@@ -80,17 +82,22 @@ class Gateway:
         self._build_kserve_app = build_kserve_app
         self._parts: Components | None = None
         self._kserve_app: ForeignApp | None = None
+        self.routes = self._table()
 
     @property
     def parts(self) -> Components:
         if self._parts is None:
-            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+            raise RuntimeError(
+                "the transformer serves requests only between lifespan start and stop"
+            )
         return self._parts
 
     @property
     def kserve_app(self) -> ForeignApp:
         if self._kserve_app is None:
-            raise RuntimeError("the gateway serves requests only between lifespan start and stop")
+            raise RuntimeError(
+                "the transformer serves requests only between lifespan start and stop"
+            )
         return self._kserve_app
 
     # ── lifespan ────────────────────────────────────────────────────────────────────────
@@ -119,50 +126,51 @@ class Gateway:
         self.access_log.flush()
 
     # ── dispatch ────────────────────────────────────────────────────────────────────────
+    def _table(self) -> Routes:
+        """Every route the transformer serves: path or pattern, guard, handler."""
+        openai_routes = [
+            Keyed(f"{prefix}{path}", f"{prefix}{path}", partial(self._openai, kind), "POST")
+            for prefix in ("", "/openai")
+            for kind, path in UPSTREAM_PATHS.items()
+        ]
+        return Routes(
+            (
+                *openai_routes,
+                *(Keyed(path, path, self._models, "GET") for path in MODELS_ROUTES),
+                Keyed(KSERVE_MODELS_ROUTE, KSERVE_MODELS_ROUTE, self._models, "GET"),
+                Open("/metrics", self._metrics_page),
+                Keyed(routes.V1_PREDICT, "/v1/models/{name}:predict", self._inference),
+                Keyed(routes.V1_EXPLAIN, "/v1/models/{name}:explain", self._inference),
+                Keyed(routes.V2_INFER, "/v2/models/{name}/infer", self._inference),
+                Open("/", self._kserve),
+                Open(routes.OPEN_PROBES, self._kserve),
+                Keyed("/v2", "/v2", self._metadata),
+                Keyed(routes.MODEL_METADATA, "/v2/models/{name}", self._metadata),
+            )
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, startup=self.startup, shutdown=self.shutdown)
             return
         if scope["type"] != "http":
             await self.kserve_app(scope, receive, send)
             return
-        path = scope["path"]
-        kind = OPENAI_ROUTES.get(path)
-        if kind is not None:
-            await self._serve(scope, receive, send, path, kind)
-        elif path in MODELS_ROUTES:
-            await self._serve(scope, receive, send, path, "models")
-        elif path == "/metrics":
-            body = exposition(self.metrics.registry)
-            await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
-        elif path == KSERVE_MODELS_ROUTE:
-            await self._serve(scope, receive, send, path, "models")
-        elif infer := routes.infer_route(path):
-            await self._serve(scope, receive, send, infer[0], "kserve", infer[1])
+        found = self.routes.match(scope["path"])
+        if found is None:
+            await self._serve(scope, receive, send, UNMATCHED, None, _not_found)
+            return
+        route, model = found
+        if isinstance(route, Open):
+            await route.handler(scope, receive, send)
         else:
-            guard, model = routes.kserve_route(path)
-            if guard == "open":
-                await self.kserve_app(scope, receive, send)
-            elif guard == "keyed":
-                route = "/v2" if model is None else "/v2/models/{name}"
-                await self._serve(scope, receive, send, route, "metadata", model)
-            else:
-                await self._serve(scope, receive, send, "unmatched", "absent")
+            await self._serve(scope, receive, send, route.label, model, partial(self._keyed, route))
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _keyed(self, route: Keyed, call: Call) -> None:
+        """The guard of a ``Keyed`` route: its method, then a credential, then its handler."""
+        if route.method is not None and call.scope["method"] != route.method:
+            raise MethodNotAllowed(f"use {route.method} for {route.label}")
+        await route.handler(call, await self._authenticate(call))
 
     async def _serve(
         self,
@@ -170,10 +178,10 @@ class Gateway:
         receive: Receive,
         send: Send,
         route: str,
-        kind: str,
-        path_model: str | None = None,
+        model: str | None,
+        handler: Callable[[Call], Awaitable[None]],
     ) -> None:
-        """Run one governed request and account for it, whatever happens."""
+        """Run one handler and account for it (metrics, log line), whatever happens."""
         headers = dict(scope["headers"])
         request_id = request_id_from(headers.get(b"x-request-id"))
         exchange = Exchange(
@@ -186,25 +194,7 @@ class Gateway:
         )
         self.metrics.in_flight.inc()
         try:
-            if kind == "models":
-                await self._models(scope, send, headers, exchange)
-            elif kind == "absent":
-                raise RouteNotFound(f"no route {scope['method']} {_printable(scope['path'])}")
-            elif kind == "metadata":
-                principal = await self._authenticate(headers, exchange)
-                await kserve_routes.metadata(
-                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
-                    model=path_model,
-                )  # fmt: skip
-            elif kind == "kserve":
-                principal = await self._authenticate(headers, exchange)
-                await kserve_routes.inference(
-                    self.kserve_app, self.parts, principal, scope, receive, send, exchange,
-                    model=path_model or "", max_body_bytes=self.settings.max_body_bytes,
-                    fallback=is_fallback(headers),
-                )  # fmt: skip
-            else:
-                await self._openai(scope, receive, send, headers, exchange, kind)  # type: ignore[arg-type]
+            await handler(Call(scope, receive, send, headers, exchange, model))
         except NexusError as exc:
             exchange.error = exc.message
             if exchange.status == 0:
@@ -244,12 +234,32 @@ class Gateway:
         self.access_log.write(fields)
 
     # ── handlers ────────────────────────────────────────────────────────────────────────
-    async def _authenticate(self, headers: dict[bytes, bytes], ex: Exchange) -> Any:
+    async def _authenticate(self, call: Call) -> Principal:
         principal = await self.parts.governor.authenticate(
-            headers.get(b"x-api-key"), headers.get(b"authorization")
+            call.headers.get(b"x-api-key"), call.headers.get(b"authorization")
         )
-        ex.principal, ex.tenant = principal.id, principal.tenant
+        call.ex.principal, call.ex.tenant = principal.id, principal.tenant
         return principal
+
+    async def _metrics_page(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        body = exposition(self.metrics.registry)
+        await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
+
+    async def _kserve(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        await self.kserve_app(scope, receive, send)
+
+    async def _metadata(self, call: Call, principal: Principal) -> None:
+        await kserve_routes.metadata(
+            self.kserve_app, self.parts, principal, call.scope, call.receive, call.send, call.ex,
+            model=call.model,
+        )  # fmt: skip
+
+    async def _inference(self, call: Call, principal: Principal) -> None:
+        await kserve_routes.inference(
+            self.kserve_app, self.parts, principal, call.scope, call.receive, call.send, call.ex,
+            model=call.model or "", max_body_bytes=self.settings.max_body_bytes,
+            fallback=is_fallback(call.headers),
+        )  # fmt: skip
 
     def _forward_headers(self, headers: dict[bytes, bytes], ex: Exchange) -> dict[str, str]:
         """What the predictor gets: request id and trace context, never the credentials."""
@@ -260,33 +270,19 @@ class Gateway:
                 out[name.decode()] = value.decode("latin-1")
         return out
 
-    async def _models(
-        self, scope: HTTPScope, send: Send, headers: dict[bytes, bytes], ex: Exchange
-    ) -> None:
-        if scope["method"] != "GET":
-            raise MethodNotAllowed("use GET to list models")
-        principal = await self._authenticate(headers, ex)
+    async def _models(self, call: Call, principal: Principal) -> None:
+        ex = call.ex
         models = [m for m in self.settings.public_models if principal.may_use(m)]
         ex.status = 200
         if ex.route == KSERVE_MODELS_ROUTE:
             # KServe's v2 ListModelsResponse shape, limited to what this credential may use.
-            await respond_json(send, 200, {"models": models}, ex.headers)
+            await respond_json(call.send, 200, {"models": models}, ex.headers)
             return
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "nexus"} for m in models]
-        await respond_json(send, 200, {"object": "list", "data": data}, ex.headers)
+        await respond_json(call.send, 200, {"object": "list", "data": data}, ex.headers)
 
-    async def _openai(
-        self,
-        scope: HTTPScope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, bytes],
-        ex: Exchange,
-        kind: openai.Kind,
-    ) -> None:
-        if scope["method"] != "POST":
-            raise MethodNotAllowed(f"use POST for {ex.route}")
-        principal = await self._authenticate(headers, ex)
+    async def _openai(self, kind: openai.Kind, call: Call, principal: Principal) -> None:
+        receive, send, headers, ex = call.receive, call.send, call.headers, call.ex
         limit = self.settings.max_body_bytes
         raw = await read_body(receive, limit=limit, content_length=headers.get(b"content-length"))
         request = openai.parse(kind, raw, default_max_tokens=DEFAULT_MAX_TOKENS)
@@ -326,6 +322,10 @@ class Gateway:
             if usage is not None:
                 ex.tokens = {"prompt": usage.prompt, "completion": usage.completion,
                              "total": usage.total}  # fmt: skip
+
+
+async def _not_found(call: Call) -> None:
+    raise RouteNotFound(f"no route {call.scope['method']} {_printable(call.scope['path'])}")
 
 
 def _printable(path: str) -> str:

@@ -18,20 +18,18 @@ from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
 from nexus.breaker import CircuitBreaker, State
 from nexus.config import GatewaySettings
 from nexus.edge.asgi import Headers
+from nexus.edge.wire import FALLBACK_HEADER
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.governance import Governor
 from nexus.transformer.upstream import Upstream, new_client
 
 log = logging.getLogger("nexus.transformer")
 
-# Set by the router on a Sequence step that runs because the step before it failed; the
-# router drops any client-sent value (its propagated headers are trusted). Such a call is
-# charged its tokens but not counted as a second request (issue 12, item 4).
-FALLBACK_HEADER = b"x-nexus-fallback"
-
 
 def is_fallback(headers: dict[bytes, bytes]) -> bool:
+    """A call the router made because the step before failed (``edge.wire``): charged its
+    tokens but not counted as a second request."""
     return bool(headers.get(FALLBACK_HEADER, b"").strip())
 
 
@@ -69,7 +67,7 @@ def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(skip_auto_headers=("User-Agent",))
 
 
-async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) -> Components:
+async def open_components(settings: GatewaySettings, metrics: TransformerMetrics) -> Components:
     """Everything a serving process holds, opened once; the session is closed if a step fails."""
     session = new_session()
     try:
@@ -80,7 +78,7 @@ async def open_components(settings: GatewaySettings, metrics: GatewayMetrics) ->
 
 
 def build_components(
-    settings: GatewaySettings, metrics: GatewayMetrics, session: aiohttp.ClientSession
+    settings: GatewaySettings, metrics: TransformerMetrics, session: aiohttp.ClientSession
 ) -> Components:
     """The governor, upstream and limiter of one server process.
 
@@ -129,7 +127,7 @@ def build_components(
     )
 
 
-def _breaker_changed(metrics: GatewayMetrics, upstream: str, new: State) -> None:
+def _breaker_changed(metrics: TransformerMetrics, upstream: str, new: State) -> None:
     metrics.circuit_state.labels(upstream).set(int(new))
     if new is State.OPEN:
         metrics.circuit_open.labels(upstream).inc()

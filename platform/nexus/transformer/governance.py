@@ -1,7 +1,9 @@
 """The policy gate every inference request passes: who, which model, how much.
 
-``Governor.admit`` authenticates, checks the model is served here and allowed for the
-principal, and takes the request (and its token estimate) from the rate-limit windows.
+``Governor.authenticate`` turns the request's credential into a ``Principal`` (the route
+table's ``Keyed`` guard calls it before any handler runs); ``Governor.admit`` then checks
+the model is served here and allowed for that principal, and takes the request (and its
+token estimate) from the rate-limit windows.
 The answer carries the ``x-ratelimit-*`` headers every response repeats.
 ``Governor.settle`` closes the request's account: the usage ``usage.py`` read from the
 answer is charged and counted, the rest of the reservation given back.
@@ -16,7 +18,7 @@ from nexus.config import GatewaySettings
 from nexus.edge.asgi import Headers
 from nexus.errors import ModelNotFound, PermissionDenied, RateLimited
 from nexus.limits import Decision, Quota, RateLimiter, Reservation
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.usage import Usage
 
 MAX_CACHED_QUOTAS = 1024
@@ -69,7 +71,7 @@ class Governor:
         settings: GatewaySettings,
         authenticator: Authenticator,
         limiter: RateLimiter,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
     ) -> None:
         self._settings = settings
         self._authenticator = authenticator

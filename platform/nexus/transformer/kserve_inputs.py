@@ -1,4 +1,4 @@
-"""What the gateway checks of a KServe v1/v2 inference body before KServe decodes it.
+"""What the transformer checks of a KServe v1/v2 inference body before KServe decodes it.
 
 Two things KServe 0.21 does not do for a transformer in front of an LLM predictor:
 
@@ -28,7 +28,7 @@ MAX_DIGITS = 19
 def check_binary_header(raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     """Raise ``InvalidRequest`` unless the JSON-part length header is usable (or absent).
 
-    Given twice it is refused: the gateway's header map keeps the last value while
+    Given twice it is refused: the transformer's header map keeps the last value while
     Starlette's ``Headers.__getitem__``, which KServe reads, returns the first.
     """
     values = [v for k, v in raw_headers if k == BINARY_HEADER]

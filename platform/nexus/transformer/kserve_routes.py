@@ -1,6 +1,6 @@
 """KServe's metadata and v1/v2 inference routes, governed here and answered by KServe's app.
 
-The principal is authenticated by the caller (``app.Gateway``); these handlers check model
+The principal is authenticated by the caller (``app.Transformer``); these handlers check model
 access, read and check the body, take the limits and hand the request to KServe's app,
 copying its status into the ``Exchange`` and adding the rate-limit headers to its answer.
 """

@@ -1,6 +1,6 @@
 """OpenAI request bodies: validation, token estimates and the rewrite sent upstream.
 
-Validation is deliberately shallow: it checks what the gateway itself relies on (model,
+Validation is deliberately shallow: it checks what the transformer itself relies on (model,
 messages/prompt/input, stream, max_tokens) and leaves sampling parameters to the
 predictor, whose 4xx answers pass through untouched.
 """

@@ -9,12 +9,11 @@ InferenceGraph fallback), the public error body, and the breaker's verdict on th
 from __future__ import annotations
 
 from nexus.edge.asgi import HTTPResponseStartEvent, Receive, Send
-from nexus.edge.failures import TransportError, TransportTimeout
+from nexus.edge.failures import TransportError
 from nexus.edge.sse import relay
-from nexus.errors import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 from nexus.transformer.components import Exchange
-from nexus.transformer.upstream import Reply, Upstream, public_body
+from nexus.transformer.upstream import PredictorReply, Upstream, public_body
 from nexus.transformer.usage import StreamUsage, Usage
 
 
@@ -23,9 +22,9 @@ async def relay_stream(
     send: Send,
     receive: Receive,
     upstream: Upstream,
-    reply: Reply,
+    reply: PredictorReply,
     ex: Exchange,
-    metrics: GatewayMetrics,
+    metrics: TransformerMetrics,
     keep_usage_chunk: bool,
     prompt_estimate: int,
 ) -> Usage | None:
@@ -49,14 +48,14 @@ async def relay_stream(
             receive=receive,
             send=send,
             head=head,
-            on_break=lambda exc: _failure(upstream.name, exc),
+            on_break=lambda exc: upstream.failure(exc, "stream"),
             render=public_body,
             chunk_filter=usage,
             head_waits=True,
         )
     except TransportError as exc:
         upstream.settle(reply, ok=False)
-        raise _failure(upstream.name, exc) from exc
+        raise upstream.failure(exc, "stream") from exc
     except BaseException:
         upstream.abandon(reply)  # cancelled (shutdown): no verdict on the predictor
         raise
@@ -71,11 +70,3 @@ async def relay_stream(
     if relayed.head_at is not None:
         metrics.ttft.observe(relayed.head_at - ex.started)
     return usage.charged(prompt_estimate=prompt_estimate, sent=sent)
-
-
-def _failure(upstream: str, exc: TransportError) -> UpstreamFailure:
-    if isinstance(exc, TransportTimeout):
-        return UpstreamTimeout(f"predictor {upstream} stream stalled", upstream=upstream)
-    return UpstreamUnavailable(
-        f"predictor {upstream} stream broke: {exc.reason}", upstream=upstream
-    )

@@ -1,7 +1,7 @@
 """Calls to the predictor: the shared upstream client, the circuit breaker, error translation.
 
-Every transport failure (``nexus.edge.failures``) becomes an ``UpstreamFailure`` (whose
-body carries the fallback marker) in one place, :meth:`Upstream._failure`, and the
+Every transport failure becomes an ``UpstreamFailure`` (whose body carries the fallback
+marker) in one place, ``nexus.edge.failures.upstream_failure``, and the
 breaker hears about each call's outcome: refused, timed out or 5xx count as failures,
 any other answer (4xx included) as a success.
 """
@@ -18,15 +18,14 @@ import orjson
 
 from nexus.breaker import CircuitBreaker, Permit
 from nexus.edge.client import HttpClient, Origin, Response
-from nexus.edge.failures import TransportError, TransportTimeout
+from nexus.edge.failures import TransportError, upstream_failure
 from nexus.errors import (
     NexusError,
     UpstreamFailure,
     UpstreamServerError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
-from nexus.observability import GatewayMetrics
+from nexus.observability import TransformerMetrics
 
 ERROR_SNIPPET_BYTES = 512
 # What a client reads when the predictor fails. The detailed message (predictor host:port,
@@ -59,7 +58,7 @@ def new_client(*, timeout_seconds: float) -> HttpClient:
 
 
 @dataclass(slots=True)
-class Reply:
+class PredictorReply:
     """A predictor answer whose headers have arrived; the body is read or streamed by the caller."""
 
     status: int
@@ -83,7 +82,7 @@ class Upstream:
         base_url: str,
         client: HttpClient,
         breaker: CircuitBreaker,
-        metrics: GatewayMetrics,
+        metrics: TransformerMetrics,
     ) -> None:
         self.name = name
         self._origin, prefix = Origin.of(base_url)
@@ -95,7 +94,9 @@ class Upstream:
         self._latency = metrics.upstream_latency.labels(name)
         self._by_status: dict[str, Any] = {}
 
-    async def open(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+    async def open(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> PredictorReply:
         """Send a request and wait for the answer's headers; raises ``UpstreamFailure``."""
         permit = self._breaker.acquire()
         started = time.perf_counter()
@@ -107,12 +108,12 @@ class Upstream:
             self._breaker.release(permit)
             raise
         except (TransportError, ValueError) as exc:
-            raise self._failed(permit, self._failure(exc, "call")) from exc
+            raise self._failed(permit, self.failure(exc, "call")) from exc
         self._latency.observe(time.perf_counter() - started)
         content_type = response.header(b"content-type") or b"application/json"
-        return Reply(response.status, content_type, response, permit, started)
+        return PredictorReply(response.status, content_type, response, permit, started)
 
-    async def read(self, reply: Reply) -> bytes:
+    async def read(self, reply: PredictorReply) -> bytes:
         """The whole body of a non-streaming answer; a 5xx becomes ``UpstreamServerError``."""
         try:
             body = await reply.response.read()
@@ -120,7 +121,7 @@ class Upstream:
             self._breaker.release(reply.permit)
             raise
         except TransportError as exc:
-            raise self._failed(reply.permit, self._failure(exc, "answer")) from exc
+            raise self._failed(reply.permit, self.failure(exc, "answer")) from exc
         self.settle(reply, ok=reply.status < 500)
         if reply.status >= 500:
             snippet = body[:ERROR_SNIPPET_BYTES].decode(errors="replace")
@@ -129,7 +130,7 @@ class Upstream:
             )
         return body
 
-    def chunks(self, reply: Reply) -> AsyncIterator[bytes]:
+    def chunks(self, reply: PredictorReply) -> AsyncIterator[bytes]:
         """The body of a streaming answer as it arrives; the caller settles the breaker.
 
         A break raises ``TransportError``, the shared relay's contract (``edge/sse.py``);
@@ -137,24 +138,21 @@ class Upstream:
         """
         return reply.response.chunks()
 
-    def settle(self, reply: Reply, *, ok: bool) -> None:
+    def settle(self, reply: PredictorReply, *, ok: bool) -> None:
         self._count(str(reply.status))
         if ok:
             self._breaker.success(reply.permit)
         else:
             self._breaker.failure(reply.permit)
 
-    def abandon(self, reply: Reply) -> None:
+    def abandon(self, reply: PredictorReply) -> None:
         """The client left mid-answer: no verdict on the upstream."""
         self._breaker.release(reply.permit)
         reply.response.close()
 
-    def _failure(self, exc: TransportError | ValueError, stage: str) -> UpstreamFailure:
-        """The one translation of a transport fault into the transformer's answer."""
-        if isinstance(exc, TransportTimeout):
-            return UpstreamTimeout(f"predictor {self.name} {stage} timed out", upstream=self.name)
-        reason = exc.reason if isinstance(exc, TransportError) else "request not sendable"
-        return UpstreamUnavailable(f"predictor {self.name} {stage}: {reason}", upstream=self.name)
+    def failure(self, exc: TransportError | ValueError, stage: str) -> UpstreamFailure:
+        """A transport fault at ``stage`` (call, answer, stream) as the client's error."""
+        return upstream_failure(exc, upstream=self.name, what=f"predictor {self.name} {stage}")
 
     def _failed(self, permit: Permit, failure: UpstreamFailure) -> UpstreamFailure:
         self._breaker.failure(permit)

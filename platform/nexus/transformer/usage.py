@@ -3,7 +3,7 @@
 A whole answer carries ``usage`` in its JSON body; a stream carries it in its last
 ``data:`` event when ``include_usage`` was asked for (``openai.upstream_body`` asks for it
 on every stream). ``StreamUsage`` is the relay's chunk filter: it forwards complete
-events only, records the usage chunk and drops it when the gateway, not the client,
+events only, records the usage chunk and drops it when the transformer, not the client,
 asked for it. ``Governor.settle`` charges what this module found.
 """
 
