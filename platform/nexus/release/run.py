@@ -28,8 +28,6 @@ from nexus.registry.client import Registry
 from nexus.release.tracking import LocalEvidence, save_local
 
 ENDPOINTS_FILE: Final = "endpoints.json"
-# The pipeline's defaults (``pipeline.release``) that an inline run may be given without.
-INLINE_DEFAULTS: Final = {"steps": "", "canary_percent": 10, "namespace": "nexus"}
 ENDPOINT_KEYS: Final = ("tracking_uri", "gitops_repo", "prometheus_url", "status_url")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
@@ -136,8 +134,11 @@ def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
     on small machines where importing MLflow and KServe takes seconds) and for tests of
     step behaviour. Parameters left out take the pipeline's defaults.
     """
+    from nexus.release.pipeline import release
     from nexus.release.steps import run_steps
 
-    values = {**INLINE_DEFAULTS, **arguments}
+    inputs = (release.component_spec.inputs or {}).items()
+    defaults = {name: spec.default for name, spec in inputs if spec.default is not None}
+    values = {**defaults, **arguments}
     run = run or f"inline-{values['model_name']}-{values['version']}-{int(time.time())}"
     return run_steps({**values, "run": run})
