@@ -119,6 +119,17 @@ def judge_step(
     return dataclasses.replace(analysis, decision="rollback", reasons=(alert, *others), extra=extra)
 
 
+Judge = Callable[[Prometheus, ReleasePlan, Rollout, Window], Analysis]
+
+
+def stages(plan: ReleasePlan) -> list[tuple[int, Judge]]:
+    """The canary's stages in order: the share of traffic each commits, and its judge.
+
+    A check before any traffic is one more stage in front, at 0 %.
+    """
+    return [(percent, judge_step) for percent in plan.canary_steps[:-1]]
+
+
 def _commit(plan: ReleasePlan, percent: int | None, *, gitops_repo: str, run: str) -> str:
     action, detail = ("Release", "") if percent is None else ("Canary", f" at {percent} %")
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -191,10 +202,10 @@ def run_canary(
         return dict(json.loads(first.to_json()))
     prometheus = Prometheus(prometheus_url)
     steps: list[dict[str, Any]] = []
-    for percent in plan.canary_steps[:-1]:
+    for percent, judge in stages(plan):
         rollout = _rollout(plan, percent, status_url=status_url, gitops_repo=gitops_repo,
                            run=run, registry=registry, timeout_s=window.wait_timeout_s)  # fmt: skip
-        analysis = judge_step(prometheus, plan, rollout, window)
+        analysis = judge(prometheus, plan, rollout, window)
         steps.append({"percent": percent, **json.loads(analysis.to_json())})
         print(f"nexus-release: step {percent} %: {analysis.decision}: "
               f"{'; '.join(analysis.reasons)}")  # fmt: skip

@@ -12,12 +12,13 @@ install nothing at run time, so the base image must already hold ``nexus`` with 
 ignores the Kubernetes settings below.
 
 On a cluster (KFP 2.17): the steps that push to Git (``Step.pushes``: canary, promote,
-rollback and the exit handler, which reverts a failed canary) mount the Secret named by ``git_secret`` at
-``git_credentials.MOUNT_PATH`` (``kfp.kubernetes.use_secret_as_volume``); the run goes
-under the ``nexus-release`` ServiceAccount (``SERVICE_ACCOUNT``, given at submission,
-``platform/k8s/pipelines``), whose RBAC lets the canary's waits read the InferenceService
-and Argo CD's Application. The URLs of MLflow, Prometheus and the status API default to
-``IN_CLUSTER``: the in-cluster Services of the charts the platform documents.
+rollback and the exit handler, which reverts a failed canary) mount the Secret named by
+``git_secret`` at ``git_credentials.MOUNT_PATH`` (``kfp.kubernetes.use_secret_as_volume``);
+the run goes under the ``nexus-release`` ServiceAccount (``SERVICE_ACCOUNT``, given at
+submission, ``platform/k8s/pipelines``), whose RBAC lets the canary's waits read the
+InferenceService and Argo CD's Application. The URLs of MLflow, Prometheus and the
+status API default to ``IN_CLUSTER``: the in-cluster Services of the charts the platform
+documents.
 
 The exit handler takes a failed run's canary out of traffic and records the outcome in
 the registry whatever happened; steps whose result depends on the world (registry, Git,

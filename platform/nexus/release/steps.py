@@ -12,9 +12,8 @@ earlier step's ``output`` (``plan``, ``summary``); the KFP component of a step h
 same inputs (``tests/release/test_steps.py``). Each body records its own failure in the
 registry (``record.step_errors``): KFP tells an exit handler only that "a task failed".
 
-A check before any traffic (such as a quality gate at 0 %) is one more ``Step`` between
-``resolve`` and ``canary``, or a stage before the first traffic step of
-``canary.run_canary``.
+A check before any traffic (such as a quality gate at 0 %) is one more stage in front of
+the traffic steps: ``canary.stages``.
 """
 
 from __future__ import annotations
