@@ -15,8 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nexus.release.pipeline import release
-from nexus.release.run import compile_pipeline
+from nexus.release.pipeline import compile_pipeline, release
 
 __all__ = ["COMPILED", "release"]
 

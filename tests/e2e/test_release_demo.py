@@ -72,7 +72,7 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert demo.returncode == 0, out + demo.stderr
     sys.stderr.write(f"nexus demo took {time.monotonic() - started:.0f}s\n")
     # The real pipeline ran twice, step by step.
-    assert out.count("· analyze") == 2, out
+    assert out.count("· canary") == 2, out
     assert "registered llama-8b version 1" in out
     assert "registered llama-8b version 2" in out
     assert re.search(r"llama-8b-predictor-\d+\s+canary\s+\d+\s+\d+ %", out), out
@@ -114,7 +114,7 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert canary["canaryTrafficPercent"] == 20
     assert git(repo, "log", "--format=%s", "-3", "main").splitlines()[:2] == [
         "Promote llama-8b version 2 in local",
-        "Canary llama-8b version 2 in local",
+        "Canary llama-8b version 2 in local at 20 %",
     ]
     assert tags[c.RELEASE_GIT_COMMIT] == git(repo, "rev-parse", "main")
     isvc = httpx.get(f"{urls['status_url']}{ISVC_API}/llama-8b").json()

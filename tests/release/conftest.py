@@ -1,6 +1,7 @@
 """Real MLflow, real Git, real Prometheus and the real local control plane for release tests.
 
-MLflow takes ~30 s to start (schema migrations on a fresh SQLite file), so one server
+MLflow takes ~30 s to start (schema migrations on a fresh SQLite file; 90 s and more on a
+loaded 2-core machine, hence its 300 s start timeout), so one server
 serves the whole session; tests use distinct model names. ``local_platform`` is the local
 platform's controller (``python -m nexus.local.controller``) syncing the test's bare GitOps
 repository into real revisions (CPU worker + transformer each) behind a front, scraped by
@@ -57,7 +58,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
     )  # fmt: skip
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     with managed(args, log=tmp / "mlflow.log", env=env,
-                 ready_url=f"http://127.0.0.1:{port}/health", timeout=120):  # fmt: skip
+                 ready_url=f"http://127.0.0.1:{port}/health", timeout=300):  # fmt: skip
         yield Mlflow(url=f"http://127.0.0.1:{port}")
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from nexus.release.git_credentials import MOUNT_PATH
-from nexus.release.pipeline import GIT_SECRET, IN_CLUSTER, RELEASE_IMAGE
-from nexus.release.run import compile_pipeline
+from nexus.release.pipeline import GIT_SECRET, IN_CLUSTER, RELEASE_IMAGE, compile_pipeline
+from nexus.release.steps import EXIT, STEPS
 from tests.support.processes import REPO
 
 COMPILED = REPO / "pipelines" / "compiled" / "release.yaml"
@@ -37,11 +37,17 @@ def _documents() -> tuple[dict[str, Any], dict[str, Any]]:
     return spec, platform
 
 
-def test_compiled_pipeline_retries_commits_and_never_caches_side_effects() -> None:
+def test_compiled_pipeline_is_the_step_list_and_never_caches_side_effects() -> None:
     spec, _ = _documents()
     tasks = _tasks(spec)
-    assert tasks["commit"]["retryPolicy"]["maxRetryCount"] == 3
-    for name in ("resolve", "commit", "wait", "analyze", "promote", "rollback", "record-outcome"):
+    # The step list is the graph: one task per step, never cached; the canary is not retried
+    # by KFP (a retry would start its traffic steps over; it retries its own commits).
+    steps = {step.name for step in (*STEPS, EXIT)}
+    assert {name for name in tasks if "componentRef" in tasks[name]
+            and not tasks[name]["componentRef"]["name"].startswith("comp-condition")
+            and not tasks[name]["componentRef"]["name"].startswith("comp-exit")} == steps  # fmt: skip
+    assert "retryPolicy" not in tasks["canary"]
+    for name in steps:
         assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
     # The exit handler runs whatever the body's outcome.
     assert tasks["record-outcome"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
@@ -54,7 +60,8 @@ def test_compiled_pipeline_retries_commits_and_never_caches_side_effects() -> No
 def test_every_step_that_pushes_mounts_the_git_secret_and_no_other_does() -> None:
     spec, platform = _documents()
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    pushing = {"exec-commit", "exec-promote", "exec-rollback", "exec-record-outcome"}
+    pushing = {f"exec-{step.name}" for step in (*STEPS, EXIT) if step.pushes}
+    assert pushing == {"exec-canary", "exec-promote", "exec-rollback", "exec-record-outcome"}
     assert set(executors) == pushing
     for name, config in executors.items():
         (volume,) = config["secretAsVolume"]

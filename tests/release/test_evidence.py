@@ -10,6 +10,7 @@ step does.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -26,6 +27,7 @@ from nexus.registry import conventions as c
 from nexus.registry.client import Registry
 from nexus.release import tracking
 from nexus.release.analyze import Analysis, Prometheus, Thresholds, decide, measure, queries
+from nexus.release.canary import summarize
 from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 from tests.release.conftest import Mlflow
@@ -147,8 +149,8 @@ def _step(mlflow: Mlflow, window: Window, analysis: Analysis) -> tuple[str, str,
         tracking_uri=mlflow.url,
         prometheus_url=window.prometheus_url,
         plan_json=_plan().to_json(),
-        analysis_json=analysis.to_json(),
-        canary_percent=20,
+        # One traffic step of 20 %, summarized as the canary step does.
+        analysis_json=json.dumps(summarize([{"percent": 20, **json.loads(analysis.to_json())}])),
         thresholds=THRESHOLDS,
         run=PIPELINE_RUN,
     )
@@ -183,6 +185,10 @@ def test_evidence_report_chart_and_mlflow_run(
     assert " UTC to " in markdown
     for expr in queries(MODEL, [CANARY, STABLE], WINDOW_S).values():
         assert f"  {expr}\n" in markdown
+    # Every traffic step's judgement (here the one step of 20 %).
+    assert "## Steps" in markdown
+    assert f"| 20 % | 120 s | {2 * WINDOW_S:.0f} (48) | 0.200 | 0.975 s | 0.480 s | rollback: " \
+           "canary 5xx ratio 0.200" in markdown  # fmt: skip
     # The chart: one panel per signal, both revisions and the threshold drawn.
     assert svg.startswith("<?xml")
     assert "</svg>" in svg
@@ -201,6 +207,8 @@ def test_evidence_report_chart_and_mlflow_run(
     assert run.info.status == "FINISHED"
     assert run.data.params["version"] == "2"
     assert run.data.params["canary_percent"] == "20"
+    assert run.data.params["steps"] == "20"
+    assert client.get_metric_history(run.info.run_id, "step_20/promote")[0].value == 0
     assert run.data.params["environment"] == "local"
     assert run.data.params["git_commit"] == COMMIT
     assert run.data.tags["decision"] == "rollback"
@@ -262,11 +270,11 @@ def test_evidence_without_prometheus_still_records_the_judgement(
     assert url in MlflowClient(mlflow_server.url).get_model_version(MODEL, "2").description
 
 
-def test_compiled_analyze_step_declares_markdown_and_html_artifacts() -> None:
+def test_compiled_canary_step_declares_markdown_and_html_artifacts() -> None:
     # The first document is the pipeline spec; kfp-kubernetes adds its platform spec after it.
     text = (REPO / "pipelines" / "compiled" / "release.yaml").read_text()
     spec = next(yaml.safe_load_all(text))
-    outputs = spec["components"]["comp-analyze"]["outputDefinitions"]["artifacts"]
+    outputs = spec["components"]["comp-canary"]["outputDefinitions"]["artifacts"]
     types = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
     assert types == {"analysis": "system.Artifact", "report": "system.Markdown",
                      "chart": "system.HTML"}  # fmt: skip

@@ -144,7 +144,7 @@ def test_release_lifecycle(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    for step in ("resolve", "render", "commit", "wait", "analyze", "promote", "record-outcome"):
+    for step in ("resolve", "canary", "promote", "record-outcome"):
         assert f"· {step}" in out, out
     assert "first release" in out
     assert f"{LIFECYCLE_MODEL} version {v1}: promoted" in out
@@ -182,7 +182,7 @@ def test_release_lifecycle(
     subjects = git("--git-dir", str(gitops_repo), "log", "--format=%s", "main")
     assert subjects.splitlines()[:2] == [
         f"Promote {LIFECYCLE_MODEL} version {v2} in local",
-        f"Canary {LIFECYCLE_MODEL} version {v2} in local",
+        f"Canary {LIFECYCLE_MODEL} version {v2} in local at 20 %",
     ]
 
     # 3. A canary whose predictor fails every request is rolled back; v2 stays champion.
@@ -214,8 +214,8 @@ def test_release_lifecycle(
     assert report.read_text().startswith(f"# Release of {LIFECYCLE_MODEL} version {v3}")
     assert "| 5xx ratio |" in report.read_text()
     assert "rollback above" in chart.read_text()
-    kfp_report = next((state / "kfp").glob("*/analyze/report"))
-    assert "<svg" in next((state / "kfp").glob("*/analyze/chart")).read_text()
+    kfp_report = next((state / "kfp").glob("*/canary/report"))
+    assert "<svg" in next((state / "kfp").glob("*/canary/chart")).read_text()
     assert kfp_report.read_text().startswith("# Release of ")
     run_url = out.split("\nMLflow run: ", 1)[1].split("\n", 1)[0]
     assert tags["release.evidence"] == run_url
@@ -245,7 +245,7 @@ def test_release_lifecycle(
     subjects = git("--git-dir", str(gitops_repo), "log", "--format=%s", "main")
     assert subjects.splitlines()[:2] == [
         f"Revert the canary of {LIFECYCLE_MODEL} version {v4} in local",
-        f"Canary {LIFECYCLE_MODEL} version {v4} in local",
+        f"Canary {LIFECYCLE_MODEL} version {v4} in local at 20 %",
     ]
     assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert manifest(gitops_repo, "main~1")["spec"]["predictor"]["canaryTrafficPercent"] == 20
@@ -253,7 +253,7 @@ def test_release_lifecycle(
     assert tags[c.RELEASE_STATUS] == "failed"
     # KFP hands the exit handler only "Task ... failed."; the step recorded its own error.
     error = tags[c.RELEASE_ERROR]
-    assert error.startswith(f"analyze: ReleaseError: Prometheus at {dead} did not answer"), error
+    assert error.startswith(f"canary: ReleaseError: Prometheus at {dead} did not answer"), error
     assert "the canary was taken out of traffic in " in tags[c.RELEASE_ERROR]
     assert registry.alias(LIFECYCLE_MODEL, c.CHAMPION) == v2
     assert registry.alias(LIFECYCLE_MODEL, c.CHALLENGER) is None

@@ -169,3 +169,37 @@ def test_wait_is_bounded_and_says_why(gitops_repo: Path, status_api: StatusApi) 
     )
     assert rollout.traffic == (("slow-predictor-00001", 100),)
     assert rollout.synced_revision == pushed.commit
+
+
+def test_canary_steps_come_from_the_flag_else_the_models_tag(
+    mlflow_server: Mlflow, gitops_repo: Path
+) -> None:
+    registry = Registry.connect(mlflow_server.url)
+    spec = c.ServingSpec(storage_uri="hf://acme/steps", runtime="vllm", gpu_pool="a100")
+    pools = load_pools(default_pools_file())
+    registry.register("steps", spec, pools)
+
+    def plan(steps: str = "") -> tuple[int, ...]:
+        found = plan_release(registry, model="steps", version="1", environment="prod",
+                             pools=pools, steps=steps, canary_percent=20)  # fmt: skip
+        return found.canary_steps
+
+    assert plan() == (20, 100)  # no tag: one step of --canary-percent, then 100
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    client.set_registered_model_tag("steps", c.SERVING_CANARY_STEPS, "10,25,50,100")
+    assert plan() == (10, 25, 50, 100)
+    assert plan("20,50,100") == (20, 50, 100)  # the flag wins
+    # A bad tag fails the run's first step, before anything is committed.
+    client.set_registered_model_tag("steps", c.SERVING_CANARY_STEPS, "50,25,100")
+    arguments = {
+        "model_name": "steps", "version": "1", "environment": "prod", "analysis_window_s": 1.0,
+        "max_error_ratio": 0.02, "max_p95_latency_ratio": 1.5, "min_canary_requests": 1,
+        "gitops_repo": str(gitops_repo), "prometheus_url": "", "tracking_uri": mlflow_server.url,
+        "status_url": "http://127.0.0.1:9", "wait_timeout_s": 5.0,
+    }  # fmt: skip
+    with pytest.raises(ReleaseError, match=r"serving.canary_steps='50,25,100': the steps must"):
+        run_inline(arguments)
+    assert git("--git-dir", str(gitops_repo), "for-each-ref") == ""  # nothing pushed
+    tags = registry.version("steps", "1").tags
+    assert tags[c.RELEASE_STATUS] == "failed"
+    assert tags[c.RELEASE_ERROR].startswith("resolve: ReleaseError: cannot release steps")

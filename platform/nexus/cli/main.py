@@ -278,7 +278,13 @@ def _add_release_commands(
     release.add_argument("name")
     release.add_argument("--version", required=True)
     release.add_argument("--environment", default="prod")
-    release.add_argument("--canary-percent", type=int, default=10)
+    release.add_argument("--canary-percent", type=int, default=10,
+                         help="the one canary step when neither --steps nor the model's "
+                         "serving.canary_steps tag gives steps")  # fmt: skip
+    release.add_argument("--steps", default="", metavar="P,P,...,100",
+                         help="traffic steps of the canary, each judged on its own window, "
+                         "e.g. 10,25,50,100 (default: the model's serving.canary_steps "
+                         "tag)")  # fmt: skip
     release.add_argument("--analysis-window", type=float, default=None, metavar="SECONDS",
                          help="default 600 (60 for --environment local)")  # fmt: skip
     release.add_argument("--max-error-ratio", type=float, default=0.02)

@@ -12,6 +12,7 @@ from typing import Any
 
 from nexus.cli.registry import tracking_uri
 from nexus.errors import ConfigError
+from nexus.registry import conventions as c
 from nexus.release.resolve import LOCAL_ENVIRONMENT
 from nexus.release.tracking import LocalEvidence, save_local
 
@@ -28,6 +29,8 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
     tracking = (
         args.tracking_uri if args.kfp_host else tracking_uri(args.tracking_uri, args.state_dir)
     )
+    if args.steps:
+        c.canary_steps(args.steps, source="--steps")  # refused here, before anything runs
     window = args.analysis_window
     if window is None:
         window = 60.0 if args.environment == LOCAL_ENVIRONMENT else 600.0
@@ -36,6 +39,7 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
         "version": str(args.version),
         "environment": args.environment,
         "canary_percent": args.canary_percent,
+        "steps": args.steps,
         "analysis_window_s": float(window),
         "max_error_ratio": args.max_error_ratio,
         "max_p95_latency_ratio": args.max_p95_latency_ratio,
@@ -50,7 +54,8 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def release(args: argparse.Namespace) -> int:
-    from nexus.release.run import run_inline, run_local, submit
+    from nexus.release.run import run_inline, run_local
+    from nexus.release.submit import submit
 
     params = arguments(args)
     missing = [k for k in ("tracking_uri", "gitops_repo") if not params[k]]

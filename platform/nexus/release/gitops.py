@@ -132,11 +132,13 @@ def commit_step(
     manifest: str,
     action: str,
     branch: str = "main",
+    detail: str = "",
 ) -> str:
-    """The KFP component's body: the commit that holds the manifest (new or unchanged)."""
+    """The commit that holds the manifest (new or unchanged); ``detail`` ends the subject."""
     from nexus.release.render import manifest_path
 
-    message = f"{action} {model} version {version} in {environment}\n\nRelease run: {run}\n"
+    subject = f"{action} {model} version {version} in {environment}{detail}"
+    message = f"{subject}\n\nRelease run: {run}\n"
     pushed = publish(
         repo_url=repo_url,
         path=manifest_path(environment, model),

@@ -1,4 +1,9 @@
-"""The release pipeline (KFP v2): resolve → render → commit → wait → analyze → promote | roll back.
+"""The release pipeline (KFP v2): the graph of ``nexus.release.steps`` as KFP tasks.
+
+resolve → canary (each traffic step committed, waited for and judged) → promote | roll
+back, in an exit handler that records the outcome. The components below only declare
+each step's interface to KFP (inputs, outputs, artifacts) and call the step's body in
+``nexus.release.steps``; ``release`` builds the tasks from ``steps.STEPS``.
 
 Components are lightweight Python components whose bodies call ``nexus.release``; they
 install nothing at run time, so the base image must already hold ``nexus`` with its
@@ -6,18 +11,20 @@ install nothing at run time, so the base image must already hold ``nexus`` with 
 ``kfp.local`` runs the same components in subprocesses of the current interpreter and
 ignores the Kubernetes settings below.
 
-On a cluster (KFP 2.17): the steps that push to Git (commit, promote, rollback and the
-exit handler, which reverts a failed canary) mount the Secret named by ``git_secret`` at
-``git_credentials.MOUNT_PATH`` (``kfp.kubernetes.use_secret_as_volume``); the run goes
-under the ``nexus-release`` ServiceAccount (``SERVICE_ACCOUNT``, given at submission,
-``platform/k8s/pipelines``), whose RBAC lets the wait step read the InferenceService
-and Argo CD's Application. The URLs of MLflow, Prometheus and the status API default to
-``IN_CLUSTER``: the in-cluster Services of the charts the platform documents.
+On a cluster (KFP 2.17): the steps that push to Git (``Step.pushes``: canary, promote,
+rollback and the exit handler, which reverts a failed canary) mount the Secret named by
+``git_secret`` at ``git_credentials.MOUNT_PATH`` (``kfp.kubernetes.use_secret_as_volume``);
+the run goes under the ``nexus-release`` ServiceAccount (``SERVICE_ACCOUNT``, given at
+submission, ``platform/k8s/pipelines``), whose RBAC lets the canary's waits read the
+InferenceService and Argo CD's Application. The URLs of MLflow, Prometheus and the
+status API default to ``IN_CLUSTER``: the in-cluster Services of the charts the platform
+documents.
 
 The exit handler takes a failed run's canary out of traffic and records the outcome in
 the registry whatever happened; steps whose result depends on the world (registry, Git,
-the cluster, Prometheus, the clock) never come from KFP's cache; the commit step is
-retried (push races are handled inside it too, this covers transient Git outages).
+the cluster, Prometheus, the clock) never come from KFP's cache. The canary step is not
+retried by KFP (a retry would start its traffic steps over); it retries its own commits
+(``canary.COMMIT_ATTEMPTS``) and push races (``gitops.publish``).
 
 ``pipelines/release.py`` re-exports ``release`` and compiles it to
 ``pipelines/compiled/release.yaml``; the definitions live in the package so that the
@@ -27,12 +34,14 @@ retried (push races are handled inside it too, this covers transient Git outages
 # No `from __future__ import annotations` here, unlike everywhere else: KFP reads the
 # components' annotations as live types to build their interfaces, and runs each body
 # as a standalone module, so annotations must be expressions that evaluate there too
-# (hence the inline NamedTuple of `analyze`).
-from typing import Final, NamedTuple
+# (hence the inline NamedTuple of `canary`).
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Markdown, Output, PipelineTaskFinalStatus
 
+from nexus.release import steps as graph
 from nexus.release.git_credentials import MOUNT_PATH
 
 # The transformer image does not carry MLflow or KFP; releases run in their own image
@@ -57,129 +66,86 @@ IN_CLUSTER: Final = {
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
 def resolve(
-    tracking_uri: str, model_name: str, version: str, environment: str, namespace: str, run: str
-) -> str:
-    """The version exists and its tags are valid; fails before any side effect."""
-    from nexus.release.record import step_errors
-    from nexus.release.resolve import resolve_step
-
-    with step_errors(tracking_uri, run, "resolve", model=model_name, version=version):
-        return resolve_step(
-            tracking_uri=tracking_uri,
-            model=model_name,
-            version=version,
-            environment=environment,
-            namespace=namespace,
-        )
-
-
-@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
-def render(plan: str, canary_percent: int) -> str:
-    """The InferenceService of the first rollout (canary, or 100 % for a first release)."""
-    from nexus.release.render import render_step
-
-    return render_step(plan_json=plan, canary_percent=canary_percent)
-
-
-@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
-def commit(gitops_repo: str, tracking_uri: str, plan: str, manifest: str, run: str) -> str:
-    """Commit and push the manifest (idempotent); the version becomes ``challenger``."""
-    from nexus.release.record import step_errors
-    from nexus.release.rollout import commit_first
-
-    with step_errors(tracking_uri, run, "commit", plan=plan):
-        return commit_first(
-            tracking_uri=tracking_uri,
-            gitops_repo=gitops_repo,
-            plan_json=plan,
-            manifest=manifest,
-            run=run,
-        )
-
-
-@dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
-def wait(
     tracking_uri: str,
-    status_url: str,
-    gitops_repo: str,
-    plan: str,
-    commit_sha: str,
+    model_name: str,
+    version: str,
+    environment: str,
+    namespace: str,
+    steps: str,
     canary_percent: int,
-    timeout_s: float,
     run: str,
 ) -> str:
-    """Until Argo CD synced the commit and the predictor's traffic is split as asked."""
-    from nexus.release.record import step_errors
-    from nexus.release.rollout import wait_first
+    """The version exists, its tags and the canary's steps are valid; before any side effect."""
+    from nexus.release import steps as graph
 
-    with step_errors(tracking_uri, run, "wait", plan=plan):
-        return wait_first(
-            status_url=status_url,
-            gitops_repo=gitops_repo,
-            plan_json=plan,
-            commit=commit_sha,
-            canary_percent=canary_percent,
-            timeout_s=timeout_s,
-        )
+    return graph.resolve(
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        version=version,
+        environment=environment,
+        namespace=namespace,
+        steps=steps,
+        canary_percent=canary_percent,
+        run=run,
+    )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
-def analyze(
+def canary(
     tracking_uri: str,
+    gitops_repo: str,
+    status_url: str,
     prometheus_url: str,
     plan: str,
-    rollout: str,
-    window_s: float,
+    analysis_window_s: float,
     max_error_ratio: float,
     max_p95_latency_ratio: float,
     min_canary_requests: int,
-    canary_percent: int,
+    wait_timeout_s: float,
     run: str,
     analysis: Output[Artifact],
     report: Output[Markdown],
     chart: Output[HTML],
 ) -> NamedTuple("Judgement", [("decision", str), ("summary", str)]):  # type: ignore[valid-type]
-    """Canary vs stable over the window: the decision; the numbers, a report and a chart.
+    """Each traffic step committed, waited for and judged; the decision, a report, a chart.
 
     ``report`` (Markdown) and ``chart`` (HTML) are what the KFP UI renders on the run; the
     same report and chart go to the release's MLflow run (``nexus.release.tracking``).
     """
     import json
 
-    from nexus.release.analyze import Thresholds, analyze_step
+    from nexus.release import steps as graph
     from nexus.release.evidence import chart_html
-    from nexus.release.record import step_errors
-    from nexus.release.tracking import evidence_step
 
-    with step_errors(tracking_uri, run, "analyze", plan=plan):
-        summary = analyze_step(
-            prometheus_url=prometheus_url,
-            plan_json=plan,
-            rollout_json=rollout,
-            window_s=window_s,
-            max_error_ratio=max_error_ratio,
-            max_p95_latency_ratio=max_p95_latency_ratio,
-            min_requests=min_canary_requests,
-        )
-        markdown, svg, evidence = evidence_step(
-            tracking_uri=tracking_uri,
-            prometheus_url=prometheus_url,
-            plan_json=plan,
-            analysis_json=summary,
-            canary_percent=canary_percent,
-            thresholds=Thresholds(max_error_ratio, max_p95_latency_ratio, min_canary_requests),
-            run=run,
-        )
+    written: dict[str, str] = {}
+
+    def keep(markdown: str, svg: str, url: str) -> None:
+        written.update(markdown=markdown, svg=svg, url=url)
+
+    summary = graph.canary(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        prometheus_url=prometheus_url,
+        plan=plan,
+        analysis_window_s=analysis_window_s,
+        max_error_ratio=max_error_ratio,
+        max_p95_latency_ratio=max_p95_latency_ratio,
+        min_canary_requests=min_canary_requests,
+        wait_timeout_s=wait_timeout_s,
+        run=run,
+        evidence=keep,
+    )
     with open(analysis.path, "w", encoding="utf-8") as out:
         out.write(summary)
     with open(report.path, "w", encoding="utf-8") as out:
-        out.write(markdown)
+        out.write(written["markdown"])
     with open(chart.path, "w", encoding="utf-8") as out:
-        out.write(chart_html(svg, "canary against stable"))
+        out.write(chart_html(written["svg"], "canary against stable"))
     decision = json.loads(summary)["decision"]
     for artifact in (analysis, report, chart):
         artifact.metadata["decision"] = decision
-        artifact.metadata["mlflow_run"] = evidence.url
+        artifact.metadata["mlflow_run"] = written["url"]
     return (decision, summary)
 
 
@@ -191,22 +157,20 @@ def promote(
     plan: str,
     summary: str,
     run: str,
-    timeout_s: float,
+    wait_timeout_s: float,
 ) -> str:
     """100 % on the new version, then ``champion`` moves to it."""
-    from nexus.release.record import step_errors
-    from nexus.release.rollout import promote_step
+    from nexus.release import steps as graph
 
-    with step_errors(tracking_uri, run, "promote", plan=plan):
-        return promote_step(
-            tracking_uri=tracking_uri,
-            gitops_repo=gitops_repo,
-            status_url=status_url,
-            plan_json=plan,
-            analysis_json=summary,
-            run=run,
-            timeout_s=timeout_s,
-        )
+    return graph.promote(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        plan=plan,
+        summary=summary,
+        run=run,
+        wait_timeout_s=wait_timeout_s,
+    )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -217,22 +181,20 @@ def rollback(
     plan: str,
     summary: str,
     run: str,
-    timeout_s: float,
+    wait_timeout_s: float,
 ) -> str:
     """``canaryTrafficPercent: 0``: the champion serves everything again."""
-    from nexus.release.record import step_errors
-    from nexus.release.rollout import rollback_step
+    from nexus.release import steps as graph
 
-    with step_errors(tracking_uri, run, "rollback", plan=plan):
-        return rollback_step(
-            tracking_uri=tracking_uri,
-            gitops_repo=gitops_repo,
-            status_url=status_url,
-            plan_json=plan,
-            analysis_json=summary,
-            run=run,
-            timeout_s=timeout_s,
-        )
+    return graph.rollback(
+        tracking_uri=tracking_uri,
+        gitops_repo=gitops_repo,
+        status_url=status_url,
+        plan=plan,
+        summary=summary,
+        run=run,
+        wait_timeout_s=wait_timeout_s,
+    )
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -244,13 +206,13 @@ def record_outcome(
     run: str,
     status: PipelineTaskFinalStatus,
 ) -> None:
-    """Exit handler: a failed run's canary leaves traffic; the version is tagged ``failed``."""
-    from nexus.release.rollout import outcome_step
+    """Exit handler: a failed run's canary leaves traffic; the registry records the outcome."""
+    from nexus.release import steps as graph
 
-    outcome_step(
+    graph.record_outcome(
         tracking_uri=tracking_uri,
         gitops_repo=gitops_repo,
-        model=model_name,
+        model_name=model_name,
         version=version,
         run=run,
         state=status.state,
@@ -258,9 +220,30 @@ def record_outcome(
     )
 
 
-def _pushes(task: dsl.PipelineTask, git_secret: str) -> dsl.PipelineTask:
-    """A step that pushes to the GitOps repository gets the Git credentials Secret."""
-    return kubernetes.use_secret_as_volume(task, secret_name=git_secret, mount_path=MOUNT_PATH)
+# The KFP component of each step of ``steps.STEPS`` and ``steps.EXIT``, by step name.
+COMPONENTS: Final = {
+    "resolve": resolve,
+    "canary": canary,
+    "promote": promote,
+    "rollback": rollback,
+    "record-outcome": record_outcome,
+}
+# The pipeline's names for the branches of ``steps.Step.branch``.
+BRANCHES: Final = {"passed": "canary-passed", "failed": "canary-failed"}
+
+
+def _task(step: graph.Step, values: dict[str, Any], git_secret: Any) -> dsl.PipelineTask:
+    """The step's task, its inputs taken from ``values``; never cached; Git mounted if it pushes."""
+    component = COMPONENTS[step.name]
+    wanted = component.component_spec.inputs or {}
+    task = component(**{name: values[name] for name in wanted if name in values})
+    task.set_caching_options(False)
+    if step.pushes:
+        kubernetes.use_secret_as_volume(task, secret_name=git_secret, mount_path=MOUNT_PATH)
+    if step.output:
+        outputs = task.outputs if len(task.outputs) > 1 else {step.output: task.output}
+        values.update(outputs)
+    return task
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Release an MLflow model version through GitOps")
@@ -269,6 +252,7 @@ def release(
     version: str,
     environment: str = "prod",
     canary_percent: int = 10,
+    steps: str = "",
     analysis_window_s: float = 600.0,
     max_error_ratio: float = 0.02,
     max_p95_latency_ratio: float = 1.5,
@@ -281,77 +265,23 @@ def release(
     wait_timeout_s: float = 900.0,
     git_secret: str = GIT_SECRET,
 ) -> None:
-    run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    outcome = record_outcome(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        model_name=model_name,
-        version=version,
-        run=run,
-    ).set_caching_options(False)
-    _pushes(outcome, git_secret)
+    values: dict[str, Any] = {**locals(), "run": dsl.PIPELINE_JOB_NAME_PLACEHOLDER}
+    outcome = _task(graph.EXIT, values, git_secret)
     with dsl.ExitHandler(outcome, name="release"):
-        planned = resolve(
-            tracking_uri=tracking_uri,
-            model_name=model_name,
-            version=version,
-            environment=environment,
-            namespace=namespace,
-            run=run,
-        )
-        planned.set_caching_options(False)
-        manifest = render(plan=planned.output, canary_percent=canary_percent)
-        pushed = commit(
-            gitops_repo=gitops_repo,
-            tracking_uri=tracking_uri,
-            plan=planned.output,
-            manifest=manifest.output,
-            run=run,
-        )
-        pushed.set_caching_options(False).set_retry(num_retries=3, backoff_duration="5s")
-        _pushes(pushed, git_secret)
-        rolled = wait(
-            tracking_uri=tracking_uri,
-            status_url=status_url,
-            gitops_repo=gitops_repo,
-            plan=planned.output,
-            commit_sha=pushed.output,
-            canary_percent=canary_percent,
-            timeout_s=wait_timeout_s,
-            run=run,
-        ).set_caching_options(False)
-        judged = analyze(
-            tracking_uri=tracking_uri,
-            prometheus_url=prometheus_url,
-            plan=planned.output,
-            rollout=rolled.output,
-            window_s=analysis_window_s,
-            max_error_ratio=max_error_ratio,
-            max_p95_latency_ratio=max_p95_latency_ratio,
-            min_canary_requests=min_canary_requests,
-            canary_percent=canary_percent,
-            run=run,
-        ).set_caching_options(False)
-        decision, summary = judged.outputs["decision"], judged.outputs["summary"]
-        with dsl.If(decision == "promote", name="canary-passed"):
-            promoted = promote(
-                tracking_uri=tracking_uri,
-                gitops_repo=gitops_repo,
-                status_url=status_url,
-                plan=planned.output,
-                summary=summary,
-                run=run,
-                timeout_s=wait_timeout_s,
-            ).set_caching_options(False)
-            _pushes(promoted, git_secret)
-        with dsl.Else(name="canary-failed"):
-            rolled_back = rollback(
-                tracking_uri=tracking_uri,
-                gitops_repo=gitops_repo,
-                status_url=status_url,
-                plan=planned.output,
-                summary=summary,
-                run=run,
-                timeout_s=wait_timeout_s,
-            ).set_caching_options(False)
-            _pushes(rolled_back, git_secret)
+        for step in graph.STEPS:
+            if step.branch == "always":
+                _task(step, values, git_secret)
+            elif step.branch == "passed":
+                with dsl.If(values["decision"] == graph.PASSED, name=BRANCHES["passed"]):
+                    _task(step, values, git_secret)
+            else:
+                with dsl.Else(name=BRANCHES["failed"]):
+                    _task(step, values, git_secret)
+
+
+def compile_pipeline(target: Path) -> None:
+    """Compile deterministically: same sources, same bytes (the YAML is committed)."""
+    from kfp import compiler
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(release, package_path=str(target))

@@ -35,6 +35,8 @@ class ReleasePlan:
     # The version serving 100 % when the release started (``None``: first release).
     champion: str | None = None
     model_aliases: tuple[str, ...] = field(default=())
+    # The traffic percents of the canary, the last one 100 (``conventions.canary_steps``).
+    canary_steps: tuple[int, ...] = (10, 100)
 
     @property
     def first_release(self) -> bool:
@@ -65,4 +67,5 @@ class ReleasePlan:
         raw: dict[str, Any] = json.loads(text)
         raw["vllm_args"] = tuple(raw.get("vllm_args") or ())
         raw["model_aliases"] = tuple(raw.get("model_aliases") or ())
+        raw["canary_steps"] = tuple(raw.get("canary_steps") or (10, 100))
         return cls(**raw)

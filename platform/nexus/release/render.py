@@ -24,13 +24,6 @@ def manifest_path(environment: str, model: str) -> str:
     return f"inference_services/{environment}/inferenceservice.{model}.yaml"
 
 
-def canary_split(plan: ReleasePlan, requested: int) -> int | None:
-    """The ``canaryTrafficPercent`` of the first rollout: ``None`` means 100 % at once."""
-    if not 1 <= requested <= 99:
-        raise ReleaseError(f"canary percent must be within 1..99, got {requested}")
-    return None if plan.first_release else requested
-
-
 def render_manifest(
     plan: ReleasePlan, *, canary_percent: int | None, pools: Mapping[str, Pool]
 ) -> str:
@@ -48,10 +41,3 @@ def load_step_pools(pools_file: str) -> dict[str, Pool]:
         return load_pools(Path(pools_file) if pools_file else default_pools_file())
     except ConfigError as exc:
         raise ReleaseError(str(exc)) from exc
-
-
-def render_step(*, plan_json: str, canary_percent: int, pools_file: str = "") -> str:
-    """The KFP component's body: the manifest of the first rollout."""
-    plan = ReleasePlan.from_json(plan_json)
-    pools = load_step_pools(pools_file)
-    return render_manifest(plan, canary_percent=canary_split(plan, canary_percent), pools=pools)

@@ -44,6 +44,21 @@ def default_pools_file() -> Path:
     return Path(__file__).resolve().parents[2] / "pools.yaml"
 
 
+def traffic_steps(
+    registry: Registry, model: str, *, steps: str, canary_percent: int
+) -> tuple[int, ...]:
+    """The canary's percents: ``--steps``, else the model's ``serving.canary_steps`` tag,
+    else one step of ``canary_percent`` then 100 (``ConfigError`` when invalid)."""
+    if steps:
+        return c.canary_steps(steps, source="--steps")
+    tagged = registry.model_tags(model).get(c.SERVING_CANARY_STEPS, "")
+    if tagged:
+        return c.canary_steps(tagged)
+    if not 1 <= canary_percent <= 99:
+        raise ConfigError(f"canary percent must be within 1..99, got {canary_percent}")
+    return (canary_percent, 100)
+
+
 def plan_release(
     registry: Registry,
     *,
@@ -52,6 +67,8 @@ def plan_release(
     environment: str,
     pools: Mapping[str, Pool],
     namespace: str = "nexus",
+    steps: str = "",
+    canary_percent: int = 10,
 ) -> ReleasePlan:
     """Read the version and the champion; ``ReleaseError`` says what is wrong with them."""
     try:
@@ -60,6 +77,7 @@ def plan_release(
         description = c.validate(model, spec, pools)
         champion = registry.alias(model, c.CHAMPION)
         public = registry.public_names(model)
+        percents = traffic_steps(registry, model, steps=steps, canary_percent=canary_percent)
     except (ConfigError, RegistryError) as exc:
         raise ReleaseError(f"cannot release {model} version {version}: {exc}") from exc
     plan = ReleasePlan(
@@ -75,6 +93,7 @@ def plan_release(
         vllm_args=description.vllm_args,
         champion=champion,
         model_aliases=public,
+        canary_steps=percents,
     )
     if environment == LOCAL_ENVIRONMENT:
         if LOCAL_POOL not in pools:
@@ -96,6 +115,8 @@ def resolve_step(
     version: str,
     environment: str,
     namespace: str = "nexus",
+    steps: str = "",
+    canary_percent: int = 10,
     pools_file: str = "",
 ) -> str:
     """The KFP component's body: the plan as JSON."""
@@ -111,5 +132,7 @@ def resolve_step(
         environment=environment,
         pools=pools,
         namespace=namespace,
+        steps=steps,
+        canary_percent=canary_percent,
     )
     return plan.to_json()

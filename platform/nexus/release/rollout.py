@@ -1,10 +1,10 @@
-"""The rollouts of a release: the first one (canary, or 100 %), then promote or roll back.
+"""The rollouts of a release: promote or roll back, and the exit handler's revert.
 
-Each is render → commit → wait → record. The first rollout's commit and wait are
-separate pipeline steps (the commit is retried on its own); promote and rollback are one
-step each. Promote renders the new version without ``canaryTrafficPercent`` (Knative sends it
-100 %); rollback renders it with ``canaryTrafficPercent: 0`` (everything back on the
-previous rolled-out revision, the champion). Either way Git holds the truth and the
+Each is render → commit → wait → record (the canary's own steps are
+``nexus.release.canary``). Promote renders the new version without
+``canaryTrafficPercent`` (Knative sends it 100 %); rollback renders it with
+``canaryTrafficPercent: 0`` (everything back on the previous rolled-out revision, the
+champion). Either way Git holds the truth and the
 registry is only updated once the cluster shows the traffic where Git says it is.
 """
 
@@ -15,61 +15,21 @@ from nexus.registry.client import Registry
 from nexus.release import record, tracking
 from nexus.release.gitops import commit_step
 from nexus.release.plan import ReleasePlan
-from nexus.release.render import canary_split, load_step_pools, render_manifest
+from nexus.release.render import load_step_pools, render_manifest
 from nexus.release.wait import Expect, wait_step
 
 
-def commit_first(
-    *, tracking_uri: str, gitops_repo: str, plan_json: str, manifest: str, run: str
-) -> str:
-    """Commit the first rollout's manifest; a canary version becomes ``challenger``."""
-    plan = ReleasePlan.from_json(plan_json)
-    sha = commit_step(
-        repo_url=gitops_repo,
-        environment=plan.environment,
-        model=plan.model,
-        version=plan.version,
-        run=run,
-        manifest=manifest,
-        action="Release" if plan.first_release else "Canary",
-    )
-    record.mark_rollout(Registry.connect(tracking_uri), plan, commit=sha, run=run)
-    return sha
-
-
-def wait_first(
-    *,
-    status_url: str,
-    gitops_repo: str,
-    plan_json: str,
-    commit: str,
-    canary_percent: int,
-    timeout_s: float,
-) -> str:
-    """Wait for the first rollout: the canary split, or 100 % for a first release."""
-    plan = ReleasePlan.from_json(plan_json)
-    split = canary_split(plan, canary_percent)
-    return wait_step(
-        status_url=status_url,
-        namespace=plan.namespace,
-        model=plan.model,
-        commit=commit,
-        expect="full" if split is None else "canary",
-        canary_percent=split or 0,
-        timeout_s=timeout_s,
-        gitops_repo=gitops_repo,
-    )
-
-
-def _commit(
+def commit_traffic(
     *,
     plan: ReleasePlan,
     canary_percent: int | None,
     action: str,
     gitops_repo: str,
     run: str,
-    pools_file: str,
+    pools_file: str = "",
+    detail: str = "",
 ) -> str:
+    """Commit the plan's InferenceService with ``canaryTrafficPercent`` (``None``: 100 %)."""
     manifest = render_manifest(
         plan, canary_percent=canary_percent, pools=load_step_pools(pools_file)
     )
@@ -81,6 +41,7 @@ def _commit(
         run=run,
         manifest=manifest,
         action=action,
+        detail=detail,
     )
 
 
@@ -96,7 +57,7 @@ def _apply(
     timeout_s: float,
     pools_file: str,
 ) -> str:
-    commit = _commit(
+    commit = commit_traffic(
         plan=plan,
         canary_percent=canary_percent,
         action=action,
@@ -202,7 +163,7 @@ def outcome_step(
     note = ""
     if plan is not None:
         try:
-            sha = _commit(
+            sha = commit_traffic(
                 plan=plan,
                 canary_percent=0,
                 action="Revert the canary of",

@@ -25,7 +25,6 @@ from typing import Any, Final, TextIO
 from nexus.errors import ReleaseError
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
-from nexus.release.submit import submit as submit  # `nexus release --kfp-host`
 from nexus.release.tracking import LocalEvidence, save_local
 
 ENDPOINTS_FILE: Final = "endpoints.json"
@@ -128,99 +127,18 @@ def run_local(
     return Outcome(tags.get(c.RELEASE_STATUS, "failed"), analysis, log_path, evidence)
 
 
-def compile_pipeline(target: Path) -> None:
-    """Compile deterministically: same sources, same bytes (the YAML is committed)."""
-    from kfp import compiler
-
-    from nexus.release.pipeline import release
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(release, package_path=str(target))
-
-
 def run_inline(arguments: Mapping[str, Any], *, run: str = "") -> str:
-    """The pipeline's steps in this process, in its order, without KFP; the final status.
+    """The pipeline's steps (``steps.STEPS``) in this process, without KFP; the final status.
 
     For quick local iterations (one interpreter instead of one per step, which matters
     on small machines where importing MLflow and KServe takes seconds) and for tests of
-    step behaviour. The graph is the pipeline's: first rollout, analysis, promote or
-    roll back, and the exit handler (a failed run's canary reverted, the failure recorded,
-    then re-raised).
+    step behaviour. Parameters left out take the pipeline's defaults.
     """
-    from nexus.release import analyze, render, resolve, rollout, tracking
+    from nexus.release.pipeline import release
+    from nexus.release.steps import run_steps
 
-    a = dict(arguments)
-    run = run or f"inline-{a['model_name']}-{a['version']}-{int(time.time())}"
-    state, error = "SUCCEEDED", ""
-    try:
-        plan = resolve.resolve_step(
-            tracking_uri=a["tracking_uri"],
-            model=a["model_name"],
-            version=a["version"],
-            environment=a["environment"],
-            namespace=a["namespace"],
-        )
-        manifest = render.render_step(plan_json=plan, canary_percent=a["canary_percent"])
-        sha = rollout.commit_first(
-            tracking_uri=a["tracking_uri"],
-            gitops_repo=a["gitops_repo"],
-            plan_json=plan,
-            manifest=manifest,
-            run=run,
-        )
-        rolled = rollout.wait_first(
-            status_url=a["status_url"],
-            gitops_repo=a["gitops_repo"],
-            plan_json=plan,
-            commit=sha,
-            canary_percent=a["canary_percent"],
-            timeout_s=a["wait_timeout_s"],
-        )
-        summary = analyze.analyze_step(
-            prometheus_url=a["prometheus_url"],
-            plan_json=plan,
-            rollout_json=rolled,
-            window_s=a["analysis_window_s"],
-            max_error_ratio=a["max_error_ratio"],
-            max_p95_latency_ratio=a["max_p95_latency_ratio"],
-            min_requests=a["min_canary_requests"],
-        )
-        tracking.evidence_step(
-            tracking_uri=a["tracking_uri"],
-            prometheus_url=a["prometheus_url"],
-            plan_json=plan,
-            analysis_json=summary,
-            canary_percent=a["canary_percent"],
-            thresholds=analyze.Thresholds(
-                a["max_error_ratio"], a["max_p95_latency_ratio"], a["min_canary_requests"]
-            ),
-            run=run,
-        )
-        step = rollout.promote_step
-        if json.loads(summary)["decision"] != "promote":
-            step = rollout.rollback_step
-        step(
-            tracking_uri=a["tracking_uri"],
-            gitops_repo=a["gitops_repo"],
-            status_url=a["status_url"],
-            plan_json=plan,
-            analysis_json=summary,
-            run=run,
-            timeout_s=a["wait_timeout_s"],
-        )
-    except Exception as exc:
-        # The exit handler's contract: whatever failed, no canary is left in traffic by this
-        # run and the registry says so.
-        state, error = "FAILED", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        status = rollout.outcome_step(
-            tracking_uri=a["tracking_uri"],
-            gitops_repo=a["gitops_repo"],
-            model=a["model_name"],
-            version=a["version"],
-            run=run,
-            state=state,
-            error=error,
-        )
-    return status
+    inputs = (release.component_spec.inputs or {}).items()
+    defaults = {name: spec.default for name, spec in inputs if spec.default is not None}
+    values = {**defaults, **arguments}
+    run = run or f"inline-{values['model_name']}-{values['version']}-{int(time.time())}"
+    return run_steps({**values, "run": run})

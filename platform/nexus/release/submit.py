@@ -72,8 +72,7 @@ def submit(
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from nexus.release.pipeline import PIPELINE_NAME, SERVICE_ACCOUNT
-    from nexus.release.run import compile_pipeline
+    from nexus.release.pipeline import PIPELINE_NAME, SERVICE_ACCOUNT, compile_pipeline
 
     params = {key: value for key, value in arguments.items() if value != ""}
     run_name = f"release-{arguments['model_name']}-{arguments['version']}"

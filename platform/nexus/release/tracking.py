@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from nexus.errors import RegistryError, ReleaseError
-from nexus.release.evidence import SIGNALS, Points, Release, limits
+from nexus.release.evidence import SIGNALS, Points, Release, limits, window_start
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -153,6 +153,7 @@ class Tracking:
             "version": release.version,
             "environment": release.environment,
             "canary_percent": str(release.canary_percent),
+            "steps": ",".join(str(p) for p in release.steps) or "-",
             "git_commit": release.git_commit or "-",
             "pipeline_run": release.pipeline_run or "-",
             "window_s": f"{float(analysis.get('window_s', 0.0)):g}",
@@ -162,7 +163,7 @@ class Tracking:
         }
         now_ms = int(time.time() * 1000)
         metrics = [Metric(k, v, now_ms, 0) for k, v in self._window_metrics(analysis, thresholds)]
-        start = float(analysis.get("window_end", 0.0)) - float(analysis.get("window_s", 0.0))
+        start = window_start(analysis)
         for signal in SIGNALS:
             for role, points in by_role.get(signal.key, {}).items():
                 metrics += [
@@ -201,6 +202,12 @@ class Tracking:
             for key in ("requests", "errors", *(s.key for s in SIGNALS)):
                 if stats.get(key) is not None:
                     found.append((f"window/{role}_{key}", float(stats[key])))
+        for step in analysis.get("steps", ()):
+            canary = step.get("canary") or {}
+            for key in ("requests", "errors", *(s.key for s in SIGNALS)):
+                if canary.get(key) is not None:
+                    found.append((f"step_{step['percent']}/canary_{key}", float(canary[key])))
+            found.append((f"step_{step['percent']}/promote", float(step["decision"] == "promote")))
         if analysis.get("canary") is not None:
             for key, limit in limits(analysis.get("stable"), thresholds).items():
                 if limit is not None:
@@ -305,7 +312,6 @@ def evidence_step(
     prometheus_url: str,
     plan_json: str,
     analysis_json: str,
-    canary_percent: int,
     thresholds: Thresholds,
     run: str,
 ) -> tuple[str, str, EvidenceRun]:
@@ -331,7 +337,8 @@ def evidence_step(
         model=plan.model,
         version=plan.version,
         environment=plan.environment,
-        canary_percent=canary_percent if analysis.get("canary") else 100,
+        canary_percent=int(analysis.get("percent", 100)) if analysis.get("canary") else 100,
+        steps=tuple(int(step["percent"]) for step in analysis.get("steps", ())),
         git_commit=tags.get(c.RELEASE_GIT_COMMIT, "") if tags.get(c.RELEASE_RUN) == run else "",
         pipeline_run=run,
     )
@@ -344,14 +351,16 @@ def evidence_step(
         window_s = float(analysis["window_s"])
         end = float(analysis.get("window_end", time.time()))
         promql = queries(plan.model, revisions, window_s, runtime=plan.runtime)
+        # The chart spans every step of the canary (the last one's window when one step).
+        span = end - float(analysis.get("span_start", end - window_s))
         try:
             measured = series(
                 Prometheus(prometheus_url),
                 plan.model,
                 revisions,
-                start=end - window_s,
+                start=end - span,
                 end=end,
-                step=max(1.0, window_s / 60),
+                step=max(1.0, span / 60),
                 # Several scrapes per point: 15 s PodMonitors (platform/k8s/monitoring), 5 s
                 # locally (nexus.local.prometheus).
                 rate_window_s=max(15.0, window_s / 4),
