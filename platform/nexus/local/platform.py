@@ -38,6 +38,10 @@ Progress = Callable[[str], None]
 # platform/k8s/base holds the ConfigMaps the transformers read (resources.CONFIG_FOLDER).
 GITOPS_FOLDERS = ("inference_services/local", "graphs", "platform/k8s/base")
 KEY_FILE = "demo-api-key"
+# MLflow 3.17.2's `mlflow server` starts a job runner and seven huey consumers (~1.5 GiB)
+# unless this is false (`_run_server` in mlflow/server/__init__.py reads it, default True
+# in mlflow/environment_variables.py); the registry the platform uses needs no jobs.
+MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,8 @@ def _infrastructure(
                       f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root",
                       str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                       "--workers", "1")  # fmt: skip
-        services.append(Service("mlflow", args, port, f"http://127.0.0.1:{port}/health"))
+        services.append(Service("mlflow", args, port, f"http://127.0.0.1:{port}/health",
+                                env=MLFLOW_ENV))  # fmt: skip
         info["tracking_uri"] = f"http://127.0.0.1:{port}"
     else:
         progress("mlflow is not installed (pip install 'nexus-serving[release]'): no registry")
