@@ -79,8 +79,8 @@ def measure(state: Path) -> list[Process]:
             service = leaders.get(int(stat[5]))  # field 6: the session id
             if service is None or stat[2] == "Z":
                 continue
-            found.append(Process(service, pid, _command(pid), _kib(entry / "smaps_rollup", "Pss"),
-                                 _kib(entry / "status", "VmRSS"), int(stat[21]) / TICKS))  # fmt: skip
+            pss, rss = _kib(entry / "smaps_rollup", "Pss"), _kib(entry / "status", "VmRSS")
+            found.append(Process(service, pid, _command(pid), pss, rss, int(stat[21]) / TICKS))
         except (OSError, ValueError):
             continue  # exited meanwhile
     return sorted(found, key=lambda p: (p.started, p.pid))
@@ -122,15 +122,16 @@ def run(settle: float) -> str:
         since = _uptime()
         command = [*NEXUS, "up", "--state-dir", str(state), "--port-base", str(_free_base(60))]
         try:
-            up = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                timeout=600, check=False)  # fmt: skip
+            up = subprocess.run(  # noqa: S603 - our own command
+                command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+            )
             if up.returncode != 0:
                 raise SystemExit(f"footprint: nexus up failed:\n{up.stdout}\n{up.stderr}")
             time.sleep(settle)  # let start-up garbage settle, as a platform left running does
             return table(measure(state), since)
         finally:
-            subprocess.run([*NEXUS, "down", "--state-dir", str(state)], cwd=ROOT,
-                           capture_output=True, timeout=120, check=False)  # fmt: skip
+            down = [*NEXUS, "down", "--state-dir", str(state)]
+            subprocess.run(down, cwd=ROOT, capture_output=True, timeout=120, check=False)  # noqa: S603
 
 
 def write_readme(text: str) -> None:

@@ -11,7 +11,9 @@ polls the GitOps repository about once a second and reconciles what it finds:
   InferenceService's cluster host at its front;
 - the ConfigMaps of ``platform/k8s/base/`` at the same commit, which the transformers'
   ``envFrom`` reads (never the working checkout, which Argo CD does not see);
-- Prometheus' scrape targets, and the status API the release pipeline waits on.
+- Prometheus' scrape targets, and the status API the release pipeline waits on;
+- the platform's own services ``nexus up`` hands it (MLflow, Redis, Prometheus: see
+  ``services``), kept running before anything else is reconciled.
 
 A pipeline therefore changes the platform by pushing to the bare repository, nothing
 else. Revision state is kept in ``<state>/controller/state.json`` so a restart keeps
@@ -41,6 +43,7 @@ from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Reconciler, Settings
 from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
+from nexus.local.services import ServiceReconciler, load
 from nexus.local.status import Snapshot, status_app
 from nexus.local.storage import StorageInitializer
 from nexus.local.supervisor import Supervisor
@@ -51,9 +54,17 @@ from nexus.local.workloads import Workloads
 class Controller:
     """The sync loop and the listeners it owns (status API, InferenceService fronts)."""
 
-    def __init__(self, *, settings: Settings, reconciler: Reconciler, reader: GitReader) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        reconciler: Reconciler,
+        services: ServiceReconciler,
+        reader: GitReader,
+    ) -> None:
         self.settings = settings
         self.reconciler = reconciler
+        self.services = services
         self.reader = reader
         self.head: str | None = None
         self.applied: str | None = None
@@ -63,10 +74,26 @@ class Controller:
     def snapshot(self) -> Snapshot:
         isvcs, graphs = self.reconciler.views()
         events = tuple(self.reconciler.events)
-        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events)
+        services = self.services.views()
+        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events, services)
+
+    def _waiting(self) -> str | None:
+        """What the first sync waits for: every platform service ready once, the CPU model."""
+        self.services.apply()
+        if not self.services.started:
+            return f"waiting for the platform's services: {', '.join(self.services.waiting_for())}"
+        record = self.settings.vllm_model_record
+        if record is not None and not record.exists():
+            return f"waiting for `nexus up` to register the CPU model ({record})"
+        return None
 
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
+        waiting = self._waiting()
+        if waiting is not None and self.head is None:
+            await self.reconciler.workloads.probe()
+            self.sync_error = waiting
+            return
         try:
             head = await self.reader.head()
             if head != self.head:
@@ -130,7 +157,7 @@ def engines(settings: Settings) -> Engines | None:
         return None
     python = vllm_python(settings.project_dir)
     storage = StorageInitializer(python=python, root=settings.state_dir / "models" / "revisions")
-    return Engines(settings.project_dir, storage, settings.vllm_model_uri)
+    return Engines(settings.project_dir, storage, settings.vllm_model_record)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,8 +173,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--prometheus-url", default=None)
     parser.add_argument("--predictor", choices=("cpu", "vllm"), default="cpu")
-    parser.add_argument("--vllm-model-uri", default=None,
-                        help="with --predictor vllm: the model every engine serves")  # fmt: skip
+    parser.add_argument("--vllm-model-record", type=Path, default=None,
+                        help="--predictor vllm: JSON naming the model engines serve")  # fmt: skip
+    parser.add_argument("--services-file", type=Path, default=None,
+                        help="the platform services to keep running (services.save)")  # fmt: skip
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
     return parser.parse_args(argv)
 
@@ -167,7 +196,7 @@ async def serve(args: argparse.Namespace) -> None:
         redis_url=args.redis_url,
         prometheus_url=args.prometheus_url,
         predictor_mode=args.predictor,
-        vllm_model_uri=args.vllm_model_uri,
+        vllm_model_record=args.vllm_model_record,
         status_port=args.status_port,
         interval=args.interval,
     )
@@ -197,8 +226,12 @@ async def serve(args: argparse.Namespace) -> None:
             remembered=remembered,
             engines=engines(settings),
         )
+        platform_services = load(args.services_file) if args.services_file else []
         controller = Controller(
-            settings=settings, reconciler=reconciler, reader=GitReader(args.gitops_repo)
+            settings=settings,
+            reconciler=reconciler,
+            services=ServiceReconciler(platform_services, workloads),
+            reader=GitReader(args.gitops_repo),
         )
         app = status_app(controller.snapshot)
 

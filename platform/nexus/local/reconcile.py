@@ -77,7 +77,7 @@ class Settings:
     prometheus_url: str | None = None
     predictor_mode: PredictorMode = "cpu"
     interval: float = 1.0
-    vllm_model_uri: str | None = None
+    vllm_model_record: Path | None = None  # the CPU model every vLLM engine serves
 
 
 @dataclass(slots=True)
