@@ -39,8 +39,10 @@ from nexus.local import atomic_file
 from nexus.local.admission import load_versions
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
+from nexus.local.graph_reconciler import GraphReconciler, TargetsReconciler
+from nexus.local.isvc_reconciler import IsvcReconciler
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
-from nexus.local.reconcile import Reconciler, Settings
+from nexus.local.reconcile import Settings
 from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
 from nexus.local.services import ServiceReconciler, load
@@ -52,18 +54,24 @@ from nexus.local.workloads import Workloads
 
 
 class Controller:
-    """The sync loop and the listeners it owns (status API, InferenceService fronts)."""
+    """The sync loop: one pass probes every process, then runs each kind's reconciler."""
 
     def __init__(
         self,
         *,
         settings: Settings,
-        reconciler: Reconciler,
+        workloads: Workloads,
+        isvcs: IsvcReconciler,
+        graphs: GraphReconciler,
+        targets: TargetsReconciler,
         services: ServiceReconciler,
         reader: GitReader,
     ) -> None:
         self.settings = settings
-        self.reconciler = reconciler
+        self.workloads = workloads
+        self.isvcs = isvcs
+        self.graphs = graphs
+        self.targets = targets
         self.services = services
         self.reader = reader
         self.head: str | None = None
@@ -72,10 +80,15 @@ class Controller:
         self._files: dict[str, str] = {}
 
     def snapshot(self) -> Snapshot:
-        isvcs, graphs = self.reconciler.views()
-        events = tuple(self.reconciler.events)
-        services = self.services.views()
-        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events, services)
+        return Snapshot(
+            self.isvcs.views(),
+            self.graphs.views(),
+            self.head,
+            self.applied,
+            self.sync_error,
+            tuple(self.isvcs.events),
+            self.services.views(),
+        )
 
     def _waiting(self) -> str | None:
         """What the first sync waits for: every platform service ready once, the CPU model."""
@@ -90,8 +103,8 @@ class Controller:
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
         waiting = self._waiting()
+        await self.workloads.probe()
         if waiting is not None and self.head is None:
-            await self.reconciler.workloads.probe()
             self.sync_error = waiting
             return
         try:
@@ -102,9 +115,12 @@ class Controller:
                 files.update(await self.reader.files(head, "graphs"))
                 isvcs, graphs = parse(files, "InferenceService"), parse(files, "InferenceGraph")
                 configmaps = parse(await self.reader.files(head, CONFIG_FOLDER), "ConfigMap")
-                self.reconciler.desire(isvcs, graphs, configmaps)
+                self.isvcs.desire(isvcs, configmaps)
+                self.graphs.desire(graphs)
                 self.head = head
-            await self.reconciler.apply()
+            await self.isvcs.apply()
+            await self.graphs.apply(self.isvcs.hosts())
+            await self.targets.apply([*self.isvcs.targets(), *self.graphs.targets()])
         except (PlatformError, ResourceError) as exc:
             self.sync_error = str(exc)
         else:
@@ -117,12 +133,12 @@ class Controller:
 
     def _save(self) -> None:
         path = self.settings.state_dir / "controller" / "state.json"
-        data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
+        data = {key: to_json(state) for key, state in sorted(self.isvcs.states.items())}
         # The admitted specs: after a restart on a commit the webhooks refuse, the previous
         # spec keeps serving, as the Knative Service the refusal never reached does.
         applied = {
             key: {"path": run.applied.path, "body": run.applied.body}
-            for key, run in sorted(self.reconciler.isvcs.items())
+            for key, run in sorted(self.isvcs.isvcs.items())
             if run.applied
         }
         state = {"inference_services": data, "applied": applied}
@@ -216,7 +232,7 @@ async def serve(args: argparse.Namespace) -> None:
             front = Front(isvc=isvc, session=session, metrics=revision_metrics)
             return front, front_app(front)
 
-        reconciler = Reconciler(
+        isvcs = IsvcReconciler(
             settings=settings,
             workloads=workloads,
             book=book,
@@ -229,7 +245,10 @@ async def serve(args: argparse.Namespace) -> None:
         platform_services = load(args.services_file) if args.services_file else []
         controller = Controller(
             settings=settings,
-            reconciler=reconciler,
+            workloads=workloads,
+            isvcs=isvcs,
+            graphs=GraphReconciler(settings=settings, workloads=workloads, book=book),
+            targets=TargetsReconciler(settings=settings, session=session),
             services=ServiceReconciler(platform_services, workloads),
             reader=GitReader(args.gitops_repo),
         )
@@ -250,7 +269,8 @@ async def serve(args: argparse.Namespace) -> None:
         try:
             await controller.run(stop)
         finally:
-            await reconciler.close()
+            await workloads.stop_all()
+            await isvcs.close()
             await runner.cleanup()
 
 
