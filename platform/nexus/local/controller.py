@@ -13,7 +13,7 @@ polls the GitOps repository about once a second and reconciles what it finds:
   ``envFrom`` reads (never the working checkout, which Argo CD does not see);
 - Prometheus' scrape targets, and the status API the release pipeline waits on;
 - the platform's own services ``nexus up`` hands it (MLflow, Redis, Prometheus: see
-  ``services``), kept running before anything else is reconciled.
+  ``service_reconciler``), kept running before anything else is reconciled.
 
 A pipeline therefore changes the platform by pushing to the bare repository, nothing
 else. Revision state is kept in ``<state>/controller/state.json`` so a restart keeps
@@ -45,10 +45,10 @@ from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
 from nexus.local.reconcile import Settings
 from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
-from nexus.local.services import ServiceReconciler, load
+from nexus.local.service_reconciler import ServiceReconciler
 from nexus.local.status import Snapshot, status_app
 from nexus.local.storage import StorageInitializer
-from nexus.local.supervisor import Supervisor
+from nexus.local.supervisor import Supervisor, load_services
 from nexus.local.vllm_engine import Engines, vllm_python
 from nexus.local.workloads import Workloads
 
@@ -192,7 +192,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--vllm-model-record", type=Path, default=None,
                         help="--predictor vllm: JSON naming the model engines serve")  # fmt: skip
     parser.add_argument("--services-file", type=Path, default=None,
-                        help="the platform services to keep running (services.save)")  # fmt: skip
+                        help="the platform services to keep running (save_services)")  # fmt: skip
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
     return parser.parse_args(argv)
 
@@ -242,7 +242,7 @@ async def serve(args: argparse.Namespace) -> None:
             remembered=remembered,
             engines=engines(settings),
         )
-        platform_services = load(args.services_file) if args.services_file else []
+        platform_services = load_services(args.services_file) if args.services_file else []
         controller = Controller(
             settings=settings,
             workloads=workloads,

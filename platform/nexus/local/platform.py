@@ -2,7 +2,7 @@
 
 ``up`` seeds the local GitOps repository once and starts the controller, handing it the
 infrastructure a cluster would have (MLflow on SQLite, Redis and Prometheus when
-installed) to keep running (see ``services``); the controller reconciles that repository
+installed) to keep running (see ``service_reconciler``); the controller reconciles that repository
 into processes (see ``controller``). ``up`` waits until the services are ready and both
 Argo CD applications are Synced and Healthy, and writes
 ``<state>/endpoints.json`` for people, the release pipeline and tests. ``down`` stops
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import PlatformError
-from nexus.local import atomic_file, gitops, prometheus, services, vllm_model
+from nexus.local import atomic_file, gitops, prometheus, vllm_model
 from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode
 from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP, SYSTEM_NAMESPACE
-from nexus.local.supervisor import Service, Supervisor, port_in_use, python
+from nexus.local.supervisor import Service, Supervisor, port_in_use, python, save_services
 from nexus.local.vllm_engine import STOP_GRACE, has_gpu, missing_reason, vllm_python
 from nexus.registry.client import Registry
 
@@ -174,7 +174,7 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
     mode = _predictor_mode(options, progress)
     platform_services, info = _infrastructure(state, book, options, progress)
     services_file = state / "controller" / "services.json"
-    services.save(services_file, platform_services)
+    save_services(services_file, platform_services)
     controller = python("nexus.local.controller", "--state-dir", str(state),
                         "--project-dir", str(options.project_dir), "--gitops-repo", str(repo),
                         "--status-port", str(status_port), "--port-base", str(book.base),

@@ -2,40 +2,20 @@
 
 In a cluster these are Deployments: a killed MLflow, Redis or Prometheus pod is restarted
 by its ReplicaSet and kubelet, and ``kubectl get pods`` shows it restarting meanwhile.
-Locally ``nexus up`` writes their commands to ``<state>/controller/services.json`` and the
-controller runs them through the same ``Workloads`` as the model processes: restarted at
-once, then after a back-off that doubles, ``CrashLoopBackOff`` after three quick exits.
+Locally ``nexus up`` writes their commands to ``<state>/controller/services.json``
+(``supervisor.save_services``) and the controller runs them through the same
+``Workloads`` as the model processes: restarted at once, then after a back-off that
+doubles, ``CrashLoopBackOff`` after three quick exits.
 Their state is served as Pods of the ``nexus-system`` namespace (``status.ServiceView``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
-from nexus.local import atomic_file
 from nexus.local.status import ServiceState, ServiceView
 from nexus.local.supervisor import Service
 from nexus.local.workloads import Workload, Workloads
-
-
-def save(path: Path, services: Sequence[Service]) -> None:
-    """The services file ``nexus up`` hands the controller."""
-    data = [
-        {"name": s.name, "args": list(s.args), "port": s.port, "ready_url": s.ready_url,
-         "env": dict(s.env or {})}
-        for s in services
-    ]  # fmt: skip
-    atomic_file.write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def load(path: Path) -> list[Service]:
-    data = json.loads(path.read_text())
-    return [
-        Service(d["name"], tuple(d["args"]), int(d["port"]), d["ready_url"], d["env"] or None)
-        for d in data
-    ]
 
 
 def state_of(workload: Workload) -> tuple[ServiceState, str | None]:
