@@ -92,7 +92,6 @@ class Controller:
 
     def _waiting(self) -> str | None:
         """What the first sync waits for: every platform service ready once, the CPU model."""
-        self.services.apply()
         if not self.services.started:
             return f"waiting for the platform's services: {', '.join(self.services.waiting_for())}"
         record = self.settings.vllm_model_record
@@ -102,8 +101,9 @@ class Controller:
 
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
-        waiting = self._waiting()
+        self.services.apply()
         await self.workloads.probe()
+        waiting = self._waiting()
         if waiting is not None and self.head is None:
             self.sync_error = waiting
             return
