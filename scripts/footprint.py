@@ -60,10 +60,13 @@ def _kib(path: Path, field: str) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
-def _command(pid: int) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    words = [Path(a.decode()).name if i == 0 else a.decode() for i, a in enumerate(argv) if a]
-    return " ".join(words)[:60]
+def _command(pid: int, state: Path) -> str:
+    """The command line, shortened: the program's name, ``<state>`` and ``<venv>`` for paths."""
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    line = " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "?"
+    for path, name in ((str(state), "<state>"), (sys.prefix, "<venv>"), (str(ROOT), ".")):
+        line = line.replace(path, name)
+    return line[:56] + (" ..." if len(line) > 56 else "")
 
 
 def measure(state: Path) -> list[Process]:
@@ -80,7 +83,8 @@ def measure(state: Path) -> list[Process]:
             if service is None or stat[2] == "Z":
                 continue
             pss, rss = _kib(entry / "smaps_rollup", "Pss"), _kib(entry / "status", "VmRSS")
-            found.append(Process(service, pid, _command(pid), pss, rss, int(stat[21]) / TICKS))
+            started = int(stat[21]) / TICKS
+            found.append(Process(service, pid, _command(pid, state), pss, rss, started))
         except (OSError, ValueError):
             continue  # exited meanwhile
     return sorted(found, key=lambda p: (p.started, p.pid))
@@ -95,6 +99,9 @@ def table(processes: list[Process], since: float) -> str:
     pss, rss = sum(p.pss for p in processes), sum(p.rss for p in processes)
     lines.append(f"| **all {len(processes)} processes** | | **{pss / MIB:.0f}** "
                  f"| **{rss / MIB:.0f}** | |")  # fmt: skip
+    # Start times stretch with what else runs: say how busy the machine was.
+    load = Path("/proc/loadavg").read_text().split()[0]
+    lines += ["", f"Measured with a load average of {load} on {os.cpu_count()} cores."]
     return "\n".join(lines)
 
 
