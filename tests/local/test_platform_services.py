@@ -1,6 +1,7 @@
 """MLflow, Redis and Prometheus under a running `nexus up`: SIGKILLed, they come back.
 
-One real platform (CPU workers) on free ports. The three services are killed at once;
+One real platform (CPU workers) on free ports, which holds at most 1.5 GiB (PSS of all
+its processes, as ``scripts/footprint.py`` measures). The three services are killed at once;
 the status API (``nexus-system`` Pods) and ``nexus status`` show each one not ready while
 the controller restarts it, then each runs again under a new pid with one restart, and
 the platform serves a request through Redis' limiter and MLflow's registry answers. A
@@ -21,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from scripts.footprint import MIB, measure
 
 from tests.support.local_platform import alive, nexus, pids
 from tests.support.processes import free_port, free_port_range
 
 SERVICES = ("mlflow", "redis", "prometheus")
+LIMIT_MIB = 1536  # issue 23: `nexus up` (CPU workers) holds at most 1.5 GiB
 PODS = "/api/v1/namespaces/nexus-system/pods"
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,6 +47,14 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def containers(status_url: str) -> dict[str, dict[str, Any]]:
     items = httpx.get(status_url + PODS, timeout=5).json()["items"]
     return {pod["metadata"]["name"]: pod["status"]["containerStatuses"][0] for pod in items}
+
+
+def test_the_platform_holds_at_most_one_and_a_half_gib(state: Path) -> None:
+    """PSS, which divides shared pages among their processes, so the sum is what they hold."""
+    processes = measure(state)
+    assert {p.service for p in processes} >= {*SERVICES, "controller"}
+    total = sum(p.pss for p in processes) / MIB
+    assert total <= LIMIT_MIB, [(p.service, p.pss // MIB) for p in processes]
 
 
 def test_killed_services_come_back_and_status_shows_them_meanwhile(state: Path) -> None:
