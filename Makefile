@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: up down status test check lint typecheck pytest system-deps bench constraints schemas clean vllm vllm-constraints
+.PHONY: up down status test check lint typecheck pytest system-deps system-deps-up bench constraints schemas clean vllm vllm-constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,15 @@ vllm-constraints:
 	{ grep '^#' vllm/constraints-cpu.txt; .venv-vllm-pin/bin/pip freeze | LC_ALL=C sort -f; } > vllm/constraints-cpu.new
 	mv vllm/constraints-cpu.new vllm/constraints-cpu.txt && rm -rf .venv-vllm-pin
 
+## What the tests run for real (chromium, wrk, ...); `up` installs only what it runs.
 system-deps:
-	bash scripts/system-deps.sh
+	bash scripts/system-deps.sh test
+
+system-deps-up:
+	bash scripts/system-deps.sh up
 
 ## Run the platform's main job (see README); `make down` stops it.
-up: $(STAMP) system-deps
+up: $(STAMP) system-deps-up
 	$(BIN)/nexus up
 
 down: $(STAMP)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from nexus.local.report import status_table
 from nexus.local.resources import Resource
 from nexus.local.revisions import RevisionState, desired_traffic, observe, route
 from nexus.local.status import (
     GraphView,
     IsvcView,
+    ServiceView,
     Snapshot,
     application,
     graph_object,
     isvc_health,
     isvc_object,
+    pod_object,
 )
 
 BODY: dict[str, Any] = {
@@ -118,3 +121,26 @@ def test_graph_object_and_graph_app_health() -> None:
         "url": "http://127.0.0.1:2",
         "conditions": [{"type": "Ready", "status": "True"}],
     }
+
+
+def test_a_platform_service_is_a_pod_and_status_shows_it_restarting() -> None:
+    down = ServiceView("mlflow", 5000, "Restarting", False, 1, "exited with code -9 (log: x)")
+    pod = pod_object(down)
+    assert pod["metadata"] == {"name": "mlflow", "namespace": "nexus-system"}
+    assert pod["status"]["phase"] == "Pending"
+    container = pod["status"]["containerStatuses"][0]
+    assert (container["ready"], container["restartCount"]) == (False, 1)
+    assert container["state"] == {
+        "waiting": {"reason": "Restarting", "message": "exited with code -9 (log: x)"}
+    }
+    up = pod_object(ServiceView("redis", 6379, "Running", True, 0))
+    assert (up["status"]["phase"], up["status"]["containerStatuses"][0]["state"]) == (
+        "Running",
+        {"running": {}},
+    )
+    live = {"applications": [], "inference_services": [], "graphs": [], "services": [pod, up]}
+    table = status_table(live).splitlines()
+    assert table[-4].split() == ["SERVICE", "READY", "STATUS", "RESTARTS", "PORT"]
+    assert table[-3].split() == ["mlflow", "False", "Restarting", "1", "5000"]
+    assert table[-2].split() == ["redis", "True", "Running", "0", "6379"]
+    assert table[-1] == "  ! mlflow: exited with code -9 (log: x)"

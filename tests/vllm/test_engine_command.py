@@ -69,7 +69,9 @@ def test_a_revision_engine_waits_for_its_folder_probe_and_slow_exit(tmp_path: Pa
     placed = storage.folder("chat-predictor-00001")
     placed.mkdir()
     (placed / DONE).touch()  # placed before: no initializer runs
-    engines = Engines(REPO, storage, model_uri="file:///models/tiny")
+    record = tmp_path / "tiny-llama.json"  # what `nexus up` writes once it registered it
+    record.write_text('{"version": "1", "storage_uri": "file:///models/tiny"}')
+    engines = Engines(REPO, storage, model_record=record)
     predictor = {"model": {"args": ["--max-model-len=128"]}}
     service = asyncio.run(
         engines.service("chat", predictor, revision="chat-predictor-00001", port=4321)

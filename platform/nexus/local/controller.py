@@ -11,7 +11,9 @@ polls the GitOps repository about once a second and reconciles what it finds:
   InferenceService's cluster host at its front;
 - the ConfigMaps of ``platform/k8s/base/`` at the same commit, which the transformers'
   ``envFrom`` reads (never the working checkout, which Argo CD does not see);
-- Prometheus' scrape targets, and the status API the release pipeline waits on.
+- Prometheus' scrape targets, and the status API the release pipeline waits on;
+- the platform's own services ``nexus up`` hands it (MLflow, Redis, Prometheus: see
+  ``service_reconciler``), kept running before anything else is reconciled.
 
 A pipeline therefore changes the platform by pushing to the bare repository, nothing
 else. Revision state is kept in ``<state>/controller/state.json`` so a restart keeps
@@ -37,23 +39,40 @@ from nexus.local import atomic_file, prometheus
 from nexus.local.admission import load_versions
 from nexus.local.front import Front, RevisionMetrics, front_app
 from nexus.local.gitops import GitReader
+from nexus.local.graph_reconciler import GraphReconciler, TargetsReconciler
+from nexus.local.isvc_reconciler import IsvcReconciler
 from nexus.local.ports import DEFAULT_BASE, DEFAULT_SPAN, PortBook
-from nexus.local.reconcile import Reconciler, Settings
+from nexus.local.reconcile import Settings
 from nexus.local.resources import CONFIG_FOLDER, Resource, parse
 from nexus.local.revisions import RevisionState, from_json, to_json
+from nexus.local.service_reconciler import ServiceReconciler
 from nexus.local.status import Snapshot, status_app
 from nexus.local.storage import StorageInitializer
-from nexus.local.supervisor import Supervisor
+from nexus.local.supervisor import Supervisor, load_services
 from nexus.local.vllm_engine import Engines, vllm_python
 from nexus.local.workloads import Workloads
 
 
 class Controller:
-    """The sync loop and the listeners it owns (status API, InferenceService fronts)."""
+    """The sync loop: one pass probes every process, then runs each kind's reconciler."""
 
-    def __init__(self, *, settings: Settings, reconciler: Reconciler, reader: GitReader) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workloads: Workloads,
+        isvcs: IsvcReconciler,
+        graphs: GraphReconciler,
+        targets: TargetsReconciler,
+        services: ServiceReconciler,
+        reader: GitReader,
+    ) -> None:
         self.settings = settings
-        self.reconciler = reconciler
+        self.workloads = workloads
+        self.isvcs = isvcs
+        self.graphs = graphs
+        self.targets = targets
+        self.services = services
         self.reader = reader
         self.head: str | None = None
         self.applied: str | None = None
@@ -61,12 +80,33 @@ class Controller:
         self._files: dict[str, str] = {}
 
     def snapshot(self) -> Snapshot:
-        isvcs, graphs = self.reconciler.views()
-        events = tuple(self.reconciler.events)
-        return Snapshot(isvcs, graphs, self.head, self.applied, self.sync_error, events)
+        return Snapshot(
+            self.isvcs.views(),
+            self.graphs.views(),
+            self.head,
+            self.applied,
+            self.sync_error,
+            tuple(self.isvcs.events),
+            self.services.views(),
+        )
+
+    def _waiting(self) -> str | None:
+        """What the first sync waits for: every platform service ready once, the CPU model."""
+        if not self.services.started:
+            return f"waiting for the platform's services: {', '.join(self.services.waiting_for())}"
+        record = self.settings.vllm_model_record
+        if record is not None and not record.exists():
+            return f"waiting for `nexus up` to register the CPU model ({record})"
+        return None
 
     async def sync_once(self) -> None:
         """Fetch, compare, apply: one pass of the loop."""
+        self.services.apply()
+        await self.workloads.probe()
+        waiting = self._waiting()
+        if waiting is not None and self.head is None:
+            self.sync_error = waiting
+            return
         try:
             head = await self.reader.head()
             if head != self.head:
@@ -75,9 +115,12 @@ class Controller:
                 files.update(await self.reader.files(head, "graphs"))
                 isvcs, graphs = parse(files, "InferenceService"), parse(files, "InferenceGraph")
                 configmaps = parse(await self.reader.files(head, CONFIG_FOLDER), "ConfigMap")
-                self.reconciler.desire(isvcs, graphs, configmaps)
+                self.isvcs.desire(isvcs, configmaps)
+                self.graphs.desire(graphs)
                 self.head = head
-            await self.reconciler.apply()
+            await self.isvcs.apply()
+            await self.graphs.apply(self.isvcs.hosts())
+            await self.targets.apply([*self.isvcs.targets(), *self.graphs.targets()])
         except (PlatformError, ResourceError) as exc:
             self.sync_error = str(exc)
         else:
@@ -90,12 +133,12 @@ class Controller:
 
     def _save(self) -> None:
         path = self.settings.state_dir / "controller" / "state.json"
-        data = {key: to_json(state) for key, state in sorted(self.reconciler.states.items())}
+        data = {key: to_json(state) for key, state in sorted(self.isvcs.states.items())}
         # The admitted specs: after a restart on a commit the webhooks refuse, the previous
         # spec keeps serving, as the Knative Service the refusal never reached does.
         applied = {
             key: {"path": run.applied.path, "body": run.applied.body}
-            for key, run in sorted(self.reconciler.isvcs.items())
+            for key, run in sorted(self.isvcs.isvcs.items())
             if run.applied
         }
         state = {"inference_services": data, "applied": applied}
@@ -130,7 +173,7 @@ def engines(settings: Settings) -> Engines | None:
         return None
     python = vllm_python(settings.project_dir)
     storage = StorageInitializer(python=python, root=settings.state_dir / "models" / "revisions")
-    return Engines(settings.project_dir, storage, settings.vllm_model_uri)
+    return Engines(settings.project_dir, storage, settings.vllm_model_record)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,8 +189,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--prometheus-url", default=None)
     parser.add_argument("--predictor", choices=("cpu", "vllm"), default="cpu")
-    parser.add_argument("--vllm-model-uri", default=None,
-                        help="with --predictor vllm: the model every engine serves")  # fmt: skip
+    parser.add_argument("--vllm-model-record", type=Path, default=None,
+                        help="--predictor vllm: JSON naming the model engines serve")  # fmt: skip
+    parser.add_argument("--services-file", type=Path, default=None,
+                        help="the platform services to keep running (save_services)")  # fmt: skip
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
     return parser.parse_args(argv)
 
@@ -167,7 +212,7 @@ async def serve(args: argparse.Namespace) -> None:
         redis_url=args.redis_url,
         prometheus_url=args.prometheus_url,
         predictor_mode=args.predictor,
-        vllm_model_uri=args.vllm_model_uri,
+        vllm_model_record=args.vllm_model_record,
         status_port=args.status_port,
         interval=args.interval,
     )
@@ -190,7 +235,7 @@ async def serve(args: argparse.Namespace) -> None:
             front = Front(isvc=isvc, session=session, metrics=revision_metrics)
             return front, front_app(front)
 
-        reconciler = Reconciler(
+        isvcs = IsvcReconciler(
             settings=settings,
             workloads=workloads,
             book=book,
@@ -200,8 +245,15 @@ async def serve(args: argparse.Namespace) -> None:
             remembered=remembered,
             engines=engines(settings),
         )
+        platform_services = load_services(args.services_file) if args.services_file else []
         controller = Controller(
-            settings=settings, reconciler=reconciler, reader=GitReader(args.gitops_repo)
+            settings=settings,
+            workloads=workloads,
+            isvcs=isvcs,
+            graphs=GraphReconciler(settings=settings, workloads=workloads, book=book),
+            targets=TargetsReconciler(settings=settings, session=session),
+            services=ServiceReconciler(platform_services, workloads),
+            reader=GitReader(args.gitops_repo),
         )
         app = status_app(controller.snapshot)
 
@@ -220,7 +272,8 @@ async def serve(args: argparse.Namespace) -> None:
         try:
             await controller.run(stop)
         finally:
-            await reconciler.close()
+            await workloads.stop_all()
+            await isvcs.close()
             await runner.cleanup()
 
 

@@ -1,9 +1,10 @@
 """``nexus up`` / ``status`` / ``down``: KServe + Argo CD on one machine.
 
-``up`` starts the infrastructure a cluster would have (MLflow on SQLite, Redis and
-Prometheus when installed), seeds the local GitOps repository once, and starts the
-controller, which reconciles that repository into processes (see ``controller``). It
-then waits until both Argo CD applications are Synced and Healthy and writes
+``up`` seeds the local GitOps repository once and starts the controller, handing it the
+infrastructure a cluster would have (MLflow on SQLite, Redis and Prometheus when
+installed) to keep running (see ``service_reconciler``); the controller reconciles that
+repository into processes (see ``controller``). ``up`` waits until the services are ready
+and both Argo CD applications are Synced and Healthy, and writes
 ``<state>/endpoints.json`` for people, the release pipeline and tests. ``down`` stops
 the controller first (so nothing is restarted behind its back), then every process with
 a pid file; the data under the state directory stays.
@@ -19,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from nexus.errors import PlatformError
 from nexus.local import atomic_file, gitops, prometheus, vllm_model
 from nexus.local.ports import PortBook
 from nexus.local.resources import PredictorMode
-from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP
-from nexus.local.supervisor import Service, Supervisor, port_in_use, python
+from nexus.local.status import GRAPH_APP, ISVC_APP, KSERVE_GROUP, SYSTEM_NAMESPACE
+from nexus.local.supervisor import Service, Supervisor, port_in_use, python, save_services
 from nexus.local.vllm_engine import STOP_GRACE, has_gpu, missing_reason, vllm_python
 from nexus.registry.client import Registry
 
@@ -38,6 +39,11 @@ Progress = Callable[[str], None]
 # platform/k8s/base holds the ConfigMaps the transformers read (resources.CONFIG_FOLDER).
 GITOPS_FOLDERS = ("inference_services/local", "graphs", "platform/k8s/base")
 KEY_FILE = "demo-api-key"
+# MLflow 3.17.2's `mlflow server` starts a job runner and seven huey consumers unless this
+# is false (`_run_server` in mlflow/server/__init__.py reads it; default True in
+# mlflow/environment_variables.py). The registry the platform uses needs no jobs; those
+# eight processes held 1,076 MiB PSS, 1,554 MiB RSS (scripts/footprint.py).
+MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,7 @@ def _infrastructure(
     state: Path, book: PortBook, options: Options, progress: Progress
 ) -> tuple[list[Service], dict[str, Any]]:
     """The services ``up`` starts itself, and what they mean for the endpoints."""
-    services: list[Service] = []
+    found: list[Service] = []
     info: dict[str, Any] = {"tracking_uri": None, "prometheus_url": None, "redis_url": None}
     if importlib.util.find_spec("mlflow") is not None:
         port = book.allocate("mlflow", fixed=options.mlflow_port)
@@ -79,7 +85,8 @@ def _infrastructure(
                       f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root",
                       str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                       "--workers", "1")  # fmt: skip
-        services.append(Service("mlflow", args, port, f"http://127.0.0.1:{port}/health"))
+        ready = f"http://127.0.0.1:{port}/health"
+        found.append(Service("mlflow", args, port, ready, env=MLFLOW_ENV))
         info["tracking_uri"] = f"http://127.0.0.1:{port}"
     else:
         progress("mlflow is not installed (pip install 'nexus-serving[release]'): no registry")
@@ -87,7 +94,7 @@ def _infrastructure(
         port = book.allocate("redis", fixed=options.redis_port)
         (state / "redis").mkdir(parents=True, exist_ok=True)
         args = [redis, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(state / "redis")]
-        services.append(Service("redis", args, port))
+        found.append(Service("redis", args, port))
         info["redis_url"] = f"redis://127.0.0.1:{port}/0"
     else:
         progress("redis-server not found: each transformer limits rates in-process (one replica)")
@@ -99,11 +106,11 @@ def _infrastructure(
             atomic_file.write_text(config, prometheus.render([prometheus.Target(
                 f"127.0.0.1:{status_port}", "front")]))  # fmt: skip
         args = prometheus.command(binary, state, port)
-        services.append(Service("prometheus", args, port, f"http://127.0.0.1:{port}/-/ready"))
+        found.append(Service("prometheus", args, port, f"http://127.0.0.1:{port}/-/ready"))
         info["prometheus_url"] = f"http://127.0.0.1:{port}"
     else:
         progress("prometheus not found: no metrics are collected (apt-get install prometheus)")
-    return services, info
+    return found, info
 
 
 def _predictor_mode(options: Options, progress: Progress) -> PredictorMode:
@@ -116,25 +123,34 @@ def _predictor_mode(options: Options, progress: Progress) -> PredictorMode:
     return "vllm"
 
 
-def _cpu_model_uri(state: Path, options: Options, tracking_uri: str | None,
-                   progress: Progress) -> str:  # fmt: skip
-    """Without a GPU every engine serves the tiny model, registered in MLflow once per state."""
-    if tracking_uri is None:
-        raise PlatformError("--predictor vllm without a GPU registers its model in MLflow: "
-                            "pip install 'nexus-serving[release]'")  # fmt: skip
+def _model_record(state: Path) -> Path:
+    """The tiny model's record, kept only while the model it names exists."""
     record = state / "models" / "tiny-llama.json"
     if record.exists():
         uri = str(json.loads(record.read_text())["storage_uri"])
-        if Path(uri.removeprefix("file://")).exists():
-            return uri
+        if not Path(uri.removeprefix("file://")).exists():
+            record.unlink()
+    return record
+
+
+def _cpu_model(record: Path, options: Options, tracking_uri: str | None,
+               progress: Progress) -> None:  # fmt: skip
+    """Without a GPU every engine serves the tiny model, registered in MLflow once per state;
+    the controller waits for ``record`` before it starts engines."""
+    if tracking_uri is None:
+        raise PlatformError("--predictor vllm without a GPU registers its model in MLflow: "
+                            "pip install 'nexus-serving[release]'")  # fmt: skip
+    if record.exists():
+        return
+    state = record.parents[1]
     progress("no GPU: building the tiny Llama model for vLLM's CPU engine (~10 s)")
     python = vllm_python(options.project_dir)
     model = vllm_model.build(python, options.project_dir, state / "models" / "build" / "tiny")
     version = vllm_model.register(Registry.connect(tracking_uri), model)
     uri = version.tags["serving.storage_uri"]
-    record.write_text(json.dumps({"version": version.version, "storage_uri": uri}) + "\n")
+    text = json.dumps({"version": version.version, "storage_uri": uri}) + "\n"
+    atomic_file.write_text(record, text)
     progress(f"registered {version.name} version {version.version} in MLflow: {uri}")
-    return uri
 
 
 def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, Any]:
@@ -157,36 +173,35 @@ def up(state_dir: Path, options: Options, *, progress: Progress) -> dict[str, An
             progress(f"added {folder} to the GitOps repository (it had none)")
     status_port = book.allocate("controller", fixed=options.status_port)
     mode = _predictor_mode(options, progress)
-    services, info = _infrastructure(state, book, options, progress)
+    platform_services, info = _infrastructure(state, book, options, progress)
+    services_file = state / "controller" / "services.json"
+    save_services(services_file, platform_services)
     controller = python("nexus.local.controller", "--state-dir", str(state),
                         "--project-dir", str(options.project_dir), "--gitops-repo", str(repo),
                         "--status-port", str(status_port), "--port-base", str(book.base),
                         "--port-span", str(book.span), "--api-key-file", str(state / KEY_FILE),
-                        "--predictor", mode)  # fmt: skip
+                        "--predictor", mode, "--services-file", str(services_file))  # fmt: skip
+    record = _model_record(state) if mode == "vllm" and not has_gpu() else None
+    if record is not None:
+        controller += ["--vllm-model-record", str(record)]
     for flag, value in (("--redis-url", info["redis_url"]),
                         ("--prometheus-url", info["prometheus_url"])):  # fmt: skip
         if value:
             controller += [flag, value]
     status_url = f"http://127.0.0.1:{status_port}"
-    services.append(Service("controller", controller, status_port, status_url + "/healthz"))
-    for service in services:
+    control = Service("controller", controller, status_port, status_url + "/healthz")
+    for service in (*platform_services, control):
         if port_in_use(service.port):
             raise PlatformError(
                 f"port {service.port} for {service.name} is already in use by another program; "
                 "stop it or choose other ports (--port-base, --<name>-port)"
             )
     try:
-        # The controller last: without a GPU it needs the model MLflow registers first.
-        launched = [(s, supervisor.launch(s)) for s in services[:-1]]
-        for service, process in launched:
-            progress(f"waiting for {service.name} on :{service.port}")
-            supervisor.wait_ready(service, process, timeout=options.timeout)
-        if mode == "vllm" and not has_gpu():
-            uri = _cpu_model_uri(state, options, info["tracking_uri"], progress)
-            services[-1] = replace(services[-1], args=[*controller, "--vllm-model-uri", uri])
         progress(f"waiting for controller on :{status_port}")
-        supervisor.wait_ready(services[-1], supervisor.launch(services[-1]),
-                              timeout=options.timeout)  # fmt: skip
+        supervisor.wait_ready(control, supervisor.launch(control), timeout=options.timeout)
+        _wait_services(status_url, platform_services, options.timeout, progress)
+        if record is not None:
+            _cpu_model(record, options, info["tracking_uri"], progress)
         isvcs, graphs = _wait_synced(status_url, options.timeout, progress)
     except PlatformError:
         supervisor.stop_all()
@@ -211,6 +226,26 @@ def fetch(url: str) -> Any:
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise PlatformError(f"the controller's status API did not answer {url}: {exc}") from exc
+
+
+def _wait_services(
+    status_url: str, expected: list[Service], timeout: float, progress: Progress
+) -> None:
+    """Until the controller reports every platform service ready; a crash loop ends it."""
+    deadline = time.monotonic() + timeout
+    for service in expected:
+        progress(f"waiting for {service.name} on :{service.port}")
+        while True:
+            pods = fetch(f"{status_url}/api/v1/namespaces/{SYSTEM_NAMESPACE}/pods")["items"]
+            found = {p["metadata"]["name"]: p["status"]["containerStatuses"][0] for p in pods}
+            container = found.get(service.name, {})
+            if container.get("ready"):
+                break
+            waiting = container.get("state", {}).get("waiting", {})
+            if waiting.get("reason") == "CrashLoopBackOff" or time.monotonic() > deadline:
+                why = waiting.get("message") or f"not ready after {timeout:.0f} s"
+                raise PlatformError(f"{service.name} did not start: {why}")
+            time.sleep(0.2)
 
 
 def _list(status_url: str, version: str, plural: str) -> list[dict[str, Any]]:
@@ -283,6 +318,7 @@ def status(state_dir: Path) -> dict[str, Any] | None:
         "applications": [fetch(f"{url}/api/v1/applications/{n}") for n in (ISVC_APP, GRAPH_APP)],
         "inference_services": _list(url, "v1beta1", "inferenceservices"),
         "graphs": _list(url, "v1alpha1", "inferencegraphs"),
+        "services": fetch(f"{url}/api/v1/namespaces/{SYSTEM_NAMESPACE}/pods")["items"],
         "processes": {name: supervisor.pid_of(name) for name in supervisor.running()},
         "endpoints": endpoints,
     }

@@ -63,7 +63,8 @@ def _traffic(predictor: Mapping[str, Any]) -> str:
 
 
 def status_table(live: Mapping[str, Any]) -> str:
-    """``nexus status``: applications, InferenceServices (KServe's status), graphs."""
+    """``nexus status``: applications, InferenceServices (KServe's status), graphs, and the
+    platform's services (MLflow, Redis, Prometheus) with their state while restarting."""
     lines = []
     apps = [("APPLICATION", "SYNC", "REVISION", "HEALTH")]
     for app in live["applications"]:
@@ -84,7 +85,17 @@ def status_table(live: Mapping[str, Any]) -> str:
         graphs.append((f"{obj['metadata']['namespace']}/{obj['metadata']['name']}", _ready(obj),
                        obj["status"].get("url") or "-"))  # fmt: skip
     lines += ["", *_table(graphs)]
-    for obj in (*live["inference_services"], *live["graphs"]):
+    services = [("SERVICE", "READY", "STATUS", "RESTARTS", "PORT")]
+    for pod in live.get("services", []):
+        container = pod["status"]["containerStatuses"][0]
+        waiting = container["state"].get("waiting")
+        state = waiting["reason"] if waiting else "Running" if container["ready"] else "Starting"
+        services.append((pod["metadata"]["name"], str(container["ready"]), state,
+                         str(container["restartCount"]),
+                         str(container["ports"][0]["containerPort"])))  # fmt: skip
+    if len(services) > 1:
+        lines += ["", *_table(services)]
+    for obj in (*live["inference_services"], *live["graphs"], *live.get("services", [])):
         for condition in obj["status"].get("conditions", []):
             if condition["type"] == "Ready" and condition.get("message"):
                 lines.append(f"  ! {obj['metadata']['name']}: {condition['message']}")

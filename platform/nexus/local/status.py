@@ -6,10 +6,11 @@ cluster would: ``GET /api/v1/applications/{name}`` (Argo CD's Application with
 ``/apis/serving.kserve.io/...`` with the spec as committed to Git (after KServe's
 defaulting webhook) and KServe's status
 (``conditions``, ``url``, ``components.predictor.traffic`` and the rolled-out
-revisions), and ``/api/v1/events`` with the Warning events KServe records when
-Knative refuses a component (``admission``). Building the objects is pure
-(``isvc_object`` and friends take a view of the controller), which keeps the shapes
-testable without processes.
+revisions), ``/api/v1/events`` with the Warning events KServe records when
+Knative refuses a component (``admission``), and the platform's own services (MLflow,
+Redis, Prometheus) as Pods of ``nexus-system`` (``/api/v1/namespaces/nexus-system/pods``).
+Building the objects is pure (``isvc_object`` and friends take a view of the
+controller), which keeps the shapes testable without processes.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from nexus.local.resources import Resource, cluster_host
 from nexus.local.revisions import RevisionState, TrafficTarget, converged
 
 Health = Literal["Healthy", "Progressing", "Degraded"]
+# A container's state as ``kubectl get pods`` words it.
+ServiceState = Literal["Running", "Starting", "Restarting", "CrashLoopBackOff"]
 Sync = Literal["Synced", "OutOfSync"]
 KSERVE_GROUP = "serving.kserve.io"
 ISVC_APP = "nexus-inference-services"
 GRAPH_APP = "nexus-graphs"
+SYSTEM_NAMESPACE = "nexus-system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,16 @@ class GraphView:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceView:
+    name: str
+    port: int
+    state: ServiceState
+    ready: bool
+    restarts: int
+    message: str | None = None  # why it is waiting (the last exit, or the crash loop)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     isvcs: tuple[IsvcView, ...] = ()
     graphs: tuple[GraphView, ...] = ()
@@ -61,6 +75,7 @@ class Snapshot:
     applied: str | None = None  # commit whose spec is applied
     sync_error: str | None = None
     events: tuple[Event, ...] = ()
+    services: tuple[ServiceView, ...] = ()
 
 
 def _condition(kind: str, ok: bool, message: str | None = None) -> dict[str, str]:
@@ -191,6 +206,26 @@ def application(name: str, snapshot: Snapshot) -> dict[str, Any] | None:
     }
 
 
+def pod_object(view: ServiceView) -> dict[str, Any]:
+    """A platform service as a ``v1`` Pod: phase, Ready condition, its container's state."""
+    if view.state in ("Running", "Starting"):
+        state: dict[str, Any] = {"running": {}}
+    else:
+        state = {"waiting": {"reason": view.state, "message": view.message or ""}}
+    container = {"name": view.name, "ready": view.ready, "restartCount": view.restarts,
+                 "state": state, "ports": [{"containerPort": view.port}]}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": view.name, "namespace": SYSTEM_NAMESPACE},
+        "status": {
+            "phase": "Running" if "running" in state else "Pending",
+            "conditions": [_condition("Ready", view.ready, view.message or view.state)],
+            "containerStatuses": [container],
+        },
+    }
+
+
 def _not_found(what: str) -> web.Response:
     body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
             "code": 404, "message": f"{what} not found"}  # fmt: skip
@@ -232,6 +267,12 @@ def status_app(snapshot: Callable[[], Snapshot]) -> web.Application:
         items = [event_object(e) for e in snapshot().events if namespace in (None, e.namespace)]
         return web.json_response({"apiVersion": "v1", "kind": "EventList", "items": items})
 
+    async def pods(request: web.Request) -> web.Response:
+        namespace = request.match_info.get("ns")
+        found = [] if namespace not in (None, SYSTEM_NAMESPACE) else snapshot().services
+        items = [pod_object(view) for view in found]
+        return web.json_response({"apiVersion": "v1", "kind": "PodList", "items": items})
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "head": snapshot().head})
 
@@ -240,6 +281,8 @@ def status_app(snapshot: Callable[[], Snapshot]) -> web.Application:
     app.router.add_get("/api/v1/applications/{name}", app_status)
     app.router.add_get("/api/v1/events", events)
     app.router.add_get("/api/v1/namespaces/{ns}/events", events)
+    app.router.add_get("/api/v1/pods", pods)
+    app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
     for version, plural, kind, build, pick in (
         ("v1beta1", "inferenceservices", "InferenceService", isvc_object, "isvcs"),
         ("v1alpha1", "inferencegraphs", "InferenceGraph", graph_object, "graphs"),

@@ -8,6 +8,7 @@ command that started it has exited.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexus.errors import PlatformError
+from nexus.local import atomic_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,24 @@ class Service:
     ready_url: str | None = None
     env: Mapping[str, str] | None = None
     stop_grace: float = 10.0  # seconds from SIGTERM to SIGKILL (vLLM needs ~30 s)
+
+
+def save_services(path: Path, services: Sequence[Service]) -> None:
+    """The services file ``nexus up`` hands the controller (``--services-file``)."""
+    data = [
+        {"name": s.name, "args": list(s.args), "port": s.port, "ready_url": s.ready_url,
+         "env": dict(s.env or {})}
+        for s in services
+    ]  # fmt: skip
+    atomic_file.write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def load_services(path: Path) -> list[Service]:
+    data = json.loads(path.read_text())
+    return [
+        Service(d["name"], tuple(d["args"]), int(d["port"]), d["ready_url"], d["env"] or None)
+        for d in data
+    ]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

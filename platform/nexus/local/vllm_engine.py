@@ -15,6 +15,7 @@ replaced by a local port and the revision's folder from the storage initializer
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from nexus.errors import ResourceError
+from nexus.errors import PlatformError, ResourceError
 from nexus.local.resources import storage_uri
 from nexus.local.storage import StorageInitializer
 from nexus.local.supervisor import Service
@@ -159,19 +160,29 @@ def _ready_path(container: Mapping[str, Any]) -> str:
 class Engines:
     """A revision's vLLM engine as a local process: storage initializer first, then the runtime.
 
-    ``model_uri``, when set, is the model every engine serves instead of the predictor's
-    ``storageUri`` (``nexus up --predictor vllm`` without a GPU sets it to the tiny model
-    registered in MLflow: the manifests' 7-8B models do not fit a laptop's CPU).
+    ``model_record``, when set, names the JSON file whose ``storage_uri`` is the model
+    every engine serves instead of the predictor's ``storageUri`` (``nexus up --predictor
+    vllm`` without a GPU writes it once it registered the tiny model in MLflow, which the
+    controller runs: the manifests' 7-8B models do not fit a laptop's CPU).
     """
 
     project_dir: Path
     storage: StorageInitializer
-    model_uri: str | None = None
+    model_record: Path | None = None
+
+    def model_uri(self) -> str | None:
+        if self.model_record is None:
+            return None
+        try:
+            return str(json.loads(self.model_record.read_text())["storage_uri"])
+        except (OSError, ValueError, KeyError) as exc:
+            why = f"no CPU model registered yet ({self.model_record}: {exc})"
+            raise PlatformError(why) from None
 
     async def service(
         self, isvc: str, predictor: Mapping[str, Any], *, revision: str, port: int
     ) -> Service:
-        uri = self.model_uri or storage_uri(predictor)
+        uri = self.model_uri() or storage_uri(predictor)
         if uri is None:
             raise ResourceError(f"{revision}: the predictor has no storageUri for vLLM")
         folder = await self.storage.place(uri, revision)

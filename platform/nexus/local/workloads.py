@@ -127,14 +127,26 @@ class Workloads:
             return
         if workload.ready:
             return
-        url = workload.service.ready_url or f"http://127.0.0.1:{workload.service.port}/"
-        try:
-            async with self.session.get(url, timeout=PROBE_TIMEOUT) as response:
-                workload.ready = response.status < 300
-        except (aiohttp.ClientError, TimeoutError):
-            workload.ready = False
+        workload.ready = await self._answers(workload.service)
         if workload.ready:
             workload.failure = None
+
+    async def _answers(self, service: Service) -> bool:
+        """kubelet's httpGet probe with a ``ready_url``, else its tcpSocket probe (Redis)."""
+        if service.ready_url is None:
+            try:
+                connecting = asyncio.open_connection("127.0.0.1", service.port)
+                _, writer = await asyncio.wait_for(connecting, PROBE_TIMEOUT.total)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+            await writer.wait_closed()
+            return True
+        try:
+            async with self.session.get(service.ready_url, timeout=PROBE_TIMEOUT) as response:
+                return response.status < 300
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     async def stop(self, name: str, *, grace: float | None = None) -> None:
         """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds.

@@ -3,13 +3,18 @@
 Everything returns plain Nexus values (``VersionInfo``) so that callers never handle
 MLflow entities or ``MlflowException``. MLflow's HTTP client retries a refused
 connection for minutes by default; a release step should rather fail fast and let the
-pipeline's retry policy decide, hence the bounded retries set in ``connect``.
+pipeline's retry policy decide, hence the bounded retries set in ``connect``, which also
+asks the server's ``/health`` first: a registry that does not answer is one
+``RegistryError`` naming its URL, before MLflow's client logs urllib3's retries and
+raises ``HTTPConnectionPool(...)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 T = TypeVar("T")
+HEALTH_TIMEOUT = 5.0  # seconds for the /health answer before the registry is unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,30 @@ def _translate(what: str, exc: Exception) -> RegistryError:
     return RegistryError(f"{what}: {message}")
 
 
+def _check_reachable(tracking_uri: str) -> None:
+    """``RegistryError`` naming the URL and what to do when an HTTP registry does not answer.
+
+    Any HTTP answer counts (MLflow's ``/health``; a server behind a proxy may answer 404):
+    only a refused, reset or timed-out connection is unreachable.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return  # a file or database store: MLflow opens it in-process
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT):  # noqa: S310 - http(s) only
+            return
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RegistryError(
+            f"the MLflow registry at {tracking_uri} is unreachable ({reason}): start it "
+            "(`nexus up` runs one; `nexus status` shows whether it is restarting) or point "
+            "--tracking-uri / MLFLOW_TRACKING_URI at a running server"
+        ) from None
+
+
 class Registry:
     """Model versions, tags and aliases of one MLflow tracking server."""
 
@@ -58,6 +88,7 @@ class Registry:
         # Set before MLflow reads them; an operator's explicit values are kept.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        _check_reachable(tracking_uri)
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
