@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+from nexus.manifests.model_cache import BLOCKING_EFFECTS
 from nexus.manifests.pools import Pool, quantity_bytes
 from nexus.manifests.prerequisites import PREREQUISITES_FILE
 from nexus.manifests.rehearsal.pods import HOSTNAME_LABEL, Pod
 from nexus.manifests.rehearsal.tree import Obj, Problem, Tree
 
 RULE: Final = "rehearsal-scheduling"
-BLOCKING_EFFECTS: Final = ("NoSchedule", "NoExecute")
 
 
 def _cpu_millis(text: str) -> int:
