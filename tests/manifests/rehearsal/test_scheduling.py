@@ -135,3 +135,25 @@ def test_model_cache_on_an_untainted_labelled_pool_fits(
     tree.add("platform/k8s/cluster", "planted.yaml", [node_group("planted-cpu", "cpu")])
     result = lint()
     assert not result.naming(RULE, "planted-cpu")
+
+
+def test_shipped_pools_declare_capacity(tree: Tree, lint: Callable[[], Result]) -> None:
+    # No pool of the shipped pools.yaml has a node with 4 TiB of memory.
+    memory = {"resources": {"requests": {"memory": "4Ti"}}}
+    tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=memory)])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    for pool in ("h100", "a100", "cpu"):
+        assert f"pool {pool}: " in found["message"]
+    assert "more memory than a node's allocatable" in found["message"]
+    assert not [f for f in result.findings if f["path"] == "platform/pools.yaml"]
+
+
+def test_pool_without_allocatable_is_a_warning(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = gpu_pool(tree)
+    _allocatable(tree, pool, {"cpu": "96"})
+    result = lint()
+    (warning,) = [f for f in result.findings if f["path"] == "platform/pools.yaml"]
+    assert warning["severity"] == "warning"
+    assert warning["field"] == f"pools.{pool}.allocatable"
+    assert "no allocatable memory, nvidia.com/gpu" in warning["message"]
