@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,9 +25,9 @@ from nexus.manifests.guide import (
     generate_repo,
     main,
     parts,
-    read_prerequisites,
 )
 from nexus.manifests.pools import load_pools
+from nexus.manifests.prerequisites import Prerequisites
 from nexus.manifests.versions import load_versions
 from nexus.release.pipeline import GIT_SECRET, IN_CLUSTER
 from tests.manifests.conftest import REPO_ROOT
@@ -39,8 +38,8 @@ FEATURE_DISCOVERY_LABELS = frozenset({"nvidia.com/gpu.product"})
 
 
 @pytest.fixture(scope="module")
-def prereq() -> Any:
-    return read_prerequisites(REPO_ROOT / PREREQUISITES)
+def prereq() -> Prerequisites:
+    return Prerequisites.load(REPO_ROOT / PREREQUISITES)
 
 
 def test_the_guide_is_what_the_generator_writes() -> None:
@@ -48,7 +47,7 @@ def test_the_guide_is_what_the_generator_writes() -> None:
     assert current == generated, "docs/cluster.md is stale: python -m nexus.manifests.guide"
 
 
-def test_every_prerequisite_has_its_place_in_the_guide(prereq: Any) -> None:
+def test_every_prerequisite_has_its_place_in_the_guide(prereq: Prerequisites) -> None:
     placed = list(parts((REPO_ROOT / GUIDE).read_text(encoding="utf-8")))
     assert len(placed) == len(set(placed))
     assert {"namespaces", "crds", "nodes", "secrets"} <= set(placed)
@@ -83,7 +82,7 @@ def test_the_module_runs_as_a_script() -> None:
     assert check.returncode == 0, check.stderr
 
 
-def test_bad_input_is_a_precise_error(prereq: Any, tmp_path: Path) -> None:
+def test_bad_input_is_a_precise_error(prereq: Prerequisites, tmp_path: Path) -> None:
     pools = load_pools(REPO_ROOT / "platform" / "pools.yaml")
     block = "<!-- BEGIN GENERATED from platform/prerequisites.yaml: {} -->\n<!-- END GENERATED -->"
     with pytest.raises(ConfigError, match="names no service"):
@@ -92,11 +91,11 @@ def test_bad_input_is_a_precise_error(prereq: Any, tmp_path: Path) -> None:
         generate(block.format("secret"), prereq, pools)
     broken = tmp_path / "prerequisites.yaml"
     broken.write_text("namespaces: {}\n", "utf-8")
-    with pytest.raises(ConfigError, match="`namespaces` must be a list"):
-        read_prerequisites(broken)
+    with pytest.raises(ConfigError, match="namespaces must be a list"):
+        Prerequisites.load(broken)
 
 
-def test_long_commands_wrap_outside_quotes(prereq: Any) -> None:
+def test_long_commands_wrap_outside_quotes(prereq: Prerequisites) -> None:
     text = (REPO_ROOT / GUIDE).read_text(encoding="utf-8")
     (gateway,) = [s for s in prereq.secrets if s.name == "nexus-gateway-secrets"]
     start = text.index("nexus-gateway-secrets`** (")
@@ -107,7 +106,7 @@ def test_long_commands_wrap_outside_quotes(prereq: Any) -> None:
     assert joined == gateway.create
 
 
-def test_every_secret_the_tree_reads_is_a_prerequisite(prereq: Any) -> None:
+def test_every_secret_the_tree_reads_is_a_prerequisite(prereq: Prerequisites) -> None:
     listed = {(s.namespace, s.name): s for s in prereq.secrets}
     referenced = referenced_secrets()
     missing = {key: where for key, where in referenced.items() if key not in listed}
@@ -128,7 +127,7 @@ def test_every_secret_the_tree_reads_is_a_prerequisite(prereq: Any) -> None:
     assert listed[("kubeflow", GIT_SECRET)].type == "kubernetes.io/basic-auth"
 
 
-def test_the_prometheus_is_the_one_the_tree_expects(prereq: Any) -> None:
+def test_the_prometheus_is_the_one_the_tree_expects(prereq: Prerequisites) -> None:
     (prometheus,) = [s for s in prereq.services if s.role == "prometheus"]
     url = urlsplit(IN_CLUSTER["prometheus_url"])
     assert url.hostname == f"{prometheus.name}.{prometheus.namespace}.svc.cluster.local"
@@ -146,7 +145,7 @@ def test_the_prometheus_is_the_one_the_tree_expects(prereq: Any) -> None:
     ).read_text(encoding="utf-8")
 
 
-def test_mlflow_is_where_the_pipeline_looks(prereq: Any) -> None:
+def test_mlflow_is_where_the_pipeline_looks(prereq: Prerequisites) -> None:
     (mlflow,) = [s for s in prereq.services if s.role == "mlflow"]
     url = urlsplit(IN_CLUSTER["tracking_uri"])
     assert url.hostname == f"{mlflow.name}.{mlflow.namespace}.svc.cluster.local"
@@ -159,7 +158,7 @@ def test_mlflow_is_where_the_pipeline_looks(prereq: Any) -> None:
     assert f"mlflow:v{version}" in mlflow.install
 
 
-def test_node_labels_are_the_pools_labels(prereq: Any) -> None:
+def test_node_labels_are_the_pools_labels(prereq: Prerequisites) -> None:
     pools = load_pools(REPO_ROOT / "platform" / "pools.yaml")
     by_pool = {entry.pool: entry for entry in prereq.node_labels}
     assert set(by_pool) == set(pools)
@@ -171,7 +170,7 @@ def test_node_labels_are_the_pools_labels(prereq: Any) -> None:
             assert f"{key}={value}" in by_pool[name].command
 
 
-def test_install_texts_name_the_declared_versions(prereq: Any) -> None:
+def test_install_texts_name_the_declared_versions(prereq: Prerequisites) -> None:
     versions = load_versions(REPO_ROOT / "platform" / "versions.yaml")
     crds = {c.group: c.installed_by for c in prereq.crds}
     assert f"--version v{versions['kserve']}" in crds["serving.kserve.io"]
@@ -182,7 +181,7 @@ def test_install_texts_name_the_declared_versions(prereq: Any) -> None:
     assert f"ref={'.'.join(versions['kfp'].split('.')[:2])}." in kfp.install
 
 
-def test_every_custom_kind_the_tree_ships_is_a_prerequisite(prereq: Any) -> None:
+def test_every_custom_kind_the_tree_ships_is_a_prerequisite(prereq: Prerequisites) -> None:
     served = {(c.group, kind) for c in prereq.crds for kind in c.kinds}
     shipped: set[tuple[str, str]] = set()
     for folder in ("platform/k8s", "inference_services", "graphs", "argocd"):

@@ -19,108 +19,21 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Final, Protocol, cast
-
-import yaml
+from typing import Final
 
 from nexus.errors import ConfigError
 from nexus.manifests.pools import Pool, load_pools
+from nexus.manifests.prerequisites import PREREQUISITES_FILE, Prerequisites
 
-PREREQUISITES: Final = Path("platform") / "prerequisites.yaml"
+PREREQUISITES: Final = Path(PREREQUISITES_FILE)
 POOLS: Final = Path("platform") / "pools.yaml"
 GUIDE: Final = Path("docs") / "cluster.md"
-SOURCE_NOTE: Final = "platform/prerequisites.yaml"
 BLOCK: Final = re.compile(
     r"(?P<open><!-- BEGIN GENERATED from platform/prerequisites\.yaml: (?P<part>[\w:.-]+) -->\n)"
     r"(?P<body>.*?)"
     r"(?P<close><!-- END GENERATED -->)",
     re.DOTALL,
 )
-
-
-class _Namespace(Protocol):
-    name: str
-    labels: Mapping[str, str]
-    created_by: str
-
-
-class _Crds(Protocol):
-    group: str
-    kinds: tuple[str, ...]
-    installed_by: str
-
-
-class _Secret(Protocol):
-    name: str
-    namespace: str
-    type: str
-    keys: tuple[str, ...]
-    create: str
-    check: str
-
-
-class _NodeLabels(Protocol):
-    pool: str
-    labels: Mapping[str, str]
-    command: str
-
-
-class _Service(Protocol):
-    name: str
-    namespace: str
-    port: int
-    role: str
-    pod_labels: Mapping[str, str]
-    sidecar: bool
-    selects: Mapping[str, str]
-    install: str
-    check: str
-
-
-class Prerequisites(Protocol):
-    """The attributes of ``nexus.manifests.prerequisites.Prerequisites`` this module reads."""
-
-    namespaces: tuple[_Namespace, ...]
-    crds: tuple[_Crds, ...]
-    secrets: tuple[_Secret, ...]
-    node_labels: tuple[_NodeLabels, ...]
-    services: tuple[_Service, ...]
-
-
-def read_prerequisites(path: Path) -> Prerequisites:
-    """The prerequisites file, shaped like the loader's API (PREREQUISITES-FORMAT).
-
-    The one place that parses the file here: at merge it becomes
-    ``return nexus.manifests.prerequisites.Prerequisites.load(path)``.
-    """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    sections = {
-        "namespaces": ("namespaces", {"createdBy": "created_by"}),
-        "crds": ("crds", {"installedBy": "installed_by"}),
-        "secrets": ("secrets", {}),
-        "nodeLabels": ("node_labels", {}),
-        "services": ("services", {"podLabels": "pod_labels"}),
-    }
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with {', '.join(sections)}")
-    read: dict[str, tuple[SimpleNamespace, ...]] = {}
-    for key, (attribute, renames) in sections.items():
-        entries = data.get(key)
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ConfigError(f"{path}: `{key}` must be a list of mappings")
-        read[attribute] = tuple(
-            SimpleNamespace(**{renames.get(str(k), str(k)): _frozen(v) for k, v in e.items()})
-            for e in entries
-        )
-    return cast(Prerequisites, SimpleNamespace(**read))
-
-
-def _frozen(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _code(text: str) -> str:
@@ -271,7 +184,7 @@ def generate(text: str, prereq: Prerequisites, pools: Mapping[str, Pool]) -> str
 def generate_repo(root: Path) -> tuple[str, str]:
     """(current, generated) text of the repository's guide."""
     current = (root / GUIDE).read_text(encoding="utf-8")
-    prereq = read_prerequisites(root / PREREQUISITES)
+    prereq = Prerequisites.load(root / PREREQUISITES)
     return current, generate(current, prereq, load_pools(root / POOLS))
 
 

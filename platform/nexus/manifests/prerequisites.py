@@ -105,7 +105,9 @@ class _Reader:
 
 
 def _entries(path: Path, data: Mapping[str, Any], key: str) -> list[_Reader]:
-    raw = data.get(key) or []
+    raw = data.get(key)
+    if raw is None:
+        return []
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: {key} must be a list")
     return [_Reader(path, f"{key}[{index}]", entry) for index, entry in enumerate(raw)]

@@ -68,6 +68,25 @@ def test_every_field(tmp_path: Path) -> None:
     assert prometheus.selects == {"release": "kube-prometheus-stack"}
 
 
+def test_optional_fields_default(tmp_path: Path) -> None:
+    # What platform/prerequisites.yaml may leave out: a secret's type, a service's sidecar,
+    # selects and podLabels, a namespace's labels, whole sections.
+    path = tmp_path / "prerequisites.yaml"
+    path.write_text(
+        "namespaces:\n  - {name: mlflow, createdBy: kubectl create namespace mlflow}\n"
+        "secrets:\n  - {name: s, namespace: mlflow, keys: [k], create: c, check: k}\n"
+        "services:\n  - {name: mlflow, namespace: mlflow, port: 5000, role: mlflow,"
+        " install: i, check: c}\n",
+        encoding="utf-8",
+    )
+    loaded = Prerequisites.load(path)
+    assert loaded.namespaces[0].labels == {}
+    assert loaded.secrets[0].type == "Opaque"
+    (mlflow,) = loaded.of_role("mlflow")
+    assert (mlflow.sidecar, mlflow.selects, mlflow.pod_labels) == (False, {}, {})
+    assert loaded.crds == loaded.node_labels == ()
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [

@@ -8,6 +8,9 @@ from typing import Any
 from tests.manifests.rehearsal.conftest import Result, Tree
 
 RULE = "rehearsal-reachability"
+# A folder of the platform Application whose kustomization sets no namespace, so a planted
+# document keeps its own (monitoring, istio-system).
+UNNAMESPACED = "platform/k8s/cluster"
 PROMETHEUS = {
     "name": "kube-prometheus-stack-prometheus",
     "namespace": "monitoring",
@@ -50,7 +53,7 @@ def test_network_policy_cuts_prometheus(tree: Tree, lint: Callable[[], Result]) 
             "egress": [{"ports": [{"port": 443}]}],
         },
     }
-    tree.add("platform/k8s/model-cache", "planted.yaml", [policy])
+    tree.add(UNNAMESPACED, "planted.yaml", [policy])
     result = lint()
     assert result.code == 1
     found = result.first(RULE, "NetworkPolicy monitoring/planted-egress")
@@ -97,7 +100,7 @@ def test_network_policy_cuts_the_ingress_gateway(tree: Tree, lint: Callable[[], 
             "egress": [{"ports": [{"port": 15012}]}],
         },
     }
-    tree.add("platform/k8s/model-cache", "planted.yaml", [policy])
+    tree.add(UNNAMESPACED, "planted.yaml", [policy])
     result = lint()
     found = result.first(RULE, "NetworkPolicy istio-system/planted-gateway-egress")
     assert found["message"].startswith("the Istio ingress gateway")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import yaml
-
 from tests.manifests.rehearsal.conftest import Result, Tree
 from tests.manifests.rehearsal.workloads import deployment
 
@@ -102,8 +100,8 @@ def test_gateway_credential_of_the_wrong_type(tree: Tree, lint: Callable[[], Res
         "metadata": {"name": "nexus-planted-tls", "namespace": "istio-system"},
         "stringData": {"tls.crt": "x", "tls.key": "y"},
     }
-    # platform/k8s/model-cache sets no namespace, so the Secret stays in istio-system.
-    tree.add("platform/k8s/model-cache", "planted.yaml", [opaque])
+    # platform/k8s/cluster sets no namespace, so the Secret stays in istio-system.
+    tree.add("platform/k8s/cluster", "planted.yaml", [opaque])
     tree.replace(
         "platform/k8s/base/public.gateway.yaml",
         "credentialName: nexus-public-tls",
@@ -117,12 +115,39 @@ def test_gateway_credential_of_the_wrong_type(tree: Tree, lint: Callable[[], Res
 def test_node_group_volume_is_not_the_agents_directory(
     tree: Tree, lint: Callable[[], Result]
 ) -> None:
-    group = yaml.safe_load(
-        tree.read("platform/k8s/model-cache/localmodelnodegroup.nexus-a100.yaml")
-    )
-    group["metadata"]["name"] = "planted-group"
-    group["spec"]["persistentVolumeSpec"]["local"] = {"path": "/planted"}
-    tree.add("platform/k8s/model-cache", "planted.yaml", [group])
+    # The tree ships no model cache (the GPU pools are tainted), but a user may add one on
+    # the untainted cpu pool; its volume must still be the agent's directory.
+    group = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LocalModelNodeGroup",
+        "metadata": {"name": "planted-group"},
+        "spec": {
+            "storageLimit": "20Gi",
+            "persistentVolumeSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "20Gi"},
+                "local": {"path": "/planted"},
+                "storageClassName": "local-storage",
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "nexus.dev/pool", "operator": "In", "values": ["cpu"]}
+                                ]
+                            }
+                        ]
+                    }
+                },
+            },
+            "persistentVolumeClaimSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "20Gi"}},
+                "storageClassName": "local-storage",
+            },
+        },
+    }
+    tree.add("platform/k8s/cluster", "planted.yaml", [group])
     result = lint()
     found = result.first(RULE, "LocalModelNodeGroup planted-group")
     assert "at /planted" in found["message"]

@@ -72,3 +72,88 @@ def test_gpu_pod_on_a_pool_without_gpus(tree: Tree, lint: Callable[[], Result]) 
     result = lint()
     found = result.first(RULE, "Deployment nexus/nexus-planted")
     assert "which its nodes do not have" in found["message"]
+
+
+def node_group(name: str, pool: str) -> dict[str, Any]:
+    """A LocalModelNodeGroup on the nodes of ``pool``, at the agent's directory /models."""
+    term = {"matchExpressions": [{"key": "nexus.dev/pool", "operator": "In", "values": [pool]}]}
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LocalModelNodeGroup",
+        "metadata": {"name": name},
+        "spec": {
+            "storageLimit": "200Gi",
+            "persistentVolumeSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "200Gi"},
+                "local": {"path": "/models"},
+                "storageClassName": "local-storage",
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [term]}},
+            },
+            "persistentVolumeClaimSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "200Gi"}},
+                "storageClassName": "local-storage",
+            },
+        },
+    }
+
+
+def test_model_cache_added_on_a_tainted_pool(tree: Tree, lint: Callable[[], Result]) -> None:
+    # The tree ships no cache; a user who adds one for llama-8b on the tainted a100 pool
+    # gets download Jobs (no tolerations, KServe launchJob) that no a100 node admits.
+    cache = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LocalModelNamespaceCache",
+        "metadata": {"name": "planted-llama-8b", "namespace": "nexus"},
+        "spec": {
+            "sourceModelUri": "hf://meta-llama/Llama-3.1-8B-Instruct",
+            "modelSize": "20Gi",
+            "nodeGroups": ["planted-a100"],
+        },
+    }
+    tree.add("platform/k8s/cluster", "planted.yaml", [node_group("planted-a100", "a100"), cache])
+    result = lint()
+    assert result.code == 1
+    job = result.first(RULE, "LocalModelNamespaceCache nexus/planted-llama-8b")
+    assert "must run on the nodes of pool a100" in job["message"]
+    assert "taint nvidia.com/gpu=present:NoSchedule is not tolerated" in job["message"]
+    agent = result.first(RULE, "LocalModelNodeGroup planted-a100")
+    assert "kserve/localmodel=worker is not a label of its nodes" in agent["message"]
+
+
+def test_model_cache_on_an_untainted_labelled_pool_fits(
+    tree: Tree, lint: Callable[[], Result]
+) -> None:
+    # On the untainted cpu pool, with its nodes labelled for the agent, both pods fit.
+    def label_cpu_nodes(data: dict[str, Any]) -> None:
+        data["nodeLabels"].append(
+            {"pool": "cpu", "labels": {"kserve/localmodel": "worker"}, "command": "kubectl"}
+        )
+
+    tree.edit_yaml("platform/prerequisites.yaml", label_cpu_nodes)
+    tree.add("platform/k8s/cluster", "planted.yaml", [node_group("planted-cpu", "cpu")])
+    result = lint()
+    assert not result.naming(RULE, "planted-cpu")
+
+
+def test_shipped_pools_declare_capacity(tree: Tree, lint: Callable[[], Result]) -> None:
+    # No pool of the shipped pools.yaml has a node with 4 TiB of memory.
+    memory = {"resources": {"requests": {"memory": "4Ti"}}}
+    tree.add("platform/k8s/base", "planted.yaml", [deployment("nexus-planted", container=memory)])
+    result = lint()
+    found = result.first(RULE, "Deployment nexus/nexus-planted")
+    for pool in ("h100", "a100", "cpu"):
+        assert f"pool {pool}: " in found["message"]
+    assert "more memory than a node's allocatable" in found["message"]
+    assert not [f for f in result.findings if f["path"] == "platform/pools.yaml"]
+
+
+def test_pool_without_allocatable_is_a_warning(tree: Tree, lint: Callable[[], Result]) -> None:
+    pool = gpu_pool(tree)
+    _allocatable(tree, pool, {"cpu": "96"})
+    result = lint()
+    (warning,) = [f for f in result.findings if f["path"] == "platform/pools.yaml"]
+    assert warning["severity"] == "warning"
+    assert warning["field"] == f"pools.{pool}.allocatable"
+    assert "no allocatable memory, nvidia.com/gpu" in warning["message"]

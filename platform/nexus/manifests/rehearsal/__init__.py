@@ -52,7 +52,11 @@ def rehearse(ctx: LintContext) -> list[Finding]:
         *reachability.check(tree, pods),
         *exposure.check(tree),
     ]
-    return [p.finding() for p in problems] + waves.check(tree, problems)
+    return [
+        *(p.finding() for p in problems),
+        *waves.check(tree, problems),
+        *scheduling.unchecked_capacity(tree),
+    ]
 
 
 __all__ = ["rehearse"]

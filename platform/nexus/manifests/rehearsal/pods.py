@@ -33,12 +33,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from nexus.manifests.model_cache import AGENT_NODE_LABEL
 from nexus.manifests.rehearsal.tree import AFTER_SYNC, Obj, Tree
 
 USER_PORT: Final = 8080
 QUEUE_PORT: Final = 8012
 QUEUE_METRICS_PORT: Final = 9091
-AGENT_NODE_SELECTOR: Final = {"kserve/localmodel": "worker"}
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 DEFAULT_JOB_NAMESPACE: Final = "kserve-localmodel-jobs"
 WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
@@ -190,7 +190,7 @@ def _model_cache(tree: Tree) -> Iterator[Pod]:
     config = tree.ctx.kserve_config("localModel") or {}
     job_ns = str(config.get("jobNamespace") or DEFAULT_JOB_NAMESPACE)
     for group in groups.values():
-        spec = {"nodeSelector": dict(AGENT_NODE_SELECTOR), "containers": [{"name": "manager"}]}
+        spec = {"nodeSelector": dict([AGENT_NODE_LABEL]), "containers": [{"name": "manager"}]}
         labels = {"app.kubernetes.io/name": "kserve-localmodelnode-agent"}
         pools = node_group_pools(tree, group)
         yield Pod(group, "model-cache node agent", "kserve", labels, spec, pools=pools)

@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from nexus.manifests.model_cache import AGENT_HOST_PATH
 from nexus.manifests.prerequisites import PREREQUISITES_FILE
 from nexus.manifests.rehearsal.pods import Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.tree import BEFORE_SYNC, BUILTIN_SERVICES, Obj, Problem, Step, Tree
 
 RULE: Final = "rehearsal-references"
-AGENT_HOST_PATH: Final = "/models"
 STORAGE_SECRET: Final = "serving.kserve.io/storageSecretName"  # noqa: S105 - a key's name
 GATEWAY_NAMESPACE: Final = "istio-system"
 TLS_KEYS: Final = ("tls.crt", "tls.key")

@@ -7,7 +7,8 @@ encodes (Kubernetes ``pkg/scheduler/framework/plugins``): NodeAffinity (every
 own, so a Job pinned to a node of a group passes it), TaintToleration (every NoSchedule
 and NoExecute taint tolerated, ``pools.Taint.tolerated_by``) and NodeResourcesFit (the sum
 of the containers' requests, or limits where no request is given, within one node's
-``allocatable``; pools.yaml's optional ``allocatable:``, unchecked when a pool omits it).
+``allocatable``; pools.yaml's optional ``allocatable:``, and a warning when a pool omits
+its cpu, memory or GPUs).
 
 A pod that fits nowhere stays Pending: its Deployment passes the progress deadline and is
 Degraded, an InferenceService stays not Ready, and a DaemonSet simply has no pod on those
@@ -20,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+from nexus.manifests.findings import Finding
+from nexus.manifests.model_cache import BLOCKING_EFFECTS
 from nexus.manifests.pools import Pool, quantity_bytes
 from nexus.manifests.prerequisites import PREREQUISITES_FILE
 from nexus.manifests.rehearsal.pods import HOSTNAME_LABEL, Pod
 from nexus.manifests.rehearsal.tree import Obj, Problem, Tree
 
 RULE: Final = "rehearsal-scheduling"
-BLOCKING_EFFECTS: Final = ("NoSchedule", "NoExecute")
+POOLS_FILE: Final = "platform/pools.yaml"
 
 
 def _cpu_millis(text: str) -> int:
@@ -145,6 +148,29 @@ def check_pod(tree: Tree, pod: Pod) -> Iterator[Problem]:
         _stalls(tree, pod),
         f"{pod.describe} stays Pending (no pool admits it)",
     )
+
+
+def unchecked_capacity(tree: Tree) -> list[Finding]:
+    """A warning for each pool whose ``allocatable`` omits cpu, memory or its GPUs: pods
+    that ask for more than such a node has would pass the rehearsal and stay Pending."""
+    warnings = []
+    for name, pool in tree.ctx.pools.items():
+        needed = ["cpu", "memory", *([pool.accelerator.resource] if pool.accelerator else [])]
+        missing = [resource for resource in needed if resource not in pool.allocatable]
+        if missing:
+            warnings.append(
+                Finding(
+                    POOLS_FILE,
+                    0,
+                    f"pools.{name}.allocatable",
+                    RULE,
+                    f"pool {name} declares no allocatable {', '.join(missing)}: pods' requests "
+                    "are not checked against what one of its nodes has",
+                    "add allocatable (cpu, memory and GPUs of one node) to the pool",
+                    severity="warning",
+                )
+            )
+    return warnings
 
 
 def check(tree: Tree, pods: list[Pod]) -> list[Problem]:
