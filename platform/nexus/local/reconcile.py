@@ -58,6 +58,7 @@ from nexus.local.status import GraphView, IsvcView
 from nexus.local.supervisor import Service
 from nexus.local.vllm_engine import Engines
 from nexus.local.workloads import Workloads
+from nexus.release import tag_routing
 
 PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"
 # How long a revision out of traffic keeps running for the requests already sent to it
@@ -214,20 +215,19 @@ class Reconciler:
                 # and rolls its Deployment over to the new spec instead.
                 percent = None
             run.desired = desired_traffic(state, percent)
+            tagged = tag_routing.enabled(res.body)
             if run.listener is None:
                 run.listener = await self._listen(res.name)
-            for name in live(state, run.desired):
+            for name in live(state, run.desired, tag_routing=tagged):
                 await self._revision(res, state, name)
             state = route(state, run.desired, self.revision_ready)
             self.states[res.key] = state
             run.listener.front.set_backends(
-                [
-                    Backend(t.revision, self._transformer_url(t.revision), t.percent)
-                    for t in state.traffic
-                ],
+                [self._backend(t, tagged) for t in state.traffic
+                 if t.percent > 0 or self.revision_ready(t.revision)],
                 timeout=request_timeout(res.body, self.settings.versions),
-            )
-            await self._retire(run, keep=set(live(state, run.desired)))
+            )  # fmt: skip
+            await self._retire(run, keep=set(live(state, run.desired, tag_routing=tagged)))
             run.error = None
         except (ResourceError, PlatformError, ValueError) as exc:
             run.error = str(exc)
@@ -267,6 +267,17 @@ class Reconciler:
             await runner.cleanup()
             raise PlatformError(f"port {port} for the {isvc} front is unavailable: {exc}") from None
         return Listener(front, runner, port)
+
+    def _backend(self, target: TrafficTarget, tagged: bool) -> Backend:
+        """KServe tags ``prev`` always and ``latest`` only with tag routing (ksvc_reconciler.go)."""
+        port = self.book.get(_process_names(target.revision)[0])
+        return Backend(
+            target.revision,
+            self._transformer_url(target.revision),
+            target.percent,
+            tag=target.tag if tagged or target.tag == "prev" else None,
+            predictor_url=f"http://127.0.0.1:{port}" if port else None,
+        )
 
     def _transformer_url(self, revision: str) -> str:
         port = self.book.get(_process_names(revision)[1])
