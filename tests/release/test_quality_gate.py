@@ -135,7 +135,8 @@ def test_without_a_champion_the_gate_measures_and_passes(workers: tuple[Worker, 
     assert "no champion" in verdict.reasons[0]
     assert -2.0 <= verdict.metrics["candidate_logprob"] <= -1.0
     one = score(_endpoint(candidate), evaluation.examples[0])
-    assert len(one.answer.split()) == 6 and one.checks == (True,)
+    assert len(one.answer.split()) == 6
+    assert one.checks == (True,)
 
 
 def test_too_few_examples_block(workers: tuple[Worker, Worker]) -> None:

@@ -55,7 +55,8 @@ class GateThresholds:
             try:
                 value = kind(raw)
             except ValueError:
-                raise ConfigError(f"tag {key}={raw!r} must be a {kind.__name__}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ConfigError(f"tag {key}={raw!r} must be {what}") from None
             if value < 0:
                 raise ConfigError(f"tag {key}={raw!r} must not be negative")
             found[name] = value
