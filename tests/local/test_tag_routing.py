@@ -19,11 +19,17 @@ from prometheus_client import CollectorRegistry
 
 from nexus.local.front import Backend, Front, RevisionMetrics, front_app
 from nexus.release import tag_routing
+from nexus.release.evaluation import Endpoint, EvaluationSet
+from nexus.release.gate import GateThresholds, GateVerdict, judge_candidate
 from tests.local.conftest import ISVC, ISVC_PATH, LocalController
 from tests.local.test_front_metrics import serve
 
 LATEST = tag_routing.predictor_host("llama-8b", "nexus", "latest")
 PREV = tag_routing.predictor_host("llama-8b", "nexus", "prev")
+EVALUATION = EvaluationSet.from_json({"examples": [
+    {"prompt": "the model answers every prompt", "reference": " with calm deterministic words",
+     "checks": [{"regex": r"^[a-z]+( [a-z]+)*$"}]},
+]})  # fmt: skip
 
 
 def named(name: str) -> web.Application:
@@ -88,24 +94,42 @@ def test_parse_host_reads_knatives_tag_template() -> None:
     assert tag_routing.parse_host("latest-llama-8b.nexus", "llama-8b") is None
 
 
-def test_the_controller_runs_and_tags_a_candidate_at_zero(controller: LocalController) -> None:
+def test_the_gate_reaches_candidates_at_zero_through_the_tag_hosts(
+    controller: LocalController,
+) -> None:
+    """An intact candidate at 0 % passes the gate, a garbled one (the CPU worker's ``GARBLE``
+    from the predictor's env, as its pod would get it) is blocked; neither takes traffic."""
     controller.ready_revision("00001")
+    front = f"http://127.0.0.1:{controller.port(f'front-{ISVC}')}"
+    hosts = {tag: tag_routing.predictor_host(ISVC, "nexus", tag) for tag in tag_routing.TAGS}
+
+    def judge() -> GateVerdict:
+        endpoints = {tag: Endpoint(f"{front}/v1", ISVC, host=host) for tag, host in hosts.items()}
+        return judge_candidate(candidate=endpoints["latest"], champion=endpoints["prev"],
+                               evaluation=EVALUATION, thresholds=GateThresholds())  # fmt: skip
+
     body = controller.read(ISVC_PATH)
     body["metadata"]["annotations"][tag_routing.ANNOTATION] = "true"
     body["spec"]["predictor"]["canaryTrafficPercent"] = 0
-    body["spec"]["predictor"]["containers"][0]["env"].append({"name": "REV", "value": "2"})
-    assert controller.push(ISVC_PATH, body, "Candidate at 0 %, tag routing").returncode == 0
-    candidate = f"{ISVC}-predictor-00002"
+    env = body["spec"]["predictor"]["containers"][0]["env"]
+    for number, extra in (("00002", {"name": "REV", "value": "2"}),
+                          ("00003", {"name": "NEXUS_WORKER_GARBLE", "value": "1"})):  # fmt: skip
+        env.append(extra)
+        assert controller.push(ISVC_PATH, body, f"Candidate {number} at 0 %").returncode == 0
+        candidate = f"{ISVC}-predictor-{number}"
 
-    def latest_ready() -> bool:
-        predictor = controller.isvc()["status"]["components"]["predictor"]
-        return bool(predictor.get("latestReadyRevision") == candidate)
+        def latest_ready(candidate: str = candidate) -> bool:
+            predictor = controller.isvc()["status"]["components"]["predictor"]
+            return bool(predictor.get("latestReadyRevision") == candidate)
 
-    controller.wait(latest_ready, "the candidate at 0 % ready")
-    front = f"http://127.0.0.1:{controller.port(f'front-{ISVC}')}"
-    host = tag_routing.predictor_host(ISVC, "nexus", "latest")
-    tagged = httpx.get(f"{front}/v1/models", headers={"Host": host}, timeout=10)
-    assert tagged.status_code == 200
-    assert tagged.headers["x-nexus-revision"] == candidate
-    plain = httpx.get(f"{front}/v1/models", timeout=10)
-    assert plain.headers.get("x-nexus-revision") == f"{ISVC}-predictor-00001"
+        controller.wait(latest_ready, f"the candidate {number} at 0 % ready")
+        tagged = httpx.get(f"{front}/v1/models", headers={"Host": hosts["latest"]}, timeout=10)
+        assert tagged.headers["x-nexus-revision"] == candidate
+        plain = httpx.get(f"{front}/v1/models", timeout=10)
+        assert plain.headers.get("x-nexus-revision") == f"{ISVC}-predictor-00001"
+        verdict = judge()
+        if number == "00002":
+            assert verdict.passed, verdict.reasons
+        else:
+            assert not verdict.passed
+            assert verdict.reasons[0].startswith("likelihood:")

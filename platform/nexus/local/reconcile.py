@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -61,6 +62,7 @@ from nexus.local.workloads import Workloads
 from nexus.release import tag_routing
 
 PROPAGATE_HEADERS = "Authorization,X-Api-Key,X-Request-Id,traceparent"
+WORKER_ENV_PREFIX = "NEXUS_WORKER_"  # bento/service.py's ENV_PREFIX
 # How long a revision out of traffic keeps running for the requests already sent to it
 # (Knative keeps such pods for its scale-to-zero grace period, 30 s by default).
 DRAIN_SECONDS = 10.0
@@ -297,8 +299,9 @@ class Reconciler:
                 name=res.name, port=worker_port, project_dir=self.settings.project_dir
             )
             service = Service(
-                worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health"
-            )
+                worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health",
+                _worker_env(revision.spec),
+            )  # fmt: skip
         await self._converge(service)
         container = transformer_container(res.body)
         if container is None:
@@ -436,6 +439,20 @@ class Reconciler:
         for run in self.isvcs.values():
             if run.listener is not None:
                 await run.listener.runner.cleanup()
+
+
+def _worker_env(predictor: Mapping[str, Any]) -> dict[str, str] | None:
+    """The CPU worker's ``NEXUS_WORKER_*`` settings from the revision's predictor container
+    env, as its pod gets them (a revision is immutable: its own spec, never the newest):
+    a revision can be a deliberately broken (``GARBLE``) or slow one."""
+    containers = predictor.get("containers") or []
+    found = {
+        str(item["name"]): str(item["value"])
+        for container in containers
+        for item in container.get("env") or []
+        if str(item.get("name", "")).startswith(WORKER_ENV_PREFIX) and "value" in item
+    }
+    return found or None
 
 
 def _process_names(revision: str) -> tuple[str, str]:
