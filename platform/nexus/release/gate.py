@@ -159,7 +159,8 @@ def report_section(verdict: GateVerdict) -> str:
     lines = ["## Quality gate at 0 %", ""]
     lines.append(f"**{'passed' if verdict.passed else 'blocked'}**" + ("" if verdict.passed else
                  f" (exit status {EXIT_BLOCKED}, outcome `{OUTCOME_BLOCKED}`)"))  # fmt: skip
-    lines += [""] + [f"- {reason}" for reason in verdict.reasons]
+    if verdict.reasons:
+        lines += [""] + [f"- {reason}" for reason in verdict.reasons]
     if verdict.metrics:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in verdict.metrics.items()]
