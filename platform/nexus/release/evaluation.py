@@ -16,7 +16,8 @@ Every example is measured two ways on a vLLM OpenAI server (``/v1/completions``)
   ``CompletionRequest.prompt_logprobs`` and ``CompletionResponseChoice.prompt_logprobs``;
   ``vllm/logprobs.py``, ``append_logprobs_for_next_position``, inserts the prompt token
   before the top-k; ``-inf`` is sent as ``-9999.0``, ``clamp_prompt_logprobs`` in
-  ``vllm/entrypoints/generate/base/serving.py``). The tokens of the reference are those after
+  ``vllm/entrypoints/generate/base/serving.py``; the request field reads the same in
+  vllm-project/vllm 002032ee). The tokens of the reference are those after
   the prompt's own ``usage.prompt_tokens``, read from the greedy request below.
 - **checks** on the greedy answer (``temperature: 0``): exact, contains, regex (``re.search``),
   JSON schema (the answer parsed as JSON, validated with ``jsonschema``).
