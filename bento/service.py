@@ -179,7 +179,7 @@ async def _completion(request: Request, *, chat: bool) -> Response:
         body = parse_json(await request.body())
         check_model(body, worker.model)
         await worker.apply_faults(request)
-        completion = parse_completion(body, chat=chat)
+        completion = parse_completion(body, chat=chat, garbled=worker.faults.garble)
     except RequestError as exc:
         return _error(exc)
     if completion.stream:

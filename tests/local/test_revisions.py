@@ -121,3 +121,14 @@ def test_state_survives_a_json_round_trip() -> None:
     assert from_json(to_json(state)).traffic[0] == TrafficTarget(
         "llama-8b-predictor-00002", 20, latest=True, tag="latest"
     )
+
+
+def test_with_tag_routing_the_latest_runs_at_zero_without_traffic() -> None:
+    state, _ = step(rolled_out(), {**V2, "canaryTrafficPercent": 0})
+    state, desired = step(state, {**V2, "canaryTrafficPercent": 0})
+    assert split(state) == {"00002": 0, "00001": 100}
+    assert live(state, desired, tag_routing=True) == [
+        "llama-8b-predictor-00001",
+        "llama-8b-predictor-00002",
+    ]
+    assert live(state, desired) == ["llama-8b-predictor-00001"]

@@ -82,7 +82,7 @@ class CpuLlm:
         try:
             body = await self._json(request)
             await self._apply_faults(request)
-            completion = parse_completion(body, chat=chat)
+            completion = parse_completion(body, chat=chat, garbled=self.faults.garble)
         except RequestError as exc:
             return _error(exc.status, exc.message, exc.param)
         created = int(time.time())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from nexus.errors import ResourceError
+from nexus.errors import PlatformError, ResourceError
 from nexus.local.storage import DONE, StorageInitializer
 from nexus.local.vllm_engine import (
     CPU_ARGS,
@@ -88,3 +90,21 @@ def test_without_a_storage_uri_the_revision_fails_clearly(tmp_path: Path) -> Non
     engines = Engines(REPO, StorageInitializer(python=Path("/unused"), root=tmp_path))
     with pytest.raises(ResourceError, match="no storageUri"):
         asyncio.run(engines.service("chat", {}, revision="chat-predictor-00001", port=1))
+
+
+@pytest.mark.parametrize(
+    ("declared", "placed"),
+    [("file:///mlflow/artifacts/1/abc/artifacts/model", "file:///mlflow/artifacts/1/abc/artifacts/model"),
+     ("hf://Qwen/Qwen2.5-1.5B-Instruct", "file:///models/tiny")],
+)  # fmt: skip
+def test_a_file_storage_uri_is_served_as_it_is_a_remote_one_gets_the_tiny_model(
+    tmp_path: Path, declared: str, placed: str
+) -> None:
+    """The initializer (here without kserve-storage, so it fails naming its URI) is given the
+    predictor's own ``file://`` URI, what a local MLflow registers; only remote URIs are
+    replaced by the model a CPU can serve."""
+    storage = StorageInitializer(python=Path(sys.executable), root=tmp_path)
+    engines = Engines(REPO, storage, model_uri="file:///models/tiny")
+    predictor = {"model": {"storageUri": declared}}
+    with pytest.raises(PlatformError, match=f"failed on {re.escape(placed)}: kserve-storage"):
+        asyncio.run(engines.service("chat", predictor, revision="chat-predictor-00001", port=1))

@@ -123,6 +123,12 @@ def _cmd_registry_register(args: argparse.Namespace) -> int:
     return register(args)
 
 
+def _cmd_registry_evaluation_set(args: argparse.Namespace) -> int:
+    from nexus.cli.registry import evaluation_set
+
+    return evaluation_set(args)
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
     from nexus.cli.release import release
 
@@ -240,7 +246,7 @@ def _add_release_commands(
         "--tracking-uri", default="", help="MLflow (default: $MLFLOW_TRACKING_URI, .nexus/)"
     )
     registry = sub.add_parser("registry", help="the MLflow model registry", description=(
-        "register model versions with validated serving tags"))  # fmt: skip
+        "register model versions with validated serving tags; attach evaluation sets"))  # fmt: skip
     registry_sub = registry.add_subparsers(dest="registry_command", required=True, metavar="CMD")
     register = registry_sub.add_parser(
         "register", parents=[tracking, state], help="register a model version for serving"
@@ -266,6 +272,19 @@ def _add_release_commands(
         metavar="NAME",
         help="extra public model name it answers for (repeatable), e.g. the 'chat' of a graph",
     )
+    evaluation = registry_sub.add_parser(
+        "evaluation-set", parents=[tracking, state],
+        help="attach the quality gate's evaluation set (JSON) and thresholds to a model",
+    )  # fmt: skip
+    evaluation.set_defaults(handler=_cmd_registry_evaluation_set)
+    evaluation.add_argument("name", help="registered model")
+    evaluation.add_argument("file", type=Path, help='JSON: {"examples": [{"prompt", "reference",'
+                            ' "max_tokens", "checks": [{"contains": ...}]}]}')  # fmt: skip
+    evaluation.add_argument("--max-logprob-drop", type=float,
+                            help="nats per token the candidate may lose (default 0.5)")  # fmt: skip
+    evaluation.add_argument("--max-check-drop", type=float,
+                            help="share of checks the candidate may lose (default 0)")  # fmt: skip
+    evaluation.add_argument("--min-examples", type=int, help="fewer examples block (default 1)")
 
     release = sub.add_parser(
         "release",

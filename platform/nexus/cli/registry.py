@@ -1,4 +1,4 @@
-"""``nexus registry register``: a model version with validated serving tags, or a clear refusal."""
+"""``nexus registry``: versions with validated serving tags; the quality gate's evaluation set."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from pathlib import Path
 from nexus.errors import ConfigError
 from nexus.manifests.pools import load_pools
 from nexus.registry.client import Registry
-from nexus.registry.conventions import SERVING_ARGS, ServingSpec, validate
+from nexus.registry.conventions import (
+    QUALITY_MAX_CHECK_DROP,
+    QUALITY_MAX_LOGPROB_DROP,
+    QUALITY_MIN_EXAMPLES,
+    SERVING_ARGS,
+    ServingSpec,
+    validate,
+)
 from nexus.release.resolve import default_pools_file
 
 
@@ -64,5 +71,34 @@ def register(args: argparse.Namespace) -> int:
     )
     print(f"registered {info.name} version {info.version} ({spec.storage_uri})")
     for key, value in sorted(info.tags.items()):
+        print(f"  {key} = {value}")
+    return 0
+
+
+def evaluation_set(args: argparse.Namespace) -> int:
+    """Validate the file, keep it in MLflow beside the model, set the gate's threshold tags."""
+    from nexus.release.evaluation import EvaluationSet
+    from nexus.release.gate import GateThresholds
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+    evaluation = EvaluationSet.loads(text)
+    thresholds = {
+        key: str(value)
+        for key, value in (
+            (QUALITY_MAX_LOGPROB_DROP, args.max_logprob_drop),
+            (QUALITY_MAX_CHECK_DROP, args.max_check_drop),
+            (QUALITY_MIN_EXAMPLES, args.min_examples),
+        )
+        if value is not None
+    }
+    GateThresholds.from_tags(thresholds)  # refuse a bad value before any write
+    registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
+    uri = registry.attach_evaluation_set(args.name, text)
+    registry.set_model_tags(args.name, thresholds)
+    print(f"attached {len(evaluation.examples)} examples to {args.name}: {uri}")
+    for key, value in sorted(thresholds.items()):
         print(f"  {key} = {value}")
     return 0

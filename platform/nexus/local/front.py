@@ -12,6 +12,12 @@ streams too; before the answer starts, a 504 with body ``request timeout``; afte
 same text is written into the answer and it ends (``pkg/http/handler/timeout.go`` and
 ``pkg/queue/sharedmain/handlers.go``, knative/serving knative-v1.21.0).
 
+Knative's tag routing is served too: a request whose Host is ``latest-<isvc>-predictor...``
+or ``prev-<isvc>-predictor...`` (``nexus.release.tag_routing``) goes to that tagged revision's
+predictor, whatever its percent, 0 included; a tag no ready revision carries is a 404, as
+Knative answers for a host it has no route for. That is how a release reaches a candidate
+at ``canaryTrafficPercent: 0`` (the quality gate).
+
 It also reports what Knative's queue-proxy reports for every revision
 (``RevisionMetrics``): in a cluster the transformer does not know which predictor revision
 answered, so the canary analysis, the alert rules and the dashboard read the
@@ -33,6 +39,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram
 
 from nexus.manifests.metric_names import QUEUE_PROXY_DURATION, QUEUE_PROXY_STATUS_LABEL
+from nexus.release import tag_routing
 
 REVISION_HEADER = "x-nexus-revision"
 # Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded; Host is set by the client.
@@ -54,6 +61,8 @@ class Backend:
     revision: str
     base_url: str
     percent: int
+    tag: tag_routing.Tag | None = None  # Knative's traffic tag, reachable by host
+    predictor_url: str | None = None  # where the tag host leads: the predictor itself
 
 
 def choose(backends: Sequence[Backend], draw: float) -> Backend | None:
@@ -123,19 +132,33 @@ class Front:
         self, backends: Sequence[Backend], *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
     ) -> None:
         """New routes; ``timeout`` is the queue-proxy's total timer (``None``: none)."""
-        self.backends = tuple(b for b in backends if b.percent > 0)
+        self.backends = tuple(b for b in backends if b.percent > 0 or b.tag)
         self.timeout = timeout
 
+    def _pick(self, request: web.Request) -> tuple[Backend, str] | web.Response:
+        """The backend and base URL a request goes to: by tag host, else by weight."""
+        tag = tag_routing.parse_host(request.host, self.isvc)
+        if tag is None:
+            backend = choose(self.backends, self.rng.random() * 100)
+            if backend is None:
+                return _error(503, f"InferenceService {self.isvc} has no ready revision")
+            return backend, backend.base_url
+        tagged = next((b for b in self.backends if b.tag == tag and b.predictor_url), None)
+        if tagged is None or tagged.predictor_url is None:
+            return _error(404, f"no ready revision of {self.isvc} is tagged {tag}")
+        return tagged, tagged.predictor_url
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        backend = choose(self.backends, self.rng.random() * 100)
-        if backend is None:
-            return _error(503, f"InferenceService {self.isvc} has no ready revision")
+        picked = self._pick(request)
+        if isinstance(picked, web.Response):
+            return picked
+        backend, base_url = picked
         started = time.perf_counter()
         response: web.StreamResponse | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-                url = backend.base_url + request.rel_url.raw_path_qs
+                url = base_url + request.rel_url.raw_path_qs
                 body = await request.read()
                 try:
                     upstream = await self.session.request(

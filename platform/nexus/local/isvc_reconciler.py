@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -53,10 +54,12 @@ from nexus.local.status import IsvcView
 from nexus.local.supervisor import Service
 from nexus.local.vllm_engine import Engines
 from nexus.local.workloads import Workloads
+from nexus.release import tag_routing
 
 # How long a revision out of traffic keeps running for the requests already sent to it
 # (Knative keeps such pods for its scale-to-zero grace period, 30 s by default).
 DRAIN_SECONDS = 10.0
+WORKER_ENV_PREFIX = "NEXUS_WORKER_"  # bento/service.py's ENV_PREFIX
 
 
 @dataclass(slots=True)
@@ -194,20 +197,19 @@ class IsvcReconciler:
                 # and rolls its Deployment over to the new spec instead.
                 percent = None
             run.desired = desired_traffic(state, percent)
+            tagged = tag_routing.enabled(res.body)
             if run.listener is None:
                 run.listener = await self._listen(res.name)
-            for name in live(state, run.desired):
+            for name in live(state, run.desired, tag_routing=tagged):
                 await self._revision(res, state, name)
             state = route(state, run.desired, self.revision_ready)
             self.states[res.key] = state
             run.listener.front.set_backends(
-                [
-                    Backend(t.revision, self._transformer_url(t.revision), t.percent)
-                    for t in state.traffic
-                ],
+                [self._backend(t, tagged) for t in state.traffic
+                 if t.percent > 0 or self.revision_ready(t.revision)],
                 timeout=request_timeout(res.body, self.settings.versions),
-            )
-            await self._retire(run, keep=set(live(state, run.desired)))
+            )  # fmt: skip
+            await self._retire(run, keep=set(live(state, run.desired, tag_routing=tagged)))
             run.error = None
         except (ResourceError, PlatformError, ValueError) as exc:
             run.error = str(exc)
@@ -248,6 +250,17 @@ class IsvcReconciler:
             raise PlatformError(f"port {port} for the {isvc} front is unavailable: {exc}") from None
         return Listener(front, runner, port)
 
+    def _backend(self, target: TrafficTarget, tagged: bool) -> Backend:
+        """KServe tags ``prev`` always and ``latest`` only with tag routing (ksvc_reconciler.go)."""
+        port = self.book.get(process_names(target.revision)[0])
+        return Backend(
+            target.revision,
+            self._transformer_url(target.revision),
+            target.percent,
+            tag=target.tag if tagged or target.tag == "prev" else None,
+            predictor_url=f"http://127.0.0.1:{port}" if port else None,
+        )
+
     def _transformer_url(self, revision: str) -> str:
         port = self.book.get(process_names(revision)[1])
         return f"http://127.0.0.1:{port}"
@@ -266,8 +279,9 @@ class IsvcReconciler:
                 name=res.name, port=worker_port, project_dir=self.settings.project_dir
             )
             service = Service(
-                worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health"
-            )
+                worker, command, worker_port, f"http://127.0.0.1:{worker_port}/health",
+                _worker_env(revision.spec),
+            )  # fmt: skip
         await converge(self.workloads, service)
         container = transformer_container(res.body)
         if container is None:
@@ -332,3 +346,17 @@ class IsvcReconciler:
         for run in self.isvcs.values():
             if run.listener is not None:
                 await run.listener.runner.cleanup()
+
+
+def _worker_env(predictor: Mapping[str, Any]) -> dict[str, str] | None:
+    """The CPU worker's ``NEXUS_WORKER_*`` settings from the revision's predictor container
+    env, as its pod gets them (a revision is immutable: its own spec, never the newest):
+    a revision can be a deliberately broken (``GARBLE``) or slow one."""
+    containers = predictor.get("containers") or []
+    found = {
+        str(item["name"]): str(item["value"])
+        for container in containers
+        for item in container.get("env") or []
+        if str(item.get("name", "")).startswith(WORKER_ENV_PREFIX) and "value" in item
+    }
+    return found or None

@@ -128,9 +128,17 @@ def route(
     return state
 
 
-def live(state: RevisionState, desired: tuple[TrafficTarget, ...]) -> list[str]:
-    """Revisions whose processes must run: serving now, or about to (oldest first)."""
+def live(
+    state: RevisionState, desired: tuple[TrafficTarget, ...], *, tag_routing: bool = False
+) -> list[str]:
+    """Revisions whose processes must run: serving now, or about to (oldest first).
+
+    With tag routing the latest revision is reachable at its ``latest`` tag even at 0 %, so
+    it runs too (Knative would scale it from zero on its first request).
+    """
     names = {t.revision for t in (*desired, *state.traffic) if t.percent > 0}
+    if tag_routing and state.latest is not None and desired:
+        names.add(state.latest.name)
     return [r.name for r in state.revisions if r.name in names]
 
 

@@ -156,14 +156,19 @@ def _ready_path(container: Mapping[str, Any]) -> str:
     return str(probe.get("path") or "/health")
 
 
+LOCAL_SCHEME = "file://"
+
+
 @dataclass(frozen=True, slots=True)
 class Engines:
     """A revision's vLLM engine as a local process: storage initializer first, then the runtime.
 
     ``model_record``, when set, names the JSON file whose ``storage_uri`` is the model
-    every engine serves instead of the predictor's ``storageUri`` (``nexus up --predictor
-    vllm`` without a GPU writes it once it registered the tiny model in MLflow, which the
-    controller runs: the manifests' 7-8B models do not fit a laptop's CPU).
+    an engine serves instead of a remote ``storageUri`` (``nexus up --predictor vllm``
+    without a GPU writes it once it registered the tiny model in MLflow, which the
+    controller runs: the manifests' 7-8B ``hf://`` models do not fit a laptop's CPU).
+    A ``file://`` storage URI, what a local MLflow gives as the artifact URI of registered
+    files, is served as it is: those exact files, through the storage initializer.
     """
 
     project_dir: Path
@@ -182,7 +187,9 @@ class Engines:
     async def service(
         self, isvc: str, predictor: Mapping[str, Any], *, revision: str, port: int
     ) -> Service:
-        uri = self.model_uri() or storage_uri(predictor)
+        declared = storage_uri(predictor)
+        local = declared is not None and declared.startswith(LOCAL_SCHEME)
+        uri = declared if local else (self.model_uri() or declared)
         if uri is None:
             raise ResourceError(f"{revision}: the predictor has no storageUri for vLLM")
         folder = await self.storage.place(uri, revision)

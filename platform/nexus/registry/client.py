@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 HEALTH_TIMEOUT = 5.0  # seconds for the /health answer before the registry is unreachable
+EVALUATION_SET_FILE = "evaluation_set.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +249,51 @@ class Registry:
         except MlflowException as exc:
             raise _translate(f"register the files of {folder} as {name!r}", exc) from exc
         return self.version(name, str(mv.version))
+
+    def set_model_tags(self, name: str, tags: Mapping[str, str]) -> None:
+        """Tags of the registered model itself (``serving.fallback``, ``quality.*``)."""
+        for key, value in sorted(tags.items()):
+            self._call(
+                f"tag {key} of {name!r}", self._client.set_registered_model_tag, name, key, value
+            )
+
+    def attach_evaluation_set(
+        self, name: str, text: str, *, experiment: str = "nexus-evaluation-sets"
+    ) -> str:
+        """Keep ``text`` (the set's JSON) as a run artifact; point the model's tag at it.
+
+        A registered model has no artifacts of its own in MLflow, so the set is the file
+        ``evaluation_set.json`` of a run, and the model's ``quality.evaluation_set`` tag holds
+        its ``runs:/<run_id>/evaluation_set.json`` URI. Every attach is a new run, so the set a
+        past release used stays readable. Returns the URI.
+        """
+        from mlflow.exceptions import MlflowException
+
+        self.model_tags(name)  # the model must exist: VersionNotFound names it otherwise
+        try:
+            found = self._client.get_experiment_by_name(experiment)
+            experiment_id = (
+                found.experiment_id if found else self._client.create_experiment(experiment)
+            )
+            run = self._client.create_run(experiment_id, run_name=f"{name}-evaluation-set")
+            self._client.log_text(run.info.run_id, text, EVALUATION_SET_FILE)
+            self._client.set_terminated(run.info.run_id)
+        except MlflowException as exc:
+            raise _translate(f"attach an evaluation set to {name!r}", exc) from exc
+        uri = f"runs:/{run.info.run_id}/{EVALUATION_SET_FILE}"
+        self.set_model_tags(name, {c.QUALITY_EVALUATION_SET: uri})
+        return uri
+
+    def evaluation_set(self, name: str) -> str | None:
+        """The JSON text of the model's evaluation set, or ``None`` when none is attached."""
+        uri = self.model_tags(name).get(c.QUALITY_EVALUATION_SET)
+        if not uri:
+            return None
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        if not uri.startswith("runs:/") or not run_id or not path:
+            raise RegistryError(f"tag {c.QUALITY_EVALUATION_SET}={uri!r} is not runs:/<run>/<path>")
+        with tempfile.TemporaryDirectory(prefix="nexus-evaluation-") as tmp:
+            local = self._call(
+                f"download {uri}", self._client.download_artifacts, run_id, path, tmp
+            )
+            return Path(local).read_text(encoding="utf-8")

@@ -38,6 +38,13 @@ SERVING_MODEL_ALIASES: Final = "serving.model_aliases"
 # step (`--canary-percent`) then 100.
 SERVING_CANARY_STEPS: Final = "serving.canary_steps"
 
+# Registered-model tags of the quality gate (``nexus.release.gate``): the artifact URI of the
+# evaluation set (JSON, ``nexus registry evaluation-set``) and the gate's thresholds.
+QUALITY_EVALUATION_SET: Final = "quality.evaluation_set"
+QUALITY_MAX_LOGPROB_DROP: Final = "quality.max_logprob_drop"  # nats per token, default 0.5
+QUALITY_MAX_CHECK_DROP: Final = "quality.max_check_drop"  # share of checks, default 0
+QUALITY_MIN_EXAMPLES: Final = "quality.min_examples"  # default 1
+
 RELEASE_STATUS: Final = "release.status"
 RELEASE_GIT_COMMIT: Final = "release.git_commit"
 RELEASE_RUN: Final = "release.run"
