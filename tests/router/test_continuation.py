@@ -140,7 +140,8 @@ async def metric(client: aiohttp.ClientSession, router: Router, name: str) -> st
 def assert_one_answer(body: bytes, *, usage: bool, text: bool = False) -> list[dict[str, Any]]:
     """One complete answer: no error event, one role chunk, one id, one finish, [DONE] last."""
     assert b"event: error" not in body, body
-    assert events(body)[-1] == b"data: [DONE]" and body.count(b"[DONE]") == 1, body
+    assert events(body)[-1] == b"data: [DONE]", body
+    assert body.count(b"[DONE]") == 1, body
     parts = chunks(body)
     assert len({part["id"] for part in parts}) == 1, body
     choices = [choice for part in parts for choice in part["choices"]]
@@ -197,8 +198,6 @@ async def test_the_fallback_is_asked_to_continue_the_partial_answer(
 ) -> None:
     parts = assert_one_answer(await post(client, broken.router.url + CHAT, chat()), usage=False)
     sent = "".join(content(parts)[:BROKEN_AFTER])
-    stats = httpx.get(f"{broken.fallback_llm.url}/admin/stats").json()
-    assert stats["requests"] >= 1
     async with client.post(
         f"{broken.fallback_llm.url}/v1/chat/completions",
         json={"model": "qwen-1-5b", "max_tokens": 11, "continue_final_message": True,
@@ -268,7 +267,8 @@ async def test_a_client_leaving_mid_continuation_closes_the_fallback_at_once(
                                  headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
     seen = b""
     while seen.count(b'"content"') < BROKEN_AFTER + 3:  # the role chunk, 5 + 2 tokens
-        assert b"[DONE]" not in seen and b"event: error" not in seen, seen
+        assert b"[DONE]" not in seen, seen
+        assert b"event: error" not in seen, seen
         seen += await asyncio.wait_for(response.content.readuntil(b"\n\n"), timeout=5)
     response.close()  # the client leaves while the fallback streams its continuation
     left = time.monotonic()
