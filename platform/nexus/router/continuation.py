@@ -147,6 +147,9 @@ class Continuation:
         self.fallback_header = fallback_header
         self.answer = Answer()
         self._current = reply
+        # The first step's whole events as relayed, parsed only if it breaks: until then
+        # its stream passes untouched, cut at event ends only.
+        self._raw: list[bytes] = []
 
     @property
     def continued_by(self) -> list[str]:
@@ -167,6 +170,7 @@ class Continuation:
                     failure = ConnectionBroken("the stream ended without [DONE]")
                 except (TransportError, Broken) as exc:
                     failure = exc
+                self._catch_up()
                 if self.answer.finished:  # only the usage chunk or [DONE] was missing
                     self.answer.done = True
                     yield DONE
@@ -196,6 +200,11 @@ class Continuation:
                 if cut < 0:
                     continue
                 complete, pending = pending[: cut + 2], pending[cut + 2 :]
+                if first and b"event:" not in complete:
+                    self._raw.append(complete)
+                    self.answer.done = complete.endswith(DONE)  # [DONE] is the last event
+                    yield complete
+                    continue
                 out, broken = b"", None
                 for event in complete.split(EVENT_END):
                     if not event:
@@ -214,9 +223,13 @@ class Continuation:
                 await chunks.aclose()  # left at a yield: its connection closes now
 
     def _event(self, event: bytes, first: bool) -> bytes:
-        """One complete event: recorded, and rewritten when a continuation sent it."""
+        """One complete event: kept as it is from the first step, rewritten from the others."""
         if event.startswith(b"event:") and event[6:].lstrip().startswith(b"error"):
             raise Broken(event)
+        if first:
+            self._raw.append(event)
+            self.answer.done = event == DONE
+            return event
         if not event.startswith(b"data:"):
             return event
         payload = event[5:].strip()
@@ -229,25 +242,41 @@ class Continuation:
             return event
         if not isinstance(chunk, dict):
             return event
-        return self._chunk(chunk, event, first)
+        return self._rewrite(chunk)
 
-    def _chunk(self, chunk: dict[str, Any], event: bytes, first: bool) -> bytes:
+    def _catch_up(self) -> None:
+        """Read what the first step sent (once it broke): the answer's id, text and tokens."""
+        for batch in self._raw:
+            for event in batch.split(EVENT_END):
+                if not event.startswith(b"data:") or event[5:].strip() == b"[DONE]":
+                    continue
+                try:
+                    chunk = orjson.loads(event[5:])
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                if self.answer.id is None and isinstance(chunk.get("id"), str):
+                    self.answer.id = chunk["id"]
+                choices = chunk.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    self._record(choice)
+        self._raw.clear()
+
+    def _rewrite(self, chunk: dict[str, Any]) -> bytes:
+        """A continuation's chunk as part of the first answer (its id, one role chunk)."""
         answer = self.answer
         if answer.id is None and isinstance(chunk.get("id"), str):
-            answer.id = chunk["id"]
+            answer.id = chunk["id"]  # the first step broke before its first event
         choices = chunk.get("choices")
         usage = chunk.get("usage")
-        if first:
-            for choice in choices if isinstance(choices, list) else ():
-                self._record(choice)
-            return event
         chunk["id"] = answer.id
         kept = []
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
-            if isinstance(delta, dict) and "role" in delta:
+            if isinstance(delta, dict) and "role" in delta and answer.role_sent:
                 delta.pop("role")
                 if not delta.get("content") and choice.get("finish_reason") is None:
                     continue  # the continuation's role chunk: the client had one
