@@ -206,8 +206,8 @@ async def one_stream(
         tally.failures[f"{status} {step}" + (f" {reason}" if status == 200 else "")] += 1
 
 
-async def run(args: argparse.Namespace) -> tuple[Tally, float]:
-    """Send, kill and count; the tally and the run's length in seconds."""
+async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
+    """Send, kill and count; the tallies (graph, ``--baseline-url``) and the run's seconds."""
     endpoints = json.loads((args.state_dir / "endpoints.json").read_text())
     base = args.url or endpoints["graphs"][args.graph]
     url = base.rstrip("/") + "/openai/v1/chat/completions"
@@ -226,6 +226,8 @@ async def run(args: argparse.Namespace) -> tuple[Tally, float]:
     transformer_at = [duration * (i + 1) / (args.transformer_kills + 1) + 1.0
                       for i in range(args.transformer_kills)]  # fmt: skip
     tally = Tally()
+    baseline = Tally() if args.baseline_url else None
+    baseline_url = args.baseline_url.rstrip("/") + "/openai/v1/chat/completions"
     tasks: set[asyncio.Task[None]] = set()
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     started = time.monotonic()
@@ -238,13 +240,16 @@ async def run(args: argparse.Namespace) -> tuple[Tally, float]:
             if transformer_at and elapsed >= transformer_at[0]:
                 transformer_at.pop(0)
                 kill(args.state_dir, transformer, tally, started)
-            task = asyncio.create_task(send(session, url, body, headers, tally, args.isvc))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            tally.sent += 1
+            for target, counts in ((url, tally), (baseline_url, baseline)):
+                if counts is None:
+                    continue
+                task = asyncio.create_task(send(session, target, body, headers, counts, args.isvc))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                counts.sent += 1
             await asyncio.sleep(max(0.0, started + tally.sent / args.rate - time.monotonic()))
         await asyncio.gather(*tasks)
-    return tally, time.monotonic() - started
+    return tally, baseline, time.monotonic() - started
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -265,6 +270,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transformer-kills", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument("--baseline-url", default="",
+                        help="a second router of the graph (say --continuation off), "
+                        "sent the same traffic side by side")  # fmt: skip
     parser.add_argument("--stream", action="store_true",
                         help="streams: started, completed, continued")  # fmt: skip
     parser.add_argument("--write-readme", action="store_true",
@@ -297,21 +305,32 @@ def markdown(tally: Tally, seconds: float, args: argparse.Namespace) -> str:
     ])  # fmt: skip
 
 
-def stream_markdown(tally: Tally, seconds: float, args: argparse.Namespace) -> str:
-    """The README section of a ``--stream`` run."""
-    figures = tally.report(seconds)
-    failures = ", ".join(f"{k} ({v})" for k, v in tally.failures.items()) or "none"
+def stream_markdown(
+    tally: Tally, baseline: Tally | None, seconds: float, args: argparse.Namespace
+) -> str:
+    """The README section of a ``--stream`` run: one row per router."""
+    rows = [("the graph's router", tally)] + ([("`--baseline-url`", baseline)] if baseline else [])
+    lines = [
+        "| router | streams sent | started | completed | continued by the fallback | "
+        "started on the fallback | p50 | p95 |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    notes = []
+    for name, counts in rows:
+        figures = counts.report(seconds)
+        lines.append(
+            f"| {name} | {counts.sent:,} | {counts.streams_started:,} | {counts.answered:,} | "
+            f"{counts.continued:,} | {counts.fallbacks:,} | {figures['p50_ms']} ms | "
+            f"{figures['p95_ms']} ms |"
+        )
+        failures = ", ".join(f"{k} ({v})" for k, v in counts.failures.items()) or "none"
+        notes.append(f"{name}: {failures}")
     predictor = sum(f" {args.isvc}-predictor-" in k for k in tally.kills)
     transformer = sum(f" {args.isvc}-transformer-" in k for k in tally.kills)
     return "\n".join([
-        "| streams sent | started | completed | continued by the fallback | started on the "
-        "fallback | p50 | p95 |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
-        f"| {tally.sent:,} | {tally.streams_started:,} | {tally.answered:,} | "
-        f"{tally.continued:,} | {tally.fallbacks:,} | {figures['p50_ms']} ms | "
-        f"{figures['p95_ms']} ms |",
+        *lines,
         "",
-        f"Not completed: {failures}. Measured {dt.date.today().isoformat()} by `python -m "
+        f"Not completed: {'; '.join(notes)}. Measured {dt.date.today().isoformat()} by `python -m "
         f"bench.chaos --stream --write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs "
         f"shared with other work): {args.rate:g} streams/s of {args.max_tokens} tokens for "
         f"{seconds:.0f} s through `{args.graph}`, {predictor} SIGKILLs of `{args.isvc}`'s "
@@ -332,10 +351,12 @@ def write_readme(section: str, markers: tuple[str, str] = (START, END)) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tally, seconds = asyncio.run(run(args))
+    tally, baseline, seconds = asyncio.run(run(args))
     print(json.dumps(tally.report(seconds), indent=2))
+    if baseline is not None:
+        print(json.dumps({"baseline": baseline.report(seconds)}, indent=2))
     if args.write_readme and args.stream:
-        write_readme(stream_markdown(tally, seconds, args), STREAM_MARKERS)
+        write_readme(stream_markdown(tally, baseline, seconds, args), STREAM_MARKERS)
         print("README.md updated")
     elif args.write_readme:
         write_readme(markdown(tally, seconds, args))
