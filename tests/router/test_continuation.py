@@ -278,3 +278,15 @@ async def test_a_client_leaving_mid_continuation_closes_the_fallback_at_once(
         await asyncio.sleep(0.05)
     assert time.monotonic() - left < 2
     assert [e["status"] for e in log_lines(broken.fallback.process.output())[before:]] == [499]
+
+
+async def test_a_long_answer_broken_late_is_continued_from_the_right_token(
+    broken: Platform, client: aiohttp.ClientSession
+) -> None:
+    """600 tokens (~90 KB of events, past what the router holds unread) before the break."""
+    faults(broken.primary_llm, break_stream_after=600)
+    body = await post(client, broken.router.url + CHAT, chat(max_tokens=700))
+    parts = assert_one_answer(body, usage=False)
+    assert len(content(parts)) == 700
+    (finish,) = [p for p in parts if p["choices"] and p["choices"][0]["finish_reason"]]
+    assert finish["nexus_continuation"]["tokens_before"] == 600

@@ -49,6 +49,7 @@ log = logging.getLogger("nexus.router")
 EVENT_END = b"\n\n"
 DONE = b"data: [DONE]\n\n"
 TRAILER = "nexus_continuation"
+RAW_LIMIT = 64 * 1024  # about 400 of vLLM's chat chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +148,10 @@ class Continuation:
         self.fallback_header = fallback_header
         self.answer = Answer()
         self._current = reply
-        # The first step's whole events as relayed, parsed only if it breaks: until then
-        # its stream passes untouched, cut at event ends only.
+        # The first step's whole events as relayed, parsed only if it breaks (or once they
+        # pass RAW_LIMIT bytes): its stream passes untouched, cut at event ends only.
         self._raw: list[bytes] = []
+        self._raw_bytes = 0
 
     @property
     def continued_by(self) -> list[str]:
@@ -201,7 +203,7 @@ class Continuation:
                     continue
                 complete, pending = pending[: cut + 2], pending[cut + 2 :]
                 if first and b"event:" not in complete:
-                    self._raw.append(complete)
+                    self._keep(complete)
                     self.answer.done = complete.endswith(DONE)  # [DONE] is the last event
                     yield complete
                     continue
@@ -227,7 +229,7 @@ class Continuation:
         if event.startswith(b"event:") and event[6:].lstrip().startswith(b"error"):
             raise Broken(event)
         if first:
-            self._raw.append(event)
+            self._keep(event)
             self.answer.done = event == DONE
             return event
         if not event.startswith(b"data:"):
@@ -243,6 +245,12 @@ class Continuation:
         if not isinstance(chunk, dict):
             return event
         return self._rewrite(chunk)
+
+    def _keep(self, events: bytes) -> None:
+        self._raw.append(events)
+        self._raw_bytes += len(events)
+        if self._raw_bytes > RAW_LIMIT:  # a long answer: read it as it goes, memory bounded
+            self._catch_up()
 
     def _catch_up(self) -> None:
         """Read what the first step sent (once it broke): the answer's id, text and tokens."""
@@ -262,6 +270,7 @@ class Continuation:
                 for choice in choices if isinstance(choices, list) else ():
                     self._record(choice)
         self._raw.clear()
+        self._raw_bytes = 0
 
     def _rewrite(self, chunk: dict[str, Any]) -> bytes:
         """A continuation's chunk as part of the first answer (its id, one role chunk)."""
