@@ -77,11 +77,12 @@ def read_ask(request: bytes) -> Ask | None:
     messages, prompt = body.get("messages"), body.get("prompt")
     if not (isinstance(messages, list) and messages) and not isinstance(prompt, str):
         return None
+    chat = isinstance(messages, list) and bool(messages)
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return Ask(body, isinstance(messages, list), key, value)
-    return Ask(body, isinstance(messages, list), None, 0)
+            return Ask(body, chat, key, value)
+    return Ask(body, chat, None, 0)
 
 
 @dataclass(slots=True)
@@ -115,15 +116,16 @@ def continuing(
     runner: StepRunner,
     fallback_header: str,
 ) -> Reply:
-    """``reply`` relayed through a :class:`Continuation` when one could help, else as it is."""
+    """``reply`` relayed through a :class:`Continuation` when a later step could help.
+
+    The request is read only if the stream breaks: until then it is not parsed, as the
+    router parses no request that a Switch does not read.
+    """
     usable = [s for s in steps if s.condition and s.data != "$response"]
     if not runner.continue_streams or not usable or reply.stream is None:
         return reply
-    ask = read_ask(request)
-    if ask is None:
-        return reply
-    reply.source = Continuation(reply, usable, ask=ask, headers=headers, runner=runner,
-                                fallback_header=fallback_header)  # fmt: skip
+    reply.source = Continuation(reply, usable, request=request, headers=headers,
+                                runner=runner, fallback_header=fallback_header)  # fmt: skip
     return reply
 
 
@@ -135,14 +137,14 @@ class Continuation:
         reply: Reply,
         steps: Sequence[Step],
         *,
-        ask: Ask,
+        request: bytes,
         headers: Headers,
         runner: StepRunner,
         fallback_header: str,
     ) -> None:
         self.reply = reply
         self.steps = list(steps)
-        self.ask = ask
+        self.request = request
         self.headers = headers
         self.runner = runner
         self.fallback_header = fallback_header
@@ -330,31 +332,32 @@ class Continuation:
                 "total_tokens": prompt + completion}  # fmt: skip
 
     async def _follow(self, failed: str) -> Reply | None:
-        """The next step's stream continuing the answer, or ``None`` when none will."""
-        while self.steps:
-            step = self.steps.pop(0)
-            body = self._body()
-            if body is None:
-                return None
-            headers = [*self.headers, (self.fallback_header, failed)]
-            try:
-                reply = await self.runner.run_step(step, body, headers)
-            except GraphError:
-                return None
-            if not reply.ok or reply.stream is None:
-                reply.close()
-                return None
-            self.answer.usage_before = self.answer.tokens
-            self.answer.continued.append(reply.step)
-            self.runner.stream_continued(failed, reply.step)
-            log.warning("stream from step %s broke off after %d tokens; step %s continues it",
-                        failed, self.answer.tokens, reply.step)  # fmt: skip
-            return reply
-        return None
+        """The next step's stream continuing the answer, or ``None`` when it will not."""
+        body = self._body() if self.steps else None
+        if body is None:
+            return None
+        step = self.steps.pop(0)
+        headers = [*self.headers, (self.fallback_header, failed)]
+        try:
+            reply = await self.runner.run_step(step, body, headers)
+        except GraphError:
+            return None
+        if not reply.ok or reply.stream is None:
+            reply.close()
+            return None
+        self.answer.usage_before = self.answer.tokens
+        self.answer.continued.append(reply.step)
+        self.runner.stream_continued(failed, reply.step)
+        log.warning("stream from step %s broke off after %d tokens; step %s continues it",
+                    failed, self.answer.tokens, reply.step)  # fmt: skip
+        return reply
 
     def _body(self) -> bytes | None:
-        """The continuation request; ``None`` when no token of the limit is left."""
-        ask, answer = self.ask, self.answer
+        """The continuation request; ``None`` when the request cannot be continued (see the
+        module docstring) or no token of its limit is left."""
+        ask, answer = read_ask(self.request), self.answer
+        if ask is None:
+            return None
         body = dict(ask.body)
         if ask.limit_key is not None:
             left = ask.limit - answer.tokens
