@@ -24,8 +24,9 @@ relays that as the same response (issue 24):
 
 It does not continue (the stream ends as before, with the error event) without a next
 conditional step fed the request, for a body that is not a chat or text completion, when
-the client asked for ``n > 1``, ``logprobs`` or ``echo`` (a second model cannot extend
-them), or when the next step does not answer 2xx with an event stream. A broken
+the client asked for ``n > 1``, ``logprobs``/``top_logprobs``, ``echo`` or ``best_of`` (a
+second model cannot extend them), when the whole ``max_tokens`` was sent, or when the next
+step does not answer 2xx with an event stream. A broken
 continuation is continued by the step after it, if any. ``--continuation off``
 (``NEXUS_ROUTER_CONTINUATION``) turns it off.
 """
