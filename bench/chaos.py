@@ -15,6 +15,13 @@ the transformer twice.
 
     python -m bench.chaos --state-dir .nexus [--write-readme]
 
+``--stream`` (issue 24) sends the same traffic as streams (``include_usage`` asked) under
+the same kills and counts streams started (a 200 head), completed (one answer: no error
+event, one role chunk, a ``finish_reason``, ``[DONE]`` once and last) and continued (the
+router's ``nexus_continuation`` trailer: a later step finished a broken stream); its
+figures go between the ``bench:chaos-stream`` markers. Use a ``--max-tokens`` long enough
+for kills to land mid-stream (the CPU worker streams a token every 2 ms).
+
 Keep ``--rate`` below the key's limit (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 600 by default):
 a 429 is the key's limit, not a fault of the graph.
 """
@@ -43,6 +50,7 @@ MAX_DURATION_S = 600.0
 README = Path(__file__).resolve().parents[1] / "README.md"
 START = "<!-- bench:chaos:start -->"
 END = "<!-- bench:chaos:end -->"
+STREAM_MARKERS = ("<!-- bench:chaos-stream:start -->", "<!-- bench:chaos-stream:end -->")
 
 
 @dataclass
@@ -57,6 +65,8 @@ class Tally:
     fallbacks: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     kills: list[str] = field(default_factory=list)
+    streams_started: int = 0  # --stream: 200 heads; ``answered`` counts complete answers
+    continued: int = 0
 
     def report(self, seconds: float) -> dict[str, object]:
         ordered = sorted(self.latencies_ms)
@@ -72,7 +82,9 @@ class Tally:
             "p95_ms": round(_percentile(ordered, 0.95), 1) if ordered else None,
             "failures": dict(self.failures),
             "kills": self.kills,
-        }
+            **({"streams_started": self.streams_started, "streams_completed": self.answered,
+                "streams_continued": self.continued} if self.streams_started else {}),
+        }  # fmt: skip
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -140,15 +152,75 @@ async def one_request(
         tally.failures[f"{status} {step}"] += 1
 
 
-async def run(args: argparse.Namespace) -> tuple[Tally, float]:
-    """Send, kill and count; the tally and the run's length in seconds."""
+def whole_answer(payload: bytes) -> tuple[bool, bool]:
+    """(a stream is one complete answer, a later step continued it) for an SSE body."""
+    events = [event for event in payload.split(b"\n\n") if event]
+    if not events or events[-1] != b"data: [DONE]" or payload.count(b"[DONE]") != 1:
+        return False, False
+    if any(event.startswith(b"event:") for event in events):
+        return False, False
+    roles = finishes = 0
+    continued = False
+    for event in events[:-1]:
+        try:
+            chunk = orjson.loads(event.removeprefix(b"data:"))
+        except orjson.JSONDecodeError:
+            return False, False
+        continued = continued or "nexus_continuation" in chunk
+        for choice in chunk.get("choices") or ():
+            roles += "role" in (choice.get("delta") or {})
+            finishes += choice.get("finish_reason") is not None
+    return roles == 1 and finishes == 1, continued
+
+
+async def one_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    tally: Tally,
+    primary: str,
+) -> None:
+    """One streamed request: started at its 200 head, completed when the answer is whole."""
+    started = time.perf_counter()
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            status = response.status
+            step = response.headers.get("x-nexus-graph-step", "?")
+            if status == 200:
+                tally.streams_started += 1
+            payload = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        tally.statuses[0] += 1
+        tally.failures[f"0 {type(exc).__name__}"] += 1
+        return
+    tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+    tally.statuses[status] += 1
+    if step not in ("?", primary):
+        tally.fallbacks += 1
+    whole, continued = whole_answer(payload) if status == 200 else (False, False)
+    if whole:
+        tally.answered += 1
+        tally.by_step[step] += 1
+        tally.continued += continued
+    else:
+        reason = "error event" if b"event: error" in payload else "incomplete"
+        tally.failures[f"{status} {step}" + (f" {reason}" if status == 200 else "")] += 1
+
+
+async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
+    """Send, kill and count; the tallies (graph, ``--baseline-url``) and the run's seconds."""
     endpoints = json.loads((args.state_dir / "endpoints.json").read_text())
     base = args.url or endpoints["graphs"][args.graph]
     url = base.rstrip("/") + "/openai/v1/chat/completions"
     headers = {"Authorization": f"Bearer {endpoints['api_key']}",
                "Content-Type": "application/json"}  # fmt: skip
-    body = orjson.dumps({"model": "chat", "max_tokens": args.max_tokens,
-                         "messages": [{"role": "user", "content": "hello"}]})  # fmt: skip
+    request: dict[str, object] = {"model": "chat", "max_tokens": args.max_tokens,
+                                  "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
+    if args.stream:
+        request |= {"stream": True, "stream_options": {"include_usage": True}}
+    body = orjson.dumps(request)
+    send = one_stream if args.stream else one_request
     predictor, transformer = f"{args.isvc}-predictor-", f"{args.isvc}-transformer-"
     if not live_pids(args.state_dir, predictor) or not live_pids(args.state_dir, transformer):
         raise SystemExit(f"no live {predictor}* / {transformer}* process under {args.state_dir}")
@@ -156,6 +228,8 @@ async def run(args: argparse.Namespace) -> tuple[Tally, float]:
     transformer_at = [duration * (i + 1) / (args.transformer_kills + 1) + 1.0
                       for i in range(args.transformer_kills)]  # fmt: skip
     tally = Tally()
+    baseline = Tally() if args.baseline_url else None
+    baseline_url = args.baseline_url.rstrip("/") + "/openai/v1/chat/completions"
     tasks: set[asyncio.Task[None]] = set()
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     started = time.monotonic()
@@ -168,13 +242,16 @@ async def run(args: argparse.Namespace) -> tuple[Tally, float]:
             if transformer_at and elapsed >= transformer_at[0]:
                 transformer_at.pop(0)
                 kill(args.state_dir, transformer, tally, started)
-            task = asyncio.create_task(one_request(session, url, body, headers, tally, args.isvc))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            tally.sent += 1
+            for target, counts in ((url, tally), (baseline_url, baseline)):
+                if counts is None:
+                    continue
+                task = asyncio.create_task(send(session, target, body, headers, counts, args.isvc))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                counts.sent += 1
             await asyncio.sleep(max(0.0, started + tally.sent / args.rate - time.monotonic()))
         await asyncio.gather(*tasks)
-    return tally, time.monotonic() - started
+    return tally, baseline, time.monotonic() - started
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,6 +272,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transformer-kills", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument("--baseline-url", default="",
+                        help="a second router of the graph (say --continuation off), "
+                        "sent the same traffic side by side")  # fmt: skip
+    parser.add_argument("--stream", action="store_true",
+                        help="streams: started, completed, continued")  # fmt: skip
     parser.add_argument("--write-readme", action="store_true",
                         help="put the figures into README.md (bench:chaos markers)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -225,20 +307,60 @@ def markdown(tally: Tally, seconds: float, args: argparse.Namespace) -> str:
     ])  # fmt: skip
 
 
-def write_readme(section: str) -> None:
-    """Replace what lies between the chaos markers in README.md with ``section``."""
+def stream_markdown(
+    tally: Tally, baseline: Tally | None, seconds: float, args: argparse.Namespace
+) -> str:
+    """The README section of a ``--stream`` run: one row per router."""
+    rows = [("the graph's router", tally)] + ([("`--baseline-url`", baseline)] if baseline else [])
+    lines = [
+        "| router | streams sent | started | completed | continued by the fallback | "
+        "started on the fallback | p50 | p95 |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    notes = []
+    for name, counts in rows:
+        figures = counts.report(seconds)
+        lines.append(
+            f"| {name} | {counts.sent:,} | {counts.streams_started:,} | {counts.answered:,} | "
+            f"{counts.continued:,} | {counts.fallbacks:,} | {figures['p50_ms']} ms | "
+            f"{figures['p95_ms']} ms |"
+        )
+        failures = ", ".join(f"{k} ({v})" for k, v in counts.failures.items()) or "none"
+        notes.append(f"{name}: {failures}")
+    predictor = sum(f" {args.isvc}-predictor-" in k for k in tally.kills)
+    transformer = sum(f" {args.isvc}-transformer-" in k for k in tally.kills)
+    return "\n".join([
+        *lines,
+        "",
+        f"Not completed: {'; '.join(notes)}. Measured {dt.date.today().isoformat()} by `python -m "
+        f"bench.chaos --stream --write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs "
+        f"shared with other work): {args.rate:g} streams/s of {args.max_tokens} tokens for "
+        f"{seconds:.0f} s through `{args.graph}`, {predictor} SIGKILLs of `{args.isvc}`'s "
+        f"predictor (every {args.kill_every:g} s) and {transformer} of its transformer; "
+        "latency is to the end of the stream.",
+    ])  # fmt: skip
+
+
+def write_readme(section: str, markers: tuple[str, str] = (START, END)) -> None:
+    """Replace what lies between the markers in README.md with ``section``."""
+    start, end = markers
     text = README.read_text()
-    at, until = text.find(START), text.find(END)
+    at, until = text.find(start), text.find(end)
     if at < 0 or until < at:
-        raise SystemExit(f"{README} has no {START} … {END} section to replace")
-    README.write_text(text[: at + len(START)] + "\n" + section + "\n" + text[until:])
+        raise SystemExit(f"{README} has no {start} … {end} section to replace")
+    README.write_text(text[: at + len(start)] + "\n" + section + "\n" + text[until:])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tally, seconds = asyncio.run(run(args))
+    tally, baseline, seconds = asyncio.run(run(args))
     print(json.dumps(tally.report(seconds), indent=2))
-    if args.write_readme:
+    if baseline is not None:
+        print(json.dumps({"baseline": baseline.report(seconds)}, indent=2))
+    if args.write_readme and args.stream:
+        write_readme(stream_markdown(tally, baseline, seconds, args), STREAM_MARKERS)
+        print("README.md updated")
+    elif args.write_readme:
         write_readme(markdown(tally, seconds, args))
         print("README.md updated")
     return 0 if tally.sent == tally.answered else 1

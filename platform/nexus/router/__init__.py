@@ -4,7 +4,8 @@ Front door: ``python -m nexus.router --graph-json '<spec>'`` (see ``__main__``).
 data path reads top to bottom: ``graph`` (the parsed spec) → ``server`` (ASGI entry) →
 ``executor`` (node dispatch) → ``sequence``/``switch``/``ensemble``/``splitter`` (one
 module per router type) → ``calls`` (the HTTP step calls), with ``headers`` deciding
-what is propagated and ``reply`` holding what flows back.
+what is propagated and ``reply`` holding what flows back; ``continuation`` has a later
+Sequence step finish a stream that broke.
 """
 
 from __future__ import annotations

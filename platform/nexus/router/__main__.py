@@ -23,6 +23,10 @@ and, only when ``headers.propagate`` is set, the one env var ``PROPAGATE_HEADERS
 semantics on a cluster therefore take an image whose entrypoint adds
 ``--status-policy kserve``.
 
+Stream continuation (``--continuation``, else ``NEXUS_ROUTER_CONTINUATION``, else ``on``;
+``continuation.py``) is switched the same way, for the same reason: on in the image, an
+entrypoint adding ``--continuation off`` turns it off.
+
 On SIGTERM the router does what KServe's does: ``/readyz`` turns 503 at once, requests
 are still served for the drain period (30 s, KServe's value) so load balancers notice,
 then the server shuts down gracefully. A second signal ends the drain at once.
@@ -65,6 +69,8 @@ log = logging.getLogger("nexus.router")
 DEFAULT_IDLE_SECONDS = 180  # Go's http.Server IdleTimeout in KServe's router
 DRAIN_SECONDS = 30.0  # KServe's drainSleepDuration
 POLICY_ENV = "NEXUS_ROUTER_STATUS_POLICY"
+CONTINUATION_ENV = "NEXUS_ROUTER_CONTINUATION"
+SWITCHES = ("on", "off")
 
 
 def status_policy(flag: str | None, env: Mapping[str, str]) -> StatusPolicy:
@@ -74,6 +80,14 @@ def status_policy(flag: str | None, env: Mapping[str, str]) -> StatusPolicy:
         if value == policy:
             return policy
     raise ConfigError(f"{POLICY_ENV} must be one of {', '.join(STATUS_POLICIES)}, got {value!r}")
+
+
+def continuation(flag: str | None, env: Mapping[str, str]) -> bool:
+    """The flag, else ``NEXUS_ROUTER_CONTINUATION``, else ``on``; anything else is refused."""
+    value = flag or env.get(CONTINUATION_ENV) or "on"
+    if value not in SWITCHES:
+        raise ConfigError(f"{CONTINUATION_ENV} must be on or off, got {value!r}")
+    return value == "on"
 
 
 def _positive(text: str) -> int:
@@ -124,6 +138,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="client: the answering step's status (default); kserve: KServe's exact statuses",
     )
+    parser.add_argument(
+        "--continuation",
+        choices=SWITCHES,
+        default=None,
+        help="on (default): a later conditional step continues a broken stream",
+    )
     parser.add_argument("--inferencegraph-name", default="")
     parser.add_argument("--enable-tls", action="store_true")
     parser.add_argument("--enable-auth", action="store_true")
@@ -164,6 +184,7 @@ def build(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     any_method: bool = False,
     policy: StatusPolicy = "client",
+    continue_streams: bool = True,
 ) -> RouterApp:
     """Wire the router's objects; everything mutable is created here, none at import."""
     registry = CollectorRegistry()
@@ -172,7 +193,8 @@ def build(
     caller = StepCaller(
         graph=graph, metrics=metrics, host_map=host_map, max_response_bytes=max_response_bytes
     )
-    executor = Executor(graph=graph, caller=caller, metrics=metrics, status_policy=policy)
+    executor = Executor(graph=graph, caller=caller, metrics=metrics, status_policy=policy,
+                        continue_streams=continue_streams)  # fmt: skip
     patterns = os.environ.get("PROPAGATE_HEADERS")
     timeouts = graph.timeouts
     return RouterApp(
@@ -208,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host_map = parse_host_map(args.host_map)
         limits = EdgeLimits.from_env(os.environ)
         policy = status_policy(args.status_policy, os.environ)
+        continue_streams = continuation(args.continuation, os.environ)
     except (ConfigError, ValueError) as exc:
         log.error("cannot start the router: %s", exc)
         return 2
@@ -220,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_response_bytes=args.max_response_bytes,
         any_method=args.any_method,
         policy=policy,
+        continue_streams=continue_streams,
     )
     # EdgeConfig serves with nexus.edge's httptools protocol: header, request-line and
     # read-time limits (NEXUS_EDGE_* environment variables).
@@ -240,10 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     server = DrainingServer(config, state=state, drain_seconds=args.drain_seconds)
     log.info(
-        "router serving graph %r on port %d (status policy %s)",
+        "router serving graph %r on port %d (status policy %s, stream continuation %s)",
         graph.name or "(from --graph-json)",
         args.port,
         policy,
+        "on" if continue_streams else "off",
     )
     server.run()
     return 0

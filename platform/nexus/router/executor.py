@@ -60,9 +60,11 @@ class Executor:
         metrics: RouterMetrics,
         rng: random.Random | None = None,
         status_policy: StatusPolicy = "client",
+        continue_streams: bool = True,
     ) -> None:
         self.graph = graph
         self.status_policy: StatusPolicy = status_policy
+        self.continue_streams = continue_streams
         self.caller = caller
         self.metrics = metrics
         self.rng = rng or random.Random()  # noqa: S311 - traffic splitting, not security
@@ -91,3 +93,6 @@ class Executor:
 
     def fallback_used(self, node: Node, failed: str, taken: Step) -> None:
         self.metrics.fallback(failed, taken.label)
+
+    def stream_continued(self, failed: str, taken: str) -> None:
+        self.metrics.continued(self.graph.name, taken)

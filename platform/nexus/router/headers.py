@@ -54,6 +54,10 @@ def canonical_header_name(raw: bytes) -> str:
     return "-".join(part[:1].upper() + part[1:].lower() for part in raw.decode().split("-"))
 
 
+# Sent as Go's router would send it: a canonical name (``sequence.py``, ``continuation.py``).
+FALLBACK_HEADER_NAME = canonical_header_name(FALLBACK_HEADER)
+
+
 def compile_patterns(spec: str) -> tuple[re.Pattern[str], ...]:
     """Compile ``PROPAGATE_HEADERS``; a bad entry is logged and skipped, as in KServe."""
     compiled = []

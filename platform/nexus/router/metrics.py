@@ -56,6 +56,12 @@ class RouterMetrics:
             ["from_model", "to_model"],
             registry=registry,
         )
+        self.continuations = Counter(
+            "nexus_router_stream_continuations",
+            "Broken streams continued by a later step (continuation.py), by graph and step",
+            ["graph", "step"],
+            registry=registry,
+        )
         self._step_seconds = {step: self.step_seconds.labels(step) for step in steps}
         # Children by (step, status) and by status, bound on first use: a status is an
         # int on the hot path, so the cache is keyed by it and str() runs once per code.
@@ -86,6 +92,9 @@ class RouterMetrics:
 
     def fallback(self, from_model: str, to_model: str) -> None:
         self.fallbacks.labels(from_model, to_model).inc()
+
+    def continued(self, graph: str, step: str) -> None:
+        self.continuations.labels(graph, step).inc()
 
 
 def now() -> float:

@@ -71,6 +71,8 @@ class Reply:
     # Step answer headers the client may act on (``headers.passed_back``: Retry-After,
     # x-ratelimit-*), sent with the reply when it is the graph's answer.
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    # What relays the stream instead of its raw chunks (``continuation.py``).
+    source: StreamSource | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,8 @@ class Reply:
     def chunks(self) -> AsyncIterator[bytes]:
         """A streaming reply's body as it arrives, for the shared relay (``edge/sse.py``):
         it raises ``TransportError`` on a break and closes the connection when left early."""
+        if self.source is not None:
+            return self.source.chunks()
         stream = self.stream
         assert stream is not None
         return stream.chunks()
@@ -225,10 +229,17 @@ def is_transformer_error(reply: Reply) -> bool:
     return kind.exists() and kind.to_str() in NEXUS_ERROR_TYPES
 
 
+class StreamSource(Protocol):
+    """Relays a streaming reply in place of its raw chunks (``continuation.Continuation``)."""
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
 class StepRunner(Protocol):
     """What a node strategy needs from the graph executor (kept abstract to avoid a cycle)."""
 
     status_policy: StatusPolicy
+    continue_streams: bool  # continuation.py: on unless --continuation off
 
     async def run_step(self, step: Step, body: bytes, headers: StepHeaders) -> Reply: ...
 
@@ -238,6 +249,10 @@ class StepRunner(Protocol):
 
     def fallback_used(self, node: Node, failed: str, taken: Step) -> None:
         """``failed`` names the step that produced the failure body (a leaf when nested)."""
+        ...
+
+    def stream_continued(self, failed: str, taken: str) -> None:
+        """``taken`` continues the stream ``failed`` broke off (``continuation.py``)."""
         ...
 
 

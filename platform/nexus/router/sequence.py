@@ -33,7 +33,8 @@ Status policy ``client`` (the Nexus router's default; ``--status-policy`` in
 
 Nexus extension: a 2xx ``text/event-stream`` reply is relayed as a stream. If the next
 step is conditional, the stream is the answer (a streaming success skips the conditional
-fallbacks: they can only happen before the first byte). If the next step is unconditional
+fallbacks before the first byte); a stream that breaks later is continued by them
+(``continuation.py``). If the next step is unconditional
 the stream is read whole and the chain goes on exactly as in KServe.
 
 Nexus extension: a conditional step that runs because the previous step failed carries
@@ -45,9 +46,9 @@ client's own value of that header (``headers._NEVER``).
 
 from __future__ import annotations
 
-from nexus.edge.wire import FALLBACK_HEADER
+from nexus.router.continuation import continuing
 from nexus.router.graph import Node, Step
-from nexus.router.headers import canonical_header_name
+from nexus.router.headers import FALLBACK_HEADER_NAME
 from nexus.router.reply import (
     GraphError,
     Reply,
@@ -57,9 +58,6 @@ from nexus.router.reply import (
     is_transformer_error,
     upstream_failure_reply,
 )
-
-# Step headers are sent as Go's router would send them: canonical names.
-FALLBACK_HEADER_NAME = canonical_header_name(FALLBACK_HEADER)
 
 
 async def run_sequence(
@@ -74,7 +72,9 @@ async def run_sequence(
             if reply is None:
                 raise GraphError("invalid response", step=step.label)
             if reply.stream is not None:
-                return reply
+                return continuing(
+                    reply, steps[index:], request=request, headers=headers, runner=runner
+                )
             if not reply.is_valid_json:
                 raise GraphError("invalid response", step=step.label)
             if not condition_holds(step, reply.body):

@@ -36,7 +36,9 @@ the client gets ``event: error`` with an OpenAI error body and no ``data: [DONE]
 log line and ``nexus_router_requests_total`` record 502 (the status the exchange amounts
 to; the headers already said 200). When the client leaves, the upstream connection is
 closed at once, so the step sees its client go even while no token is flowing; the log
-line and the counter record 499.
+line and the counter record 499. A Sequence with conditional steps after the streaming one
+continues a broken stream instead (``continuation.py``); the log line then names the steps
+that continued it (``continued_by``).
 
 Limits (issue 12; KServe's router has none): a body longer than ``--max-body-bytes``
 (default 1 MiB, the transformer's ``GATEWAY_MAX_BODY_BYTES`` default) is answered 413
@@ -78,6 +80,7 @@ from nexus.edge.sse import CLIENT_CLOSED, relay
 from nexus.edge.wire import MODELS_ROUTES, STEP_HEADER
 from nexus.errors import MethodNotAllowed, NexusError, UpstreamFailure, UpstreamTimeout
 from nexus.observability import AccessLog
+from nexus.router.continuation import Continuation
 from nexus.router.executor import Executor
 from nexus.router.graph import ROOT_NODE
 from nexus.router.headers import HeaderPropagation
@@ -197,6 +200,7 @@ class RouterApp:
         # pass between the two. No second head may follow then.
         head_sent = False
         error = ""
+        continued = ""
         read_at, write_at = self._deadlines()
         try:
             # One timeout context for both server deadlines instead of two nested ones:
@@ -245,6 +249,8 @@ class RouterApp:
                         )
                         status = relayed.status
                         error = relayed.error.message if relayed.error else ""
+                        if isinstance(reply.source, Continuation):
+                            continued = ",".join(reply.source.continued_by)
         except ClientDisconnected:
             status = CLIENT_CLOSED
         except TimeoutError:
@@ -274,7 +280,7 @@ class RouterApp:
                 self.metrics.count_request(status)
             else:
                 self.metrics.observe_request(status, elapsed)
-            self._log(scope, headers, status, elapsed, step, streamed, error)
+            self._log(scope, headers, status, elapsed, step, streamed, error, continued)
 
     async def _read(self, scope: HTTPScope, receive: Receive) -> bytes:
         """The request body within the size limit, checked for nesting when conditions read it."""
@@ -305,6 +311,7 @@ class RouterApp:
         step: str,
         streamed: bool,
         error: str = "",
+        continued: str = "",
     ) -> None:
         """The request's JSON log line (batched with the others of this loop tick)."""
         if not self.log_requests:
@@ -320,6 +327,8 @@ class RouterApp:
         }
         if error:
             fields["error"] = error
+        if continued:  # the steps that continued a broken stream (continuation.py)
+            fields["continued_by"] = continued
         self.access_log.write(fields)
 
     def _broken(self, step: str, exc: TransportError) -> UpstreamFailure:
