@@ -186,7 +186,7 @@ async def one_stream(
     try:
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
-            step = response.headers.get("x-nexus-graph-step", "?")
+            step = response.headers.get(STEP_HEADER.decode(), "?")
             if status == 200:
                 tally.streams_started += 1
             payload = await response.read()
