@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.mlflow import mlflow_server as mlflow_server_at
 from tests.support.processes import REPO, free_port, free_port_range, managed, python_module
 
 API_KEY = "release-test-key"
@@ -48,18 +49,8 @@ def _quiet_mlflow_clients() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
-    tmp = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    args = python_module(
-        "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-        "--default-artifact-root", str(tmp / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    )  # fmt: skip
-    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    with managed(args, log=tmp / "mlflow.log", env=env,
-                 ready_url=f"http://127.0.0.1:{port}/health", timeout=300):  # fmt: skip
-        yield Mlflow(url=f"http://127.0.0.1:{port}")
+    with mlflow_server_at(tmp_path_factory.mktemp("mlflow")) as url:
+        yield Mlflow(url=url)
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

@@ -28,7 +28,8 @@ from nexus.local.storage import StorageInitializer
 from nexus.local.vllm_engine import engine_command, engine_env, runtime_container, vllm_python
 from nexus.registry.client import Registry, VersionInfo
 from tests.router.conftest import Router, router_process
-from tests.support.processes import REPO, Managed, free_port, managed, python_module, wait_http
+from tests.support.mlflow import mlflow_server
+from tests.support.processes import REPO, Managed, free_port, managed, wait_http
 from tests.support.servers import Transformer, transformer
 
 MODEL = "tiny"  # the InferenceService name: vLLM serves it (--served-model-name={{.Name}})
@@ -95,21 +96,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, vllm_env: Path) -> vllm
 
 def _register(tmp: Path, model: vllm_model.TinyModel) -> tuple[VersionInfo, list[str]]:
     """Register the model in a real MLflow; return the version and its artifact paths."""
-    port = free_port()
-    args = python_module(
-        "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-        "--default-artifact-root", str(tmp / "artifacts"), "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1",
-    )  # fmt: skip
-    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with managed(args, log=tmp / "mlflow.log", env=env,
-                 ready_url=f"http://127.0.0.1:{port}/health", timeout=180):  # fmt: skip
-        registry = Registry.connect(f"http://127.0.0.1:{port}")
+    with mlflow_server(tmp, timeout=180) as url:
+        registry = Registry.connect(url)
         version = vllm_model.register(registry, model)
         run_id = version.source.split("/")[-3]
         from mlflow import MlflowClient
 
-        client = MlflowClient(f"http://127.0.0.1:{port}")
+        client = MlflowClient(url)
         artifacts = sorted(a.path for a in client.list_artifacts(run_id, "model"))
     return version, artifacts
 

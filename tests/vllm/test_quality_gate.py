@@ -25,7 +25,7 @@ from nexus.local.storage import StorageInitializer
 from nexus.registry.client import Registry
 from nexus.release.evaluation import Endpoint, EvaluationSet, score
 from nexus.release.gate import GateThresholds, judge_candidate, report_section
-from tests.support.processes import free_port, managed, python_module
+from tests.support.mlflow import mlflow_server
 from tests.vllm.conftest import MODEL, Engine, engine_process
 
 EMBEDDINGS = "model.embed_tokens.weight"  # tied: the output layer reads the same tensor
@@ -45,16 +45,8 @@ def zero_tensor(weights: Path, name: str) -> None:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     tmp = tmp_path_factory.mktemp("gate-mlflow")
-    port = free_port()
-    args = python_module(
-        "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-        "--default-artifact-root", str(tmp / "artifacts"), "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1",
-    )  # fmt: skip
-    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with managed(args, log=tmp / "mlflow.log", env=env,
-                 ready_url=f"http://127.0.0.1:{port}/health", timeout=180):  # fmt: skip
-        yield Registry.connect(f"http://127.0.0.1:{port}")
+    with mlflow_server(tmp, timeout=180) as url:
+        yield Registry.connect(url)
 
 
 @contextlib.contextmanager
