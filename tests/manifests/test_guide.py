@@ -21,6 +21,7 @@ from nexus.errors import ConfigError
 from nexus.manifests.guide import (
     GUIDE,
     PREREQUISITES,
+    _shell_lines,
     generate,
     generate_repo,
     main,
@@ -192,3 +193,15 @@ def test_every_custom_kind_the_tree_ships_is_a_prerequisite(prereq: Prerequisite
                     if "." in group and not group.endswith(("k8s.io", "config.k8s.io")):
                         shipped.add((group, str(doc["kind"])))
     assert shipped - served == set()
+
+
+def test_a_long_option_after_a_break_ends_the_line_instead_of_looping() -> None:
+    # Each option is longer than a line: every one gets its own line, once.
+    long = "x" * 120
+    command = f"helm install a b --set one={long} --set two={long} --set three={long}"
+    assert _shell_lines(command) == [
+        "helm install a b \\",
+        f"  --set one={long} \\",
+        f"  --set two={long} \\",
+        f"  --set three={long}",
+    ]

@@ -70,11 +70,14 @@ def _shell_lines(command: str) -> list[str]:
     for start, end in zip(starts, ends, strict=True):
         step = command[start:end].strip()
         while len(step) > WIDTH:
-            options = [i for i in _outside_quotes(step, " --") if 0 < i <= WIDTH - 2]
+            # Past index 1: a continued line starts with "  --", and a break there repeats it.
+            options = [i for i in _outside_quotes(step, " --") if i > 1]
             if not options:
                 break
-            lines.append(step[: options[-1]] + " \\")
-            step = "  " + step[options[-1] + 1 :]
+            fitting = [i for i in options if i <= WIDTH - 2]
+            cut = fitting[-1] if fitting else options[0]  # an option longer than a line
+            lines.append(step[:cut] + " \\")
+            step = "  " + step[cut + 1 :]
         lines.append(step)
     return lines
 
