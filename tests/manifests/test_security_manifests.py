@@ -104,8 +104,11 @@ def test_only_transformers_reach_predictors_and_only_routers_and_ingress_reach_t
         (COMPONENTS / "authorization" / "kustomization.yaml").read_text()
     )
     assert kustomization["kind"] == "Component"
+    # The accounts live in the base: every InferenceService and graph names them, with or
+    # without the component.
+    assert not of_kind(component, "ServiceAccount")
     accounts = {f"cluster.local/ns/{d['metadata']['namespace']}/sa/{name}"
-                for name, d in of_kind(component, "ServiceAccount").items()}  # fmt: skip
+                for name, d in of_kind(documents(K8S / "base"), "ServiceAccount").items()}  # fmt: skip
     policies = {d["spec"]["selector"]["matchLabels"]["component"]: d
                 for d in component if d["kind"] == "AuthorizationPolicy"}  # fmt: skip
     assert {p["spec"]["action"] for p in policies.values()} == {"ALLOW"}

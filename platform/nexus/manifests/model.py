@@ -20,6 +20,9 @@ TRANSFORMER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-transformer:0.1.0"
 ROUTER_IMAGE: Final = "ghcr.io/nexus-serving/nexus-router:0.1.0"
 CPU_WORKER_IMAGE: Final = "nexus/cpu-worker:0.1.0"
 GATEWAY_CONFIGMAP: Final = "nexus-gateway-config"
+# The transformers' account and mesh identity (platform/k8s/base/serviceaccounts.yaml):
+# the opt-in authorization component admits callers of predictors by it.
+TRANSFORMER_SERVICE_ACCOUNT: Final = "nexus-transformer"
 # Names of Secrets (references only, never values).
 GATEWAY_SECRET: Final = "nexus-gateway-secrets"  # noqa: S105
 HF_TOKEN_SECRET: Final = "hf-token"  # noqa: S105

@@ -230,6 +230,11 @@ def _transformer(desc: m.ModelDescription) -> V1beta1TransformerSpec:
         scale_metric="concurrency",
         scale_target=desc.concurrency_target * 4,
         containers=[container],
+        # A PodSpec field of the component (kserve aaac4e294 pkg/apis/serving/v1beta1/
+        # transformer.go inlines podspec.go's PodSpec; components/transformer.go runs the
+        # transformer's pod with it): its mTLS principal is what the authorization
+        # component's predictors-from-transformers policy admits.
+        service_account_name=m.TRANSFORMER_SERVICE_ACCOUNT,
     )
 
 

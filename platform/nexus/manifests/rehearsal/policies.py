@@ -12,7 +12,8 @@ gateway) of the called pod: DENY policies first, then, if any ALLOW policy selec
 workload, the request needs a matching ALLOW rule. ``source.principals`` and
 ``source.namespaces`` are matched against the peer's mTLS identity
 ``cluster.local/ns/<ns>/sa/<sa>`` (istio 86c9f01 ``pilot/pkg/security/authz/model/
-generator.go``: ``srcNamespaceGenerator`` builds an authenticated-principal regex
+generator.go``: ``srcPrincipalGenerator`` matches the authenticated principal with the
+``spiffe://`` prefix, ``srcNamespaceGenerator`` an authenticated-principal regex
 ``.*/ns/<ns>/.*``), so a caller without a sidecar matches neither and is refused.
 Policies in the root namespace (istio-system) apply to every namespace.
 """

@@ -7,7 +7,12 @@ The matrix of who must reach whom:
   and Knative's activator (knative-serving, ``app: activator``, ServiceAccount
   ``activator``: knative-v1.21.1 ``config/core/deployments/activator.yaml``), which proxies
   a revision while it scales from zero, deliver every request to every Knative pod
-  (routers, transformers, predictors) on the queue port 8012;
+  (routers, transformers, predictors) on the queue port 8012; except that a caller with a
+  sidecar reaches a cluster-local Knative host through net-istio's ``mesh`` VirtualService,
+  straight to the revision or the activator (net-istio knative-v1.21.1
+  ``pkg/reconciler/ingress/resources/virtual_service.go`` ``MakeMeshVirtualService``), so
+  the gateway hop is needed by a non-router pod only when some in-tree caller of it has no
+  sidecar or none calls it;
 - graph routers call the transformers of the InferenceServices their steps name (or the
   predictors when there is no transformer); transformers call their own predictor;
 - each Prometheus of the prerequisites scrapes every port of every pod its PodMonitors
@@ -16,24 +21,28 @@ The matrix of who must reach whom:
 
 Each path is checked against the tree's NetworkPolicies and AuthorizationPolicies
 (``policies``), then again with each opt-in Component's policies added, as an overlay
-that includes the component would apply them.
+that includes the component would apply them, and with the namespaces the component
+requires sidecars in (``tree.SIDECARS_ANNOTATION``) injected: an AuthorizationPolicy is
+enforced only by the selected pod's sidecar (``policies.authorization_refusers``), so a
+component policy over a namespace without sidecars would pass unexamined, and is an error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import urlsplit
 
 from nexus.manifests.rehearsal.pods import QUEUE_PORT, Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.policies import (
+    ROOT_NAMESPACE,
     Peer,
     Request,
     authorization_refusers,
     network_refusers,
 )
-from nexus.manifests.rehearsal.tree import Obj, Problem, Tree
+from nexus.manifests.rehearsal.tree import SIDECARS_ANNOTATION, Obj, Problem, Tree
 
 RULE: Final = "rehearsal-reachability"
 SERVE: Final = Request(QUEUE_PORT, "POST", "/v1/chat/completions")
@@ -77,22 +86,15 @@ def _data_plane(tree: Tree) -> tuple[Peer, Peer]:
     return gateway, activator
 
 
-def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
-    data_plane = _data_plane(tree)
+def _call_paths(tree: Tree, pods: Sequence[Pod]) -> list[Path]:
+    """Routers to the first component of each InferenceService they name; transformers
+    to their predictor."""
+    paths: list[Path] = []
     by_isvc: dict[tuple[str, str], dict[str, Pod]] = {}
     for pod in pods:
         if pod.owner.kind == "InferenceService":
             by_isvc.setdefault((pod.namespace, pod.owner.name), {})[pod.role] = pod
-    routers = [p for p in pods if p.role == "router"]
-    for pod in pods:
-        if not pod.knative:
-            continue
-        target = pod_peer(tree, pod)
-        for hop in data_plane:
-            yield Path(
-                hop, target, SERVE, f"Knative delivers requests through {hop.name}", pod.owner
-            )
-    for router in routers:
+    for router in (p for p in pods if p.role == "router"):
         hosts = {urlsplit(str(url)).hostname or "" for url in _service_urls(router.owner)}
         for (namespace, name), components in by_isvc.items():
             if not any(h == name or h.startswith(f"{name}.{namespace}.") for h in hosts):
@@ -100,13 +102,31 @@ def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
             first = components.get("transformer") or components.get("predictor")
             if first is not None:
                 why = f"{router.owner.ref} routes to {name}"
-                yield Path(pod_peer(tree, router), pod_peer(tree, first), SERVE, why, router.owner)
+                target = pod_peer(tree, first)
+                paths.append(Path(pod_peer(tree, router), target, SERVE, why, router.owner))
     for components in by_isvc.values():
         if "transformer" in components and "predictor" in components:
             transformer, predictor = components["transformer"], components["predictor"]
             why = "the transformer forwards to its predictor"
             source, target = pod_peer(tree, transformer), pod_peer(tree, predictor)
-            yield Path(source, target, SERVE, why, transformer.owner)
+            paths.append(Path(source, target, SERVE, why, transformer.owner))
+    return paths
+
+
+def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
+    gateway, activator = _data_plane(tree)
+    calls = _call_paths(tree, pods)
+    for pod in pods:
+        if not pod.knative:
+            continue
+        target = pod_peer(tree, pod)
+        callers = [c.source for c in calls if c.target.name == target.name]
+        meshed = pod.role != "router" and callers and all(c.sidecar for c in callers)
+        for hop in (activator,) if meshed else (gateway, activator):
+            yield Path(
+                hop, target, SERVE, f"Knative delivers requests through {hop.name}", pod.owner
+            )
+    yield from calls
 
 
 def _service_urls(graph: Obj) -> Iterator[str]:
@@ -195,30 +215,57 @@ def _problem(prefix: str, layer: str, blame: list[Obj], paths: list[Path]) -> Pr
     )
 
 
+def _key(path: Path) -> tuple[str, str, Request]:
+    return path.source.name, path.target.name, path.request
+
+
 def _refusals(
-    tree: Tree, policies: Sequence[Obj], paths: Sequence[Path], skip: set[tuple[int, int]]
+    tree: Tree, policies: Sequence[Obj], paths: Sequence[Path], skip: set[tuple[str, str, Request]]
 ) -> dict[tuple[str, str, str], tuple[list[Obj], list[Path]]]:
     """Refused paths grouped by (layer, policies, source); ``skip`` holds known refusals."""
     grouped: dict[tuple[str, str, str], tuple[list[Obj], list[Path]]] = {}
-    for index, path in enumerate(paths):
+    for path in paths:
         refused = _refused(tree, policies, path)
-        if refused is None or (index, 0) in skip:
+        if refused is None or _key(path) in skip:
             continue
-        skip.add((index, 0))
+        skip.add(_key(path))
         layer, blame = refused
         key = (layer, ",".join(p.ref for p in blame), path.source.name)
         grouped.setdefault(key, (blame, []))[1].append(path)
     return grouped
 
 
-def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
-    paths = [
+def _paths(tree: Tree, pods: Sequence[Pod]) -> list[Path]:
+    return [
         *_serving_paths(tree, pods),
         *_prometheus_paths(tree, pods),
         *_pipeline_paths(tree, pods),
     ]
+
+
+def _unenforced(tree: Tree, component: str, extra: Sequence[Obj]) -> Iterator[Problem]:
+    """Component AuthorizationPolicies over a namespace where no pod has a sidecar."""
+    for policy in extra:
+        namespace = policy.namespace or ""
+        if policy.kind != "AuthorizationPolicy" or namespace == ROOT_NAMESPACE:
+            continue
+        if not tree.sidecar_namespace(namespace):
+            yield Problem(
+                policy,
+                RULE,
+                f"with component {component} included: {policy.ref} is enforced by no "
+                f"sidecar: namespace {namespace} has no istio-injection=enabled in "
+                "platform/prerequisites.yaml and the component does not require sidecars "
+                "there, so the rehearsal cannot check whom it refuses",
+                f"list {namespace} in the {SIDECARS_ANNOTATION} annotation of the "
+                f"component's kustomization.yaml ({component})",
+            )
+
+
+def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
+    paths = _paths(tree, pods)
     policies = [o for o in tree.objects if o.kind in ("NetworkPolicy", "AuthorizationPolicy")]
-    refused: set[tuple[int, int]] = set()
+    refused: set[tuple[str, str, Request]] = set()
     problems = [
         _problem("", layer, blame, group)
         for (layer, _, _), (blame, group) in _refusals(tree, policies, paths, refused).items()
@@ -227,9 +274,13 @@ def check(tree: Tree, pods: Sequence[Pod]) -> list[Problem]:
         extra = [o for o in objects if o.kind in ("NetworkPolicy", "AuthorizationPolicy")]
         if not extra:
             continue
+        sidecars = tree.component_sidecars.get(component, frozenset())
+        played = replace(tree, injected=sidecars)
+        problems += _unenforced(played, component, extra)
         known = set(refused)
-        prefix = f"with component {component} included: "
-        grouped = _refusals(tree, [*policies, *extra], paths, known)
+        injected = f" (sidecars in {', '.join(sorted(sidecars))})" if sidecars else ""
+        prefix = f"with component {component} included{injected}: "
+        grouped = _refusals(played, [*policies, *extra], _paths(played, pods), known)
         problems += [
             _problem(prefix, layer, blame, group)
             for (layer, _, _), (blame, group) in grouped.items()

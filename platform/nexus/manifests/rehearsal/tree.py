@@ -31,6 +31,11 @@ ROOT_APPLICATION: Final = "argocd/application.nexus-root.yaml"
 HAND_APPLIED: Final = ("platform/k8s/pipelines/",)
 # Opt-in Kustomize Components: rehearsed as if an overlay included them.
 COMPONENTS: Final = "platform/k8s/components/"
+# On a Component's own metadata (kustomize's Kustomization type has ObjectMeta; an
+# annotation there changes no built object): the comma-separated namespaces whose pods the
+# component requires Istio sidecars in. The rehearsal plays the component with those
+# namespaces injected, so its AuthorizationPolicies are enforced as they would be.
+SIDECARS_ANNOTATION: Final = "nexus.dev/requires-sidecars"
 # The compiled release pipeline: its steps are pods too (rehearsal.pods).
 PIPELINE_FILE: Final = "pipelines/compiled/release.yaml"
 CLUSTER_SCOPED: Final = frozenset(
@@ -159,6 +164,10 @@ class Tree:
     prerequisites: Prerequisites
     ctx: LintContext
     components: dict[str, list[Obj]] = field(default_factory=dict)
+    # Per component, the namespaces it requires sidecars in (SIDECARS_ANNOTATION).
+    component_sidecars: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Namespaces played as sidecar-injected besides those labelled so (a component's).
+    injected: frozenset[str] = frozenset()
     # The documents of pipelines/compiled/release.yaml (empty without it).
     pipeline: list[Any] = field(default_factory=list)
 
@@ -191,6 +200,8 @@ class Tree:
 
     def sidecar_namespace(self, name: str) -> bool:
         """Istio injects sidecars into pods of a namespace labelled istio-injection=enabled."""
+        if name in self.injected:
+            return True
         return (self.namespace_labels(name) or {}).get("istio-injection") == "enabled"
 
 
@@ -255,8 +266,17 @@ def build_tree(ctx: LintContext, prerequisites: Prerequisites) -> Tree:
         docs = [d for d in repo if d.display.startswith(prefix)]
         objects += _objects(docs, repo, hand, lambda _data: AFTER_SYNC)
     components: dict[str, list[Obj]] = {}
+    sidecars: dict[str, frozenset[str]] = {}
     platform = next((a for a in apps if a.wave == min(x.wave for x in apps)), None)
     for doc in repo:
+        if doc.display.startswith(COMPONENTS) and doc.kind == "Component":
+            name = doc.display[len(COMPONENTS) :].split("/")[0]
+            raw = str(
+                ((doc.data.get("metadata") or {}).get("annotations") or {}).get(
+                    SIDECARS_ANNOTATION, ""
+                )
+            )
+            sidecars[name] = frozenset(n.strip() for n in raw.split(",") if n.strip())
         if doc.display.startswith(COMPONENTS) and doc.kind not in ("Component", "Kustomization"):
             name = doc.display[len(COMPONENTS) :].split("/")[0]
             app = platform or App("", 0, "default")
@@ -272,4 +292,4 @@ def build_tree(ctx: LintContext, prerequisites: Prerequisites) -> Tree:
     if ctx.repo_root is not None and (ctx.repo_root / PIPELINE_FILE).is_file():
         text = (ctx.repo_root / PIPELINE_FILE).read_text(encoding="utf-8")
         pipeline = [d for d in yaml.load_all(text, Loader=YAML_LOADER) if isinstance(d, dict)]
-    return Tree(objects, apps, prerequisites, ctx, components, pipeline)
+    return Tree(objects, apps, prerequisites, ctx, components, sidecars, pipeline=pipeline)
