@@ -10,6 +10,7 @@ more than 0 % for it; an intact one passes the gate and steps through to the pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,14 +21,20 @@ import pytest
 from mlflow import MlflowClient
 
 from nexus.cli import main
+from nexus.errors import ReleaseError
 from nexus.manifests.pools import load_pools
 from nexus.registry import conventions as c
 from nexus.registry.client import Registry
-from nexus.release.gate import EXIT_BLOCKED, OUTCOME_BLOCKED, TABLE_FILE
+from nexus.release.analyze import Analysis
+from nexus.release.canary import stages
+from nexus.release.gate import EXIT_BLOCKED, OUTCOME_BLOCKED, TABLE_FILE, GateVerdict
+from nexus.release.gate_stage import GATE_KEY, endpoints, verdict_from, verdict_json
+from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 from nexus.release.run import run_inline
 from nexus.release.tag_routing import ANNOTATION
 from nexus.release.tracking import Tracking
+from nexus.release.wait import Rollout
 from tests.release.conftest import API_KEY, LocalPlatform, Mlflow, git
 from tests.release.test_quality_gate import EXAMPLES
 from tests.release.test_stepped import WhenCommitted, arguments, judged, manifest, subjects
@@ -57,7 +64,7 @@ def release(version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform, s
 def percents_since(repo: Path, subject: str) -> list[Any]:
     """``canaryTrafficPercent`` of every commit after the one whose subject is ``subject``."""
     revs = git("--git-dir", str(repo), "log", "--format=%H %s", "main").splitlines()
-    found = []
+    found: list[Any] = []
     for line in revs:
         sha, title = line.split(" ", 1)
         if title == subject:
@@ -158,3 +165,46 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     assert registry.version(MODEL, v3).tags[c.RELEASE_ANALYSIS] == (
         "promote: quality gate at 0 % passed; canary within every threshold at 50 %"
     )
+
+
+def _plan(**changes: Any) -> ReleasePlan:
+    base = ReleasePlan(model="m", version="2", environment="prod", storage_uri="hf://a/m",
+                       runtime="vllm", pool="a100", champion="1", canary_steps=(20, 50, 100))  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+def test_the_gate_is_a_stage_at_zero_only_when_the_model_has_an_evaluation_set() -> None:
+    def traffic(plan: ReleasePlan, rollout: Rollout) -> Analysis:
+        return Analysis("promote", (), 1.0)
+
+    def gate(plan: ReleasePlan, rollout: Rollout) -> Analysis:
+        return Analysis("blocked", (), 0.0)
+
+    assert [p for p, _ in stages(_plan(), traffic=traffic, gate=gate)] == [20, 50]
+    gated = stages(_plan(quality_gate=True), traffic=traffic, gate=gate)
+    assert [(p, j) for p, j in gated] == [(0, gate), (20, traffic), (50, traffic)]
+
+
+def test_the_gate_reaches_tag_hosts_in_a_cluster_and_through_the_front_locally() -> None:
+    cluster, champion = endpoints("https://kubernetes.default.svc", _plan(), "")
+    assert cluster.url == "http://latest-m-predictor.nexus.svc.cluster.local/v1"
+    assert champion is not None
+    assert champion.url == "http://prev-m-predictor.nexus.svc.cluster.local/v1"
+    local, _ = endpoints("http://127.0.0.1:9", _plan(runtime="huggingface"), "http://127.0.0.1:8")
+    assert (local.url, local.host) == (
+        "http://127.0.0.1:8/openai/v1",
+        "latest-m-predictor.nexus.svc.cluster.local",
+    )
+    assert endpoints("", _plan(champion=None), "")[1] is None
+    with pytest.raises(ReleaseError, match=r"no status\.url"):
+        endpoints("http://127.0.0.1:9", _plan(), "")
+
+
+def test_the_verdict_survives_the_summary_with_its_column_order() -> None:
+    verdict = GateVerdict(False, ("likelihood: ...",), {"logprob_drop": 2.4},
+                          ({"id": "a", "prompt": "p", "delta": -2.4},))  # fmt: skip
+    summary = json.loads(json.dumps({"steps": [{GATE_KEY: verdict_json(verdict)}]}, sort_keys=True))
+    back = verdict_from(summary)
+    assert back == verdict
+    assert back is not None
+    assert list(back.rows[0]) == ["id", "prompt", "delta"]

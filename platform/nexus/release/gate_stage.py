@@ -67,9 +67,14 @@ def _candidate_ready(status_url: str, plan: ReleasePlan, revision: str, timeout_
     deadline = time.monotonic() + timeout_s
     seen: Any = None
     while True:
-        isvc = source.inference_service() or {}
+        try:
+            isvc = source.inference_service() or {}
+        except (OSError, ValueError) as exc:  # refused, reset, timeouts: as the waits do
+            isvc, seen = {}, f"status API unavailable: {exc}"
         status = isvc.get("status") or {}
-        seen = (status.get("components") or {}).get("predictor", {}).get("latestReadyRevision")
+        if status:
+            predictor = (status.get("components") or {}).get("predictor") or {}
+            seen = predictor.get("latestReadyRevision")
         if seen == revision:
             return str(status.get("url") or "")
         if time.monotonic() >= deadline:
