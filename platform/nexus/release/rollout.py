@@ -147,7 +147,8 @@ def rollback_step(
     record.mark_rolled_back(
         registry, plan, commit=commit, run=run, analysis=analysis_json, status=status
     )
-    print(f"nexus-release: {plan.model} version {plan.version} {status} ({commit[:12]})")
+    said = "blocked by the quality gate" if status == OUTCOME_BLOCKED else "rolled back"
+    print(f"nexus-release: {plan.model} version {plan.version} {said} ({commit[:12]})")
     return status
 
 
