@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from nexus.cli import main
@@ -37,11 +38,31 @@ from nexus.release.tracking import Tracking
 from nexus.release.wait import Rollout
 from tests.release.conftest import API_KEY, LocalPlatform, Mlflow, git
 from tests.release.test_quality_gate import EXAMPLES
-from tests.release.test_stepped import WhenCommitted, arguments, judged, manifest, subjects
+from tests.release.test_stepped import WhenCommitted, subjects
+from tests.release.test_stepped import arguments as stepped_arguments
 from tests.support.traffic import Traffic
 
-MODEL = "stepper"  # test_stepped's helpers read this model's file in the GitOps repository
+# Its own model: MLflow lives for the whole session, test_stepped's model must stay ungated.
+MODEL = "gated"
 PATH = f"inference_services/local/inferenceservice.{MODEL}.yaml"
+
+
+def manifest(repo: Path, rev: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(git("--git-dir", str(repo), "show", f"{rev}:{PATH}"))
+    return doc
+
+
+def judged(mlflow: Mlflow, version: str) -> dict[str, Any]:
+    tracking = Tracking.connect(mlflow.url)
+    run = tracking.linked(MODEL, version)
+    assert run is not None
+    return tracking.analysis(run)
+
+
+def arguments(version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform, *,
+              steps: str) -> dict[str, Any]:  # fmt: skip
+    return {**stepped_arguments(version, mlflow, repo, platform, steps=steps),
+            "model_name": MODEL}  # fmt: skip
 
 
 def revision(n: int) -> str:
