@@ -203,3 +203,44 @@ def test_canary_steps_come_from_the_flag_else_the_models_tag(
     tags = registry.version("steps", "1").tags
     assert tags[c.RELEASE_STATUS] == "failed"
     assert tags[c.RELEASE_ERROR].startswith("resolve: ReleaseError: cannot release steps")
+
+
+def test_files_on_this_machine_release_locally_and_never_to_production(
+    mlflow_server: Mlflow, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files logged to a run of a local MLflow register by ``runs:/`` or by their ``file://``
+    path, with any pool, and release to ``local``; production refuses them, saying why."""
+    from nexus.errors import ConfigError
+    from nexus.manifests.model import ModelDescription
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    run = client.create_run(client.create_experiment("on-disk-files")).info
+    client.log_artifacts(run.run_id, str(folder), "model")
+    stored = f"file://{run.artifact_uri}/model"
+    argv = ["registry", "register", "on-disk", "--storage-uri", f"runs:/{run.run_id}/model",
+            "--runtime", "vllm", "--gpu-pool", "cpu", "--tracking-uri", mlflow_server.url]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    argv[argv.index(f"runs:/{run.run_id}/model")] = stored
+    argv[argv.index("cpu")] = "a100"
+    assert main(argv) == 0, capsys.readouterr().err
+    registry = Registry.connect(mlflow_server.url)
+    pools = load_pools(default_pools_file())
+    for version in ("1", "2"):
+        info = registry.version("on-disk", version)
+        assert (info.source, info.tags[c.SERVING_STORAGE_URI]) == (stored, stored)
+        plan = plan_release(registry, model="on-disk", version=version, environment="local",
+                            pools=pools)  # fmt: skip
+        assert (plan.storage_uri, plan.pool) == (stored, "cpu")
+    with pytest.raises(ReleaseError, match="only the 'local' environment \\(nexus up\\) serves"):
+        plan_release(registry, model="on-disk", version="2", environment="prod", pools=pools)
+    with pytest.raises(ConfigError, match="names files on one machine"):
+        ModelDescription(name="m", storage_uri=stored, runtime="vllm", pool="a100",
+                         environment="prod")  # fmt: skip
+    # Files elsewhere are still checked as production would take them, even locally.
+    argv[argv.index(stored)] = "hf://acme/m"
+    argv[argv.index("a100")] = "cpu"
+    assert main(argv) == 2
+    assert "has no accelerator" in capsys.readouterr().err

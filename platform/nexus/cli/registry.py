@@ -64,7 +64,8 @@ def register(args: argparse.Namespace) -> int:
     """Validate, then register; a ``ConfigError`` (refusal) is raised before any write."""
     spec = _spec(args)
     pools = load_pools(default_pools_file())
-    validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
+    if not spec.storage_uri.startswith("runs:/"):  # resolved by the registry, then validated
+        validate(args.name, spec, pools)  # before connecting: nothing is written if invalid
     registry = Registry.connect(tracking_uri(args.tracking_uri, args.state_dir))
     info = registry.register(
         args.name, spec, pools, fallback=args.fallback, model_aliases=tuple(args.model_alias)

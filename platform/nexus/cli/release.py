@@ -13,10 +13,11 @@ from typing import Any
 from nexus.cli.registry import tracking_uri
 from nexus.errors import ConfigError
 from nexus.registry import conventions as c
+from nexus.release.gate import EXIT_BLOCKED, OUTCOME_BLOCKED
 from nexus.release.resolve import LOCAL_ENVIRONMENT
 from nexus.release.tracking import LocalEvidence, save_local
 
-EXIT_CODES = {"promoted": 0, "rolled_back": 3}
+EXIT_CODES = {"promoted": 0, "rolled_back": 3, OUTCOME_BLOCKED: EXIT_BLOCKED}
 
 
 def arguments(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,6 +33,10 @@ HUGGINGFACE_RUNTIME: Final = "kserve-huggingfaceserver"
 ISVC_SYNC_WAVE: Final = "2"
 # KServe storage initializer schemes; there is no `models:/`, MLflow must give a real URI.
 STORAGE_SCHEMES: Final = ("hf://", "s3://", "gs://", "pvc://", "oci://", "https://")
+# Files on this machine, as a local MLflow gives the artifact URI of registered files: only
+# the local platform (environment ``local``, ``nexus up``) serves them; no cluster can.
+LOCAL_STORAGE_SCHEME: Final = "file://"
+LOCAL_ENVIRONMENT: Final = "local"
 # OpenAI routes: the Hugging Face server serves them under /openai, plain vLLM at the root.
 PREDICTOR_PATH_PREFIX: Final[dict[str, str]] = {"huggingface": "/openai", "vllm": ""}
 # Knative's max-revision-timeout-seconds default (pkg/apis/config/defaults.go,
@@ -80,7 +84,15 @@ class ModelDescription:
             )
         if self.runtime not in PREDICTOR_PATH_PREFIX:
             raise ConfigError(f"runtime must be 'huggingface' or 'vllm', got {self.runtime!r}")
-        if not self.storage_uri.startswith(STORAGE_SCHEMES):
+        if self.storage_uri.startswith(LOCAL_STORAGE_SCHEME):
+            if self.environment != LOCAL_ENVIRONMENT:
+                raise ConfigError(
+                    f"storage URI {self.storage_uri!r} names files on one machine: only the "
+                    f"{LOCAL_ENVIRONMENT!r} environment (nexus up) serves it, not "
+                    f"{self.environment!r}; upload the files and register one of "
+                    f"{', '.join(STORAGE_SCHEMES)}"
+                )
+        elif not self.storage_uri.startswith(STORAGE_SCHEMES):
             raise ConfigError(
                 f"storage URI {self.storage_uri!r} has no scheme KServe can download from; "
                 f"use one of {', '.join(STORAGE_SCHEMES)}"

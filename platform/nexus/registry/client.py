@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nexus.errors import ConfigError, RegistryError, VersionNotFound
+from nexus.manifests.model import LOCAL_STORAGE_SCHEME
 from nexus.manifests.pools import Pool
 from nexus.registry import conventions as c
 
@@ -176,7 +177,12 @@ class Registry:
 
         Validation happens first and fully, so a bad value writes nothing. The version's
         ``source`` is the storage URI: KServe downloads from there, MLflow keeps no weights.
+        An MLflow artifact URI (``runs:/<run>/<path>``, or the ``file://`` path of a run's
+        artifacts in a local store) is registered as its location, with its run
+        (``artifact_source``).
         """
+        source, run_id = self.artifact_source(spec.storage_uri)
+        spec = dataclasses.replace(spec, storage_uri=source)
         description = c.validate(name, spec, pools)
         if fallback:
             dataclasses.replace(description, name=fallback)  # the same name rules apply
@@ -201,7 +207,9 @@ class Registry:
                     value,
                 )
         try:
-            mv = self._client.create_model_version(name, source=spec.storage_uri, tags=spec.tags())
+            mv = self._client.create_model_version(
+                name, source=spec.storage_uri, run_id=run_id, tags=spec.tags()
+            )
         except MlflowException as exc:
             error = _translate(f"create a version of {name!r}", exc)
             if spec.storage_uri.startswith("https://"):
@@ -213,6 +221,40 @@ class Registry:
                 )
             raise error from exc
         return self.version(name, str(mv.version))
+
+    def artifact_source(self, uri: str) -> tuple[str, str | None]:
+        """``uri`` as a storage URI and the MLflow run whose artifacts it names (if any).
+
+        ``runs:/<run>/<path>`` becomes the run's artifact location plus ``path`` (a plain path
+        of a local store becomes ``file://``). A ``file://`` path under a run's artifacts
+        (``<root>/<experiment>/<run>/artifacts/...``, MLflow's file store layout) keeps its
+        URI and gains the run: MLflow registers a local source only with the run that holds
+        it (``create_model_version`` answers INVALID_PARAMETER_VALUE otherwise).
+        """
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri.removeprefix("runs:/").partition("/")
+            base = self._artifact_uri(run_id)
+            return (f"{base.rstrip('/')}/{path}" if path else base), run_id
+        if uri.startswith(LOCAL_STORAGE_SCHEME):
+            parts = Path(uri.removeprefix(LOCAL_STORAGE_SCHEME)).parts
+            if "artifacts" in parts[1:]:
+                run_id = parts[len(parts) - 1 - parts[::-1].index("artifacts") - 1]
+                from mlflow.exceptions import MlflowException
+
+                try:
+                    base = self._artifact_uri(run_id)
+                except (MlflowException, RegistryError):
+                    return uri, None
+                if uri.startswith(base.rstrip("/") + "/") or uri == base:
+                    return uri, run_id
+        return uri, None
+
+    def _artifact_uri(self, run_id: str) -> str:
+        run = self._call(f"run {run_id!r}", self._client.get_run, run_id)
+        base = str(run.info.artifact_uri)
+        if "://" not in base and not base.startswith("mlflow-artifacts:"):
+            base = f"{LOCAL_STORAGE_SCHEME}{base}"
+        return base
 
     def register_files(
         self, name: str, folder: Path, tags: Mapping[str, str], *, experiment: str = "nexus-models"

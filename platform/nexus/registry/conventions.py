@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Final, Literal, cast
 
 from nexus.errors import ConfigError
-from nexus.manifests.model import PREDICTOR_PATH_PREFIX, ModelDescription, Runtime
+from nexus.manifests.model import (
+    LOCAL_ENVIRONMENT,
+    LOCAL_STORAGE_SCHEME,
+    PREDICTOR_PATH_PREFIX,
+    ModelDescription,
+    Runtime,
+)
 from nexus.manifests.pools import Pool
 
 SERVING_RUNTIME: Final = "serving.runtime"
@@ -53,7 +59,7 @@ RELEASE_ERROR: Final = "release.error"
 # The canary's plan (JSON), so the exit handler of a failed run can take it out of traffic.
 RELEASE_PLAN: Final = "release.plan"
 
-ReleaseStatus = Literal["canary", "promoted", "rolled_back", "failed"]
+ReleaseStatus = Literal["canary", "promoted", "rolled_back", "blocked", "failed"]
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
@@ -172,19 +178,32 @@ class ServingSpec:
         return (*self.args, f"--max-model-len={self.max_model_len}")
 
 
-def validate(name: str, spec: ServingSpec, pools: Mapping[str, Pool]) -> ModelDescription:
-    """The production description of ``name`` served as ``spec``; ``ConfigError`` if invalid.
+def environment_of(spec: ServingSpec) -> str:
+    """Where a version can be served: ``local`` when its files are on this machine
+    (``file://``, a local MLflow's artifact URI), else ``prod``."""
+    return LOCAL_ENVIRONMENT if spec.storage_uri.startswith(LOCAL_STORAGE_SCHEME) else "prod"
 
-    ``ModelDescription`` checks the name, runtime, storage scheme and replicas; the pool
-    must exist and carry an accelerator because production predictors are vLLM on GPUs.
+
+def validate(
+    name: str, spec: ServingSpec, pools: Mapping[str, Pool], *, environment: str = ""
+) -> ModelDescription:
+    """The description of ``name`` served as ``spec`` in ``environment`` (default: where
+    its files can be served, ``environment_of``); ``ConfigError`` if invalid.
+
+    ``ModelDescription`` checks the name, runtime, storage scheme (``file://`` only for
+    ``local``) and replicas; the pool must exist and, outside ``local``, carry an
+    accelerator because production predictors are vLLM on GPUs. A ``file://`` version
+    never reaches production, so locally any pool of ``pools.yaml`` is accepted (the local
+    plan serves it on pool ``cpu`` anyway, ``release.resolve``).
     """
+    environment = environment or environment_of(spec)
     pool = pools.get(spec.gpu_pool)
     if pool is None:
         raise ConfigError(
             f"tag {SERVING_GPU_POOL}={spec.gpu_pool!r} is not a pool of platform/pools.yaml; "
             f"known pools: {', '.join(sorted(pools))}"
         )
-    if pool.accelerator is None:
+    if pool.accelerator is None and environment != LOCAL_ENVIRONMENT:
         gpu_pools = sorted(p.name for p in pools.values() if p.accelerator is not None)
         raise ConfigError(
             f"tag {SERVING_GPU_POOL}={spec.gpu_pool!r} has no accelerator; "
@@ -195,7 +214,7 @@ def validate(name: str, spec: ServingSpec, pools: Mapping[str, Pool]) -> ModelDe
         storage_uri=spec.storage_uri,
         runtime=spec.runtime,
         pool=spec.gpu_pool,
-        environment="prod",
+        environment=environment,
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
         vllm_args=spec.vllm_args(),

@@ -51,7 +51,8 @@ from nexus.manifests.model import Runtime
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import Rollout
 
-Decision = Literal["promote", "rollback"]
+# ``blocked``: the quality gate at 0 % refused the candidate (``nexus.release.gate``).
+Decision = Literal["promote", "rollback", "blocked"]
 LATENCY_FLOOR_S: Final = 0.05
 LABEL_VALUE: Final = re.compile(r"^[-a-z0-9.]{1,253}$")
 # The time-to-first-token histogram by runtime. vLLM: ``vllm:time_to_first_token_seconds``

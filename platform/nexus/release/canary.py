@@ -17,7 +17,13 @@ canary's revision ends the step at once as a rollback: the step polls Prometheus
 for kube-prometheus-stack's Prometheus, 5 s for the local platform's,
 ``nexus.local.prometheus``); the window measured so far is judged for the record.
 
-A first release has nothing to compare with: one commit at 100 %, no step is judged.
+When the model has an evaluation set, the first stage is the quality gate at 0 %
+(``nexus.release.gate_stage``): committed with tag routing, judged on likelihood and
+checks against the champion; a ``blocked`` decision ends the canary before any commit
+above 0 %.
+
+A first release has nothing to compare with: one commit at 100 %, no step is judged (nor
+gated: the gate compares with a champion).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from nexus.errors import GitError, PushRace, ReleaseError
 from nexus.registry.client import Registry
 from nexus.release import record
 from nexus.release.analyze import LABEL_VALUE, Analysis, Prometheus, Thresholds, judge_window
+from nexus.release.gate_stage import quality_gate
 from nexus.release.plan import ReleasePlan
 from nexus.release.rollout import commit_traffic
 from nexus.release.wait import Rollout, wait_step
@@ -119,15 +126,21 @@ def judge_step(
     return dataclasses.replace(analysis, decision="rollback", reasons=(alert, *others), extra=extra)
 
 
-Judge = Callable[[Prometheus, ReleasePlan, Rollout, Window], Analysis]
+Judge = Callable[[ReleasePlan, Rollout], Analysis]
 
 
-def stages(plan: ReleasePlan) -> list[tuple[int, Judge]]:
+def stages(
+    plan: ReleasePlan, *, traffic: Judge, gate: Judge | None = None
+) -> list[tuple[int, Judge]]:
     """The canary's stages in order: the share of traffic each commits, and its judge.
 
-    A check before any traffic is one more stage in front, at 0 %.
+    A check before any traffic is one more stage in front, at 0 %: the quality gate
+    (``nexus.release.gate_stage``) when the model has an evaluation set.
     """
-    return [(percent, judge_step) for percent in plan.canary_steps[:-1]]
+    found = [(percent, traffic) for percent in plan.canary_steps[:-1]]
+    if gate is not None and plan.quality_gate:
+        return [(0, gate), *found]
+    return found
 
 
 def _commit(plan: ReleasePlan, percent: int | None, *, gitops_repo: str, run: str) -> str:
@@ -137,6 +150,8 @@ def _commit(plan: ReleasePlan, percent: int | None, *, gitops_repo: str, run: st
             return commit_traffic(
                 plan=plan,
                 canary_percent=percent,
+                # The gate reaches the candidate at 0 % by its tag (``tag_routing``).
+                tag_routing=percent == 0,
                 action=action,
                 detail=detail,
                 gitops_repo=gitops_repo,
@@ -175,8 +190,10 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
     reasons = list(last["reasons"])
     if len(steps) > 1:
         if last["decision"] == "promote":
-            shares = ", ".join(f"{s['percent']} %" for s in steps)
+            shares = ", ".join(f"{s['percent']} %" for s in steps if s["percent"])
             reasons = [f"canary within every threshold at {shares}"]
+            if steps[0]["percent"] == 0:
+                reasons.insert(0, "quality gate at 0 % passed")
         else:
             reasons = [f"at {last['percent']} %: {reason}" for reason in reasons]
     start = steps[0]["window_end"] - steps[0]["window_s"]
@@ -201,11 +218,19 @@ def run_canary(
         first = Analysis("promote", ("first release: no stable revision to compare",), 0.0)
         return dict(json.loads(first.to_json()))
     prometheus = Prometheus(prometheus_url)
+
+    def traffic(plan: ReleasePlan, rollout: Rollout) -> Analysis:
+        return judge_step(prometheus, plan, rollout, window)
+
+    def gate(plan: ReleasePlan, rollout: Rollout) -> Analysis:
+        judge = quality_gate(tracking_uri, status_url, window.wait_timeout_s)
+        return judge(plan, rollout.latest_revision)
+
     steps: list[dict[str, Any]] = []
-    for percent, judge in stages(plan):
+    for percent, judge in stages(plan, traffic=traffic, gate=gate):
         rollout = _rollout(plan, percent, status_url=status_url, gitops_repo=gitops_repo,
                            run=run, registry=registry, timeout_s=window.wait_timeout_s)  # fmt: skip
-        analysis = judge(prometheus, plan, rollout, window)
+        analysis = judge(plan, rollout)
         steps.append({"percent": percent, **json.loads(analysis.to_json())})
         print(f"nexus-release: step {percent} %: {analysis.decision}: "
               f"{'; '.join(analysis.reasons)}")  # fmt: skip

@@ -37,6 +37,8 @@ class ReleasePlan:
     model_aliases: tuple[str, ...] = field(default=())
     # The traffic percents of the canary, the last one 100 (``conventions.canary_steps``).
     canary_steps: tuple[int, ...] = (10, 100)
+    # The model has an evaluation set: the quality gate runs at 0 % before any traffic.
+    quality_gate: bool = False
 
     @property
     def first_release(self) -> bool:

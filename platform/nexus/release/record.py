@@ -20,7 +20,7 @@ from nexus.release.plan import ReleasePlan
 
 # MLflow limits tag values (5000 characters in its SQL store); keep room for JSON.
 _MAX_TAG = 4000
-_FINAL: Final = frozenset({"promoted", "rolled_back"})
+_FINAL: Final = frozenset({"promoted", "rolled_back", "blocked"})
 # The registry UI shows a tag as one chip cut at about 40 characters: a line, not a document.
 _READABLE: Final = 300
 
@@ -75,16 +75,26 @@ def mark_promoted(
     )
 
 
+def decision(analysis_json: str) -> str:
+    """The decision of an analysis (``""`` when unreadable)."""
+    try:
+        return str(json.loads(analysis_json).get("decision", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
 def mark_rolled_back(
-    registry: Registry, plan: ReleasePlan, *, commit: str, run: str, analysis: str
-) -> None:
-    """Traffic is back on the champion; the version stops being ``challenger``."""
+    registry: Registry, plan: ReleasePlan, *, commit: str, run: str, analysis: str,
+    status: c.ReleaseStatus = "rolled_back",
+) -> None:  # fmt: skip
+    """Traffic is back on the champion (``blocked``: it never left it); the version stops
+    being ``challenger``."""
     drop_challenger(registry, plan)
     _tags(
         registry,
         plan,
         {
-            c.RELEASE_STATUS: "rolled_back",
+            c.RELEASE_STATUS: status,
             c.RELEASE_GIT_COMMIT: commit,
             c.RELEASE_RUN: run,
             c.RELEASE_ANALYSIS: readable(analysis),

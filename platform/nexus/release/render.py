@@ -17,6 +17,7 @@ from nexus.errors import ConfigError, ReleaseError
 from nexus.manifests.pools import Pool, load_pools
 from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
+from nexus.release.tag_routing import ANNOTATION
 
 
 def manifest_path(environment: str, model: str) -> str:
@@ -25,13 +26,26 @@ def manifest_path(environment: str, model: str) -> str:
 
 
 def render_manifest(
-    plan: ReleasePlan, *, canary_percent: int | None, pools: Mapping[str, Pool]
+    plan: ReleasePlan,
+    *,
+    canary_percent: int | None,
+    pools: Mapping[str, Pool],
+    tag_routing: bool = False,
 ) -> str:
-    """Deterministic YAML of the plan's InferenceService (import of ``kserve`` is deferred)."""
-    from nexus.manifests.render import render_yaml
+    """Deterministic YAML of the plan's InferenceService (import of ``kserve`` is deferred).
+
+    ``tag_routing`` adds ``serving.kserve.io/enable-tag-routing: "true"``, with which KServe
+    tags the candidate ``latest`` so the quality gate reaches it at 0 % (``tag_routing``).
+    """
+    from nexus.manifests.kserve_codec import dump_yaml, to_dict
+    from nexus.manifests.render import HEADER, render_inference_service
 
     try:
-        return render_yaml([plan.description(canary_percent=canary_percent)], pools)
+        description = plan.description(canary_percent=canary_percent)
+        doc = to_dict(render_inference_service(description, pools))
+        if tag_routing:
+            doc.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION] = "true"
+        return dump_yaml([doc], header=HEADER)
     except ConfigError as exc:
         raise ReleaseError(f"cannot render {plan.model} version {plan.version}: {exc}") from exc
 

@@ -74,10 +74,15 @@ def plan_release(
     try:
         info = registry.version(model, version)
         spec = c.ServingSpec.from_tags(info.tags)
-        description = c.validate(model, spec, pools)
+        # Locally, a version of files elsewhere is still checked as production would be
+        # (a GPU pool); one of files on this machine (file://) can only ever be local.
+        where = c.environment_of(spec) if environment == LOCAL_ENVIRONMENT else environment
+        description = c.validate(model, spec, pools, environment=where)
         champion = registry.alias(model, c.CHAMPION)
         public = registry.public_names(model)
         percents = traffic_steps(registry, model, steps=steps, canary_percent=canary_percent)
+        # An evaluation set attached: the quality gate runs at 0 % (``gate_stage``).
+        gated = registry.evaluation_set(model) is not None
     except (ConfigError, RegistryError) as exc:
         raise ReleaseError(f"cannot release {model} version {version}: {exc}") from exc
     plan = ReleasePlan(
@@ -94,6 +99,7 @@ def plan_release(
         champion=champion,
         model_aliases=public,
         canary_steps=percents,
+        quality_gate=gated,
     )
     if environment == LOCAL_ENVIRONMENT:
         if LOCAL_POOL not in pools:

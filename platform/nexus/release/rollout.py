@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from nexus.errors import NexusError
 from nexus.registry.client import Registry
+from nexus.registry.conventions import ReleaseStatus
 from nexus.release import record, tracking
+from nexus.release.gate import OUTCOME_BLOCKED
 from nexus.release.gitops import commit_step
 from nexus.release.plan import ReleasePlan
 from nexus.release.render import load_step_pools, render_manifest
@@ -28,10 +30,14 @@ def commit_traffic(
     run: str,
     pools_file: str = "",
     detail: str = "",
+    tag_routing: bool = False,
 ) -> str:
     """Commit the plan's InferenceService with ``canaryTrafficPercent`` (``None``: 100 %)."""
     manifest = render_manifest(
-        plan, canary_percent=canary_percent, pools=load_step_pools(pools_file)
+        plan,
+        canary_percent=canary_percent,
+        pools=load_step_pools(pools_file),
+        tag_routing=tag_routing,
     )
     return commit_step(
         repo_url=gitops_repo,
@@ -119,7 +125,8 @@ def rollback_step(
     timeout_s: float,
     pools_file: str = "",
 ) -> str:
-    """The KFP component's body: the canary gets 0 %, the champion serves everything."""
+    """The KFP component's body: the canary gets 0 %, the champion serves everything;
+    ``blocked`` when the quality gate refused the candidate, else ``rolled_back``."""
     plan = ReleasePlan.from_json(plan_json)
     commit = _apply(
         plan=plan,
@@ -133,9 +140,16 @@ def rollback_step(
         pools_file=pools_file,
     )
     registry = Registry.connect(tracking_uri)
-    record.mark_rolled_back(registry, plan, commit=commit, run=run, analysis=analysis_json)
-    print(f"nexus-release: {plan.model} version {plan.version} rolled back ({commit[:12]})")
-    return "rolled_back"
+    # The quality gate refused it at 0 %: it never had traffic, the outcome is ``blocked``.
+    status: ReleaseStatus = (
+        OUTCOME_BLOCKED if record.decision(analysis_json) == "blocked" else "rolled_back"
+    )
+    record.mark_rolled_back(
+        registry, plan, commit=commit, run=run, analysis=analysis_json, status=status
+    )
+    said = "blocked by the quality gate" if status == OUTCOME_BLOCKED else "rolled back"
+    print(f"nexus-release: {plan.model} version {plan.version} {said} ({commit[:12]})")
+    return status
 
 
 def outcome_step(

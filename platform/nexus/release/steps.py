@@ -12,8 +12,9 @@ earlier step's ``output`` (``plan``, ``summary``); the KFP component of a step h
 same inputs (``tests/release/test_steps.py``). Each body records its own failure in the
 registry (``record.step_errors``): KFP tells an exit handler only that "a task failed".
 
-A check before any traffic (such as a quality gate at 0 %) is one more stage in front of
-the traffic steps: ``canary.stages``.
+A check before any traffic, the quality gate at 0 % when the model has an evaluation set,
+is one more stage in front of the traffic steps (``canary.stages``, ``gate_stage``); a
+candidate it blocks goes down the ``failed`` branch, whose rollback records ``blocked``.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ def resolve(
     *, tracking_uri: str, model_name: str, version: str, environment: str, namespace: str,
     steps: str, canary_percent: int, run: str,
 ) -> str:  # fmt: skip
-    """The version exists, its tags and the canary's steps are valid: the plan (JSON)."""
+    """The version exists, its tags, the canary's steps and its evaluation set (if any) are
+    valid: the plan (JSON)."""
+    from nexus.release.gate_stage import gate_inputs
+    from nexus.release.plan import ReleasePlan
     from nexus.release.resolve import resolve_step
 
     with step_errors(tracking_uri, run, "resolve", model=model_name, version=version):
-        return resolve_step(
+        plan = resolve_step(
             tracking_uri=tracking_uri,
             model=model_name,
             version=version,
@@ -62,6 +66,9 @@ def resolve(
             steps=steps,
             canary_percent=canary_percent,
         )
+        if ReleasePlan.from_json(plan).quality_gate:
+            gate_inputs(tracking_uri, model_name)  # a bad set fails here, before any commit
+        return plan
 
 
 Evidence = Callable[[str, str, str], None]

@@ -325,6 +325,8 @@ def evidence_step(
     from nexus.registry.client import Registry
     from nexus.release.analyze import Prometheus, queries, series
     from nexus.release.evidence import chart, report, role_series
+    from nexus.release.gate import log_verdict, report_section
+    from nexus.release.gate_stage import verdict_from
     from nexus.release.plan import ReleasePlan
 
     plan = ReleasePlan.from_json(plan_json)
@@ -370,6 +372,9 @@ def evidence_step(
             note = f"no chart data: {exc}"
     by_role = role_series(analysis, measured)
     markdown = report(release, analysis, thresholds, promql, note=note)
+    verdict = verdict_from(analysis)
+    if verdict is not None:
+        markdown += "\n" + report_section(verdict)
     svg = chart(release, analysis, thresholds, by_role, note="no data" if note else "")
     try:
         tracking = Tracking.connect(tracking_uri)
@@ -377,6 +382,8 @@ def evidence_step(
             release, analysis, thresholds, by_role, report=markdown, chart=svg
         )
         tracking.link_version(release, evidence, decision=str(analysis["decision"]))
+        if verdict is not None:
+            log_verdict(tracking_uri, evidence.run_id, verdict)
     except RegistryError as exc:
         raise ReleaseError(f"cannot record the release run in MLflow: {exc}") from exc
     print(f"nexus-release: evidence in MLflow: {evidence.url}")

@@ -1,0 +1,141 @@
+"""The quality gate as the canary's first stage, at 0 %: the candidate judged dark.
+
+``canary.stages`` puts this stage in front of the traffic steps when the plan says the
+model has an evaluation set (``ReleasePlan.quality_gate``, set by ``resolve``). The stage
+commits ``canaryTrafficPercent: 0`` with tag routing on (``render``, the
+``tag_routing.ANNOTATION``), waits until the candidate is the latest *ready* revision,
+then calls ``gate.judge_candidate`` with the candidate at the ``latest`` tag and the
+champion at ``prev``:
+- in a cluster (``status_url`` the Kubernetes API) at the predictor's tag host,
+  ``http://latest-<isvc>-predictor.<ns>.svc.cluster.local`` (``tag_routing``);
+- on the local platform at the front's URL (the InferenceService's ``status.url``) with
+  that host as the ``Host`` header, which the local front routes alike (``local.front``).
+
+A failed verdict is the decision ``blocked``: the canary ends there, the rollback step
+keeps the candidate at 0 % and records ``blocked`` (``rollout.rollback_step``), and no
+commit above 0 % is ever made. The verdict rides in the step's analysis (``gate``) so the
+evidence step writes its report section and MLflow table (``tracking.evidence_step``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from nexus.errors import ConfigError, RegistryError, ReleaseError
+from nexus.registry.client import Registry
+from nexus.release import tag_routing
+from nexus.release.analyze import Analysis
+from nexus.release.evaluation import Endpoint, EvaluationSet
+from nexus.release.gate import GateThresholds, GateVerdict, judge_candidate
+from nexus.release.plan import ReleasePlan
+from nexus.release.wait import KUBERNETES_API, status_source
+
+GATE_KEY: Final = "gate"  # the verdict's key in the step's analysis
+READY_POLL_S: Final = 1.0
+
+
+def verdict_json(verdict: GateVerdict) -> dict[str, Any]:
+    return {
+        "passed": verdict.passed,
+        "reasons": list(verdict.reasons),
+        "metrics": dict(verdict.metrics),
+        "rows": [dict(row) for row in verdict.rows],
+        # The table's column order (the analysis' JSON sorts keys).
+        "columns": list(verdict.rows[0]) if verdict.rows else [],
+    }
+
+
+def verdict_from(analysis: Mapping[str, Any]) -> GateVerdict | None:
+    """The gate's verdict in a canary summary (any of its steps), or ``None``."""
+    for step in [analysis, *(analysis.get("steps") or [])]:
+        raw = step.get(GATE_KEY)
+        if raw:
+            return GateVerdict(
+                bool(raw["passed"]),
+                tuple(raw["reasons"]),
+                dict(raw["metrics"]),
+                tuple({col: row.get(col) for col in raw["columns"]} for row in raw["rows"]),
+            )
+    return None
+
+
+def _candidate_ready(status_url: str, plan: ReleasePlan, revision: str, timeout_s: float) -> str:
+    """Wait until ``revision`` is the predictor's latest ready revision; the ISVC's URL."""
+    source = status_source(status_url, plan.namespace, plan.model)
+    deadline = time.monotonic() + timeout_s
+    seen: Any = None
+    while True:
+        try:
+            isvc = source.inference_service() or {}
+        except (OSError, ValueError) as exc:  # refused, reset, timeouts: as the waits do
+            isvc, seen = {}, f"status API unavailable: {exc}"
+        status = isvc.get("status") or {}
+        if status:
+            predictor = (status.get("components") or {}).get("predictor") or {}
+            seen = predictor.get("latestReadyRevision")
+        if seen == revision:
+            return str(status.get("url") or "")
+        if time.monotonic() >= deadline:
+            raise ReleaseError(
+                f"the candidate {revision} is not the latest ready revision after "
+                f"{timeout_s:.0f} s (latestReadyRevision {seen!r})"
+            )
+        time.sleep(READY_POLL_S)
+
+
+def endpoints(
+    status_url: str, plan: ReleasePlan, front_url: str
+) -> tuple[Endpoint, Endpoint | None]:
+    """The candidate (``latest``) and the champion (``prev``; none on a first release)."""
+    prefix = plan.description(canary_percent=0).path_prefix
+    cluster = not status_url or status_url.rstrip("/") == KUBERNETES_API
+
+    def at(tag: tag_routing.Tag) -> Endpoint:
+        host = tag_routing.predictor_host(plan.model, plan.namespace, tag)
+        if cluster:
+            return Endpoint(f"http://{host}{prefix}/v1", plan.model)
+        if not front_url:
+            raise ReleaseError(f"the InferenceService {plan.model} has no status.url to reach")
+        return Endpoint(f"{front_url.rstrip('/')}{prefix}/v1", plan.model, host=host)
+
+    return at("latest"), (None if plan.first_release else at("prev"))
+
+
+def gate_inputs(tracking_uri: str, model: str) -> tuple[EvaluationSet, GateThresholds]:
+    """The model's evaluation set and ``quality.*`` thresholds; ``ReleaseError`` when bad
+    (the resolve step calls it too, so a bad set fails before any commit)."""
+    registry = Registry.connect(tracking_uri)
+    try:
+        text = registry.evaluation_set(model)
+        if text is None:
+            raise ReleaseError(f"{model} has no evaluation set for the quality gate")
+        return EvaluationSet.loads(text), GateThresholds.from_tags(registry.model_tags(model))
+    except (ConfigError, RegistryError) as exc:
+        raise ReleaseError(f"the quality gate of {model} cannot read its inputs: {exc}") from exc
+
+
+def quality_gate(tracking_uri: str, status_url: str, timeout_s: float) -> GateJudge:
+    """The gate stage's judge for ``canary.run_canary``."""
+
+    def judge(plan: ReleasePlan, revision: str) -> Analysis:
+        started = time.time()
+        evaluation, thresholds = gate_inputs(tracking_uri, plan.model)
+        front = _candidate_ready(status_url, plan, revision, timeout_s)
+        candidate, champion = endpoints(status_url, plan, front)
+        verdict = judge_candidate(
+            candidate=candidate, champion=champion, evaluation=evaluation, thresholds=thresholds
+        )
+        now = time.time()
+        return Analysis(
+            "promote" if verdict.passed else "blocked",
+            tuple(f"quality gate: {reason}" for reason in verdict.reasons),
+            now - started,
+            extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
+        )
+
+    return judge
+
+
+GateJudge = Callable[[ReleasePlan, str], Analysis]
