@@ -16,6 +16,7 @@ import yaml
 
 from nexus.cli import main
 from nexus.release.pipeline import IN_CLUSTER, PIPELINE_NAME, SERVICE_ACCOUNT
+from nexus.release.steps import EXIT, STEPS
 from tests.support.kfp_api import API, kfp_api
 from tests.support.processes import REPO
 
@@ -131,7 +132,9 @@ def test_without_a_package_the_pipeline_is_compiled_fresh(state: Path) -> None:
     package, _ = api.uploads
     spec, platform = yaml.safe_load_all(package)
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
-    assert "exec-commit" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    # Every step that pushes to Git, and only those, mounts the Git credentials.
+    pushing = {f"exec-{step.name}" for step in (*STEPS, EXIT) if step.pushes}
+    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == pushing
 
 
 def test_an_ambiguous_cluster_is_refused_with_a_message(
