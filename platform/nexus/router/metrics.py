@@ -58,7 +58,7 @@ class RouterMetrics:
         )
         self.continuations = Counter(
             "nexus_router_stream_continuations",
-            "Broken streams continued by a later step (continuation.py), by graph and step",
+            "Broken streams continued by a later step (continuation.py), by graph and step.",
             ["graph", "step"],
             registry=registry,
         )
