@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 from pathlib import Path
@@ -104,7 +105,9 @@ def test_a_file_storage_uri_is_served_as_it_is_a_remote_one_gets_the_tiny_model(
     predictor's own ``file://`` URI, what a local MLflow registers; only remote URIs are
     replaced by the model a CPU can serve."""
     storage = StorageInitializer(python=Path(sys.executable), root=tmp_path)
-    engines = Engines(REPO, storage, model_uri="file:///models/tiny")
+    record = tmp_path / "tiny-model.json"  # what `nexus up --predictor vllm` writes
+    record.write_text(json.dumps({"storage_uri": "file:///models/tiny"}))
+    engines = Engines(REPO, storage, model_record=record)
     predictor = {"model": {"storageUri": declared}}
     with pytest.raises(PlatformError, match=f"failed on {re.escape(placed)}: kserve-storage"):
         asyncio.run(engines.service("chat", predictor, revision="chat-predictor-00001", port=1))
