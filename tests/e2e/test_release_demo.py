@@ -1,8 +1,8 @@
 """`nexus demo` against a real `nexus up`, then the MLflow UI in a headless Chromium.
 
 The demo is the canary flow as a person runs it: llama-8b version 1 registered and
-released through the real pipeline (``kfp.local``) to 100 %, version 2 canaried at 20 %
-under traffic, judged on Prometheus and promoted, then the rolled-out worker refusing
+released through the real pipeline (``kfp.local``) to 100 %, version 2 released in steps
+of 20 % and 50 % under traffic, each step judged on Prometheus, and promoted, then the rolled-out worker refusing
 connections while the fallback graph answers. One platform serves the module (tests run
 in file order: the browser looks for what the demo left in the registry).
 """
@@ -94,26 +94,31 @@ def test_demo_canaries_promotes_and_falls_back(state: Path) -> None:
     assert registry.version("llama-8b", "1").tags[c.RELEASE_STATUS] == "promoted"
     tags = registry.version("llama-8b", "2").tags
     assert tags[c.RELEASE_STATUS] == "promoted"
-    assert tags[c.RELEASE_ANALYSIS] == "promote: canary within every threshold"
+    assert tags[c.RELEASE_ANALYSIS] == "promote: canary within every threshold at 20 %, 50 %"
     evidence = Tracking.connect(urls["tracking_uri"])
     run = evidence.linked("llama-8b", "2")
     assert run is not None
     analysis = evidence.analysis(run)
     assert analysis["decision"] == "promote"
-    assert analysis["canary"]["requests"] >= 10
-    # Binomial share of a 20 % canary: far from 0 and from 50 %.
-    share = analysis["canary"]["requests"] / (
-        analysis["canary"]["requests"] + analysis["stable"]["requests"]
-    )
-    assert 0.08 < share < 0.4, analysis
+    # Each step judged its own window; binomial shares far from the other step's.
+    bounds = {20: (0.08, 0.4), 50: (0.3, 0.7)}
+    assert [step["percent"] for step in analysis["steps"]] == [20, 50]
+    for step in analysis["steps"]:
+        canary, stable = step["canary"]["requests"], step["stable"]["requests"]
+        assert canary >= 10, step
+        low, high = bounds[step["percent"]]
+        assert low < canary / (canary + stable) < high, step
 
     repo = urls["gitops_repo"]
     manifest = yaml.safe_load(git(repo, "show", f"main:{LLAMA}"))
     assert "canaryTrafficPercent" not in manifest["spec"]["predictor"]
-    canary = yaml.safe_load(git(repo, "show", f"main~1:{LLAMA}"))["spec"]["predictor"]
-    assert canary["canaryTrafficPercent"] == 20
-    assert git(repo, "log", "--format=%s", "-3", "main").splitlines()[:2] == [
+    # The GitOps history of the InferenceService: 20 %, then 50 %, then the promotion.
+    percents = [yaml.safe_load(git(repo, "show", f"main~{n}:{LLAMA}"))["spec"]["predictor"]
+                .get("canaryTrafficPercent") for n in (2, 1)]  # fmt: skip
+    assert percents == [20, 50]
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == [
         "Promote llama-8b version 2 in local",
+        "Canary llama-8b version 2 in local at 50 %",
         "Canary llama-8b version 2 in local at 20 %",
     ]
     assert tags[c.RELEASE_GIT_COMMIT] == git(repo, "rev-parse", "main")

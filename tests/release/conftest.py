@@ -115,9 +115,12 @@ class LocalPlatform:
         return None
 
 
-@pytest.fixture
-def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
-    """The local control plane on the test's GitOps repository, and its Prometheus."""
+@contextlib.contextmanager
+def local_platform_at(
+    tmp_path: Path, gitops_repo: Path, *controller_args: str, start_timeout: float = 60.0
+) -> Iterator[LocalPlatform]:
+    """The local control plane on ``gitops_repo`` and its Prometheus; ``controller_args``
+    are added to the controller's command line (``--predictor vllm`` for real engines)."""
     from nexus.local import atomic_file, gitops, prometheus
     from nexus.local.resources import CONFIG_FOLDER
     from nexus.local.supervisor import Supervisor
@@ -138,13 +141,13 @@ def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]
         "nexus.local.controller", "--state-dir", str(state), "--project-dir", str(REPO),
         "--gitops-repo", str(gitops_repo), "--status-port", str(status_port),
         "--port-base", str(base), "--port-span", "30", "--api-key-file", str(state / "api-key"),
-        "--prometheus-url", prom_url, "--interval", "0.5",
+        "--prometheus-url", prom_url, "--interval", "0.5", *controller_args,
     )  # fmt: skip
     try:
         with (
             managed(prometheus.command(binary, state, prom_port), log=tmp_path / "prom.log",
                     ready_url=f"{prom_url}/-/ready"),
-            managed(controller, log=tmp_path / "controller.log",
+            managed(controller, log=tmp_path / "controller.log", timeout=start_timeout,
                     ready_url=f"http://127.0.0.1:{status_port}/healthz"),
         ):  # fmt: skip
             yield LocalPlatform(state, f"http://127.0.0.1:{status_port}", prom_url)
@@ -152,6 +155,13 @@ def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]
         # The controller stops its revisions on SIGTERM; should it have been killed
         # instead, their pid files still name them.
         Supervisor(state).stop_all()
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path, gitops_repo: Path) -> Iterator[LocalPlatform]:
+    """The local control plane on the test's GitOps repository, and its Prometheus."""
+    with local_platform_at(tmp_path, gitops_repo) as platform:
+        yield platform
 
 
 class FaultWhenUp:

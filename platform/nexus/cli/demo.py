@@ -5,17 +5,23 @@ registry, the release pipeline (``kfp.local`` by default, the same graph as on a
 cluster), the status API, Prometheus and the InferenceGraph's public URL. In order:
 ``nexus up`` unless it runs; llama-8b registered and released at 100 % (skipped when a
 champion serves already, so the demo can be run again); traffic through the
-chat-fallback graph; a new version registered and released as a 20 % canary while
-traffic flows, judged by the pipeline's analysis and promoted; the split the analysis
-measured printed as a table; then the rolled-out worker refuses connections (the CPU
-worker's ``refuse`` fault, which clears itself) and the graph answers from the fallback
-model. The platform keeps running afterwards, with its endpoints printed.
+chat-fallback graph; a new version registered and released in steps (``--steps``,
+20 %, 50 %, then the promotion) while traffic flows, each step judged on its own window
+by the pipeline's analysis; the split each window measured printed as a table; then the
+rolled-out worker refuses connections (the CPU worker's ``refuse`` fault, which clears
+itself) and the graph answers from the fallback model. The platform keeps running
+afterwards, with its endpoints printed.
 
-With ``--predictor vllm`` every revision is a real vLLM engine: the canary starts a second
+With ``--predictor vllm`` every revision is a real vLLM engine: a canary starts a second
 engine, the analysis judges it on vLLM's ``vllm:time_to_first_token_seconds`` by revision
 (``nexus.release.analyze.TTFT_SERIES``, chosen by the model's runtime) beside the
-queue-proxy's histogram, and step 6 kills the rolled-out engine (vLLM has no fault route;
-a dead predictor pod is the cluster's equivalent), which the platform then restarts.
+queue-proxy's histogram, and the fallback step kills the rolled-out engine (vLLM has no
+fault route; a dead predictor pod is the cluster's equivalent), which the platform then
+restarts. Without a GPU the engines serve the tiny Llama the platform trained, whose
+likelihood means something, so the demo also shows the quality gate: the model's
+evaluation set (held-out text) is attached in MLflow before the stepped release, which
+then passes the gate at 0 % first; and a broken copy (embeddings zeroed, registered from
+its MLflow artifact URI) is stopped at 0 % and never takes traffic.
 
 Every wait is bounded and says what it waited for; the traffic thread is stopped
 whatever happens.
@@ -39,7 +45,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nexus.edge import wire
 from nexus.errors import PlatformError
-from nexus.local.platform import Options, fetch, status, up
+from nexus.local import vllm_model
+from nexus.local.platform import Options, fetch, status, tiny_model, up
 from nexus.local.ports import PortBook
 from nexus.local.report import endpoints_table
 from nexus.manifests.metric_names import QUEUE_PROXY_DURATION
@@ -53,6 +60,7 @@ STEP_HEADER: Final = wire.STEP_HEADER.decode()
 ISVC_API: Final = "/apis/serving.kserve.io/v1beta1/namespaces/nexus/inferenceservices"
 FIRST_URI: Final = "hf://meta-llama/Llama-3.1-8B-Instruct"
 EXIT_ROLLED_BACK: Final = 3
+STEP_FALLBACK: Final = 7  # 6 is the broken release, shown with --predictor vllm
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +70,7 @@ class DemoOptions:
     model: str = "llama-8b"
     fallback: str = "qwen-1-5b"
     graph: str = "chat-fallback"
-    canary_percent: int = 20
+    steps: str = "20,50,100"
     analysis_window_s: float = 30.0
     wait_timeout_s: float = 300.0
     refuse_seconds: float = 60.0
@@ -202,7 +210,7 @@ def _release(
         "model_name": options.model,
         "version": version,
         "environment": "local",
-        "canary_percent": options.canary_percent,
+        "steps": options.steps,
         "analysis_window_s": options.analysis_window_s,
         "max_error_ratio": 0.02,
         "max_p95_latency_ratio": 1.5,
@@ -225,7 +233,7 @@ def _release(
 
 
 def split_table(analysis: Mapping[str, Any]) -> str:
-    """The canary window as Prometheus measured it (the analysis' own numbers)."""
+    """One canary window as Prometheus measured it (the analysis' own numbers)."""
     rows = [("REVISION", "ROLE", "REQUESTS", "SHARE", "5XX RATIO", "P95 LATENCY", "P95 TTFT")]
     measured = [(role, analysis.get(role)) for role in ("stable", "canary")]
     total = sum(float(s["requests"]) for _, s in measured if s) or 1.0
@@ -259,6 +267,72 @@ def evidence_lines(
         f"  MLflow run  {evidence.run.url}",
         f"  version     {endpoints['tracking_uri']}/#/models/{options.model}/versions/{version}",
     ))  # fmt: skip
+
+
+def steps_lines(analysis: Mapping[str, Any]) -> str:
+    """Every stage of a release: the gate's verdict at 0 %, each step's window as a table."""
+    from nexus.release.gate_stage import GATE_KEY
+
+    lines = []
+    for step in analysis.get("steps") or [analysis]:
+        reasons = "; ".join(step.get("reasons", []))
+        if step.get(GATE_KEY):
+            metrics = step[GATE_KEY]["metrics"]
+            candidate, champion = metrics["candidate_logprob"], metrics["champion_logprob"]
+            lines.append(f"   at 0 % (quality gate, no traffic): {step.get('decision', '?')}: "
+                         f"reference log-probability {candidate:.3f} nats/token, "
+                         f"the champion's {champion:.3f}")  # fmt: skip
+            continue
+        window = f"{step.get('window_s', 0):.0f} s window"
+        lines.append(f"   at {step.get('percent', '?')} % ({window}): "
+                     f"{step.get('decision', '?')} ({reasons})")  # fmt: skip
+        lines.append(split_table(step))
+    return "\n".join(lines)
+
+
+def _gated_model(
+    options: DemoOptions, endpoints: Mapping[str, Any], say: Say
+) -> vllm_model.TinyModel | None:
+    """With vLLM engines serving the tiny Llama: its evaluation set attached to the model,
+    so every release of it starts with the quality gate at 0 %; the tiny model, else ``None``."""
+    from nexus.local.vllm_engine import has_gpu
+    from nexus.registry.client import Registry
+
+    if options.up.predictor != "vllm" or has_gpu():
+        return None
+    tiny = tiny_model(options.state_dir.resolve(), options.up.project_dir)
+    text = tiny.evaluation.read_text(encoding="utf-8")
+    uri = Registry.connect(str(endpoints["tracking_uri"])).attach_evaluation_set(
+        options.model, text
+    )
+    count = len(json.loads(text).get("examples", []))
+    say(f"   the evaluation set ({count} examples of held-out text, {uri}) is attached to "
+        f"{options.model}: each release first runs the quality gate at 0 %")  # fmt: skip
+    return tiny
+
+
+def _broken_release(
+    options: DemoOptions, endpoints: Mapping[str, Any], tiny: vllm_model.TinyModel, say: Say
+) -> tuple[str, LocalEvidence | None]:
+    """A copy of the served model with zeroed embeddings, registered from its MLflow artifact
+    URI and released: the gate must stop it at 0 %. Its version and evidence."""
+    from nexus.registry.client import Registry
+    from nexus.release.gate import EXIT_BLOCKED, OUTCOME_BLOCKED
+
+    registry = Registry.connect(str(endpoints["tracking_uri"]))
+    zeroed = vllm_model.zeroed_copy(tiny, options.state_dir.resolve() / "models" / "zeroed")
+    uri = registry.log_files(zeroed, run_name=f"{options.model}-zeroed-embeddings")
+    version = _register(endpoints, options.model, uri, options.fallback)
+    say(f"\n6. registered {options.model} version {version} from its MLflow artifacts "
+        f"({uri}):\n   the same model, embeddings zeroed: it answers fast, with 200")  # fmt: skip
+    outcome, evidence = _release(options, endpoints, version)
+    analysis = evidence.analysis if evidence else {}
+    say(steps_lines(analysis))
+    if outcome != OUTCOME_BLOCKED:
+        raise PlatformError(f"the quality gate let version {version} through ({outcome})")
+    say(f"   {options.model} version {version}: {outcome} (`nexus release` exits "
+        f"{EXIT_BLOCKED}); it never took traffic, and the revert is committed")  # fmt: skip
+    return version, evidence
 
 
 def _rolled_out(endpoints: Mapping[str, Any], model: str) -> tuple[str, dict[str, int]]:
@@ -345,16 +419,17 @@ def run(options: DemoOptions, *, say: Say) -> int:
         time.sleep(5)
     say(f"   {warmup.summary()}")
 
+    tiny = _gated_model(options, endpoints, say)
     uri = f"hf://nexus-demo/llama-3.1-8b-chat-{time.strftime('%Y%m%d-%H%M%S')}"
     canary = _register(endpoints, model, uri, options.fallback)
-    say(f"\n4. registered {model} version {canary} ({uri}); releasing it as a "
-        f"{options.canary_percent} % canary while traffic flows")  # fmt: skip
+    say(f"\n4. registered {model} version {canary} ({uri}); releasing it in steps of "
+        f"{options.steps.replace(',', ', ')} % while traffic flows")  # fmt: skip
     with Traffic(graph_url, key) as during:
         outcome, evidence = _release(options, endpoints, canary)
     analysis = evidence.analysis if evidence else {}
     say(f"   traffic during the release: {during.summary()}")
-    say(f"\n5. the canary window ({analysis.get('window_s', 0):.0f} s) in Prometheus:")
-    say(split_table(analysis))
+    say("\n5. each step as Prometheus measured it:")
+    say(steps_lines(analysis))
     judged_by = ", ".join(s for s in (QUEUE_PROXY_DURATION, analysis.get("ttft_series")) if s)
     say(f"   judged on {judged_by}, by revision")
     say(f"   decision: {analysis.get('decision', '?')} ({'; '.join(analysis.get('reasons', []))})")
@@ -362,11 +437,12 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"   {model} version {canary}: {outcome}; traffic now {traffic}")
     say(f"   MLflow aliases: champion -> {registry.alias(model, c.CHAMPION)}, "
         f"challenger -> {registry.alias(model, c.CHALLENGER)}")  # fmt: skip
+    blocked = None if tiny is None else _broken_release(options, endpoints, tiny, say)
 
     if options.up.predictor == "vllm":
-        say(f"\n6. the rolled-out vLLM engine ({revision}) is killed")
+        say(f"\n{STEP_FALLBACK}. the rolled-out vLLM engine ({revision}) is killed")
     else:
-        say(f"\n6. the rolled-out worker ({revision}) refuses connections for "
+        say(f"\n{STEP_FALLBACK}. the rolled-out worker ({revision}) refuses connections for "
             f"{options.refuse_seconds:.0f} s")  # fmt: skip
     port = _refuse(options, revision)
     body = _fallback_answer(graph_url, key, options.fallback, timeout=30)
@@ -387,5 +463,7 @@ def run(options: DemoOptions, *, say: Say) -> int:
         f"--runtime vllm --gpu-pool a100 && nexus release {model} --version N "
         f"--environment local --canary-percent 20")  # fmt: skip
     say(evidence_lines(options, endpoints, canary, evidence))
+    if blocked is not None:
+        say(evidence_lines(options, endpoints, *blocked))
     say(f"\nnexus demo took {time.monotonic() - started:.0f} s; the platform keeps running.")
     return 0 if outcome == "promoted" else EXIT_ROLLED_BACK

@@ -133,6 +133,12 @@ def _model_record(state: Path) -> Path:
     return record
 
 
+def tiny_model(state: Path, project_dir: Path) -> vllm_model.TinyModel:
+    """The tiny Llama every vLLM engine serves without a GPU, built once per state."""
+    python = vllm_python(project_dir)
+    return vllm_model.build(python, project_dir, state / "models" / "build" / "tiny")
+
+
 def _cpu_model(record: Path, options: Options, tracking_uri: str | None,
                progress: Progress) -> None:  # fmt: skip
     """Without a GPU every engine serves the tiny model, registered in MLflow once per state;
@@ -142,10 +148,8 @@ def _cpu_model(record: Path, options: Options, tracking_uri: str | None,
                             "pip install 'nexus-serving[release]'")  # fmt: skip
     if record.exists():
         return
-    state = record.parents[1]
     progress("no GPU: building the tiny Llama model for vLLM's CPU engine (~10 s)")
-    python = vllm_python(options.project_dir)
-    model = vllm_model.build(python, options.project_dir, state / "models" / "build" / "tiny")
+    model = tiny_model(record.parents[1], options.project_dir)
     version = vllm_model.register(Registry.connect(tracking_uri), model)
     uri = version.tags["serving.storage_uri"]
     text = json.dumps({"version": version.version, "storage_uri": uri}) + "\n"

@@ -12,6 +12,8 @@ model takes, so the storage initializer downloads what MLflow holds.
 from __future__ import annotations
 
 import json
+import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,9 @@ BUILDER = Path("vllm/build_model.py")
 # average 15-20 on two cores the wall time is several times that.
 BUILD_TIMEOUT = 900.0
 EVALUATION_FILE = "evaluation_set.json"  # written beside the model folder, not in it
+WEIGHTS_FILE = "model.safetensors"
+# The token embeddings; tied, so the output layer reads the same tensor (build_model.py).
+EMBEDDINGS = "model.embed_tokens.weight"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +92,24 @@ def register(registry: Registry, model: TinyModel, *, name: str = NAME) -> Versi
 
 def _digest(model: TinyModel) -> str:
     return str(model.digests.get("model.safetensors", ""))[:16]
+
+
+def zeroed_copy(model: TinyModel, out: Path, *, tensor: str = EMBEDDINGS) -> Path:
+    """A broken release of ``model``: a copy of its folder with one tensor set to zeros.
+
+    With the embeddings zeroed every logit is 0, so every token costs ln(vocabulary): the
+    model answers fast and with 200, and only its likelihood shows it is broken. The
+    safetensors layout is the format's own: an 8-byte little-endian header length, a JSON
+    header giving each tensor's ``data_offsets`` within the data that follows.
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(model.folder, out)
+    weights = out / WEIGHTS_FILE
+    raw = bytearray(weights.read_bytes())
+    (size,) = struct.unpack("<Q", raw[:8])
+    begin, end = json.loads(raw[8 : 8 + size])[tensor]["data_offsets"]
+    start = 8 + size
+    raw[start + begin : start + end] = bytes(end - begin)
+    weights.write_bytes(bytes(raw))
+    return out

@@ -256,16 +256,13 @@ class Registry:
             base = f"{LOCAL_STORAGE_SCHEME}{base}"
         return base
 
-    def register_files(
-        self, name: str, folder: Path, tags: Mapping[str, str], *, experiment: str = "nexus-models"
-    ) -> VersionInfo:
-        """A new version of ``name`` whose artifacts are the files of ``folder``.
+    def log_files(self, folder: Path, *, run_name: str, experiment: str = "nexus-models") -> str:
+        """Log the files of ``folder`` as the artifacts (under ``model/``) of a new run of
+        ``experiment``; their artifact URI. A local artifact store gives a plain path, which
+        becomes ``file://`` (the local scheme of ``kserve_storage``)."""
+        return self._log_files(folder, run_name=run_name, experiment=experiment)[0]
 
-        The files are logged to a run of ``experiment`` (under ``model/``); the version's
-        source and its ``serving.storage_uri`` tag are their artifact URI, so KServe's
-        storage initializer downloads exactly what MLflow holds. A local artifact store gives
-        a plain path, which becomes ``file://`` (the local scheme of ``kserve_storage``).
-        """
+    def _log_files(self, folder: Path, *, run_name: str, experiment: str) -> tuple[str, str]:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -273,21 +270,32 @@ class Registry:
             experiment_id = (
                 found.experiment_id if found else self._client.create_experiment(experiment)
             )
-            run = self._client.create_run(experiment_id, run_name=f"{name}-files")
+            run = self._client.create_run(experiment_id, run_name=run_name)
             self._client.log_artifacts(run.info.run_id, str(folder), "model")
             self._client.set_terminated(run.info.run_id)
-            uri = f"{run.info.artifact_uri}/model"
-            if "://" not in uri and not uri.startswith("mlflow-artifacts:"):
-                uri = f"file://{uri}"
+        except MlflowException as exc:
+            raise _translate(f"log the files of {folder}", exc) from exc
+        return f"{self._artifact_uri(run.info.run_id)}/model", run.info.run_id
+
+    def register_files(
+        self, name: str, folder: Path, tags: Mapping[str, str], *, experiment: str = "nexus-models"
+    ) -> VersionInfo:
+        """A new version of ``name`` whose artifacts are the files of ``folder``.
+
+        The version's source and its ``serving.storage_uri`` tag are the files' artifact URI
+        (``log_files``), so KServe's storage initializer downloads exactly what MLflow holds.
+        """
+        from mlflow.exceptions import MlflowException
+
+        uri, run_id = self._log_files(folder, run_name=f"{name}-files", experiment=experiment)
+        try:
             try:
                 self._client.create_registered_model(name)
             except MlflowException as exc:
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
             all_tags = {**tags, c.SERVING_STORAGE_URI: uri}
-            mv = self._client.create_model_version(
-                name, source=uri, run_id=run.info.run_id, tags=all_tags
-            )
+            mv = self._client.create_model_version(name, source=uri, run_id=run_id, tags=all_tags)
         except MlflowException as exc:
             raise _translate(f"register the files of {folder} as {name!r}", exc) from exc
         return self.version(name, str(mv.version))
