@@ -71,13 +71,14 @@ pytest: $(STAMP)
 
 ## About 15 minutes on 2 cores: the transformer's table (LiteLLM and Portkey installed on
 ## first use), the router's, what each part of the transformer costs, then the limiter's Redis
-## cost per call and per key; `python -m bench.chaos` is separate (it needs `nexus up`).
+## cost per call and per key; `python -m bench chaos` is separate (it needs `nexus up`).
+## `python -m bench` lists every benchmark.
 bench: $(STAMP)
 	bash scripts/system-deps.sh --bench
-	$(BIN)/python bench/run.py --with-litellm --with-portkey --write-readme
-	$(BIN)/python bench/router.py --write-readme
-	$(BIN)/python bench/costs.py --write-readme
-	$(BIN)/python bench/limiter_redis.py --write-readme
+	$(BIN)/python -m bench transformer --with-litellm --with-portkey --write-readme
+	$(BIN)/python -m bench router --write-readme
+	$(BIN)/python -m bench costs --write-readme
+	$(BIN)/python -m bench limiter-redis --write-readme
 
 ## Regenerate the CRD schemas `nexus lint` ships (platform/nexus/manifests/schemas/) from
 ## CRD YAML: `make schemas CRDS=DIR`, DIR holding the CRD files or `kubectl get crd -o yaml`

@@ -1,8 +1,8 @@
 """The transformer with some of its governed parts switched off, to measure what each costs.
 
-A measuring tool for ``bench/costs.py``, never a way to run Nexus: it replaces the named
-parts with no-ops, then starts ``python -m nexus.transformer`` with the remaining
-arguments, exactly as KServe would.
+A measuring tool for ``python -m bench costs``, never a way to run Nexus. It builds the
+transformer from its public parts, the named ones replaced by no-ops, and serves it with
+``nexus.transformer.__main__.main`` and the remaining arguments, as KServe starts it:
 
 - ``auth``: the first request's principal is reused; no key lookup per request;
 - ``limiter``: admission checks the model only; no Redis script, no reservation;
@@ -10,25 +10,43 @@ arguments, exactly as KServe would.
 - ``log``: no access-log line;
 - ``usage``: the answer's usage is not parsed (the reservation is refunded whole).
 
-    python bench/ablated_transformer.py --without limiter,log -- --model_name chat ...
+    python -m bench.ablated_transformer --without limiter,log -- --model_name chat ...
 
-The replacements name internals of ``nexus.transformer``; a rename there makes this
-script fail at start, loudly, which is what a benchmark should do.
+Only public names are replaced: the transformer's ``open_parts`` and ``read_usage`` seams,
+the governor's methods (through a wrapper), the metrics' per-request methods and families
+(through a subclass) and the access log's ``write``.
 """
 
 from __future__ import annotations
 
-import runpy
 import sys
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
-from nexus import observability
-from nexus.transformer import app, governance, upstream
+from prometheus_client import CollectorRegistry
+
+from nexus.auth import Principal
+from nexus.config import GatewaySettings
+from nexus.edge.asgi import ASGIApp
+from nexus.limits import Decision, Quota
+from nexus.observability import AccessLog, TransformerMetrics, new_registry
+from nexus.transformer.__main__ import main as serve_transformer
+from nexus.transformer.app import OpenParts, Transformer
+from nexus.transformer.components import Components, open_components
+from nexus.transformer.governance import Admission, Governor
+from nexus.transformer.kserve_bridge import build_kserve_app
+from nexus.transformer.usage import Usage, body_usage
+
+PARTS = ("auth", "limiter", "metrics", "log", "usage")
+ADMITTED = Decision(True, Quota(0, 0), 0, 0.0, 0, 0.0)
 
 
-class _Nothing:
-    """Stands for a metric child: every update is dropped."""
+class Nothing:
+    """Stands for a metric family and its children: every update is dropped."""
+
+    def labels(self, *_: object) -> Nothing:
+        return self
 
     def inc(self, *_: object) -> None: ...
 
@@ -37,78 +55,97 @@ class _Nothing:
     def observe(self, *_: object) -> None: ...
 
 
-def _without_auth() -> None:
-    authenticate = governance.Governor.authenticate
-    first: dict[str, Any] = {}
+class QuietMetrics(TransformerMetrics):
+    """The transformer's metrics without the per-request updates; the rest stays."""
 
-    async def once(self: governance.Governor, api_key: Any, authorization: Any) -> Any:
-        if "principal" not in first:
-            first["principal"] = await authenticate(self, api_key, authorization)
-        return first["principal"]
+    def __init__(self, registry: CollectorRegistry, *, tenant_label: bool = False) -> None:
+        super().__init__(registry, tenant_label=tenant_label)
+        nothing: Any = Nothing()
+        self.in_flight = self.upstream_latency = self.upstream_requests = nothing
 
-    governance.Governor.authenticate = once  # type: ignore[method-assign]
+    def observe_request(self, labels: tuple[str, ...], seconds: float) -> None: ...
+
+    def count_tokens(self, prompt: int, completion: int, tenant: tuple[str, ...] = ()) -> None: ...
 
 
-def _without_limiter() -> None:
-    decision = governance.Decision(True, governance.Quota(0, 0), 0, 0.0, 0, 0.0)
+class QuietLog(AccessLog):
+    """An access log that writes no line."""
+
+    def write(self, *_: object, **__: object) -> None: ...
+
+
+class PartialGovernor:
+    """The real governor, with authentication done once and/or admission reduced to the
+    model check; everything else is the real one's."""
+
+    def __init__(self, real: Governor, *, auth: bool, limiter: bool) -> None:
+        self.real, self.auth, self.limiter = real, auth, limiter
+        self.first: Principal | None = None
+
+    async def authenticate(self, api_key: bytes | None, authorization: bytes | None) -> Principal:
+        if self.auth:
+            return await self.real.authenticate(api_key, authorization)
+        if self.first is None:
+            self.first = await self.real.authenticate(api_key, authorization)
+        return self.first
+
+    def check_model(self, principal: Principal, model: str) -> None:
+        self.real.check_model(principal, model)
 
     async def admit(
-        self: governance.Governor, principal: Any, model: str, tokens: int, **_: Any
-    ) -> governance.Admission:
-        self.check_model(principal, model)
-        return governance.Admission(principal, decision, None)
+        self, principal: Principal, model: str, tokens: int, *, fallback: bool = False
+    ) -> Admission:
+        if self.limiter:
+            return await self.real.admit(principal, model, tokens, fallback=fallback)
+        self.real.check_model(principal, model)
+        return Admission(principal, ADMITTED, None)
 
-    governance.Governor.admit = admit  # type: ignore[method-assign]
-
-
-def _without_metrics() -> None:
-    observability.TransformerMetrics.observe_request = lambda *_: None  # type: ignore[method-assign]
-    observability.TransformerMetrics.count_tokens = lambda *_: None  # type: ignore[method-assign]
-    upstream.Upstream._count = lambda *_: None  # type: ignore[method-assign]
-    opened = upstream.Upstream.__init__
-    started = app.Transformer.__init__
-
-    def upstream_init(self: upstream.Upstream, **kwargs: Any) -> None:
-        opened(self, **kwargs)
-        self._latency = _Nothing()
-
-    def transformer_init(self: app.Transformer, **kwargs: Any) -> None:
-        started(self, **kwargs)
-        self.metrics.in_flight = _Nothing()  # type: ignore[assignment]
-
-    upstream.Upstream.__init__ = upstream_init  # type: ignore[method-assign]
-    app.Transformer.__init__ = transformer_init  # type: ignore[method-assign]
+    async def settle(self, admission: Admission, usage: Usage | None) -> None:
+        await self.real.settle(admission, usage)
 
 
-def _without_log() -> None:
-    observability.AccessLog.write = lambda *_, **__: None  # type: ignore[method-assign]
+def open_parts(without: frozenset[str]) -> OpenParts:
+    """The transformer's components, its governor wrapped when auth or limiter are off."""
+
+    async def opened(settings: GatewaySettings, metrics: TransformerMetrics) -> Components:
+        parts = await open_components(settings, metrics)
+        if {"auth", "limiter"} & without:
+            partial_governor = PartialGovernor(
+                parts.governor, auth="auth" not in without, limiter="limiter" not in without
+            )
+            parts.governor = cast(Governor, partial_governor)
+        return parts
+
+    return opened
 
 
-def _without_usage() -> None:
-    app.body_usage = lambda _data: None
+def ablated_app(without: frozenset[str]) -> Callable[[GatewaySettings], ASGIApp]:
+    """``create_app`` of ``nexus.transformer.__main__`` with the ``without`` parts off."""
+
+    def create(settings: GatewaySettings) -> ASGIApp:
+        metrics = QuietMetrics if "metrics" in without else TransformerMetrics
+        log = QuietLog if "log" in without else AccessLog
+        return Transformer(
+            settings=settings,
+            metrics=metrics(new_registry(), tenant_label=settings.tenant_label),
+            build_kserve_app=partial(build_kserve_app, settings),
+            access_log=log("nexus.transformer"),
+            open_parts=open_parts(without),
+            read_usage=(lambda _data: None) if "usage" in without else body_usage,
+        )
+
+    return create
 
 
-PARTS: dict[str, Callable[[], None]] = {
-    "auth": _without_auth,
-    "limiter": _without_limiter,
-    "metrics": _without_metrics,
-    "log": _without_log,
-    "usage": _without_usage,
-}
-
-
-def main() -> None:
-    args = sys.argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
     if len(args) < 3 or args[0] != "--without" or "--" not in args:
         raise SystemExit(__doc__)
-    parts = [p for p in args[1].split(",") if p and p != "none"]
-    unknown = sorted(set(parts) - set(PARTS))
+    parts = frozenset(p for p in args[1].split(",") if p and p != "none")
+    unknown = sorted(parts - set(PARTS))
     if unknown:
-        raise SystemExit(f"unknown parts {unknown}; known: {sorted(PARTS)}")
-    for part in parts:
-        PARTS[part]()
-    sys.argv = ["nexus.transformer", *args[args.index("--") + 1 :]]
-    runpy.run_module("nexus.transformer", run_name="__main__")
+        raise SystemExit(f"unknown parts {unknown}; known: {list(PARTS)}")
+    serve_transformer(args[args.index("--") + 1 :], make_app=ablated_app(parts))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ else, by status and answering step); the figures are printed as one JSON object,
 The defaults are issue 11's run: 150 s at 8 requests/s, the predictor killed every 25 s,
 the transformer twice.
 
-    python -m bench.chaos --state-dir .nexus [--write-readme]
+    python -m bench chaos --state-dir .nexus [--write-readme]
 
 ``--stream`` (issue 24) sends the same traffic as streams (``include_usage`` asked) under
 the same kills and counts streams started (a 200 head), completed (one answer: no error
@@ -35,7 +35,6 @@ import json
 import os
 import signal
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,12 +43,15 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.harness import README
+from bench.report import write_readme
+from nexus.cli.demo import CHAT_PATH
 from nexus.edge.wire import STEP_HEADER
+from nexus.router.continuation import TRAILER
 
 MAX_DURATION_S = 600.0
-README = Path(__file__).resolve().parents[1] / "README.md"
-START = "<!-- bench:chaos:start -->"
-END = "<!-- bench:chaos:end -->"
+STEP = STEP_HEADER.decode()
+MARKERS = ("<!-- bench:chaos:start -->", "<!-- bench:chaos:end -->")
 STREAM_MARKERS = ("<!-- bench:chaos-stream:start -->", "<!-- bench:chaos-stream:end -->")
 
 
@@ -115,43 +117,6 @@ def kill(state: Path, prefix: str, tally: Tally, started: float) -> None:
         tally.kills.append(f"{time.monotonic() - started:5.1f}s {name}")
 
 
-async def one_request(
-    session: aiohttp.ClientSession,
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    tally: Tally,
-    primary: str,
-) -> None:
-    started = time.perf_counter()
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            payload = await response.read()
-            step = response.headers.get(STEP_HEADER.decode(), "?")
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        tally.statuses[0] += 1
-        tally.failures[f"0 {type(exc).__name__}"] += 1
-        return
-    tally.latencies_ms.append((time.perf_counter() - started) * 1000)
-    tally.statuses[status] += 1
-    # The router names the step whose answer it returns; any other than the primary's
-    # (the graph's first step) means the fallback answered.
-    if step not in ("?", primary):
-        tally.fallbacks += 1
-    ok = False
-    if status == 200:
-        try:
-            ok = bool(orjson.loads(payload).get("choices"))
-        except (orjson.JSONDecodeError, AttributeError):
-            ok = False
-    if ok:
-        tally.answered += 1
-        tally.by_step[step] += 1
-    else:
-        tally.failures[f"{status} {step}"] += 1
-
-
 def whole_answer(payload: bytes) -> tuple[bool, bool]:
     """(a stream is one complete answer, a later step continued it) for an SSE body."""
     events = [event for event in payload.split(b"\n\n") if event]
@@ -166,28 +131,30 @@ def whole_answer(payload: bytes) -> tuple[bool, bool]:
             chunk = orjson.loads(event.removeprefix(b"data:"))
         except orjson.JSONDecodeError:
             return False, False
-        continued = continued or "nexus_continuation" in chunk
+        continued = continued or TRAILER in chunk
         for choice in chunk.get("choices") or ():
             roles += "role" in (choice.get("delta") or {})
             finishes += choice.get("finish_reason") is not None
     return roles == 1 and finishes == 1, continued
 
 
-async def one_stream(
+async def one_call(
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
     headers: dict[str, str],
     tally: Tally,
     primary: str,
+    *,
+    stream: bool,
 ) -> None:
-    """One streamed request: started at its 200 head, completed when the answer is whole."""
+    """One request; a stream counts as started at its 200 head, completed when whole."""
     started = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
-            step = response.headers.get(STEP_HEADER.decode(), "?")
-            if status == 200:
+            step = response.headers.get(STEP, "?")
+            if stream and status == 200:
                 tally.streams_started += 1
             payload = await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -196,23 +163,38 @@ async def one_stream(
         return
     tally.latencies_ms.append((time.perf_counter() - started) * 1000)
     tally.statuses[status] += 1
+    # The router names the step whose answer it returns; any other than the primary's
+    # (the graph's first step) means the fallback answered.
     if step not in ("?", primary):
         tally.fallbacks += 1
-    whole, continued = whole_answer(payload) if status == 200 else (False, False)
+    if status != 200:
+        tally.failures[f"{status} {step}"] += 1
+        return
+    whole, continued = whole_answer(payload) if stream else (has_choices(payload), False)
     if whole:
         tally.answered += 1
         tally.by_step[step] += 1
         tally.continued += continued
-    else:
+    elif stream:
         reason = "error event" if b"event: error" in payload else "incomplete"
-        tally.failures[f"{status} {step}" + (f" {reason}" if status == 200 else "")] += 1
+        tally.failures[f"{status} {step} {reason}"] += 1
+    else:
+        tally.failures[f"{status} {step}"] += 1
+
+
+def has_choices(payload: bytes) -> bool:
+    """A whole JSON answer with at least one choice."""
+    try:
+        return bool(orjson.loads(payload).get("choices"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
 
 
 async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
     """Send, kill and count; the tallies (graph, ``--baseline-url``) and the run's seconds."""
     endpoints = json.loads((args.state_dir / "endpoints.json").read_text())
     base = args.url or endpoints["graphs"][args.graph]
-    url = base.rstrip("/") + "/openai/v1/chat/completions"
+    url = base.rstrip("/") + CHAT_PATH
     headers = {"Authorization": f"Bearer {endpoints['api_key']}",
                "Content-Type": "application/json"}  # fmt: skip
     request: dict[str, object] = {"model": "chat", "max_tokens": args.max_tokens,
@@ -220,7 +202,6 @@ async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
     if args.stream:
         request |= {"stream": True, "stream_options": {"include_usage": True}}
     body = orjson.dumps(request)
-    send = one_stream if args.stream else one_request
     predictor, transformer = f"{args.isvc}-predictor-", f"{args.isvc}-transformer-"
     if not live_pids(args.state_dir, predictor) or not live_pids(args.state_dir, transformer):
         raise SystemExit(f"no live {predictor}* / {transformer}* process under {args.state_dir}")
@@ -229,7 +210,7 @@ async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
                       for i in range(args.transformer_kills)]  # fmt: skip
     tally = Tally()
     baseline = Tally() if args.baseline_url else None
-    baseline_url = args.baseline_url.rstrip("/") + "/openai/v1/chat/completions"
+    baseline_url = args.baseline_url.rstrip("/") + CHAT_PATH
     tasks: set[asyncio.Task[None]] = set()
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     started = time.monotonic()
@@ -245,7 +226,9 @@ async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
             for target, counts in ((url, tally), (baseline_url, baseline)):
                 if counts is None:
                     continue
-                task = asyncio.create_task(send(session, target, body, headers, counts, args.isvc))
+                call = one_call(session, target, body, headers, counts, args.isvc,
+                                stream=args.stream)  # fmt: skip
+                task = asyncio.create_task(call)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 counts.sent += 1
@@ -254,9 +237,9 @@ async def run(args: argparse.Namespace) -> tuple[Tally, Tally | None, float]:
     return tally, baseline, time.monotonic() - started
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.chaos",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -299,7 +282,7 @@ def markdown(tally: Tally, seconds: float, args: argparse.Namespace) -> str:
         f"| {tally.sent:,} | {tally.answered:,} | {tally.sent - tally.answered:,} | {statuses} "
         f"| {steps} | {tally.fallbacks:,} | {figures['p50_ms']} ms | {figures['p95_ms']} ms |",
         "",
-        f"Failures: {failures}. Measured {dt.date.today().isoformat()} by `python -m bench.chaos "
+        f"Failures: {failures}. Measured {dt.date.today().isoformat()} by `python -m bench chaos "
         f"--write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs shared with other work): "
         f"{args.rate:g} requests/s for {seconds:.0f} s through `{args.graph}`, {predictor} "
         f"SIGKILLs of `{args.isvc}`'s predictor (every {args.kill_every:g} s) and {transformer} "
@@ -333,7 +316,7 @@ def stream_markdown(
         *lines,
         "",
         f"Not completed: {'; '.join(notes)}. Measured {dt.date.today().isoformat()} by `python -m "
-        f"bench.chaos --stream --write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs "
+        f"bench chaos --stream --write-readme` on `nexus up` (CPU LLMs, {os.cpu_count()} CPUs "
         f"shared with other work): {args.rate:g} streams/s of {args.max_tokens} tokens for "
         f"{seconds:.0f} s through `{args.graph}`, {predictor} SIGKILLs of `{args.isvc}`'s "
         f"predictor (every {args.kill_every:g} s) and {transformer} of its transformer; "
@@ -341,30 +324,15 @@ def stream_markdown(
     ])  # fmt: skip
 
 
-def write_readme(section: str, markers: tuple[str, str] = (START, END)) -> None:
-    """Replace what lies between the markers in README.md with ``section``."""
-    start, end = markers
-    text = README.read_text()
-    at, until = text.find(start), text.find(end)
-    if at < 0 or until < at:
-        raise SystemExit(f"{README} has no {start} … {end} section to replace")
-    README.write_text(text[: at + len(start)] + "\n" + section + "\n" + text[until:])
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str], *, prog: str) -> int:
+    args = parse_args(argv, prog)
     tally, baseline, seconds = asyncio.run(run(args))
     print(json.dumps(tally.report(seconds), indent=2))
     if baseline is not None:
         print(json.dumps({"baseline": baseline.report(seconds)}, indent=2))
-    if args.write_readme and args.stream:
-        write_readme(stream_markdown(tally, baseline, seconds, args), STREAM_MARKERS)
-        print("README.md updated")
-    elif args.write_readme:
-        write_readme(markdown(tally, seconds, args))
+    if args.write_readme:
+        section = stream_markdown(tally, baseline, seconds, args) if args.stream else None
+        start, end = STREAM_MARKERS if args.stream else MARKERS
+        write_readme(README, section or markdown(tally, seconds, args), start=start, end=end)
         print("README.md updated")
     return 0 if tally.sent == tally.answered else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

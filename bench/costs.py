@@ -15,30 +15,24 @@ A row's CPU per request is the measured server's own (user + system from ``/proc
 difference to the full path is what that part costs. Rounds alternate the rows, and each
 figure is a median.
 
-    python bench/costs.py [--rounds 3] [--duration 5] [--write-readme]
+    python -m bench costs [--rounds 3] [--duration 5] [--write-readme]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
-import secrets
 import statistics
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import load
-import report
-import servers
-from processes import REPO, Children, group_cpu_seconds, terminate_on_sigterm
+from bench import load, report, servers
+from bench.ablated_transformer import PARTS
+from bench.harness import CHAT_BODY, MODEL, OPENAI_PATH, Run
+from bench.processes import Children, group_cpu_seconds
 
-MODEL = "chat"
-PATH = "/v1/chat/completions"
-BODY = b'{"model": "chat", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}'
-PARTS = ("auth", "limiter", "metrics", "log", "usage")
 START, END = "<!-- bench:costs:start -->", "<!-- bench:costs:end -->"
 
 
@@ -58,7 +52,7 @@ class Figures:
 def start_rows(children: Children, *, api_key: str) -> list[Row]:
     redis = servers.start_redis(children)
     fast = servers.start_fast_upstream(children)
-    url = fast.base_url + PATH
+    url = fast.base_url + OPENAI_PATH
     rows = [
         Row("floor", "lean floor + hiredis EVALSHA (uvicorn, raw connections)",
             servers.start_passthrough(children, name="floor", upstream_url=url,
@@ -70,12 +64,11 @@ def start_rows(children: Children, *, api_key: str) -> list[Row]:
     variants = [("none", "transformer, full governed path")]
     variants += [(part, f"transformer without {part}") for part in PARTS]
     variants.append((",".join(PARTS), "transformer without any of them"))
-    script = str(REPO / "bench" / "ablated_transformer.py")
     for without, label in variants:
         name = "nexus-" + without.replace(",", "-")
         server = servers.start_nexus(
             children, upstream=fast, redis=redis, model=MODEL, api_key=api_key, name=name,
-            entry=(script, "--without", without, "--"),
+            entry=("-m", "bench.ablated_transformer", "--without", without, "--"),
         )  # fmt: skip
         rows.append(Row(name, label, server))
     return rows
@@ -85,7 +78,7 @@ def measure(rows: list[Row], *, args: argparse.Namespace, script: Path) -> dict[
     seen: dict[str, list[Figures]] = {row.key: [] for row in rows}
     for n in range(1, args.rounds + 1):
         for row in rows:
-            url = row.server.base_url + PATH
+            url = row.server.base_url + OPENAI_PATH
             common = {"script": script, "threads": 1, "connections": args.connections}
             load.run(url, seconds=args.warmup, **common)
             before = group_cpu_seconds(row.server.child.proc.pid)
@@ -119,8 +112,9 @@ def markdown(rows: list[Row], figures: dict[str, Figures], *, args: argparse.Nam
     load_now = os.getloadavg()[0]
     lines += [
         "",
-        f"Measured {dt.date.today().isoformat()} by `bench/costs.py` on {os.cpu_count()} CPUs: "
-        f"wrk, 1 thread, {args.connections} connections, {args.duration:g} s per cell after a "
+        f"Measured {dt.date.today().isoformat()} by `python -m bench costs` on "
+        f"{os.cpu_count()} CPUs: wrk, 1 thread, {args.connections} connections, "
+        f"{args.duration:g} s per cell after a "
         f"{args.warmup:g} s warm-up, medians of {args.rounds} rounds; every server one process "
         f"on 127.0.0.1 in front of the canned upstream, one Redis; 1-minute load average "
         f"{load_now:.2f} after. The last column is the row's CPU per request minus "
@@ -129,27 +123,20 @@ def markdown(rows: list[Row], figures: dict[str, Figures], *, args: argparse.Nam
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str], *, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
-    terminate_on_sigterm()
-    api_key = "sk-bench-" + secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="nexus-costs-"))
-    with Children(workdir) as children:
-        rows = start_rows(children, api_key=api_key)
-        script = load.write_script(workdir / "chat.lua", body=BODY, api_key=api_key)
+    run = Run.begin("costs")
+    with Children(run.workdir) as children:
+        rows = start_rows(children, api_key=run.api_key)
+        script = load.write_script(run.workdir / "chat.lua", body=CHAT_BODY, api_key=run.api_key)
         figures = measure(rows, args=args, script=script)
-    section = markdown(rows, figures, args=args)
-    print("\n" + section)
-    if args.write_readme:
-        report.write_readme(REPO / "README.md", section, start=START, end=END)
-        print("README.md updated", flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    results = {"figures": {key: dataclasses.asdict(f) for key, f in figures.items()}}
+    run.finish(results, markdown(rows, figures, args=args), markers=(START, END),
+               write_readme=args.write_readme)  # fmt: skip
+    return 0

@@ -6,7 +6,7 @@ This server answers every POST with one fixed OpenAI chat completion from an asy
 protocol (uvloop + httptools, both already dependencies), keep-alive, no routing, no
 parsing of the body: a stand-in for an upstream infinitely faster than a model.
 
-    python bench/fast_upstream.py --port 9100
+    python -m bench.fast_upstream --port 9100
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ It is the baseline that shows what KServe's default serving path costs (its Fast
 middleware, latency logging and httpx client to the predictor) with nothing of Nexus
 in it: no auth, no limits, no breaker. Started exactly like a KServe transformer:
 
-    python bench/kserve_passthrough.py --model_name chat --predictor_host 127.0.0.1:9000 \
+    python -m bench.kserve_passthrough --model_name chat --predictor_host 127.0.0.1:9000 \
         --http_port 8080 --enable_grpc false
 """
 

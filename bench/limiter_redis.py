@@ -17,7 +17,7 @@ memory is ``MEMORY USAGE`` of the hot key's Redis keys, and ``used_memory`` grow
 run per key for the many keys. Calls go 64 at a time over Nexus'
 pipelined client (``nexus.limits.resp``), each reserving 50 tokens.
 
-    python bench/limiter_redis.py [--hot 100000] [--keys 100000] [--write-readme]
+    python -m bench limiter-redis [--hot 100000] [--keys 100000] [--write-readme]
 """
 
 from __future__ import annotations
@@ -29,18 +29,15 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import report
-import servers
+from bench import servers
+from bench.harness import Run
+from bench.processes import REPO, Children, installed
+from nexus.limits.redis_backend import RedisWindow
 from nexus.limits.resp import Endpoint, RespClient, Script
-from processes import REPO, Children, terminate_on_sigterm
 
 BEFORE = "3274255"  # the last commit with the sliding logs
 START, END = "<!-- bench:limiter-redis:start -->", "<!-- bench:limiter-redis:end -->"
@@ -53,10 +50,10 @@ class Scheme:
     source: str
 
     def keys(self, key: str) -> list[str]:
-        base = f"nexus:rl:{{{key}}}"
-        if self.name == "before":
+        if self.name == "before":  # the sliding logs' three keys
+            base = f"nexus:rl:{{{key}}}"
             return [f"{base}:req", f"{base}:tok", f"{base}:toktotal"]
-        return [f"{base}:req", f"{base}:tok"]
+        return RedisWindow.keys(key)
 
     def benchmark_args(self, *, distinct: bool) -> list[str]:
         """``EVALSHA``'s keys and arguments for redis-benchmark (``__rand_int__``: -r)."""
@@ -122,9 +119,7 @@ async def run_cell(port: int, scheme: Scheme, *, calls: int, distinct: bool) -> 
 def benchmark_rps(port: int, scheme: Scheme, *, distinct: bool, calls: int) -> float:
     """Calls a second one redis-server answers: redis-benchmark (C, 50 connections,
     pipelines of 16) calling the script, the most this Redis holds on this machine."""
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        raise SystemExit("redis-benchmark is not installed (it ships with redis-server)")
+    binary = installed("redis-benchmark")  # it ships with redis-server
     sha = hashlib.sha1(scheme.source.encode(), usedforsecurity=False).hexdigest()
     run = subprocess.run(
         [binary, "-p", str(port), "-n", str(calls), "-c", "50", "-P", "16",
@@ -142,7 +137,7 @@ async def full_window_bytes(port: int) -> int:
     client = RespClient(Endpoint("127.0.0.1", port, 0, None, None, tls=False))
     seconds = int((await client.call("TIME"))[0])
     total = 0
-    for key, per_second in (("nexus:rl:{full}:req", 7_600), ("nexus:rl:{full}:tok", 380_000)):
+    for key, per_second in zip(RedisWindow.keys("full"), (7_600, 380_000), strict=True):
         fields: list[str | int] = []
         for second in range(seconds - 60, seconds + 1):
             fields += [second, per_second]
@@ -203,7 +198,7 @@ def markdown(cells: dict[tuple[str, str], Cell], full: int, *, hot: int, keys: i
     load_now = os.getloadavg()[0]
     lines += [
         "",
-        f"Measured {dt.date.today().isoformat()} by `bench/limiter_redis.py` on "
+        f"Measured {dt.date.today().isoformat()} by `python -m bench limiter-redis` on "
         f"{os.cpu_count()} CPUs, one fresh redis-server per scheme, calls 64 at a time, "
         f"each reserving 50 tokens; calls/s from redis-benchmark (50 connections, pipelines of "
         f"16) on the same server; 1-minute load average {load_now:.2f} after. Before: the "
@@ -229,21 +224,17 @@ async def measure(
     return cells, await full_window_bytes(redis.port)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str], *, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--hot", type=int, default=100_000, help="admissions on the hot key")
     parser.add_argument("--keys", type=int, default=100_000, help="distinct keys")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
-    terminate_on_sigterm()
-    with Children(Path(tempfile.mkdtemp(prefix="nexus-limiter-redis-"))) as children:
+    run = Run.begin("limiter-redis")
+    with Children(run.workdir) as children:
         cells, full = asyncio.run(measure(children, hot=args.hot, keys=args.keys))
-    section = markdown(cells, full, hot=args.hot, keys=args.keys)
-    print("\n" + section)
-    if args.write_readme:
-        report.write_readme(REPO / "README.md", section, start=START, end=END)
-        print("README.md updated", flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    results = {"cells": {" ".join(k): dataclasses.asdict(c) for k, c in cells.items()},
+               "full_window_bytes": full}  # fmt: skip
+    run.finish(results, markdown(cells, full, hot=args.hot, keys=args.keys),
+               markers=(START, END), write_readme=args.write_readme)  # fmt: skip
+    return 0

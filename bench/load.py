@@ -8,11 +8,12 @@ microseconds are not lost to rounding.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.processes import installed
 
 MARKER = "BENCH-JSON "
 
@@ -60,10 +61,7 @@ class Cell:
 
 
 def wrk_path() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (or `make system-deps`)")
-    return found
+    return installed("wrk")
 
 
 def wrk_version() -> str:

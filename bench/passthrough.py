@@ -13,9 +13,10 @@ status and a Content-Type, nothing else. The floors differ only in the upstream 
 - ``--client nexus`` (with ``--server edge``): the same shape on Nexus' own client and
   server protocol, for ``costs.py``.
 
-The Redis variants stand for the transformer's one limiter call per request.
+The Redis variants stand for the transformer's one limiter call per request. Started by
+``servers.start_passthrough``; by hand:
 
-    python bench/passthrough.py --upstream http://127.0.0.1:9100/v1/chat/completions \\
+    python -m bench.passthrough --upstream http://127.0.0.1:9100/v1/chat/completions \\
         --port 8081 [--client lean] [--redis redis://127.0.0.1:6379/0]
 """
 
@@ -30,11 +31,11 @@ import aiohttp
 import redis.asyncio as redis_py
 import uvicorn
 
+from bench.raw_http import Pool
 from nexus.edge.asgi import serve_lifespan
 from nexus.edge.client import HttpClient, Origin
 from nexus.edge.protocol import EdgeLimits, serve
 from nexus.limits.resp import Endpoint, RespClient, Script
-from raw_http import Pool
 
 # One key, one write: the shape of a limiter call, not its arithmetic.
 SCRIPT = "return redis.call('INCR', KEYS[1])"

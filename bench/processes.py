@@ -3,7 +3,7 @@
 The benchmark must not leave a server behind when a cell fails or the user presses
 Ctrl-C, so every child runs in its own process group (uvicorn workers included) and is
 registered with an ``ExitStack`` the moment it exists. Kept separate from ``tests/``: the
-benchmark is a script users run, and must not depend on the test suite's support code.
+benchmarks are a tool users run, and must not depend on the test suite's support code.
 The one exception is the upstream it measures against, the CPU imitation of vLLM
 (``tests/support/cpu_llm.py``, moved out of the platform in issue 10): it is run as a
 separate process, never imported.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def installed(program: str) -> str:
+    """Where ``program`` is, or exit saying what installs it (``scripts/system-deps.sh``)."""
+    found = shutil.which(program)
+    if found is None:
+        raise SystemExit(f"{program} is not installed: `make system-deps` installs it")
+    return found
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ calls it N times with each client: one call at a time, then in bursts of C concu
 figure is this process's CPU time (user + system) per call, which, unlike latency, does
 not depend on what else runs on the machine; redis-server's CPU is not counted.
 
-    python bench/resp.py [--calls 20000] [--concurrency 32] [--rounds 3]
+    python -m bench resp [--calls 20000] [--concurrency 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,9 @@ from pathlib import Path
 
 import redis.asyncio as redis_py
 
-import servers
+from bench import servers
+from bench.processes import Children
 from nexus.limits.resp import Endpoint, RespClient, Script
-from processes import Children
 
 SCRIPT = "return ARGV[1]"
 Call = Callable[[], Awaitable[object]]
@@ -71,8 +70,8 @@ async def measure(url: str, *, calls: int, concurrency: int, rounds: int) -> dic
     return {key: statistics.median(values) for key, values in results.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str], *, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
@@ -90,7 +89,3 @@ def main(argv: list[str] | None = None) -> int:
         lean, ref = figures[f"nexus c={width}"], figures[f"redis-py c={width}"]
         print(f"| {width} | {lean:.1f} | {ref:.1f} | {ref - lean:.1f} |")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

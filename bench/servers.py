@@ -8,9 +8,10 @@
 Beside them, in front of the canned upstream (``fast_upstream.py``), the floors
 (``passthrough.py``): aiohttp and lean clients, each with and without one Redis call.
 
-The router benchmark (``bench/router.py``) adds the InferenceGraph router in front of the
+The router benchmark (``router.py``) adds the InferenceGraph router in front of the
 transformer or an upstream, a canned-answer upstream (``fast_upstream.py``) and a minimal
-ASGI pass-through (``passthrough.py``) as the floor a Python proxy starts from.
+ASGI pass-through (``passthrough.py``) as the floor a Python proxy starts from. The
+benchmark's own servers run as modules of this package (``python -m bench.<module>``).
 
 LiteLLM lives in its own venv (``bench/.venv-litellm``): its pinned dependencies conflict
 with the project's, and it is a point of comparison, not something Nexus depends on.
@@ -18,16 +19,16 @@ with the project's, and it is a point of comparison, not something Nexus depends
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
-from processes import REPO, Child, Children, free_port
+from bench.processes import REPO, Child, Children, free_port, installed
 
 LITELLM_VENV = REPO / "bench" / ".venv-litellm"
 # Portkey's gateway is a Node program: npm installs the pinned version on demand.
@@ -36,6 +37,8 @@ PORTKEY_DIR = REPO / ".nexus" / "bench-node"
 PORTKEY_SERVER = (
     PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 )
+# The graph the router benchmarks run, as the repository ships it.
+CHAT_FALLBACK = REPO / "graphs" / "inferencegraph.chat-fallback.yaml"
 READY_TIMEOUT = 60.0
 LITELLM_READY_TIMEOUT = 180.0
 # High enough that the limiter counts every request but never rejects one in a run.
@@ -56,23 +59,37 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
+def serve(
+    children: Children,
+    name: str,
+    port: int,
+    args: Sequence[str],
+    *,
+    ready: str | None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> Server:
+    """Start ``args`` listening on ``port``; ready when the path ``ready`` answers below 500
+    (``None``: when the port accepts a connection)."""
+    child = children.start(name, args, env=env)
+    if ready is None:
+        child.wait_port(port, timeout=timeout)
+    else:
+        child.wait_ready(f"http://127.0.0.1:{port}{ready}", timeout=timeout)
+    return Server(name, port, child)
+
+
 def start_upstream(children: Children, *, model: str) -> Server:
     port = free_port()
     args = [sys.executable, "-m", "tests.support.cpu_llm", "--port", str(port), "--model", model]
-    child = children.start("upstream", args)
-    child.wait_ready(f"http://127.0.0.1:{port}/health", timeout=READY_TIMEOUT)
-    return Server("upstream", port, child)
+    return serve(children, "upstream", port, args, ready="/health")
 
 
 def start_redis(children: Children) -> Server:
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed: `make system-deps` installs it")
     port = free_port()
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    child = children.start("redis", args)
-    child.wait_port(port, timeout=READY_TIMEOUT)
-    return Server("redis", port, child)
+    args = [installed("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]  # fmt: skip
+    return serve(children, "redis", port, args, ready=None)
 
 
 def start_nexus(
@@ -88,7 +105,7 @@ def start_nexus(
 ) -> Server:
     """The transformer exactly as KServe starts it, with the full governed path switched on;
     ``extra_env`` adds or overrides ``GATEWAY_*`` settings; ``entry`` replaces the module
-    (``costs.py`` runs ``ablated_transformer.py`` with its ``--without`` list)."""
+    (``costs.py`` runs ``-m bench.ablated_transformer`` with its ``--without`` list)."""
     port = free_port()
     args = [sys.executable, *entry, "--model_name", model,
             "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
@@ -101,20 +118,15 @@ def start_nexus(
         "GATEWAY_RATE_LIMIT_FAILURE_MODE": "closed",  # a Redis problem fails loudly, not fast
         **(extra_env or {}),
     }
-    child = children.start(name, args, env=env)
-    child.wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=READY_TIMEOUT)
-    return Server(name, port, child)
+    return serve(children, name, port, args, ready="/v2/health/ready", env=env)
 
 
 def start_kserve_passthrough(children: Children, *, upstream: Server, model: str) -> Server:
     port = free_port()
-    script = REPO / "bench" / "kserve_passthrough.py"
-    args = [sys.executable, str(script), "--model_name", model,
+    args = [sys.executable, "-m", "bench.kserve_passthrough", "--model_name", model,
             "--predictor_host", f"127.0.0.1:{upstream.port}", "--http_port", str(port),
             "--enable_grpc", "false", "--workers", "1"]  # fmt: skip
-    child = children.start("kserve", args)
-    child.wait_ready(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=READY_TIMEOUT)
-    return Server("kserve", port, child)
+    return serve(children, "kserve", port, args, ready=f"/v1/models/{model}")
 
 
 def litellm_bin() -> Path:
@@ -167,17 +179,14 @@ def start_litellm(
     # The bundled cost map instead of a download at start: the run stays on loopback.
     # PYTHONPATH emptied: the project's modules must not leak into LiteLLM's interpreter.
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": ""}
-    child = children.start("litellm", args, env=env)
-    child.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout=LITELLM_READY_TIMEOUT)
-    return Server("litellm", port, child)
+    return serve(children, "litellm", port, args, ready="/health/liveliness", env=env,
+                 timeout=LITELLM_READY_TIMEOUT)  # fmt: skip
 
 
 def start_fast_upstream(children: Children) -> Server:
     port = free_port()
-    script = REPO / "bench" / "fast_upstream.py"
-    child = children.start("fast-upstream", [sys.executable, str(script), "--port", str(port)])
-    child.wait_ready(f"http://127.0.0.1:{port}/health", timeout=READY_TIMEOUT)
-    return Server("fast-upstream", port, child)
+    args = [sys.executable, "-m", "bench.fast_upstream", "--port", str(port)]
+    return serve(children, "fast-upstream", port, args, ready="/health")
 
 
 def start_passthrough(
@@ -192,14 +201,11 @@ def start_passthrough(
     """A floor (``passthrough.py``): ``client`` ``aiohttp``, ``lean`` or ``nexus``, with
     ``redis`` one EVALSHA per request, on ``server`` ``uvicorn`` or ``edge``."""
     port = free_port()
-    script = REPO / "bench" / "passthrough.py"
-    args = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port),
-            "--client", client, "--server", server]  # fmt: skip
+    args = [sys.executable, "-m", "bench.passthrough", "--upstream", upstream_url,
+            "--port", str(port), "--client", client, "--server", server]  # fmt: skip
     if redis is not None:
         args += ["--redis", f"redis://127.0.0.1:{redis.port}/0"]
-    child = children.start(name, args)
-    child.wait_port(port, timeout=READY_TIMEOUT)
-    return Server(name, port, child)
+    return serve(children, name, port, args, ready=None)
 
 
 def ensure_portkey(*, install: bool) -> bool:
@@ -208,9 +214,8 @@ def ensure_portkey(*, install: bool) -> bool:
         return True
     if not install:
         return False
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise SystemExit("node and npm are not installed: `make system-deps` installs them")
+    npm = installed("npm")
+    installed("node")
     print(f"installing {PORTKEY_PACKAGE} into {PORTKEY_DIR.relative_to(REPO)} ...", flush=True)
     PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
     subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix",
@@ -225,16 +230,11 @@ def portkey_headers(upstream: Server) -> dict[str, str]:
 
 def start_portkey(children: Children) -> Server:
     """Portkey's open-source gateway under Node (one process; it routes by headers)."""
-    node = shutil.which("node")
-    if node is None:
-        raise SystemExit("node is not installed: `make system-deps` installs it")
     port = free_port()
     # --headless: without it the gateway also serves its UI and keeps a live log of every
     # request for it, which cut its throughput by about half in a trial here.
-    args = [node, str(PORTKEY_SERVER), f"--port={port}", "--headless"]
-    child = children.start("portkey", args)
-    child.wait_port(port, timeout=READY_TIMEOUT)
-    return Server("portkey", port, child)
+    args = [installed("node"), str(PORTKEY_SERVER), f"--port={port}", "--headless"]
+    return serve(children, "portkey", port, args, ready=None)
 
 
 def start_router(
@@ -251,6 +251,17 @@ def start_router(
             "--port", str(port), "--host", "127.0.0.1", "--drain-seconds", "0"]  # fmt: skip
     for host, server in host_map.items():
         args += ["--host-map", f"{host}=127.0.0.1:{server.port}"]
-    child = children.start(name, args, env={"PROPAGATE_HEADERS": propagate})
-    child.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=READY_TIMEOUT)
-    return Server(name, port, child)
+    return serve(children, name, port, args, ready="/readyz",
+                 env={"PROPAGATE_HEADERS": propagate})  # fmt: skip
+
+
+def graph_hosts(graph_file: Path) -> list[str]:
+    """The service hosts of a graph's steps, in order: what ``--host-map`` must send on."""
+    graph = yaml.safe_load(graph_file.read_text())
+    hosts = [
+        urlsplit(step["serviceUrl"]).hostname
+        for node in graph["spec"]["nodes"].values()
+        for step in node.get("steps", ())
+        if step.get("serviceUrl")
+    ]
+    return list(dict.fromkeys(h for h in hosts if h))

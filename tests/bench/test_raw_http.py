@@ -7,15 +7,10 @@ closed, or hung on a broken answer would make every ratio against it wrong.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
-
-# bench/ is a folder of scripts, not a package: its modules import each other by name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from raw_http import Pool
+from bench.raw_http import Pool
 
 ANSWER = b'{"choices":[{"index":0}]}'
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -63,7 +63,8 @@ class RedisWindow:
         return cls(connect(url), settle_delay=settle_delay)
 
     @staticmethod
-    def _keys(key: str) -> list[str]:
+    def keys(key: str) -> list[str]:
+        """The window's Redis keys, requests then tokens, in one hash slot (``{key}``)."""
         base = f"nexus:rl:{{{key}}}"
         return [f"{base}:req", f"{base}:tok"]
 
@@ -76,7 +77,7 @@ class RedisWindow:
             args += settlements
             since = self._since.pop(key)
         try:
-            raw = cast(list[Any], await self._acquire(keys=self._keys(key), args=args))
+            raw = cast(list[Any], await self._acquire(keys=self.keys(key), args=args))
         except (RedisUnavailable, RedisReplyError):
             if settlements:  # not applied: keep them for the next attempt
                 self._queue(key, since).extend(settlements)
@@ -139,7 +140,7 @@ class RedisWindow:
         if not settlements:
             return
         try:
-            await self._settle(keys=self._keys(key)[1:], args=[self._window, *settlements])
+            await self._settle(keys=self.keys(key)[1:], args=[self._window, *settlements])
         except (RedisUnavailable, RedisReplyError):
             # Redis is away; the reservations stay (stricter) until they leave the window.
             return

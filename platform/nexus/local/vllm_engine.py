@@ -150,7 +150,7 @@ def engine_env(container: Mapping[str, Any], *, cpu: bool) -> dict[str, str]:
     return {**env, **(CPU_ENV if cpu else {})}
 
 
-def _ready_path(container: Mapping[str, Any]) -> str:
+def ready_path(container: Mapping[str, Any]) -> str:
     """The runtime's readiness probe path (``/v1/models`` for nexus-vllm), else ``/health``."""
     probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
     return str(probe.get("path") or "/health")
@@ -200,6 +200,6 @@ class Engines:
             container, python=vllm_python(self.project_dir), model_dir=folder, name=isvc,
             port=port, extra_args=[str(a) for a in model.get("args") or []], cpu=cpu,
         )  # fmt: skip
-        ready = f"http://127.0.0.1:{port}{_ready_path(container)}"
+        ready = f"http://127.0.0.1:{port}{ready_path(container)}"
         env = engine_env(container, cpu=cpu)
         return Service(revision, command, port, ready, env, stop_grace=STOP_GRACE)

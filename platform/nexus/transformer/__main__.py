@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from functools import partial
 
 import orjson
@@ -62,7 +63,11 @@ def app_from_env() -> ASGIApp:
     return create_app(settings_from(args))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(
+    argv: list[str] | None = None, *, make_app: Callable[[GatewaySettings], ASGIApp] = create_app
+) -> None:
+    """Serve the transformer; ``make_app`` builds a one-worker server's application (workers
+    build ``create_app``'s): ``bench/ablated_transformer.py`` passes one with parts off."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     configure_json_logging(args.log_level)
@@ -85,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         "ssl_certfile": args.ssl_certfile,
         "ssl_keyfile": args.ssl_keyfile,
     }
+    if args.workers > 1 and make_app is not create_app:
+        print("nexus transformer: a replaced app is served by one worker only", file=sys.stderr)
+        raise SystemExit(2)
     if args.workers > 1:
         # Workers share one listening socket; metrics are merged through shared files.
         os.environ[ARGV_ENV] = orjson.dumps(argv).decode()
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         # Header/body limits and read timeouts live in the shared edge (nexus.edge.protocol).
-        serve(create_app(settings), limits=limits, **common)
+        serve(make_app(settings), limits=limits, **common)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ KSERVE_MODELS_ROUTE = "/v2/models"
 UNMATCHED = "unmatched"  # the route label of a path the table does not serve
 DEFAULT_MAX_TOKENS = 512
 FORWARDED = (b"traceparent", b"tracestate")
+OpenParts = Callable[[GatewaySettings, TransformerMetrics], Awaitable[Components]]
 
 
 class Transformer:
@@ -66,6 +67,9 @@ class Transformer:
 
     ``build_kserve_app`` makes that app in the lifespan, around the one ``Upstream`` the
     transformer's own routes use: one session, one breaker, one set of metrics for both.
+    ``open_parts`` (what the lifespan opens) and ``read_usage`` (what a whole answer used)
+    are the real ones unless a caller swaps a part: ``bench/ablated_transformer.py`` does,
+    to measure what each governed part costs (``python -m bench costs``).
     """
 
     def __init__(
@@ -75,11 +79,15 @@ class Transformer:
         metrics: TransformerMetrics,
         build_kserve_app: Callable[[Upstream], ForeignApp],
         access_log: AccessLog,
+        open_parts: OpenParts = open_components,
+        read_usage: Callable[[bytes], Usage | None] = body_usage,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.access_log = access_log
         self._build_kserve_app = build_kserve_app
+        self._open_parts = open_parts
+        self._read_usage = read_usage
         self._parts: Components | None = None
         self._kserve_app: ForeignApp | None = None
         self.routes = self._table()
@@ -104,7 +112,7 @@ class Transformer:
     async def startup(self) -> None:
         """Open the components once and build KServe's app around them; whatever was
         opened is closed if a step fails."""
-        parts = await open_components(self.settings, self.metrics)
+        parts = await self._open_parts(self.settings, self.metrics)
         try:
             self._kserve_app = self._build_kserve_app(parts.upstream)
         except BaseException:
@@ -312,7 +320,7 @@ class Transformer:
             else:
                 data = await upstream.read(reply)
                 if reply.status < 300:
-                    usage = body_usage(data)
+                    usage = self._read_usage(data)
                 ex.status = reply.status
                 await respond(
                     send, reply.status, data, [(b"content-type", reply.content_type), *ex.headers]
