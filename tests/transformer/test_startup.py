@@ -17,7 +17,7 @@ from nexus.transformer.app import Transformer
 from tests.support.processes import free_port, managed, python_module
 from tests.transformer.conftest import BASE_ENV
 
-# One process per case (each start imports KServe, ~10 s on a loaded machine); every
+# One process per case (a start is a second or more on a loaded machine); every
 # other variable is checked in-process by tests/unit/test_config.py.
 BAD_SETTINGS = [
     ({"GATEWAY_REDIS_URL": "http://127.0.0.1:6379"}, "GATEWAY_REDIS_URL"),

@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from nexus.auth import ApiKeyStore, Authenticator
 from nexus.auth.jwt import JwtVerifier
-from nexus.config import JwtSettings
+from nexus.config import JwtSettings, load_settings
 from nexus.errors import AuthenticationFailed
+from nexus.observability import TransformerMetrics, new_registry
+from nexus.transformer.components import open_components
 
 SECRET = "test-only-hs256-secret-0123456789abcdef"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -182,3 +184,21 @@ async def test_jwks_is_cached_and_refreshed_on_unknown_kid(jwks_server: dict[str
         skew[0] = 31  # past the minimum spacing between refetches
         assert (await verifier.verify(token)).id == "jwt:alice"
         assert jwks_server["hits"] == 2
+
+
+async def test_a_transformer_given_a_jwks_url_fetches_it_through_its_own_session(
+    jwks_server: dict[str, Any],
+) -> None:
+    """The transformer opens its aiohttp session only for a JWKS URL (issue 23)."""
+    jwks_server["keys"] = [jwk(RSA_KEY, "k1")]
+    env = {"GATEWAY_API_KEYS": "k", "GATEWAY_JWT_JWKS_URL": jwks_server["url"]}
+    settings = load_settings(env, model_name="chat", predictor_host="127.0.0.1:9")
+    parts = await open_components(settings, TransformerMetrics(new_registry()))
+    try:
+        token = pyjwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
+        principal = await parts.governor.authenticate(None, f"Bearer {token}".encode())
+        assert principal.id == "jwt:alice"
+        assert jwks_server["hits"] == 1
+    finally:
+        for close in parts.close:
+            await close()

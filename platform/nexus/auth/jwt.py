@@ -17,14 +17,17 @@ import binascii
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import jwt as pyjwt
 
 from nexus.auth.principal import Principal
 from nexus.config import JwtSettings
 from nexus.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    # Imported where a JWKS is fetched: a server without a JWKS URL never loads aiohttp.
+    import aiohttp
 
 Clock = Callable[[], float]
 
@@ -101,6 +104,8 @@ class JwksCache:
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
+        import aiohttp  # loaded already: the session is aiohttp's
+
         self._fetched_at = self._clock()
         try:
             timeout = aiohttp.ClientTimeout(total=5)

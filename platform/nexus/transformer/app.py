@@ -3,13 +3,15 @@
     request ─► Transformer ─┬─ OpenAI routes ──► auth · model · limits ─► predictor (edge client)
                             ├─ KServe v1/v2 ───► auth · model · limits ─► KServe app ─► ProxyModel
                             ├─ metadata ───────► auth · model ─► KServe app
-                            ├─ /metrics          ours + KServe's families
-                            ├─ probes ─────────► KServe app (health, readiness)
+                            ├─ /metrics          ours (+ KServe's families once it is loaded)
+                            ├─ probes ─────────► answered here, or by KServe's app once built
                             └─ anything else     404: the route table is the allowlist (routes.py)
 
 KServe's FastAPI app and its middleware cost several times the latency budget of a
 transformer hop, so the OpenAI hot path is served here directly; KServe keeps its full
-contract (arguments, v1/v2 routes, health, metrics) for everything else.
+contract (arguments, v1/v2 routes, health, metrics) for everything else. Its app is built
+on the first request that needs it, not at start: importing KServe is ~160 MiB of a
+transformer's memory (``__main__``), and a local platform runs one transformer per model.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ OpenParts = Callable[[GatewaySettings, TransformerMetrics], Awaitable[Components
 class Transformer:
     """ASGI callable; KServe's app serves every route the transformer does not handle itself.
 
-    ``build_kserve_app`` makes that app in the lifespan, around the one ``Upstream`` the
+    ``build_kserve_app`` makes that app on first use, around the one ``Upstream`` the
     transformer's own routes use: one session, one breaker, one set of metrics for both.
     ``open_parts`` (what the lifespan opens) and ``read_usage`` (what a whole answer used)
     are the real ones unless a caller swaps a part: ``bench/ablated_transformer.py`` does,
@@ -102,28 +104,25 @@ class Transformer:
 
     @property
     def kserve_app(self) -> ForeignApp:
+        """KServe's app, built by the first request that needs it.
+
+        The build is synchronous, so concurrent first requests never build it twice; it
+        holds the event loop meanwhile (imports, then FastAPI's route set-up: the first
+        metadata request took 2.9 s at load 6 on 2 cores, the next 0.07 s).
+        """
         if self._kserve_app is None:
-            raise RuntimeError(
-                "the transformer serves requests only between lifespan start and stop"
-            )
+            self._kserve_app = self._build_kserve_app(self.parts.upstream)
+            # KServe, FastAPI and pydantic leave a large heap behind; every full collection
+            # walked all of it while serving (5 % of a request's CPU). Frozen objects are
+            # never collected, so they are left out of every later collection.
+            gc.freeze()
         return self._kserve_app
 
     # ── lifespan ────────────────────────────────────────────────────────────────────────
     async def startup(self) -> None:
-        """Open the components once and build KServe's app around them; whatever was
-        opened is closed if a step fails."""
-        parts = await self._open_parts(self.settings, self.metrics)
-        try:
-            self._kserve_app = self._build_kserve_app(parts.upstream)
-        except BaseException:
-            for close in parts.close:
-                await close()
-            raise
-        self._parts = parts
-        # KServe, FastAPI and pydantic leave a large heap behind at start; every full
-        # collection walked all of it while serving (5 % of a request's CPU). Frozen
-        # objects are never collected, so they are left out of every later collection.
-        gc.freeze()
+        """Open the components once (``open_parts`` closes what it opened if a step fails)."""
+        self._parts = await self._open_parts(self.settings, self.metrics)
+        gc.freeze()  # the start-up heap, as for KServe's app when it is built
 
     async def shutdown(self) -> None:
         if self._parts is not None:
@@ -150,8 +149,8 @@ class Transformer:
                 Keyed(routes.V1_PREDICT, "/v1/models/{name}:predict", self._inference),
                 Keyed(routes.V1_EXPLAIN, "/v1/models/{name}:explain", self._inference),
                 Keyed(routes.V2_INFER, "/v2/models/{name}/infer", self._inference),
-                Open("/", self._kserve),
-                Open(routes.OPEN_PROBES, self._kserve),
+                Open("/", self._probe),
+                Open(routes.OPEN_PROBES, self._probe),
                 Keyed("/v2", "/v2", self._metadata),
                 Keyed(routes.MODEL_METADATA, "/v2/models/{name}", self._metadata),
             )
@@ -253,7 +252,16 @@ class Transformer:
         body = exposition(self.metrics.registry)
         await respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
 
-    async def _kserve(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+    async def _probe(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """A probe, answered as KServe's app would answer it until that app is built
+        (``kserve_routes.probe_answer``); by KServe's app afterwards, and for any other case."""
+        if self._kserve_app is None:
+            answer = kserve_routes.probe_answer(
+                scope["method"], scope["path"], self.settings.public_models
+            )
+            if answer is not None:
+                await respond_json(send, 200, answer, [])
+                return
         await self.kserve_app(scope, receive, send)
 
     async def _metadata(self, call: Call, principal: Principal) -> None:

@@ -3,9 +3,13 @@
 The principal is authenticated by the caller (``app.Transformer``); these handlers check model
 access, read and check the body, take the limits and hand the request to KServe's app,
 copying its status into the ``Exchange`` and adding the rate-limit headers to its answer.
+Probes are answered without KServe's app while it is not built (``probe_answer``).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Collection
 
 from nexus.auth import Principal
 from nexus.edge.asgi import (
@@ -20,6 +24,34 @@ from nexus.edge.asgi import (
 )
 from nexus.transformer import kserve_inputs
 from nexus.transformer.components import Components, Exchange
+
+_MODEL_PROBE = re.compile(r"/v2/models/(?P<v2>[^/]+)/ready|/v1/models/(?P<v1>[^/:]+)")
+
+
+def probe_answer(method: str, path: str, models: Collection[str]) -> dict[str, object] | None:
+    """KServe's 200 body for a ``GET`` probe of a transformer that has served nothing else.
+
+    Until its app is built KServe's registry is the one ``kserve_bridge`` starts with: every
+    public name, one ``ProxyModel`` that is ready, and no predictor health check. KServe 0.21
+    then answers (``DataPlane.live``, ``ready``, ``model_ready`` in
+    ``kserve/protocol/dataplane.py``; ``v1_endpoints.py``, ``v2_endpoints.py``) the bodies
+    below; ``tests/transformer/test_lean_start.py`` compares each with KServe's own app.
+    ``None`` for anything else (another method, a name not served: KServe's errors), which
+    KServe's app answers.
+    """
+    if method != "GET":
+        return None
+    if path == "/":
+        return {"status": "alive"}
+    if path == "/v2/health/live":
+        return {"live": True}
+    if path == "/v2/health/ready":
+        return {"ready": True}
+    found = _MODEL_PROBE.fullmatch(path)
+    name = (found["v2"] or found["v1"]) if found else None
+    if name and name in models:
+        return {"name": name, "ready": True}
+    return None
 
 
 def _recording(send: Send, ex: Exchange) -> Send:
