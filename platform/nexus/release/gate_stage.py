@@ -12,7 +12,7 @@ champion at ``prev``:
   that host as the ``Host`` header, which the local front routes alike (``local.front``).
 
 A failed verdict is the decision ``blocked``: the canary ends there, the rollback step
-keeps the candidate at 0 % and records ``blocked`` (``rollout.rollback_step``), and no
+keeps the candidate at 0 % and records ``blocked`` (``rollout.end_step``), and no
 commit above 0 % is ever made. The verdict rides in the step's analysis (``gate``) so the
 evidence step writes its report section and MLflow table (``tracking.evidence_step``).
 """
