@@ -127,15 +127,20 @@ def quality_gate(tracking_uri: str, status_url: str, timeout_s: float) -> GateJu
         verdict = judge_candidate(
             candidate=candidate, champion=champion, evaluation=evaluation, thresholds=thresholds
         )
-        now = time.time()
-        return Analysis(
-            "promote" if verdict.passed else "blocked",
-            tuple(f"quality gate: {reason}" for reason in verdict.reasons),
-            now - started,
-            extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
-        )
+        return stage_analysis(verdict, revision, started=started, now=time.time())
 
     return judge
+
+
+def stage_analysis(verdict: GateVerdict, revision: str, *, started: float, now: float) -> Analysis:
+    """The gate stage's judgement of ``revision``: ``blocked`` unless the verdict passed; the
+    verdict rides along for the evidence (``verdict_from``)."""
+    return Analysis(
+        "promote" if verdict.passed else "blocked",
+        tuple(f"quality gate: {reason}" for reason in verdict.reasons),
+        now - started,
+        extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
+    )
 
 
 GateJudge = Callable[[ReleasePlan, str], Analysis]
