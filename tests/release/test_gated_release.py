@@ -107,6 +107,8 @@ class Gated:
                  tmp_path: Path) -> None:  # fmt: skip
         self.model, self.mlflow, self.repo, self.platform = model, mlflow, repo, platform
         self.registry = Registry.connect(mlflow.url)
+        self.state = tmp_path / "state"  # `nexus release --state-dir`
+        self.state.mkdir()
         self._registered = 0
         self.champion = self.register()
         evaluation = tmp_path / f"evaluation-{model}.json"
@@ -123,7 +125,7 @@ class Gated:
         spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100")
         return self.registry.register(self.model, spec, load_pools(default_pools_file())).version
 
-    def release_garbled(self, state: Path, capsys: pytest.CaptureFixture[str], *,
+    def release_garbled(self, capsys: pytest.CaptureFixture[str], *,
                         inline: bool) -> tuple[str, str]:  # fmt: skip
         """A new version whose worker answers like a broken model from the moment it is up
         (the thread wins the race with the release, which polls the status once a second),
@@ -140,7 +142,7 @@ class Gated:
 
         capsys.readouterr()
         with WhenCommitted(self.repo, "at 0 %", garble) as garbled:
-            code = release(version, self.mlflow, self.repo, self.platform, state,
+            code = release(version, self.mlflow, self.repo, self.platform, self.state,
                            steps="50,100", model=model, inline=inline)  # fmt: skip
         out = capsys.readouterr().out
         assert garbled.done
@@ -176,11 +178,9 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     gated = Gated(MODEL, mlflow_server, gitops_repo, local_platform, tmp_path)
-    state = tmp_path / "state"
-    state.mkdir()
 
     # 1. Garbled: blocked at 0 %; the verdict's metrics and table in the release's run.
-    v2, _ = gated.release_garbled(state, capsys, inline=True)
+    v2, _ = gated.release_garbled(capsys, inline=True)
     run = Tracking.connect(mlflow_server.url).linked(MODEL, v2)
     assert run is not None
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -197,7 +197,8 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     chat = f"{local_platform.front(MODEL)}/v1/chat/completions"
     with Traffic(chat, headers={"Authorization": f"Bearer {API_KEY}"}, model=MODEL,
                  interval=0.1):  # fmt: skip
-        code = release(v3, mlflow_server, gitops_repo, local_platform, state, steps="50,100")
+        code = release(v3, mlflow_server, gitops_repo, local_platform, gated.state,
+                       steps="50,100")  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert subjects(gitops_repo)[:3] == [
@@ -226,14 +227,12 @@ def test_through_kfp_local_a_garbled_candidate_is_blocked_at_zero(
 ) -> None:  # fmt: skip
     """The graph, not only the bodies: the canary task's ``blocked`` takes the failed branch."""
     gated = Gated(KFP_MODEL, mlflow_server, gitops_repo, local_platform, tmp_path)
-    state = tmp_path / "state"
-    state.mkdir()
-    version, out = gated.release_garbled(state, capsys, inline=False)
+    version, out = gated.release_garbled(capsys, inline=False)
     for task in ("resolve", "canary", "rollback", "record-outcome"):
         assert f"· {task}" in out, out
     assert "· promote" not in out, out
     # The canary task's Markdown artifact, what the KFP UI shows on the run, is that report.
-    kfp_report = next((state / "kfp").glob("*/canary/report")).read_text()
+    kfp_report = next((gated.state / "kfp").glob("*/canary/report")).read_text()
     assert kfp_report.startswith(f"# Release of {KFP_MODEL} version {version} to local: blocked")
     assert "## Quality gate at 0 %" in kfp_report
 
