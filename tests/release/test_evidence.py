@@ -10,6 +10,7 @@ step does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ from nexus.registry.client import Registry
 from nexus.release import tracking
 from nexus.release.analyze import Analysis, Prometheus, Thresholds, decide, measure, queries
 from nexus.release.canary import summarize
+from nexus.release.gate import GateVerdict
+from nexus.release.gate_stage import stage_analysis
 from nexus.release.plan import ReleasePlan
 from nexus.release.resolve import default_pools_file
 from tests.release.conftest import Mlflow
@@ -268,6 +271,52 @@ def test_evidence_without_prometheus_still_records_the_judgement(
     assert "| 5xx ratio | 0.200 | 0.000 |" in markdown
     assert "no samples" in svg
     assert url in MlflowClient(mlflow_server.url).get_model_version(MODEL, "2").description
+
+
+def test_a_blocked_release_report_leads_with_the_gate_verdict(mlflow_server: Mlflow) -> None:
+    """A candidate the quality gate blocked at 0 % never had a canary window: its report says
+    why it was blocked, with the gate's figures, and not that nothing was compared."""
+    model = "evid-blocked"
+    registry = Registry.connect(mlflow_server.url)
+    spec = c.ServingSpec(storage_uri="hf://acme/evid-blocked", runtime="vllm", gpu_pool="a100")
+    for _ in range(2):
+        registry.register(model, spec, load_pools(default_pools_file()))
+    likelihood = ("likelihood: the reference completions' mean log-probability per token is "
+                  "-9.120 under the candidate against -1.210 under the champion, a drop of "
+                  "7.910 > 1.0 (quality.max_logprob_drop)")  # fmt: skip
+    verdict = GateVerdict(
+        False, (likelihood,),
+        {"examples": 3.0, "candidate_logprob": -9.12, "champion_logprob": -1.21,
+         "logprob_drop": 7.91},
+        ({"id": "calm", "prompt": "the model answers", "delta": -7.91},),
+    )  # fmt: skip
+    now = time.time()
+    stage = stage_analysis(verdict, f"{model}-predictor-00002", started=now - 3, now=now)
+    summary = summarize([{"percent": 0, **json.loads(stage.to_json())}])
+    markdown, svg, run = tracking.evidence_step(
+        tracking_uri=mlflow_server.url,
+        prometheus_url=f"http://127.0.0.1:{free_port()}",  # no window: nothing to query
+        plan_json=dataclasses.replace(_plan(), model=model).to_json(),
+        analysis_json=json.dumps(summary),
+        thresholds=THRESHOLDS,
+        run="nexus-release-blocked",
+    )
+
+    header, gate = markdown.split("\n## Quality gate at 0 %\n", 1)
+    assert header.startswith(f"# Release of {model} version 2 to local: blocked\n")
+    assert f"**blocked**: quality gate: {likelihood}" in header
+    # Straight from the header to the verdict: no window line, no canary section.
+    assert header.rstrip().endswith("| pipeline run | `nexus-release-blocked` |")
+    assert "No canary window" not in markdown
+    assert "## Canary against stable" not in markdown
+    assert gate.lstrip().startswith("**blocked** (exit status 4, outcome `blocked`)")
+    assert f"- {likelihood}" in gate
+    assert "| logprob_drop | 7.91 |" in gate
+    assert "| calm | the model answers | -7.91 |" in gate
+    assert "blocked at 0 % by the quality gate" in svg
+    assert "first release" not in svg
+    params = MlflowClient(mlflow_server.url).get_run(run.run_id).data.params
+    assert (params["canary_percent"], params["steps"]) == ("0", "0")
 
 
 def test_compiled_canary_step_declares_markdown_and_html_artifacts() -> None:

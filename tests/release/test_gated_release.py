@@ -6,6 +6,9 @@ commits into revisions (CPU worker + transformer) behind a front, and its Promet
 garbled candidate (the CPU worker's ``garble`` fault: garbage answers, unlikely reference
 tokens) is blocked at 0 % with exit status 4 and outcome ``blocked``, and Git never holds
 more than 0 % for it; an intact one passes the gate and steps through to the promotion.
+Those run inline (``--inline``); a garbled candidate is blocked once more through the KFP
+graph in ``kfp.local`` (the canary task's decision taking the ``dsl.Else`` branch, the exit
+handler after it), for a model of its own.
 """
 
 from __future__ import annotations
@@ -44,11 +47,13 @@ from tests.support.traffic import Traffic
 
 # Its own model: MLflow lives for the whole session, test_stepped's model must stay ungated.
 MODEL = "gated"
-PATH = f"inference_services/local/inferenceservice.{MODEL}.yaml"
+# The kfp.local run's model: a champion of its own, whatever order the tests run in.
+KFP_MODEL = "gated-kfp"
 
 
-def manifest(repo: Path, rev: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(git("--git-dir", str(repo), "show", f"{rev}:{PATH}"))
+def manifest(repo: Path, rev: str, model: str = MODEL) -> dict[str, Any]:
+    path = f"inference_services/local/inferenceservice.{model}.yaml"
+    doc: dict[str, Any] = yaml.safe_load(git("--git-dir", str(repo), "show", f"{rev}:{path}"))
     return doc
 
 
@@ -60,20 +65,21 @@ def judged(mlflow: Mlflow, version: str) -> dict[str, Any]:
 
 
 def arguments(version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform, *,
-              steps: str) -> dict[str, Any]:  # fmt: skip
+              steps: str, model: str = MODEL) -> dict[str, Any]:  # fmt: skip
     return {**stepped_arguments(version, mlflow, repo, platform, steps=steps),
-            "model_name": MODEL}  # fmt: skip
+            "model_name": model}  # fmt: skip
 
 
-def revision(n: int) -> str:
-    return f"{MODEL}-predictor-{n:05d}"
+def revision(n: int, model: str = MODEL) -> str:
+    return f"{model}-predictor-{n:05d}"
 
 
 def release(version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform, state: Path,
-            *, steps: str) -> int:  # fmt: skip
+            *, steps: str, model: str = MODEL, inline: bool = True) -> int:  # fmt: skip
+    """``nexus release``: inline, or through the KFP pipeline in ``kfp.local``."""
     args = arguments(version, mlflow, repo, platform, steps=steps)
-    return main(["release", MODEL, "--version", version, "--inline", "--steps", steps,
-                 "--environment", "local", "--state-dir", str(state),
+    return main(["release", model, "--version", version, *(["--inline"] if inline else []),
+                 "--steps", steps, "--environment", "local", "--state-dir", str(state),
                  "--tracking-uri", mlflow.url, "--gitops-repo", str(repo),
                  "--prometheus-url", platform.prometheus_url,
                  "--status-url", platform.status_url,
@@ -82,7 +88,7 @@ def release(version: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform, s
                  "--min-canary-requests", "5", "--wait-timeout", "120"])  # fmt: skip
 
 
-def percents_since(repo: Path, subject: str) -> list[Any]:
+def percents_since(repo: Path, subject: str, model: str = MODEL) -> list[Any]:
     """``canaryTrafficPercent`` of every commit after the one whose subject is ``subject``."""
     revs = git("--git-dir", str(repo), "log", "--format=%H %s", "main").splitlines()
     found: list[Any] = []
@@ -90,8 +96,80 @@ def percents_since(repo: Path, subject: str) -> list[Any]:
         sha, title = line.split(" ", 1)
         if title == subject:
             return found
-        found.append(manifest(repo, sha)["spec"]["predictor"].get("canaryTrafficPercent"))
+        found.append(manifest(repo, sha, model)["spec"]["predictor"].get("canaryTrafficPercent"))
     raise AssertionError(f"no commit {subject!r}")
+
+
+class Gated:
+    """A model with an evaluation set and a champion (version 1, released inline)."""
+
+    def __init__(self, model: str, mlflow: Mlflow, repo: Path, platform: LocalPlatform,
+                 tmp_path: Path) -> None:  # fmt: skip
+        self.model, self.mlflow, self.repo, self.platform = model, mlflow, repo, platform
+        self.registry = Registry.connect(mlflow.url)
+        self.state = tmp_path / "state"  # `nexus release --state-dir`
+        self.state.mkdir()
+        self._registered = 0
+        self.champion = self.register()
+        evaluation = tmp_path / f"evaluation-{model}.json"
+        evaluation.write_text(json.dumps(EXAMPLES))
+        assert main(["registry", "evaluation-set", model, str(evaluation),
+                     "--tracking-uri", mlflow.url, "--max-logprob-drop", "1.0"]) == 0  # fmt: skip
+        # A first release has no champion to compare with: straight to 100 %, no gate.
+        first = arguments(self.champion, mlflow, repo, platform, steps="", model=model)
+        assert run_inline(first) == "promoted"
+
+    def register(self) -> str:
+        self._registered += 1
+        uri = f"hf://acme/{self.model}-v{self._registered}"
+        spec = c.ServingSpec(storage_uri=uri, runtime="vllm", gpu_pool="a100")
+        return self.registry.register(self.model, spec, load_pools(default_pools_file())).version
+
+    def release_garbled(self, capsys: pytest.CaptureFixture[str], *,
+                        inline: bool) -> tuple[str, str]:  # fmt: skip
+        """A new version whose worker answers like a broken model from the moment it is up
+        (the thread wins the race with the release, which polls the status once a second),
+        blocked at 0 %: the version and the command's output."""
+        version, model = self.register(), self.model
+        number = int(version)
+
+        def garble() -> None:
+            deadline = time.monotonic() + 60
+            while (url := self.platform.worker_url(revision(number, model))) is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            httpx.post(f"{url}/admin/faults", json={"garble": True}).raise_for_status()
+
+        capsys.readouterr()
+        with WhenCommitted(self.repo, "at 0 %", garble) as garbled:
+            code = release(version, self.mlflow, self.repo, self.platform, self.state,
+                           steps="50,100", model=model, inline=inline)  # fmt: skip
+        out = capsys.readouterr().out
+        assert garbled.done
+        assert code == EXIT_BLOCKED, out
+        assert f"{model} version {version}: {OUTCOME_BLOCKED}" in out
+        assert subjects(self.repo)[:2] == [
+            f"Roll back {model} version {version} in local",
+            f"Canary {model} version {version} in local at 0 %",
+        ]
+        # Nothing above 0 % was ever committed for the candidate.
+        champion = f"Release {model} version {self.champion} in local"
+        assert percents_since(self.repo, champion, model) == [0, 0]
+        assert manifest(self.repo, "main~1", model)["metadata"]["annotations"][ANNOTATION] == "true"
+        tags = self.registry.version(model, version).tags
+        assert tags[c.RELEASE_STATUS] == OUTCOME_BLOCKED
+        assert tags[c.RELEASE_ANALYSIS].startswith("blocked: quality gate: likelihood:")
+        assert self.registry.alias(model, c.CHAMPION) == self.champion
+        assert self.registry.alias(model, c.CHALLENGER) is None
+        # The report leads with the gate's verdict: no canary window came before it.
+        report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0]).read_text()
+        header, gate = report.split("\n## Quality gate at 0 %\n", 1)
+        assert header.startswith(f"# Release of {model} version {version} to local: blocked\n")
+        assert "No canary window" not in report
+        assert "## Canary against stable" not in report
+        assert gate.lstrip().startswith("**blocked** (exit status 4, outcome `blocked`)")
+        assert "| logprob_drop |" in gate
+        return version, out
 
 
 @pytest.mark.timeout(900)
@@ -99,60 +177,10 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     mlflow_server: Mlflow, gitops_repo: Path, local_platform: LocalPlatform, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    registry = Registry.connect(mlflow_server.url)
-    registered: list[str] = []
+    gated = Gated(MODEL, mlflow_server, gitops_repo, local_platform, tmp_path)
 
-    def register() -> str:
-        registered.append(f"hf://acme/gated-v{len(registered) + 1}")
-        spec = c.ServingSpec(storage_uri=registered[-1], runtime="vllm", gpu_pool="a100")
-        return registry.register(MODEL, spec, load_pools(default_pools_file())).version
-
-    v1 = register()
-    evaluation = tmp_path / "evaluation.json"
-    evaluation.write_text(json.dumps(EXAMPLES))
-    assert main(["registry", "evaluation-set", MODEL, str(evaluation),
-                 "--tracking-uri", mlflow_server.url, "--max-logprob-drop", "1.0"]) == 0  # fmt: skip
-    # A first release has no champion to compare with: straight to 100 %, no gate.
-    assert run_inline(arguments(v1, mlflow_server, gitops_repo, local_platform, steps="")) == (
-        "promoted"
-    )
-    state = tmp_path / "state"
-    state.mkdir()
-    capsys.readouterr()
-
-    # 1. Garbled: its worker answers like a broken model from the moment it is up (the
-    #    thread wins the race with the release, which polls the status once a second).
-    v2 = register()
-
-    def garble() -> None:
-        deadline = time.monotonic() + 60
-        while (url := local_platform.worker_url(revision(2))) is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        httpx.post(f"{url}/admin/faults", json={"garble": True}).raise_for_status()
-
-    with WhenCommitted(gitops_repo, "at 0 %", garble) as garbled:
-        code = release(v2, mlflow_server, gitops_repo, local_platform, state, steps="50,100")
-    out = capsys.readouterr().out
-    assert garbled.done
-    assert code == EXIT_BLOCKED, out
-    assert f"{MODEL} version {v2}: {OUTCOME_BLOCKED}" in out
-    assert subjects(gitops_repo)[:2] == [
-        f"Roll back {MODEL} version {v2} in local",
-        f"Canary {MODEL} version {v2} in local at 0 %",
-    ]
-    # Nothing above 0 % was ever committed for the candidate.
-    assert percents_since(gitops_repo, f"Release {MODEL} version {v1} in local") == [0, 0]
-    assert manifest(gitops_repo, "main~1")["metadata"]["annotations"][ANNOTATION] == "true"
-    tags = registry.version(MODEL, v2).tags
-    assert tags[c.RELEASE_STATUS] == OUTCOME_BLOCKED
-    assert tags[c.RELEASE_ANALYSIS].startswith("blocked: quality gate: likelihood:")
-    assert registry.alias(MODEL, c.CHAMPION) == v1
-    assert registry.alias(MODEL, c.CHALLENGER) is None
-    # The evidence: the report's gate section, the verdict's metrics and table in the run.
-    report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0]).read_text()
-    assert "## Quality gate at 0 %" in report
-    assert "**blocked** (exit status 4, outcome `blocked`)" in report
+    # 1. Garbled: blocked at 0 %; the verdict's metrics and table in the release's run.
+    v2, _ = gated.release_garbled(capsys, inline=True)
     run = Tracking.connect(mlflow_server.url).linked(MODEL, v2)
     assert run is not None
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -165,11 +193,12 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     assert [row[0] for row in table["data"]] == ["calm", "stream", "vocab"]
 
     # 2. Intact: passes the gate at 0 %, then takes its 50 % step with live traffic.
-    v3 = register()
+    v3 = gated.register()
     chat = f"{local_platform.front(MODEL)}/v1/chat/completions"
     with Traffic(chat, headers={"Authorization": f"Bearer {API_KEY}"}, model=MODEL,
                  interval=0.1):  # fmt: skip
-        code = release(v3, mlflow_server, gitops_repo, local_platform, state, steps="50,100")
+        code = release(v3, mlflow_server, gitops_repo, local_platform, gated.state,
+                       steps="50,100")  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert subjects(gitops_repo)[:3] == [
@@ -177,15 +206,35 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
         f"Canary {MODEL} version {v3} in local at 50 %",
         f"Canary {MODEL} version {v3} in local at 0 %",
     ]
-    assert registry.alias(MODEL, c.CHAMPION) == v3
+    assert gated.registry.alias(MODEL, c.CHAMPION) == v3
     gate, step = judged(mlflow_server, v3)["steps"]
     assert (gate["percent"], gate["decision"]) == (0, "promote")
     assert gate["gate"]["metrics"]["logprob_drop"] == pytest.approx(0.0)
     assert gate["revision"] == revision(3)
     assert (step["percent"], step["decision"]) == (50, "promote")
-    assert registry.version(MODEL, v3).tags[c.RELEASE_ANALYSIS] == (
+    assert gated.registry.version(MODEL, v3).tags[c.RELEASE_ANALYSIS] == (
         "promote: quality gate at 0 % passed; canary within every threshold at 50 %"
     )
+    # The report in the release's order: the gate at 0 %, then the traffic step.
+    report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0]).read_text()
+    assert report.index("## Quality gate at 0 %") < report.index("## Canary against stable")
+
+
+@pytest.mark.timeout(600)
+def test_through_kfp_local_a_garbled_candidate_is_blocked_at_zero(
+    mlflow_server: Mlflow, gitops_repo: Path, local_platform: LocalPlatform, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The graph, not only the bodies: the canary task's ``blocked`` takes the failed branch."""
+    gated = Gated(KFP_MODEL, mlflow_server, gitops_repo, local_platform, tmp_path)
+    version, out = gated.release_garbled(capsys, inline=False)
+    for task in ("resolve", "canary", "rollback", "record-outcome"):
+        assert f"· {task}" in out, out
+    assert "· promote" not in out, out
+    # The canary task's Markdown artifact, what the KFP UI shows on the run, is that report.
+    kfp_report = next((gated.state / "kfp").glob("*/canary/report")).read_text()
+    assert kfp_report.startswith(f"# Release of {KFP_MODEL} version {version} to local: blocked")
+    assert "## Quality gate at 0 %" in kfp_report
 
 
 def _plan(**changes: Any) -> ReleasePlan:

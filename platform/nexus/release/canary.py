@@ -8,7 +8,7 @@ against stable over the seconds the step ran, with the minimum request count of 
 thresholds. A step with fewer requests than that is judged a rollback, the reason naming
 the count: a share the canary did not get is never promoted. The first step that is not
 judged ``promote`` ends the canary, and no later step is committed; the step of 100 is
-the promotion (``rollout.promote_step``) once every step before it passed.
+the promotion (``rollout.end_step``) once every step before it passed.
 
 While a window runs, the canary alert of the shipped PrometheusRule
 (``CANARY_ALERT``, ``platform/k8s/monitoring/nexus.prometheusrule.yaml``) firing for the

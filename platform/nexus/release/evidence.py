@@ -112,8 +112,15 @@ def report(
     promql: Mapping[str, str],
     *,
     note: str = "",
+    gate: str = "",
 ) -> str:
-    """The judgement in Markdown: decision, each threshold with both values, counts, window."""
+    """The judgement in Markdown: decision, each threshold with both values, counts, window.
+
+    ``gate`` is the quality gate's section (``gate.report_section``), placed in the
+    release's order: the gate at 0 % is the first stage, so its verdict comes before the
+    traffic steps, and it is all a blocked candidate's report has to say (it never had a
+    canary window).
+    """
     decision = analysis["decision"]
     reasons = "; ".join(analysis.get("reasons", []))
     lines = [
@@ -132,18 +139,24 @@ def report(
         lines.append(f"| Git commit | `{release.git_commit}` |")
     if release.pipeline_run:
         lines.append(f"| pipeline run | `{release.pipeline_run}` |")
+    if canary is not None:
+        window_s = float(analysis.get("window_s", 0.0))
+        end = analysis.get("window_end")
+        span = f"{window_s:.0f} s"
+        if end is not None:
+            span += f", {_utc(float(end) - window_s)} to {_utc(float(end))}"
+        lines += [
+            f"| canary | {release.canary_percent} % on `{canary['revision']}` |",
+            f"| stable | `{stable['revision'] if stable else '-'}` |",
+            f"| window | {span} |",
+        ]
+    if gate:
+        lines += ["", gate.rstrip("\n")]
     if canary is None:
-        lines += ["", "No canary window: nothing was compared."]
+        if not gate:
+            lines += ["", "No canary window: nothing was compared."]
         return "\n".join(lines) + "\n"
-    window_s = float(analysis.get("window_s", 0.0))
-    end = analysis.get("window_end")
-    span = f"{window_s:.0f} s"
-    if end is not None:
-        span += f", {_utc(float(end) - window_s)} to {_utc(float(end))}"
     lines += [
-        f"| canary | {release.canary_percent} % on `{canary['revision']}` |",
-        f"| stable | `{stable['revision'] if stable else '-'}` |",
-        f"| window | {span} |",
         "",
         "## Canary against stable",
         "",
@@ -238,7 +251,13 @@ def chart(
     if analysis.get("canary") is None:
         axes = figure.add_subplot()
         axes.axis("off")
-        axes.text(0.5, 0.5, "first release: no canary window to compare", ha="center")
+        if analysis["decision"] == "blocked":
+            why = "blocked at 0 % by the quality gate: no canary window to compare"
+        elif analysis.get("steps"):
+            why = "no traffic step before 100 %: no canary window to compare"
+        else:
+            why = "first release: no canary window to compare"
+        axes.text(0.5, 0.5, why, ha="center")
     else:
         start = window_start(analysis)
         bounds = limits(analysis.get("stable"), thresholds)

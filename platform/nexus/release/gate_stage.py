@@ -12,7 +12,7 @@ champion at ``prev``:
   that host as the ``Host`` header, which the local front routes alike (``local.front``).
 
 A failed verdict is the decision ``blocked``: the canary ends there, the rollback step
-keeps the candidate at 0 % and records ``blocked`` (``rollout.rollback_step``), and no
+keeps the candidate at 0 % and records ``blocked`` (``rollout.end_step``), and no
 commit above 0 % is ever made. The verdict rides in the step's analysis (``gate``) so the
 evidence step writes its report section and MLflow table (``tracking.evidence_step``).
 """
@@ -127,15 +127,20 @@ def quality_gate(tracking_uri: str, status_url: str, timeout_s: float) -> GateJu
         verdict = judge_candidate(
             candidate=candidate, champion=champion, evaluation=evaluation, thresholds=thresholds
         )
-        now = time.time()
-        return Analysis(
-            "promote" if verdict.passed else "blocked",
-            tuple(f"quality gate: {reason}" for reason in verdict.reasons),
-            now - started,
-            extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
-        )
+        return stage_analysis(verdict, revision, started=started, now=time.time())
 
     return judge
+
+
+def stage_analysis(verdict: GateVerdict, revision: str, *, started: float, now: float) -> Analysis:
+    """The gate stage's judgement of ``revision``: ``blocked`` unless the verdict passed; the
+    verdict rides along for the evidence (``verdict_from``)."""
+    return Analysis(
+        "promote" if verdict.passed else "blocked",
+        tuple(f"quality gate: {reason}" for reason in verdict.reasons),
+        now - started,
+        extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
+    )
 
 
 GateJudge = Callable[[ReleasePlan, str], Analysis]

@@ -2,8 +2,12 @@
 
 resolve → canary (each traffic step committed, waited for and judged) → promote | roll
 back, in an exit handler that records the outcome. The components below only declare
-each step's interface to KFP (inputs, outputs, artifacts) and call the step's body in
-``nexus.release.steps``; ``release`` builds the tasks from ``steps.STEPS``.
+each step's interface to KFP (inputs, outputs, artifacts) and hand their inputs, their
+``locals()``, to the step's body (``steps.call``); ``release`` builds the tasks from
+``steps.STEPS``. KFP builds a component's interface from its signature and runs the
+function's own source as a module (kfp 2.17, ``kfp/dsl/component_factory.py``), and names
+its task and executor after the function: so promote and rollback stay two components with
+the same inputs, written out in each signature, and one body (``steps.end``).
 
 Components are lightweight Python components whose bodies call ``nexus.release``; they
 install nothing at run time, so the base image must already hold ``nexus`` with its
@@ -76,18 +80,9 @@ def resolve(
     run: str,
 ) -> str:
     """The version exists, its tags and the canary's steps are valid; before any side effect."""
-    from nexus.release import steps as graph
+    from nexus.release.steps import call
 
-    return graph.resolve(
-        tracking_uri=tracking_uri,
-        model_name=model_name,
-        version=version,
-        environment=environment,
-        namespace=namespace,
-        steps=steps,
-        canary_percent=canary_percent,
-        run=run,
-    )
+    return call("resolve", locals())
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -114,28 +109,15 @@ def canary(
     """
     import json
 
-    from nexus.release import steps as graph
     from nexus.release.evidence import chart_html
+    from nexus.release.steps import call
 
     written: dict[str, str] = {}
 
     def keep(markdown: str, svg: str, url: str) -> None:
         written.update(markdown=markdown, svg=svg, url=url)
 
-    summary = graph.canary(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        prometheus_url=prometheus_url,
-        plan=plan,
-        analysis_window_s=analysis_window_s,
-        max_error_ratio=max_error_ratio,
-        max_p95_latency_ratio=max_p95_latency_ratio,
-        min_canary_requests=min_canary_requests,
-        wait_timeout_s=wait_timeout_s,
-        run=run,
-        evidence=keep,
-    )
+    summary = call("canary", {**locals(), "evidence": keep})
     with open(analysis.path, "w", encoding="utf-8") as out:
         out.write(summary)
     with open(report.path, "w", encoding="utf-8") as out:
@@ -160,17 +142,9 @@ def promote(
     wait_timeout_s: float,
 ) -> str:
     """100 % on the new version, then ``champion`` moves to it."""
-    from nexus.release import steps as graph
+    from nexus.release.steps import call
 
-    return graph.promote(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        plan=plan,
-        summary=summary,
-        run=run,
-        wait_timeout_s=wait_timeout_s,
-    )
+    return call("promote", locals())
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -184,17 +158,9 @@ def rollback(
     wait_timeout_s: float,
 ) -> str:
     """``canaryTrafficPercent: 0``: the champion serves everything again."""
-    from nexus.release import steps as graph
+    from nexus.release.steps import call
 
-    return graph.rollback(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        plan=plan,
-        summary=summary,
-        run=run,
-        wait_timeout_s=wait_timeout_s,
-    )
+    return call("rollback", locals())
 
 
 @dsl.component(base_image=RELEASE_IMAGE, install_kfp_package=False)
@@ -207,17 +173,9 @@ def record_outcome(
     status: PipelineTaskFinalStatus,
 ) -> None:
     """Exit handler: a failed run's canary leaves traffic; the registry records the outcome."""
-    from nexus.release import steps as graph
+    from nexus.release.steps import call
 
-    graph.record_outcome(
-        tracking_uri=tracking_uri,
-        gitops_repo=gitops_repo,
-        model_name=model_name,
-        version=version,
-        run=run,
-        state=status.state,
-        error=status.error_message or "",
-    )
+    call("record-outcome", {**locals(), "state": status.state, "error": status.error_message or ""})
 
 
 # The KFP component of each step of ``steps.STEPS`` and ``steps.EXIT``, by step name.

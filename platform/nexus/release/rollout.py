@@ -10,6 +10,9 @@ registry is only updated once the cluster shows the traffic where Git says it is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Final, Literal
+
 from nexus.errors import NexusError
 from nexus.registry.client import Registry
 from nexus.registry.conventions import ReleaseStatus
@@ -51,22 +54,48 @@ def commit_traffic(
     )
 
 
-def _apply(
+Ending = Literal["promote", "rollback"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Traffic:
+    """What an ending commits and waits for."""
+
+    canary_percent: int | None  # ``None``: no ``canaryTrafficPercent``, Knative sends 100 %
+    expect: Expect
+    action: str  # the commit subject's verb (``gitops.commit_step``)
+
+
+_TRAFFIC: Final[dict[Ending, _Traffic]] = {
+    "promote": _Traffic(None, "full", "Promote"),
+    "rollback": _Traffic(0, "rollback", "Roll back"),
+}
+
+
+def end_step(
+    ending: Ending,
     *,
-    plan: ReleasePlan,
-    canary_percent: int | None,
-    expect: Expect,
-    action: str,
+    tracking_uri: str,
     gitops_repo: str,
     status_url: str,
+    plan_json: str,
+    analysis_json: str,
     run: str,
     timeout_s: float,
-    pools_file: str,
+    pools_file: str = "",
 ) -> str:
+    """The KFP component's body of the canary's end; the outcome.
+
+    ``promote``: 100 % on the new version, which becomes ``champion`` (``promoted``).
+    ``rollback``: the canary gets 0 %, the champion serves everything; ``blocked`` when the
+    quality gate refused the candidate, else ``rolled_back``.
+    """
+    plan = ReleasePlan.from_json(plan_json)
+    traffic = _TRAFFIC[ending]
     commit = commit_traffic(
         plan=plan,
-        canary_percent=canary_percent,
-        action=action,
+        canary_percent=traffic.canary_percent,
+        action=traffic.action,
         gitops_repo=gitops_repo,
         run=run,
         pools_file=pools_file,
@@ -76,78 +105,24 @@ def _apply(
         namespace=plan.namespace,
         model=plan.model,
         commit=commit,
-        expect=expect,
+        expect=traffic.expect,
         canary_percent=0,
         timeout_s=timeout_s,
         gitops_repo=gitops_repo,
     )
-    return commit
-
-
-def promote_step(
-    *,
-    tracking_uri: str,
-    gitops_repo: str,
-    status_url: str,
-    plan_json: str,
-    analysis_json: str,
-    run: str,
-    timeout_s: float,
-    pools_file: str = "",
-) -> str:
-    """The KFP component's body: 100 % on the new version, which becomes ``champion``."""
-    plan = ReleasePlan.from_json(plan_json)
-    commit = _apply(
-        plan=plan,
-        canary_percent=None,
-        expect="full",
-        action="Promote",
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        run=run,
-        timeout_s=timeout_s,
-        pools_file=pools_file,
-    )
     registry = Registry.connect(tracking_uri)
-    record.mark_promoted(registry, plan, commit=commit, run=run, analysis=analysis_json)
-    print(f"nexus-release: {plan.model} version {plan.version} promoted ({commit[:12]})")
-    return "promoted"
-
-
-def rollback_step(
-    *,
-    tracking_uri: str,
-    gitops_repo: str,
-    status_url: str,
-    plan_json: str,
-    analysis_json: str,
-    run: str,
-    timeout_s: float,
-    pools_file: str = "",
-) -> str:
-    """The KFP component's body: the canary gets 0 %, the champion serves everything;
-    ``blocked`` when the quality gate refused the candidate, else ``rolled_back``."""
-    plan = ReleasePlan.from_json(plan_json)
-    commit = _apply(
-        plan=plan,
-        canary_percent=0,
-        expect="rollback",
-        action="Roll back",
-        gitops_repo=gitops_repo,
-        status_url=status_url,
-        run=run,
-        timeout_s=timeout_s,
-        pools_file=pools_file,
-    )
-    registry = Registry.connect(tracking_uri)
-    # The quality gate refused it at 0 %: it never had traffic, the outcome is ``blocked``.
-    status: ReleaseStatus = (
-        OUTCOME_BLOCKED if record.decision(analysis_json) == "blocked" else "rolled_back"
-    )
-    record.mark_rolled_back(
-        registry, plan, commit=commit, run=run, analysis=analysis_json, status=status
-    )
-    said = "blocked by the quality gate" if status == OUTCOME_BLOCKED else "rolled back"
+    status: ReleaseStatus
+    if ending == "promote":
+        status, said = "promoted", "promoted"
+        record.mark_promoted(registry, plan, commit=commit, run=run, analysis=analysis_json)
+    else:
+        # The quality gate refused it at 0 %: it never had traffic, the outcome is ``blocked``.
+        blocked = record.decision(analysis_json) == "blocked"
+        status = OUTCOME_BLOCKED if blocked else "rolled_back"
+        said = "blocked by the quality gate" if blocked else "rolled back"
+        record.mark_rolled_back(
+            registry, plan, commit=commit, run=run, analysis=analysis_json, status=status
+        )
     print(f"nexus-release: {plan.model} version {plan.version} {said} ({commit[:12]})")
     return status
 

@@ -9,7 +9,7 @@ whatever happened. ``nexus.release.pipeline`` turns each step into a KFP task
 A body's keyword arguments are named after what feeds them: a pipeline parameter
 (``tracking_uri``, ``model_name``, ...), ``run`` (the pipeline run's name), or an
 earlier step's ``output`` (``plan``, ``summary``); the KFP component of a step has the
-same inputs (``tests/release/test_steps.py``). Each body records its own failure in the
+same inputs (``tests/release/test_stepped.py``). Each body records its own failure in the
 registry (``record.step_errors``): KFP tells an exit handler only that "a task failed".
 
 A check before any traffic, the quality gate at 0 % when the model has an evaluation set,
@@ -23,9 +23,13 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from nexus.release.record import step_errors
+
+if TYPE_CHECKING:
+    from nexus.release.rollout import Ending
 
 Branch = Literal["always", "passed", "failed"]
 # What the canary's summary decides, for the branches (``analyze.Decision``).
@@ -112,34 +116,18 @@ def canary(
     return text
 
 
-def promote(
-    *, tracking_uri: str, gitops_repo: str, status_url: str, plan: str, summary: str, run: str,
-    wait_timeout_s: float,
+def end(
+    ending: Ending, *, tracking_uri: str, gitops_repo: str, status_url: str, plan: str,
+    summary: str, run: str, wait_timeout_s: float,
 ) -> str:  # fmt: skip
-    """100 % on the new version, then ``champion`` moves to it."""
-    from nexus.release.rollout import promote_step
+    """The canary's end, one body for both branches (``rollout.end_step``): ``promote``, 100 %
+    on the new version and ``champion`` moves to it; ``rollback``, ``canaryTrafficPercent: 0``
+    and the champion serves everything again."""
+    from nexus.release.rollout import end_step
 
-    with step_errors(tracking_uri, run, "promote", plan=plan):
-        return promote_step(
-            tracking_uri=tracking_uri,
-            gitops_repo=gitops_repo,
-            status_url=status_url,
-            plan_json=plan,
-            analysis_json=summary,
-            run=run,
-            timeout_s=wait_timeout_s,
-        )
-
-
-def rollback(
-    *, tracking_uri: str, gitops_repo: str, status_url: str, plan: str, summary: str, run: str,
-    wait_timeout_s: float,
-) -> str:  # fmt: skip
-    """``canaryTrafficPercent: 0``: the champion serves everything again."""
-    from nexus.release.rollout import rollback_step
-
-    with step_errors(tracking_uri, run, "rollback", plan=plan):
-        return rollback_step(
+    with step_errors(tracking_uri, run, ending, plan=plan):
+        return end_step(
+            ending,
             tracking_uri=tracking_uri,
             gitops_repo=gitops_repo,
             status_url=status_url,
@@ -171,8 +159,8 @@ def record_outcome(
 STEPS: Final = (
     Step("resolve", resolve, output="plan"),
     Step("canary", canary, output="summary", pushes=True),
-    Step("promote", promote, branch="passed", pushes=True),
-    Step("rollback", rollback, branch="failed", pushes=True),
+    Step("promote", partial(end, "promote"), branch="passed", pushes=True),
+    Step("rollback", partial(end, "rollback"), branch="failed", pushes=True),
 )
 EXIT: Final = Step("record-outcome", record_outcome, pushes=True)
 
@@ -191,6 +179,16 @@ def inputs(step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
         elif parameter.default is inspect.Parameter.empty:
             raise TypeError(f"step {step.name} needs {name!r}, which nothing provides")
     return found
+
+
+def call(name: str, values: Mapping[str, Any]) -> str:
+    """The body of the step named ``name``, its inputs taken from ``values``.
+
+    What each KFP component runs, handing over its ``locals()``: a component's inputs are
+    its step's keyword arguments (``tests/release/test_stepped.py``).
+    """
+    step = next(step for step in (*STEPS, EXIT) if step.name == name)
+    return step.body(**inputs(step, values))
 
 
 def run_steps(values: Mapping[str, Any]) -> str:

@@ -335,11 +335,14 @@ def evidence_step(
         tags = Registry.connect(tracking_uri).version(plan.model, plan.version).tags
     except RegistryError as exc:
         raise ReleaseError(f"cannot read the version for its release run: {exc}") from exc
+    # The share the candidate was last judged at: 0 when the gate blocked it; 100 when it
+    # went straight there (a first release, or a gate passed with no traffic step after it).
+    judged = analysis.get("canary") or analysis["decision"] == "blocked"
     release = Release(
         model=plan.model,
         version=plan.version,
         environment=plan.environment,
-        canary_percent=int(analysis.get("percent", 100)) if analysis.get("canary") else 100,
+        canary_percent=int(analysis.get("percent", 100)) if judged else 100,
         steps=tuple(int(step["percent"]) for step in analysis.get("steps", ())),
         git_commit=tags.get(c.RELEASE_GIT_COMMIT, "") if tags.get(c.RELEASE_RUN) == run else "",
         pipeline_run=run,
@@ -371,10 +374,9 @@ def evidence_step(
         except ReleaseError as exc:
             note = f"no chart data: {exc}"
     by_role = role_series(analysis, measured)
-    markdown = report(release, analysis, thresholds, promql, note=note)
     verdict = verdict_from(analysis)
-    if verdict is not None:
-        markdown += "\n" + report_section(verdict)
+    gate = "" if verdict is None else report_section(verdict)
+    markdown = report(release, analysis, thresholds, promql, note=note, gate=gate)
     svg = chart(release, analysis, thresholds, by_role, note="no data" if note else "")
     try:
         tracking = Tracking.connect(tracking_uri)
