@@ -271,7 +271,7 @@ def evidence_lines(
 
 def steps_lines(analysis: Mapping[str, Any]) -> str:
     """Every stage of a release: the gate's verdict at 0 %, each step's window as a table."""
-    from nexus.release.gate_stage import GATE_KEY
+    from nexus.release.gate import GATE_KEY
 
     lines = []
     for step in analysis.get("steps") or [analysis]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from nexus.release.analyze import LATENCY_FLOOR_S, Series, Thresholds
+from nexus.release.gate import GATE_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,9 @@ def _steps(analysis: Mapping[str, Any]) -> list[str]:
              "stable p95 | judgement |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for step in steps:
+        if step.get(GATE_KEY):
+            lines.append(_gate_row(step))
+            continue
         canary, stable = step.get("canary") or {}, step.get("stable") or {}
         ratio = canary.get("error_ratio")
         window = f"{float(step['window_s']):.0f} s"
@@ -223,6 +227,18 @@ def _steps(analysis: Mapping[str, Any]) -> list[str]:
             f"| {step['decision']}: {'; '.join(step.get('reasons', []))} |"
         )
     return lines
+
+
+def _gate_row(step: Mapping[str, Any]) -> str:
+    """The gate's stage in the steps table: no traffic, judged on the evaluation set."""
+    metrics = step[GATE_KEY]["metrics"]
+    measured = (f"log-probability {metrics['candidate_logprob']:.3f} against "
+                f"{metrics['champion_logprob']:.3f} nats/token, checks "
+                f"{100 * metrics['candidate_check_rate']:.0f} % against "
+                f"{100 * metrics['champion_check_rate']:.0f} %")  # fmt: skip
+    reasons = "; ".join(step.get("reasons", [])) or f"quality gate passed: {measured}"
+    return (f"| 0 % (quality gate) | {float(step['window_s']):.0f} s | no traffic "
+            f"| - | - | - | {step['decision']}: {reasons} |")  # fmt: skip
 
 
 def chart(

@@ -31,6 +31,7 @@ from nexus.release.evaluation import Endpoint, EvaluationSet, Score, score_all
 EXIT_BLOCKED: Final = 4
 OUTCOME_BLOCKED: Final = "blocked"
 TABLE_FILE: Final = "quality_gate.json"
+GATE_KEY: Final = "gate"  # the verdict's key in a stage's analysis
 SHOWN_CHARS: Final = 60  # characters of prompts and answers in the report's table
 
 

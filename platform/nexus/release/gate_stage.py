@@ -28,11 +28,10 @@ from nexus.registry.client import Registry
 from nexus.release import tag_routing
 from nexus.release.analyze import Analysis
 from nexus.release.evaluation import Endpoint, EvaluationSet
-from nexus.release.gate import GateThresholds, GateVerdict, judge_candidate
+from nexus.release.gate import GATE_KEY, GateThresholds, GateVerdict, judge_candidate
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import KUBERNETES_API, status_source
 
-GATE_KEY: Final = "gate"  # the verdict's key in the step's analysis
 READY_POLL_S: Final = 1.0
 
 
