@@ -117,3 +117,46 @@ async def test_a_stopped_workload_is_not_restarted(workloads: Workloads, tmp_pat
     await workloads.probe()
     assert process.poll() is not None
     assert workloads.get(svc.name) is None
+
+
+# Ignores SIGTERM, as a vLLM engine busy shutting down does for up to its grace.
+DEAF_TO_SIGTERM = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+async def test_a_stop_cut_short_leaves_the_pid_file_for_the_next_stopper(
+    workloads: Workloads, tmp_path: Path
+) -> None:
+    """The controller killed during a long stop grace (``nexus down`` waits 10 s, an engine's
+    grace is 60 s) must not orphan the process: its pid file stays until it is gone, so
+    ``Supervisor.stop_all`` still finds it."""
+    svc = Service("deaf", [sys.executable, "-c", DEAF_TO_SIGTERM], free_port())
+    workload = workloads.ensure(svc)
+    process = workload.process
+    assert process is not None
+    pid = process.pid
+    supervisor = Supervisor(tmp_path / "state")
+    assert supervisor.pid_of("deaf") == pid
+    async with asyncio.timeout(20):  # until its handler is set: SIGTERM (15) in SigIgn
+        while not ignores_sigterm(pid):
+            await asyncio.sleep(0.05)
+
+    stopping = asyncio.create_task(workloads.stop("deaf", grace=30))
+    await asyncio.sleep(1.0)  # SIGTERM sent and ignored: the stop is waiting out its grace
+    stopping.cancel()  # the stopper dies here (the thread's wait goes on, unobserved)
+    assert supervisor.pid_of("deaf") == pid
+    assert supervisor.stop_all(timeout=2) == ["deaf"]
+    process.wait(5)  # reaped here, or by the thread of the stop that was cut short
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert supervisor.running() == []

@@ -56,6 +56,7 @@ def test_engine_env_is_the_runtime_env_plus_the_cpu_cache() -> None:
     container = runtime_container(REPO)
     assert engine_env(container, cpu=True)["VLLM_NO_USAGE_STATS"] == "1"
     assert engine_env(container, cpu=True)["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert engine_env(container, cpu=True)["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(container, cpu=False)
 
 

@@ -162,20 +162,20 @@ class Supervisor:
 
     def stop(self, name: str, *, timeout: float = 10.0) -> bool:
         pid = self.pid_of(name)
+        if pid is not None:
+            stop_groups([pid], grace=timeout)
+        # After the stop, not before: a stopper killed meanwhile leaves the pid file behind.
         (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        if pid is None:
-            return False
-        stop_groups([pid], grace=timeout)
-        return True
+        return pid is not None
 
     def stop_all(self, *, timeout: float = 10.0) -> list[str]:
         """Stop the controller first (it would replace what disappears), then the rest at once."""
         names = sorted(self.running(), key=_stop_rank)
         stopped = [n for n in names if n == "controller" and self.stop(n, timeout=timeout)]
         pids = {n: pid for n in names if n != "controller" and (pid := self.pid_of(n))}
+        stop_groups(pids.values(), grace=timeout)
         for name in pids:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        stop_groups(pids.values(), grace=timeout)
         return stopped + list(pids)
 
 

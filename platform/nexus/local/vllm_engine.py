@@ -52,7 +52,12 @@ REMOVED_FLAGS = frozenset({"--disable-log-requests"})
 # What the CPU engine needs on top of the runtime's arguments (issue 10): eager mode starts
 # three times faster, float32 is what the CPU kernels take, and the tiny model's context is 512.
 CPU_ARGS = ("--enforce-eager", "--dtype=float32", "--max-model-len=512")
-CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+# "auto" thread binding pins every engine's worker to the same core (the last logical CPU of
+# each physical core, one CPU kept for the front end: ``_parse_omp_threads_bind_env`` in
+# vllm/utils/ompmultiprocessing.py of vllm-cpu 0.32.0). On one machine running several
+# revisions' engines, an idle engine's worker spinning on core 0 starved the next engine's
+# start there (0 s of CPU in 9 minutes); "nobind" leaves placement to the kernel.
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 STOP_GRACE = 60.0  # seconds between SIGTERM and SIGKILL; vLLM takes up to ~30 s
 
 

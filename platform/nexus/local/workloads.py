@@ -154,8 +154,9 @@ class Workloads:
         ``grace`` defaults to the service's own ``stop_grace`` (a vLLM engine's is long).
         """
         workload = self._items.pop(name, None)
-        (self.supervisor.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        pid_file = self.supervisor.run_dir / f"{name}.pid"
         if workload is None or workload.process is None:
+            pid_file.unlink(missing_ok=True)
             return
         process = workload.process
         # Off the loop: the wait for exit blocks, and the controller keeps serving meanwhile.
@@ -163,6 +164,9 @@ class Workloads:
         await asyncio.to_thread(stop_groups, [process.pid], grace=stop_grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(0.5)  # reaps it, if the wait above did not already
+        # Only now: should the controller be killed during the grace (`nexus down` waits
+        # less than a vLLM engine's), the pid file still names the group for whoever stops next.
+        pid_file.unlink(missing_ok=True)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._items)))
