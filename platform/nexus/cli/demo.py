@@ -277,11 +277,8 @@ def steps_lines(analysis: Mapping[str, Any]) -> str:
     for step in analysis.get("steps") or [analysis]:
         reasons = "; ".join(step.get("reasons", []))
         if step.get(GATE_KEY):
-            metrics = step[GATE_KEY]["metrics"]
-            candidate, champion = metrics["candidate_logprob"], metrics["champion_logprob"]
-            lines.append(f"   at 0 % (quality gate, no traffic): {step.get('decision', '?')}: "
-                         f"reference log-probability {candidate:.3f} nats/token, "
-                         f"the champion's {champion:.3f}")  # fmt: skip
+            lines.append(f"   at 0 % (quality gate, no traffic): {step.get('decision', '?')} "
+                         f"({reasons})")  # fmt: skip
             continue
         window = f"{step.get('window_s', 0):.0f} s window"
         lines.append(f"   at {step.get('percent', '?')} % ({window}): "
@@ -461,7 +458,7 @@ def run(options: DemoOptions, *, say: Say) -> int:
     say(f"Requests by revision in Prometheus: {endpoints['prometheus_url']}/graph?g0.expr={query}")
     say(f"Release another version: nexus registry register {model} --storage-uri hf://... "
         f"--runtime vllm --gpu-pool a100 && nexus release {model} --version N "
-        f"--environment local --canary-percent 20")  # fmt: skip
+        f"--environment local --steps {options.steps}")  # fmt: skip
     say(evidence_lines(options, endpoints, canary, evidence))
     if blocked is not None:
         say(evidence_lines(options, endpoints, *blocked))

@@ -62,6 +62,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         up=up_options,
         analysis_window_s=args.analysis_window or (60.0 if vllm else 30.0),
         wait_timeout_s=args.wait_timeout or (900.0 if vllm else 300.0),
+        steps=args.steps,
         refuse_seconds=args.refuse_seconds,
         inline=args.inline,
     )
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the canary's judged window (30; vllm: 60)")  # fmt: skip
     demo.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
                       help="bound of each rollout wait (300; vllm: 900)")  # fmt: skip
+    demo.add_argument("--steps", default="20,50,100", metavar="PERCENTS",
+                      help="the second release's traffic steps (20,50,100)")  # fmt: skip
     demo.add_argument("--refuse-seconds", type=float, default=60.0, metavar="SECONDS",
                       help="how long the primary's worker refuses connections")  # fmt: skip
     demo.add_argument("--inline", action="store_true",

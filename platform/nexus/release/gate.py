@@ -77,6 +77,19 @@ def _pooled(scores: Sequence[Score]) -> float:
     return sum(tokens) / len(tokens)
 
 
+def measured(verdict: GateVerdict) -> str:
+    """What the gate measured, candidate against champion, in one line."""
+    m = verdict.metrics
+    found = []
+    if "candidate_logprob" in m and "champion_logprob" in m:
+        found.append(f"log-probability {m['candidate_logprob']:.3f} against "
+                     f"{m['champion_logprob']:.3f} nats/token")  # fmt: skip
+    if "candidate_check_rate" in m and "champion_check_rate" in m:
+        found.append(f"checks {100 * m['candidate_check_rate']:.0f} % against "
+                     f"{100 * m['champion_check_rate']:.0f} %")  # fmt: skip
+    return ", ".join(found) or "nothing measured"
+
+
 def _check_rate(scores: Sequence[Score]) -> float | None:
     results = [r for s in scores for r in s.checks]
     return sum(results) / len(results) if results else None

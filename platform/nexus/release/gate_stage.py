@@ -28,7 +28,13 @@ from nexus.registry.client import Registry
 from nexus.release import tag_routing
 from nexus.release.analyze import Analysis
 from nexus.release.evaluation import Endpoint, EvaluationSet
-from nexus.release.gate import GATE_KEY, GateThresholds, GateVerdict, judge_candidate
+from nexus.release.gate import (
+    GATE_KEY,
+    GateThresholds,
+    GateVerdict,
+    judge_candidate,
+    measured,
+)
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import KUBERNETES_API, status_source
 
@@ -136,7 +142,9 @@ def stage_analysis(verdict: GateVerdict, revision: str, *, started: float, now: 
     verdict rides along for the evidence (``verdict_from``)."""
     return Analysis(
         "promote" if verdict.passed else "blocked",
-        tuple(f"quality gate: {reason}" for reason in verdict.reasons),
+        (f"quality gate passed: {measured(verdict)}",)
+        if verdict.passed
+        else tuple(f"quality gate: {reason}" for reason in verdict.reasons),
         now - started,
         extra={"window_end": now, GATE_KEY: verdict_json(verdict), "revision": revision},
     )
