@@ -16,6 +16,7 @@ BENCHMARKS = {
     "limiter-redis": "bench.limiter_redis",
     "resp": "bench.resp",
     "vllm": "bench.vllm",
+    "vllm-binding": "bench.vllm_binding",
     "chaos": "bench.chaos",
 }
 USAGE = "usage: python -m bench <name> [options]   (python -m bench <name> --help)"

