@@ -89,7 +89,7 @@ async def lean_client(upstream: str, redis_url: str | None) -> tuple[Forward, Re
 async def nexus_client(upstream: str, redis_url: str | None) -> tuple[Forward, Resource]:
     """Nexus' own upstream client (``nexus.edge.client``: timeouts, pool checks, retries of
     idempotent calls) and its RESP client, on the lean floor's shape: what the floor
-    becomes on the servers' own parts, before any governance (``bench/costs.py``)."""
+    becomes on the servers' own parts, before any governance (``python -m bench costs``)."""
     origin, path = Origin.of(upstream)
     client = HttpClient(connect_timeout=60.0, read_timeout=60.0)
     resp = None if redis_url is None else RespClient(Endpoint.from_url(redis_url))
