@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from nexus.cli import main
@@ -38,36 +36,15 @@ from nexus.registry import conventions as c
 from nexus.registry.client import Registry
 from nexus.release.gate import EXIT_BLOCKED, OUTCOME_BLOCKED
 from nexus.release.tracking import Tracking
-from tests.release.conftest import API_KEY, local_platform_at
+from tests.release.conftest import API_KEY, git, local_platform_at
+from tests.release.test_gated_release import percents_since
+from tests.release.test_stepped import subjects
 from tests.support.mlflow import mlflow_server
 from tests.support.traffic import Traffic
 from tests.vllm.conftest import ENGINE_START_TIMEOUT
 
 MODEL = "gated-llama"  # the InferenceService's name, which vLLM serves the model as
-PATH = f"inference_services/local/inferenceservice.{MODEL}.yaml"
 UNIFORM = -6.931  # ln(1/1024): every token of the 1,024-token vocabulary equally likely
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "--git-dir", str(repo), *args], check=True,
-                          capture_output=True, text=True)  # fmt: skip
-    return done.stdout.strip()
-
-
-def subjects(repo: Path) -> list[str]:
-    return git(repo, "log", "--format=%s", "main").splitlines()
-
-
-def percents_after(repo: Path, subject: str) -> list[Any]:
-    """``canaryTrafficPercent`` of every commit after the one whose subject is ``subject``."""
-    found: list[Any] = []
-    for line in git(repo, "log", "--format=%H %s", "main").splitlines():
-        sha, title = line.split(" ", 1)
-        if title == subject:
-            return found
-        doc = yaml.safe_load(git(repo, "show", f"{sha}:{PATH}"))
-        found.append(doc["spec"]["predictor"].get("canaryTrafficPercent"))
-    raise AssertionError(f"no commit {subject!r}")
 
 
 def gate_of(tracking_uri: str, version: str) -> dict[str, Any]:
@@ -86,7 +63,7 @@ def test_zeroed_embeddings_are_blocked_at_zero_and_the_intact_copy_is_promoted(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     repo = tmp_path / "gitops.git"
-    git(repo.parent, "init", "--quiet", "--bare", "--initial-branch=main", str(repo))
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(repo))
     with (
         mlflow_server(tmp_path, timeout=180) as url,
         local_platform_at(tmp_path, repo, "--predictor", "vllm") as platform,
@@ -127,7 +104,7 @@ def test_zeroed_embeddings_are_blocked_at_zero_and_the_intact_copy_is_promoted(
             f"Roll back {MODEL} version {v2} in local",
             f"Canary {MODEL} version {v2} in local at 0 %",
         ]
-        assert percents_after(repo, f"Release {MODEL} version {v1} in local") == [0, 0]
+        assert percents_since(repo, f"Release {MODEL} version {v1} in local", MODEL) == [0, 0]
         assert registry.version(MODEL, v2).tags[c.RELEASE_STATUS] == OUTCOME_BLOCKED
         assert registry.alias(MODEL, c.CHAMPION) == v1
         gate = gate_of(url, v2)["gate"]

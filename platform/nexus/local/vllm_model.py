@@ -91,7 +91,7 @@ def register(registry: Registry, model: TinyModel, *, name: str = NAME) -> Versi
 
 
 def _digest(model: TinyModel) -> str:
-    return str(model.digests.get("model.safetensors", ""))[:16]
+    return str(model.digests.get(WEIGHTS_FILE, ""))[:16]
 
 
 def zeroed_copy(model: TinyModel, out: Path, *, tensor: str = EMBEDDINGS) -> Path:
