@@ -51,8 +51,8 @@ def test_tokens_are_paced_first_byte_well_before_the_end(tmp_path: Path) -> None
     with cpu_worker(tmp_path, "--token-latency-ms", "60") as worker:
         started = time.monotonic()
         arrivals = [time.monotonic() - started for _ in stream_chat(worker.url, max_tokens=10)]
-    assert arrivals[0] < 0.3
-    assert arrivals[-1] >= 9 * 0.06
+    # The 9 gaps of 60 ms lie between the first token and the last, however loaded the
+    # machine (an absolute bound on the first token failed under load).
     assert arrivals[-1] - arrivals[0] >= 0.45
 
 

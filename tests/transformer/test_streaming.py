@@ -36,7 +36,9 @@ def test_first_byte_arrives_long_before_the_end(gateway: Transformer, healthy: U
     total = time.monotonic() - started
     assert first is not None
     assert total > 0.9  # 19 gaps of 50 ms
-    assert first < total / 4, (first, total)
+    # Unbuffered, the 19 gaps come after the first byte however slow the machine; buffered,
+    # the first byte would come with the last.
+    assert total - first >= 0.6, (first, total)
     assert chunks >= 10, "the answer arrived in one piece: something buffered it"
 
 

@@ -32,7 +32,10 @@ import hiredis
 
 from nexus.config import RedisTarget, parse_redis_url
 
-CONNECT_TIMEOUT_SECONDS = 0.25
+# A connect (with TLS, the handshake too) may take this long. 0.25 s was too short for a
+# loopback connect on a loaded CI machine; a refused connect fails at once whatever this is,
+# and a silent host costs one request this long per ``limits.REDIS_RETRY_SECONDS``.
+CONNECT_TIMEOUT_SECONDS = 1.0
 COMMAND_TIMEOUT_SECONDS = 0.5
 
 
