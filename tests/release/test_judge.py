@@ -8,16 +8,19 @@ replies nonsense when an answer says "gibberish", and records every A/B pair it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nexus.cli.main import main
 from nexus.errors import ConfigError, ReleaseError
 from nexus.registry import conventions as c
 from nexus.release.evaluation import Endpoint, EvaluationSet
@@ -101,8 +104,9 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def loopback() -> Iterator[Loopback]:
+@contextlib.contextmanager
+def loopback_server() -> Iterator[Loopback]:
+    """The predictors' and the judge's server on a free loopback port, for a ``with``."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     state = Loopback(url=f"http://127.0.0.1:{server.server_address[1]}")
     server.RequestHandlerClass = _handler(state)
@@ -114,6 +118,12 @@ def loopback() -> Iterator[Loopback]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def loopback() -> Iterator[Loopback]:
+    with loopback_server() as state:
+        yield state
 
 
 def _evaluation(n: int) -> EvaluationSet:
@@ -280,6 +290,9 @@ def test_the_judge_tag_resolves_to_an_endpoint(loopback: Loopback) -> None:
     by_url = judge_endpoint(loopback.url, plan, f"{loopback.url}/v1")
     assert by_url == Endpoint(f"{loopback.url}/v1", JUDGE_MODEL), "the model from /models"
 
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(ReleaseError, match=r"the judge's models could not be listed: .* did not"):
+        judge_endpoint(loopback.url, plan, gone)
     with pytest.raises(ReleaseError, match=r"the judge judge .* is no InferenceService of nexus"):
         judge_endpoint(loopback.url, plan, "judge")
     loopback.isvc = {"metadata": {"labels": {"nexus.dev/runtime": "huggingface"}},
@@ -287,3 +300,16 @@ def test_the_judge_tag_resolves_to_an_endpoint(loopback: Loopback) -> None:
     assert judge_endpoint(loopback.url, plan, "judge") == Endpoint(
         "http://127.0.0.1:9/openai/v1", "judge", host="judge-predictor.nexus.svc.cluster.local"
     )
+
+
+def test_the_cli_refuses_a_bad_judge_tag_before_any_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(_evaluation(1).to_json()))
+    unreachable = f"http://127.0.0.1:{free_port()}"  # never asked: refused before MLflow
+    args = ["registry", "evaluation-set", "m", str(path), "--tracking-uri", unreachable]
+    assert main([*args, "--judge", "http://judge/v2"]) == 2
+    assert "tag quality.judge='http://judge/v2' must be an http(s)://" in capsys.readouterr().err
+    assert main([*args, "--judge", "judge", "--judge-alpha", "1"]) == 2
+    assert "tag quality.judge_alpha='1.0' must be within (0, 1)" in capsys.readouterr().err

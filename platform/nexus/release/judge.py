@@ -74,7 +74,10 @@ def sign_test(wins: int, losses: int) -> float:
 
 def served_model(url: str) -> str:
     """The first model an OpenAI server at ``url`` (``.../v1``) lists under ``/models``."""
-    listed = request(Endpoint(url, ""), MODELS)
+    try:
+        listed = request(Endpoint(url, ""), MODELS)
+    except ReleaseError as exc:
+        raise ReleaseError(f"the judge's models could not be listed: {exc}") from exc
     data = listed.get("data") if isinstance(listed, dict) else None
     if not isinstance(data, list) or not data or not isinstance(data[0], dict):
         raise ReleaseError(f"the judge {url} lists no model: {str(listed)[:ERROR_TAIL]}")
