@@ -27,7 +27,7 @@ from nexus.release.evaluation import Endpoint, EvaluationSet
 from nexus.release.gate import GateThresholds, GateVerdict, judge_candidate, measured
 from nexus.release.gate import report_section as section
 from nexus.release.gate_stage import judge_endpoint
-from nexus.release.judge import PROMPT, parse_reply, sign_test
+from nexus.release.judge import EMPTY, PROMPT, parse_reply, sign_test
 from nexus.release.plan import ReleasePlan
 from tests.support.processes import free_port
 
@@ -254,6 +254,14 @@ def test_too_few_decisive_comparisons_do_not_block(loopback: Loopback) -> None:
         "judge: the champion's answers were preferred in 3 of 3 decisive comparisons "
         "(p = 0.12 < 0.2, quality.judge_alpha)",
     )
+
+
+def test_a_candidate_that_answers_nothing_is_shown_so_and_loses(loopback: Loopback) -> None:
+    champion = [f"apple {i}" for i in range(10)]
+    verdict = _gate(loopback, ["", "  "] * 5, champion)
+    assert not verdict.passed
+    assert verdict.metrics["judge_losses"] == 10
+    assert {EMPTY} == {pair[i % 2] for i, pair in enumerate(loopback.shown)}
 
 
 def test_unparseable_replies_are_ties_and_counted(loopback: Loopback) -> None:

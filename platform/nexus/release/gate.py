@@ -220,7 +220,7 @@ def _judged(
 ) -> None:
     """The judge's metrics, column and decision: a blocking reason, or a note when too few."""
     for row, preference in zip(rows, judgement.preferences, strict=True):
-        row["judge"] = preference or ""
+        row["judge"] = preference
     p_value = judgement.p_value
     metrics.update(judge_wins=judgement.wins, judge_losses=judgement.losses,
                    judge_ties=judgement.ties, judge_unparseable=judgement.unparseable,

@@ -1,10 +1,11 @@
 """The quality gate's optional judge: which greedy answer a judge model prefers, and a sign test.
 
-With the tag ``quality.judge`` the gate shows a judge model, for every example where both the
-candidate and the champion gave a greedy answer, the prompt and the two answers labelled A
-and B, and asks which is better (``POST <judge>/chat/completions``, ``temperature: 0``). The
-candidate is A on even example indexes and B on odd ones, so a judge that favours a position
-favours both models alike. Identical answers are a tie without asking; a reply other than
+With the tag ``quality.judge`` the gate shows a judge model, for every example, the prompt
+and the candidate's and the champion's greedy answers labelled A and B (an empty answer shown
+as ``(no answer)``: a model that stopped answering should lose there), and asks which is
+better (``POST <judge>/chat/completions``, ``temperature: 0``). The candidate is A on even
+example indexes and B on odd ones, so a judge that favours a position favours both alike.
+Identical answers are a tie without asking; a reply other than
 ``A``, ``B`` or ``TIE`` counts as a tie and is counted (``unparseable``).
 
 The decision is a one-sided sign test over the decisive comparisons (ties left out): with
@@ -31,6 +32,7 @@ Reply = Literal["A", "B", "TIE"]
 REPLIES: Final[tuple[Reply, ...]] = ("A", "B", "TIE")
 CHAT_COMPLETIONS: Final = "/chat/completions"
 MODELS: Final = "/models"
+EMPTY: Final = "(no answer)"
 REPLY_MAX_TOKENS: Final = 4
 PROMPT: Final = (
     "You compare two answers to the same prompt.\n\n"
@@ -43,9 +45,9 @@ PROMPT: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """The judge's preference per example (``None``: an answer missing, not compared)."""
+    """The judge's preference per example."""
 
-    preferences: tuple[Preference | None, ...]
+    preferences: tuple[Preference, ...]
     unparseable: int = 0
 
     @property
@@ -109,13 +111,10 @@ def compare(
     champion: Sequence[Score],
 ) -> Judgement:
     """Every example's preference; the candidate is A on even indexes, B on odd ones."""
-    preferences: list[Preference | None] = []
+    preferences: list[Preference] = []
     unparseable = 0
     for i, example in enumerate(evaluation.examples):
-        mine, theirs = candidate[i].answer, champion[i].answer
-        if not mine.strip() or not theirs.strip():
-            preferences.append(None)
-            continue
+        mine, theirs = (candidate[i].answer.strip() or EMPTY, champion[i].answer.strip() or EMPTY)
         if mine == theirs:
             preferences.append("tie")
             continue
