@@ -87,11 +87,33 @@ async def test_tag_hosts_reach_the_predictor_of_the_tagged_revision_even_at_zero
     assert "no ready revision of llama-8b is tagged latest" in missing.text
 
 
+async def test_the_untagged_predictor_host_reaches_a_predictor_by_weight(
+    front: tuple[str, Front],
+) -> None:
+    """``<isvc>-predictor.<ns>`` is the predictor's own route (a judge InferenceService's):
+    past the transformer, to the revisions that take traffic."""
+    url, found = front
+    host = tag_routing.service_host("llama-8b", "nexus")
+    async with httpx.AsyncClient() as client:
+        seen = [await client.get(f"{url}/v1/models", headers={"Host": host}) for _ in range(10)]
+    assert {r.json()["server"] for r in seen} == {"predictor-1"}, "0 % takes none of it"
+    assert {r.headers["x-nexus-revision"] for r in seen} == {"llama-8b-predictor-00001"}
+
+    found.set_backends([Backend("llama-8b-predictor-00001", "http://127.0.0.1:9", 100)])
+    async with httpx.AsyncClient() as client:
+        starting = await client.get(f"{url}/v1/models", headers={"Host": host})
+    assert starting.status_code == 503
+    assert "the predictor of llama-8b-predictor-00001 has no port yet" in starting.text
+
+
 def test_parse_host_reads_knatives_tag_template() -> None:
     assert LATEST == "latest-llama-8b-predictor.nexus.svc.cluster.local"
     assert tag_routing.parse_host("LATEST-llama-8b-predictor.nexus:8080", "llama-8b") == "latest"
     assert tag_routing.parse_host("llama-8b-predictor.nexus", "llama-8b") is None
     assert tag_routing.parse_host("latest-llama-8b.nexus", "llama-8b") is None
+    assert tag_routing.service_host("judge", "nexus") == "judge-predictor.nexus.svc.cluster.local"
+    assert tag_routing.names_predictor("Judge-predictor.nexus:80", "judge")
+    assert not tag_routing.names_predictor("latest-judge-predictor.nexus", "judge")
 
 
 def test_the_gate_reaches_candidates_at_zero_through_the_tag_hosts(

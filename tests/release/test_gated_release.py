@@ -40,6 +40,7 @@ from nexus.release.tag_routing import ANNOTATION
 from nexus.release.tracking import Tracking
 from nexus.release.wait import Rollout
 from tests.release.conftest import API_KEY, LocalPlatform, Mlflow, git
+from tests.release.test_judge import loopback_server
 from tests.release.test_quality_gate import EXAMPLES
 from tests.release.test_stepped import WhenCommitted, subjects
 from tests.release.test_stepped import arguments as stepped_arguments
@@ -192,14 +193,20 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     )
     assert [row[0] for row in table["data"]] == ["calm", "stream", "vocab"]
 
-    # 2. Intact: passes the gate at 0 %, then takes its 50 % step with live traffic.
+    # 2. Intact: passes the gate at 0 %, then takes its 50 % step with live traffic. A
+    # judge (quality.judge) is named: the intact candidate answers as the champion does, so
+    # every comparison is a tie it is not asked about, and the judge does not block.
     v3 = gated.register()
     chat = f"{local_platform.front(MODEL)}/v1/chat/completions"
-    with Traffic(chat, headers={"Authorization": f"Bearer {API_KEY}"}, model=MODEL,
-                 interval=0.1):  # fmt: skip
+    with (
+        loopback_server() as judge,
+        Traffic(chat, headers={"Authorization": f"Bearer {API_KEY}"}, model=MODEL, interval=0.1),
+    ):
+        gated.registry.set_model_tags(MODEL, {c.QUALITY_JUDGE: f"{judge.url}/v1"})
         code = release(v3, mlflow_server, gitops_repo, local_platform, gated.state,
                        steps="50,100")  # fmt: skip
     out = capsys.readouterr().out
+    assert judge.shown == [], "identical answers are ties without asking"
     assert code == 0, out
     assert subjects(gitops_repo)[:3] == [
         f"Promote {MODEL} version {v3} in local",
@@ -210,6 +217,10 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     gate, step = judged(mlflow_server, v3)["steps"]
     assert (gate["percent"], gate["decision"]) == (0, "promote")
     assert gate["gate"]["metrics"]["logprob_drop"] == pytest.approx(0.0)
+    assert gate["gate"]["metrics"]["judge_ties"] == 3
+    assert gate["gate"]["reasons"] == [
+        "judge: 0 decisive comparisons, fewer than quality.judge_min_examples=10: not judged"
+    ]
     assert gate["revision"] == revision(3)
     assert (step["percent"], step["decision"]) == (50, "promote")
     assert gated.registry.version(MODEL, v3).tags[c.RELEASE_ANALYSIS] == (
@@ -218,6 +229,13 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     # The report in the release's order: the gate at 0 %, then the traffic step.
     report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0]).read_text()
     assert report.index("## Quality gate at 0 %") < report.index("## Canary against stable")
+    assert "| judge_ties | 3 |" in report
+    assert report.count(" | tie |") == 3, "the judge column of every example"
+    run3 = Tracking.connect(mlflow_server.url).linked(MODEL, v3)
+    assert run3 is not None
+    table3 = Path(client.download_artifacts(run3.run_id, TABLE_FILE, str(tmp_path / "v3")))
+    columns = json.loads(table3.read_text())["columns"]
+    assert columns[-1] == "judge"
 
 
 @pytest.mark.timeout(600)

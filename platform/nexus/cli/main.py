@@ -288,6 +288,14 @@ def _add_release_commands(
     evaluation.add_argument("--max-check-drop", type=float,
                             help="share of checks the candidate may lose (default 0)")  # fmt: skip
     evaluation.add_argument("--min-examples", type=int, help="fewer examples block (default 1)")
+    evaluation.add_argument("--judge", help="pairwise judge: an OpenAI base URL (.../v1) or the "
+                            "name of an InferenceService in the release's namespace")  # fmt: skip
+    evaluation.add_argument(
+        "--judge-min-examples", type=int, help="fewer decisive comparisons never block (default 10)"
+    )
+    evaluation.add_argument(
+        "--judge-alpha", type=float, help="the judge's sign test blocks below it (default 0.05)"
+    )
 
     release = sub.add_parser(
         "release",

@@ -11,6 +11,9 @@ from nexus.errors import ConfigError
 from nexus.manifests.pools import load_pools
 from nexus.registry.client import Registry
 from nexus.registry.conventions import (
+    QUALITY_JUDGE,
+    QUALITY_JUDGE_ALPHA,
+    QUALITY_JUDGE_MIN_EXAMPLES,
     QUALITY_MAX_CHECK_DROP,
     QUALITY_MAX_LOGPROB_DROP,
     QUALITY_MIN_EXAMPLES,
@@ -92,6 +95,9 @@ def evaluation_set(args: argparse.Namespace) -> int:
             (QUALITY_MAX_LOGPROB_DROP, args.max_logprob_drop),
             (QUALITY_MAX_CHECK_DROP, args.max_check_drop),
             (QUALITY_MIN_EXAMPLES, args.min_examples),
+            (QUALITY_JUDGE, args.judge),
+            (QUALITY_JUDGE_MIN_EXAMPLES, args.judge_min_examples),
+            (QUALITY_JUDGE_ALPHA, args.judge_alpha),
         )
         if value is not None
     }

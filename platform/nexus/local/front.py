@@ -16,7 +16,10 @@ Knative's tag routing is served too: a request whose Host is ``latest-<isvc>-pre
 or ``prev-<isvc>-predictor...`` (``nexus.release.tag_routing``) goes to that tagged revision's
 predictor, whatever its percent, 0 included; a tag no ready revision carries is a 404, as
 Knative answers for a host it has no route for. That is how a release reaches a candidate
-at ``canaryTrafficPercent: 0`` (the quality gate).
+at ``canaryTrafficPercent: 0`` (the quality gate). The untagged predictor host,
+``<isvc>-predictor...``, goes to the predictor of a revision drawn by weight, as Knative's
+route of the predictor's Knative Service does, past the transformer: how the quality gate
+reaches a judge InferenceService (``quality.judge``).
 
 It also reports what Knative's queue-proxy reports for every revision
 (``RevisionMetrics``): in a cluster the transformer does not know which predictor revision
@@ -136,13 +139,18 @@ class Front:
         self.timeout = timeout
 
     def _pick(self, request: web.Request) -> tuple[Backend, str] | web.Response:
-        """The backend and base URL a request goes to: by tag host, else by weight."""
+        """The backend and base URL a request goes to: by tag host, else by weight (to the
+        predictor itself for the predictor's host)."""
         tag = tag_routing.parse_host(request.host, self.isvc)
         if tag is None:
             backend = choose(self.backends, self.rng.random() * 100)
             if backend is None:
                 return _error(503, f"InferenceService {self.isvc} has no ready revision")
-            return backend, backend.base_url
+            if not tag_routing.names_predictor(request.host, self.isvc):
+                return backend, backend.base_url
+            if backend.predictor_url is None:
+                return _error(503, f"the predictor of {backend.revision} has no port yet")
+            return backend, backend.predictor_url
         tagged = next((b for b in self.backends if b.tag == tag and b.predictor_url), None)
         if tagged is None or tagged.predictor_url is None:
             return _error(404, f"no ready revision of {self.isvc} is tagged {tag}")

@@ -37,7 +37,6 @@ from nexus.local.resources import (
     configmap_data,
     container_env,
     predictor_command,
-    runtime_of,
     transformer_command,
     transformer_container,
 )
@@ -54,6 +53,7 @@ from nexus.local.status import IsvcView
 from nexus.local.supervisor import Service
 from nexus.local.vllm_engine import Engines
 from nexus.local.workloads import Workloads
+from nexus.manifests.model import runtime_of
 from nexus.release import tag_routing
 
 # How long a revision out of traffic keeps running for the requests already sent to it

@@ -128,16 +128,6 @@ def transformer_container(isvc: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return containers[0] if containers else None
 
 
-def runtime_of(isvc: Mapping[str, Any]) -> str:
-    """``vllm`` or ``huggingface``: from the model format, else the Nexus runtime label."""
-    predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    model_format = ((predictor.get("model") or {}).get("modelFormat") or {}).get("name", "")
-    if model_format:
-        return "vllm" if model_format.lower() == "vllm" else "huggingface"
-    labels = (isvc.get("metadata") or {}).get("labels") or {}
-    return str(labels.get("nexus.dev/runtime", "vllm"))
-
-
 def storage_uri(predictor: Mapping[str, Any]) -> str | None:
     model = predictor.get("model") or {}
     if model.get("storageUri"):

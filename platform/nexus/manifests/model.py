@@ -9,8 +9,9 @@ anything is rendered or committed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from nexus.errors import ConfigError
 
@@ -39,6 +40,19 @@ LOCAL_STORAGE_SCHEME: Final = "file://"
 LOCAL_ENVIRONMENT: Final = "local"
 # OpenAI routes: the Hugging Face server serves them under /openai, plain vLLM at the root.
 PREDICTOR_PATH_PREFIX: Final[dict[str, str]] = {"huggingface": "/openai", "vllm": ""}
+RUNTIME_LABEL: Final = "nexus.dev/runtime"  # on every rendered InferenceService
+
+
+def runtime_of(isvc: Mapping[str, Any]) -> Runtime:
+    """``vllm`` or ``huggingface``: from the model format, else the Nexus runtime label."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    model_format = ((predictor.get("model") or {}).get("modelFormat") or {}).get("name", "")
+    if model_format:
+        return "vllm" if model_format.lower() == "vllm" else "huggingface"
+    labels = (isvc.get("metadata") or {}).get("labels") or {}
+    return "huggingface" if labels.get(RUNTIME_LABEL) == "huggingface" else "vllm"
+
+
 # Knative's max-revision-timeout-seconds default (pkg/apis/config/defaults.go,
 # knative-v1.21.1): a component timeout above it is refused by the webhook.
 DEFAULT_TIMEOUT_SECONDS: Final = 600

@@ -265,7 +265,7 @@ def render_inference_service(
             "app.kubernetes.io/part-of": "nexus",
             "nexus.dev/environment": desc.environment,
             "nexus.dev/pool": pool.name,
-            "nexus.dev/runtime": desc.runtime,
+            m.RUNTIME_LABEL: desc.runtime,
             VISIBILITY_LABEL: "cluster-local",
         },
         annotations=annotations,

@@ -50,6 +50,13 @@ QUALITY_EVALUATION_SET: Final = "quality.evaluation_set"
 QUALITY_MAX_LOGPROB_DROP: Final = "quality.max_logprob_drop"  # nats per token, default 0.5
 QUALITY_MAX_CHECK_DROP: Final = "quality.max_check_drop"  # share of checks, default 0
 QUALITY_MIN_EXAMPLES: Final = "quality.min_examples"  # default 1
+# Registered-model tags of the gate's optional pairwise judge (``nexus.release.judge``): the
+# judge, an OpenAI base URL (http(s)://.../v1) or the name of an InferenceService in the
+# release's namespace; the sign test's minimum of decisive comparisons before it may block,
+# and its significance level.
+QUALITY_JUDGE: Final = "quality.judge"
+QUALITY_JUDGE_MIN_EXAMPLES: Final = "quality.judge_min_examples"  # default 10
+QUALITY_JUDGE_ALPHA: Final = "quality.judge_alpha"  # in (0, 1), default 0.05
 
 RELEASE_STATUS: Final = "release.status"
 RELEASE_GIT_COMMIT: Final = "release.git_commit"

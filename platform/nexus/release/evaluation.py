@@ -41,6 +41,7 @@ from nexus.errors import ConfigError, ReleaseError
 CheckKind = Literal["exact", "contains", "regex", "json_schema"]
 CHECK_KINDS: Final = frozenset(get_args(CheckKind))
 DEFAULT_MAX_TOKENS: Final = 16
+COMPLETIONS: Final = "/completions"  # under an endpoint's OpenAI base URL
 ERROR_TAIL: Final = 300  # characters of an endpoint's error body quoted in a message
 
 
@@ -188,24 +189,32 @@ class Score:
         return sum(self.token_logprobs) / len(self.token_logprobs)
 
 
-def _post(endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, Any]:
+def request(endpoint: Endpoint, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    """The JSON answer of ``endpoint``'s ``path`` (a POST of ``body`` with the endpoint's
+    model, or a GET); ``ReleaseError`` when it does not answer, or answers an error."""
     headers = {"Content-Type": "application/json", **endpoint.headers}
     if endpoint.host:
         headers["Host"] = endpoint.host
-    request = urllib.request.Request(  # noqa: S310 - the URL is the platform's own endpoint
-        endpoint.url.rstrip("/") + "/completions",
-        data=json.dumps({"model": endpoint.model, **body}).encode(),
+    data = None if body is None else json.dumps({"model": endpoint.model, **body}).encode()
+    call = urllib.request.Request(  # noqa: S310 - the URL is the platform's own endpoint
+        endpoint.url.rstrip("/") + path,
+        data=data,
         headers=headers,
-        method="POST",
+        method="GET" if body is None else "POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=endpoint.timeout) as response:  # noqa: S310
-            answer = json.loads(response.read())
+        with urllib.request.urlopen(call, timeout=endpoint.timeout) as response:  # noqa: S310
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         tail = exc.read().decode(errors="replace")[-ERROR_TAIL:]
         raise ReleaseError(f"{endpoint.url} answered {exc.code}: {tail}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ReleaseError(f"{endpoint.url} did not answer: {exc}") from None
+
+
+def post(endpoint: Endpoint, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``request`` for an OpenAI answer with ``choices`` (completions, chat completions)."""
+    answer = request(endpoint, path, body)
     if not isinstance(answer, dict) or not answer.get("choices"):
         raise ReleaseError(f"{endpoint.url} answered without choices: {str(answer)[:ERROR_TAIL]}")
     return answer
@@ -228,14 +237,16 @@ def _reference_logprobs(entries: Sequence[object], start: int, where: str) -> tu
 def score(endpoint: Endpoint, example: Example) -> Score:
     """The greedy answer, the reference's token log-probabilities and the checks' results."""
     where = f"{endpoint.url} on example {example.id!r}"
-    greedy = _post(endpoint, {"prompt": example.prompt, "max_tokens": example.max_tokens,
-                              "temperature": 0})  # fmt: skip
+    greedy = post(endpoint, COMPLETIONS, {"prompt": example.prompt,
+                                          "max_tokens": example.max_tokens,
+                                          "temperature": 0})  # fmt: skip
     answer = str(greedy["choices"][0].get("text") or "")
     prompt_tokens = (greedy.get("usage") or {}).get("prompt_tokens")
     if not isinstance(prompt_tokens, int) or prompt_tokens < 1:
         raise ReleaseError(f"{where}: the answer has no usage.prompt_tokens")
-    scored = _post(endpoint, {"prompt": example.prompt + example.reference, "max_tokens": 1,
-                              "temperature": 0, "prompt_logprobs": 0})  # fmt: skip
+    scored = post(endpoint, COMPLETIONS, {"prompt": example.prompt + example.reference,
+                                          "max_tokens": 1, "temperature": 0,
+                                          "prompt_logprobs": 0})  # fmt: skip
     entries = scored["choices"][0].get("prompt_logprobs")
     if not isinstance(entries, list):
         raise ReleaseError(f"{where}: the answer has no prompt_logprobs (is it vLLM?)")

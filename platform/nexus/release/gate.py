@@ -11,15 +11,21 @@ The verdict compares, over the same examples:
   pooled): blocked when the candidate's is lower than the champion's by more than
   ``quality.max_logprob_drop`` nats per token;
 - the share of checks the greedy answers pass: blocked when the candidate's is lower than
-  the champion's by more than ``quality.max_check_drop``.
-Both thresholds are tags of the registered model (``nexus.registry.conventions``). Without
+  the champion's by more than ``quality.max_check_drop``;
+- optionally (tag ``quality.judge``), a judge model's pairwise preferences between the two
+  greedy answers (``nexus.release.judge``): blocked when the champion's are preferred with a
+  one-sided sign test's p-value below ``quality.judge_alpha`` over at least
+  ``quality.judge_min_examples`` decisive comparisons; with fewer, the judge does not block
+  and the verdict says so.
+The thresholds are tags of the registered model (``nexus.registry.conventions``). Without
 a champion (a first release) nothing is compared and the gate passes, saying so. A
-candidate that cannot answer the requests is blocked; a champion that cannot is an error
-(``ReleaseError``): the gate cannot judge, the release fails rather than blocks.
+candidate that cannot answer the requests is blocked; a champion or a judge that cannot is
+an error (``ReleaseError``): the gate cannot judge, the release fails rather than blocks.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,12 +33,16 @@ from typing import Any, Final
 from nexus.errors import ConfigError, RegistryError, ReleaseError
 from nexus.registry import conventions as c
 from nexus.release.evaluation import Endpoint, EvaluationSet, Score, score_all
+from nexus.release.judge import Judgement, compare
 
 EXIT_BLOCKED: Final = 4
 OUTCOME_BLOCKED: Final = "blocked"
 TABLE_FILE: Final = "quality_gate.json"
 GATE_KEY: Final = "gate"  # the verdict's key in a stage's analysis
 SHOWN_CHARS: Final = 60  # characters of prompts and answers in the report's table
+JUDGE_SCHEMES: Final = ("http://", "https://")
+# An InferenceService name (a DNS label; ``manifests.model`` bounds the length further).
+ISVC_NAME: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,9 @@ class GateThresholds:
     max_logprob_drop: float = 0.5
     max_check_drop: float = 0.0
     min_examples: int = 1
+    judge: str = ""  # quality.judge: an OpenAI base URL or an InferenceService name
+    judge_min_examples: int = 10
+    judge_alpha: float = 0.05
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> GateThresholds:
@@ -49,6 +62,8 @@ class GateThresholds:
             (c.QUALITY_MAX_LOGPROB_DROP, "max_logprob_drop", float),
             (c.QUALITY_MAX_CHECK_DROP, "max_check_drop", float),
             (c.QUALITY_MIN_EXAMPLES, "min_examples", int),
+            (c.QUALITY_JUDGE_MIN_EXAMPLES, "judge_min_examples", int),
+            (c.QUALITY_JUDGE_ALPHA, "judge_alpha", float),
         ):
             raw = tags.get(key)
             if raw is None or raw == "":
@@ -61,7 +76,22 @@ class GateThresholds:
             if value < 0:
                 raise ConfigError(f"tag {key}={raw!r} must not be negative")
             found[name] = value
-        return cls(**found)
+        if not 0 < found.get("judge_alpha", 0.05) < 1:
+            raw = tags[c.QUALITY_JUDGE_ALPHA]
+            raise ConfigError(f"tag {c.QUALITY_JUDGE_ALPHA}={raw!r} must be within (0, 1)")
+        return cls(**found, judge=_judge_tag(tags.get(c.QUALITY_JUDGE) or ""))
+
+
+def _judge_tag(judge: str) -> str:
+    url = judge.startswith(JUDGE_SCHEMES)
+    if (url and not judge.rstrip("/").endswith("/v1")) or (
+        judge and not url and not ISVC_NAME.match(judge)
+    ):
+        raise ConfigError(
+            f"tag {c.QUALITY_JUDGE}={judge!r} must be an http(s):// OpenAI base URL ending "
+            f"in /v1 or the name of an InferenceService"
+        )
+    return judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +117,9 @@ def measured(verdict: GateVerdict) -> str:
     if "candidate_check_rate" in m and "champion_check_rate" in m:
         found.append(f"checks {100 * m['candidate_check_rate']:.0f} % against "
                      f"{100 * m['champion_check_rate']:.0f} %")  # fmt: skip
+    if "judge_p_value" in m:
+        found.append(f"judge {m['judge_wins']:.0f} won, {m['judge_losses']:.0f} lost, "
+                     f"{m['judge_ties']:.0f} tied (p = {m['judge_p_value']:.2g})")  # fmt: skip
     return ", ".join(found) or "nothing measured"
 
 
@@ -126,8 +159,10 @@ def judge_candidate(
     champion: Endpoint | None,
     evaluation: EvaluationSet,
     thresholds: GateThresholds,
+    judge: Endpoint | None = None,
 ) -> GateVerdict:
-    """Score both endpoints on every example and decide; see the module docstring."""
+    """Score both endpoints on every example and decide; see the module docstring. ``judge``
+    is asked only when there is a champion."""
     n = len(evaluation.examples)
     if n < thresholds.min_examples:
         reason = f"the evaluation set has {n} examples, quality.min_examples is "
@@ -165,7 +200,43 @@ def judge_candidate(
                 f"the champion's {their_checks:.0%} (allowed drop {thresholds.max_check_drop}, "
                 f"{c.QUALITY_MAX_CHECK_DROP})"
             )
-    return GateVerdict(not reasons, tuple(reasons), metrics, rows)
+    notes: list[str] = []
+    if judge is not None:
+        try:
+            judgement = compare(judge, evaluation, mine, theirs)
+        except ReleaseError as exc:
+            raise ReleaseError(f"the judge ({c.QUALITY_JUDGE}) could not be asked: {exc}") from exc
+        _judged(judgement, thresholds, metrics, rows, reasons, notes)
+    return GateVerdict(not reasons, (*reasons, *notes), metrics, rows)
+
+
+def _judged(
+    judgement: Judgement,
+    thresholds: GateThresholds,
+    metrics: dict[str, float],
+    rows: Sequence[dict[str, Any]],
+    reasons: list[str],
+    notes: list[str],
+) -> None:
+    """The judge's metrics, column and decision: a blocking reason, or a note when too few."""
+    for row, preference in zip(rows, judgement.preferences, strict=True):
+        row["judge"] = preference
+    p_value = judgement.p_value
+    metrics.update(judge_wins=judgement.wins, judge_losses=judgement.losses,
+                   judge_ties=judgement.ties, judge_unparseable=judgement.unparseable,
+                   judge_p_value=p_value)  # fmt: skip
+    n = judgement.wins + judgement.losses
+    if n < thresholds.judge_min_examples:
+        notes.append(
+            f"judge: {n} decisive comparisons, fewer than "
+            f"{c.QUALITY_JUDGE_MIN_EXAMPLES}={thresholds.judge_min_examples}: not judged"
+        )
+    elif p_value < thresholds.judge_alpha:
+        reasons.append(
+            f"judge: the champion's answers were preferred in {judgement.losses} of {n} "
+            f"decisive comparisons (p = {p_value:.2g} < {thresholds.judge_alpha}, "
+            f"{c.QUALITY_JUDGE_ALPHA})"
+        )
 
 
 def report_section(verdict: GateVerdict) -> str:

@@ -11,6 +11,12 @@ champion at ``prev``:
 - on the local platform at the front's URL (the InferenceService's ``status.url``) with
   that host as the ``Host`` header, which the local front routes alike (``local.front``).
 
+A judge named by ``quality.judge`` (``nexus.release.judge``) is an OpenAI base URL taken as
+it is (the model it serves read from its ``/models``), or an InferenceService of the
+release's namespace reached alike at its predictor's own host,
+``http://<name>-predictor.<ns>.svc.cluster.local`` with its runtime's path prefix, or on the
+local platform at its front with that Host (the front routes it to a predictor by weight).
+
 A failed verdict is the decision ``blocked``: the canary ends there, the rollback step
 keeps the candidate at 0 % and records ``blocked`` (``rollout.end_step``), and no
 commit above 0 % is ever made. The verdict rides in the step's analysis (``gate``) so the
@@ -24,17 +30,20 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from nexus.errors import ConfigError, RegistryError, ReleaseError
+from nexus.manifests.model import PREDICTOR_PATH_PREFIX, runtime_of
 from nexus.registry.client import Registry
 from nexus.release import tag_routing
 from nexus.release.analyze import Analysis
 from nexus.release.evaluation import Endpoint, EvaluationSet
 from nexus.release.gate import (
     GATE_KEY,
+    JUDGE_SCHEMES,
     GateThresholds,
     GateVerdict,
     judge_candidate,
     measured,
 )
+from nexus.release.judge import served_model
 from nexus.release.plan import ReleasePlan
 from nexus.release.wait import KUBERNETES_API, status_source
 
@@ -90,12 +99,16 @@ def _candidate_ready(status_url: str, plan: ReleasePlan, revision: str, timeout_
         time.sleep(READY_POLL_S)
 
 
+def _in_cluster(status_url: str) -> bool:
+    return not status_url or status_url.rstrip("/") == KUBERNETES_API
+
+
 def endpoints(
     status_url: str, plan: ReleasePlan, front_url: str
 ) -> tuple[Endpoint, Endpoint | None]:
     """The candidate (``latest``) and the champion (``prev``; none on a first release)."""
     prefix = plan.description(canary_percent=0).path_prefix
-    cluster = not status_url or status_url.rstrip("/") == KUBERNETES_API
+    cluster = _in_cluster(status_url)
 
     def at(tag: tag_routing.Tag) -> Endpoint:
         host = tag_routing.predictor_host(plan.model, plan.namespace, tag)
@@ -106,6 +119,30 @@ def endpoints(
         return Endpoint(f"{front_url.rstrip('/')}{prefix}/v1", plan.model, host=host)
 
     return at("latest"), (None if plan.first_release else at("prev"))
+
+
+def judge_endpoint(status_url: str, plan: ReleasePlan, judge: str) -> Endpoint | None:
+    """Where the judge of ``quality.judge`` answers (``None`` without one); see the docstring."""
+    if not judge:
+        return None
+    if judge.startswith(JUDGE_SCHEMES):
+        return Endpoint(judge, served_model(judge))
+    try:
+        isvc = status_source(status_url, plan.namespace, judge).inference_service()
+    except (OSError, ValueError) as exc:
+        raise ReleaseError(f"the judge InferenceService {judge} cannot be read: {exc}") from exc
+    if isvc is None:
+        raise ReleaseError(
+            f"the judge {judge} (quality.judge) is no InferenceService of {plan.namespace}"
+        )
+    host = tag_routing.service_host(judge, plan.namespace)
+    prefix = PREDICTOR_PATH_PREFIX[runtime_of(isvc)]
+    if _in_cluster(status_url):
+        return Endpoint(f"http://{host}{prefix}/v1", judge)
+    front = str((isvc.get("status") or {}).get("url") or "")
+    if not front:
+        raise ReleaseError(f"the judge InferenceService {judge} has no status.url to reach")
+    return Endpoint(f"{front.rstrip('/')}{prefix}/v1", judge, host=host)
 
 
 def gate_inputs(tracking_uri: str, model: str) -> tuple[EvaluationSet, GateThresholds]:
@@ -130,7 +167,11 @@ def quality_gate(tracking_uri: str, status_url: str, timeout_s: float) -> GateJu
         front = _candidate_ready(status_url, plan, revision, timeout_s)
         candidate, champion = endpoints(status_url, plan, front)
         verdict = judge_candidate(
-            candidate=candidate, champion=champion, evaluation=evaluation, thresholds=thresholds
+            candidate=candidate,
+            champion=champion,
+            evaluation=evaluation,
+            thresholds=thresholds,
+            judge=None if champion is None else judge_endpoint(status_url, plan, thresholds.judge),
         )
         return stage_analysis(verdict, revision, started=started, now=time.time())
 

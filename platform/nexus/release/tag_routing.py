@@ -12,8 +12,10 @@ Knative serves a tagged target under the host its ``tag-template`` makes, by def
 ``{{.Tag}}-{{.Name}}`` (knative/serving ``vendor/knative.dev/networking/pkg/config/
 config.go``, ``DefaultTagTemplate``), in the Knative Service's domain. KServe names the
 predictor's Knative Service ``<isvc>-predictor``, so the candidate's predictor answers at
-``latest-<isvc>-predictor.<namespace>.svc.cluster.local``. The local front reads the same
-hosts (``nexus.local.front``).
+``latest-<isvc>-predictor.<namespace>.svc.cluster.local``; without a tag,
+``<isvc>-predictor.<namespace>.svc.cluster.local`` is the predictor's own route, by its traffic
+percents (how the quality gate reaches a judge InferenceService). The local front reads the
+same hosts (``nexus.local.front``).
 """
 
 from __future__ import annotations
@@ -38,9 +40,23 @@ def predictor_host(isvc: str, namespace: str, tag: Tag) -> str:
     return f"{tag}-{isvc}-predictor.{namespace}.{CLUSTER_DOMAIN}"
 
 
+def service_host(isvc: str, namespace: str) -> str:
+    """The cluster-local host of ``isvc``'s predictor, its revisions drawn by percent."""
+    return f"{isvc}-predictor.{namespace}.{CLUSTER_DOMAIN}"
+
+
+def _name(host: str) -> str:
+    return host.split(":", 1)[0].split(".", 1)[0].lower()
+
+
+def names_predictor(host: str, isvc: str) -> bool:
+    """Whether a request's Host is ``isvc``'s untagged predictor host (``service_host``)."""
+    return _name(host) == f"{isvc}-predictor"
+
+
 def parse_host(host: str, isvc: str) -> Tag | None:
     """The tag a request's Host names for ``isvc``'s predictor (port and domain ignored)."""
-    name = host.split(":", 1)[0].split(".", 1)[0].lower()
+    name = _name(host)
     for tag in TAGS:
         if name == f"{tag}-{isvc}-predictor":
             return tag
