@@ -8,10 +8,8 @@ account's bearer token, as the API server answers 401 to an unauthenticated requ
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ from nexus.release.wait import (
     status_source,
     wait_rollout,
 )
-from tests.support.processes import REPO, free_port
+from tests.support.http_server import send_json, serving
+from tests.support.processes import REPO
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.sa-token"
 APPLICATION = f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/{ISVC_APPLICATION}"
@@ -68,22 +67,10 @@ def api_server(objects: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, s
                 status, body = 401, {"kind": "Status", "reason": "Unauthorized", "code": 401}
             elif body is None:
                 status, body = 404, {"kind": "Status", "reason": "NotFound", "code": 404}
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Handler) as url:
+        yield url, seen
 
 
 def account(tmp_path: Path) -> Path:

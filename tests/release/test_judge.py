@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from nexus.release.gate import report_section as section
 from nexus.release.gate_stage import judge_endpoint
 from nexus.release.judge import EMPTY, PROMPT, parse_reply, sign_test
 from nexus.release.plan import ReleasePlan
+from tests.support.http_server import send_json, serving
 from tests.support.processes import free_port
 
 JUDGE_MODEL = "judge-model"
@@ -52,12 +52,7 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: object) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def do_GET(self) -> None:
             if self.path == "/v1/models":
@@ -107,17 +102,9 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def loopback_server() -> Iterator[Loopback]:
     """The predictors' and the judge's server on a free loopback port, for a ``with``."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    state = Loopback(url=f"http://127.0.0.1:{server.server_address[1]}")
-    server.RequestHandlerClass = _handler(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    state = Loopback(url="")
+    with serving(_handler(state)) as state.url:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -11,15 +11,14 @@ import base64
 import contextlib
 import os
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import free_port
+from tests.support.http_server import serving
 
 
 @dataclass
@@ -106,13 +105,6 @@ def git_http(tmp: Path, *, user: str, password: str) -> Iterator[GitHttp]:
     bare.parent.mkdir(parents=True)
     subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(bare)], check=True)
     state = GitHttp(url="", bare=bare)
-    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), _handler(state, user, password))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/gitops.git"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(state, user, password)) as url:
+        state.url = f"{url}/gitops.git"
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)

@@ -17,16 +17,15 @@ import email.parser
 import email.policy
 import itertools
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import yaml
 
-from tests.support.processes import free_port
+from tests.support.http_server import send_json, serving
 
 API = "/apis/v2beta1"
 
@@ -92,14 +91,6 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def _handle(self, method: str) -> None:
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
@@ -107,7 +98,7 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             api.requests.append(Recorded(method, url.path, query, dict(self.headers.items()), body))
             status, answer = self._route(method, url.path, query, body)
-            self._reply(status, answer)
+            send_json(self, status, answer)
 
         def _route(
             self, method: str, path: str, query: dict[str, list[str]], body: bytes
@@ -175,13 +166,5 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
 def kfp_api() -> Iterator[KfpApi]:
     """The API on a free loopback port, served from a thread; stopped on exit."""
     api = KfpApi()
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _handler(api))
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(api)) as api.url:
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
