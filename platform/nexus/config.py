@@ -45,6 +45,7 @@ KNOWN_VARIABLES = frozenset(
         "GATEWAY_TOKENS_PER_MINUTE",
         "GATEWAY_REDIS_URL",
         "GATEWAY_REDIS_CA_FILE",
+        "GATEWAY_REDIS_CA_PEM",
         "GATEWAY_REDIS_CLIENT_CERT_FILE",
         "GATEWAY_REDIS_CLIENT_KEY_FILE",
         "GATEWAY_RATE_LIMIT_FAILURE_MODE",
@@ -99,11 +100,12 @@ class JwtSettings:
 class RedisTls:
     """How the limiter verifies a ``rediss`` Redis, and proves itself to one that asks.
 
-    ``ca_pem`` (``GATEWAY_REDIS_CA_FILE``, read at start) is trusted on top of the system's
-    CAs, as redis-py's ``ssl_ca_certs`` is (``redis/connection.py`` SSLConnection:
-    ``create_default_context()`` then ``load_verify_locations``). The client certificate
-    (mTLS) is read from its files when the context is made. Certificates and host names
-    are always verified: there is no switch to turn that off.
+    ``ca_pem`` (``GATEWAY_REDIS_CA_FILE``, read at start, or ``GATEWAY_REDIS_CA_PEM``) is
+    trusted on top of the system's CAs, as redis-py 8.1's ``ssl_ca_certs`` is
+    (``redis/connection.py`` SSLConnection: ``create_default_context()`` then
+    ``load_verify_locations``). The client certificate (mTLS) is read from its files when
+    the context is made. Certificates and host names are always verified: there is no
+    switch to turn that off.
     """
 
     ca_pem: str | None = None
@@ -271,28 +273,32 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
 
 
 def _redis_tls(env: Mapping[str, str]) -> RedisTls:
-    """``GATEWAY_REDIS_CA_FILE`` and ``GATEWAY_REDIS_CLIENT_{CERT,KEY}_FILE``, checked by
-    building the context once, so a bad file stops the start rather than every connect."""
-    names = ("GATEWAY_REDIS_CA_FILE", "GATEWAY_REDIS_CLIENT_CERT_FILE",
+    """The CA bundle (``GATEWAY_REDIS_CA_FILE``, or the PEM itself in ``GATEWAY_REDIS_CA_PEM``,
+    as ``GATEWAY_JWT_PUBLIC_KEY`` carries its key: the rendered transformer has no volumes,
+    only ``envFrom``) and ``GATEWAY_REDIS_CLIENT_{CERT,KEY}_FILE``, checked by building the
+    context once, so a bad value stops the start rather than every connect."""
+    names = ("GATEWAY_REDIS_CA_FILE", "GATEWAY_REDIS_CA_PEM", "GATEWAY_REDIS_CLIENT_CERT_FILE",
              "GATEWAY_REDIS_CLIENT_KEY_FILE")  # fmt: skip
-    ca_file, cert_file, key_file = (env.get(name, "").strip() or None for name in names)
+    ca_file, ca_pem, cert_file, key_file = (env.get(name, "").strip() or None for name in names)
     if key_file is not None and cert_file is None:
         raise ConfigError("GATEWAY_REDIS_CLIENT_KEY_FILE needs GATEWAY_REDIS_CLIENT_CERT_FILE")
-    ca_pem = None
+    where = "GATEWAY_REDIS_CA_PEM"
     if ca_file is not None:
+        if ca_pem is not None:
+            raise ConfigError("set GATEWAY_REDIS_CA_FILE or GATEWAY_REDIS_CA_PEM, not both")
+        where = f"GATEWAY_REDIS_CA_FILE: {ca_file}"
         try:
             with open(ca_file, encoding="ascii") as file:
                 ca_pem = file.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"GATEWAY_REDIS_CA_FILE: cannot read {ca_file}: {exc}") from None
+    if ca_pem is not None:
         if "-----BEGIN CERTIFICATE-----" not in ca_pem:
-            raise ConfigError(f"GATEWAY_REDIS_CA_FILE: {ca_file} holds no PEM certificate")
+            raise ConfigError(f"{where} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
         try:
             RedisTls(ca_pem=ca_pem).context()
         except ssl.SSLError as exc:
-            raise ConfigError(
-                f"GATEWAY_REDIS_CA_FILE: {ca_file} is not a CA bundle: {exc}"
-            ) from None
+            raise ConfigError(f"{where} is not a bundle of PEM certificates: {exc}") from None
     tls = RedisTls(ca_pem=ca_pem, client_cert_file=cert_file, client_key_file=key_file)
     if cert_file is not None:
         try:
@@ -457,7 +463,7 @@ def load_settings(
     if redis_tls != RedisTls() and not (redis_url and parse_redis_url(redis_url).tls):
         # Most likely a rediss:// written redis://, which would send the password in clear.
         raise ConfigError(
-            "GATEWAY_REDIS_CA_FILE/GATEWAY_REDIS_CLIENT_CERT_FILE are for TLS, but"
+            "GATEWAY_REDIS_CA_FILE/_CA_PEM/_CLIENT_CERT_FILE are for TLS, but"
             " GATEWAY_REDIS_URL is not a rediss:// URL"
         )
     prefix = env.get("GATEWAY_PREDICTOR_PATH_PREFIX", "").strip().rstrip("/")

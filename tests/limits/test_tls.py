@@ -12,7 +12,9 @@ import pytest
 from nexus.config import GatewaySettings, RedisTls, load_settings
 from nexus.errors import LimiterUnavailable
 from nexus.limits import InProcessWindow, Quota, RateLimiter, RedisWindow
+from nexus.limits.cluster import SLOTS, key_slot
 from nexus.limits.resp import RedisUnavailable
+from tests.limits.ha import redis_cluster, redis_sentinels
 from tests.support.certs import Authority, Issued
 from tests.support.servers import Redis, redis_server
 
@@ -156,3 +158,49 @@ async def test_a_client_certificate_for_redis_that_asks_for_one(
         with pytest.raises(RedisUnavailable):
             await window.acquire("tls:chat", QUOTA, 0)
         await window.close()
+
+
+async def test_a_cluster_over_tls(tmp_path: Path, ca: Authority, server_cert: Issued) -> None:
+    """Seeds, the slot map's nodes and every data call over TLS, verified by the CA."""
+    with redis_cluster(tmp_path, tls=server_cert) as cluster:
+        tls = RedisTls(ca_pem=ca.ca_file.read_text()).context()
+        window = RedisWindow.from_url(cluster.tls_url, tls=tls)
+        candidates = [f"cluster-{i}:chat" for i in range(200)]
+        # Four keys in each third of the slots: one per master of a fresh cluster.
+        thirds = [[k for k in candidates if key_slot(f"{{{k}}}") * 3 // SLOTS == third]
+                  for third in range(3)]  # fmt: skip
+        keys = [k for third in thirds for k in third[:4]]
+        try:
+            decisions = await asyncio.gather(
+                *(window.acquire(k, QUOTA, 0) for k in keys for _ in range(30))
+            )
+        finally:
+            await window.close()
+        assert sum(d.allowed for d in decisions) == 12 * 25
+        assert len({cluster.master_of(f"nexus:rl:{{{k}}}:req").port for k in keys}) == 3
+        untrusted = RedisWindow.from_url(cluster.tls_url, tls=RedisTls().context())
+        with pytest.raises(RedisUnavailable, match="TLS certificate verification failed"):
+            await untrusted.acquire("cluster-0:chat", QUOTA, 0)
+        await untrusted.close()
+
+
+async def test_sentinels_and_master_over_tls(
+    tmp_path: Path, ca: Authority, server_cert: Issued
+) -> None:
+    """``rediss+sentinel://``: the sentinels are asked over TLS too, with the same CA."""
+    with redis_sentinels(tmp_path, tls=server_cert) as group:
+        tls = RedisTls(ca_pem=ca.ca_file.read_text()).context()
+        window = RedisWindow.from_url(group.tls_url, tls=tls)
+        try:
+            decisions = await asyncio.gather(
+                *(window.acquire("sentinel:chat", QUOTA, 0) for _ in range(60))
+            )
+        finally:
+            await window.close()
+        assert sum(d.allowed for d in decisions) == 25
+        assert group.named_master() == group.master.tls_port
+        untrusted = RedisWindow.from_url(group.tls_url, tls=RedisTls().context())
+        with pytest.raises(RedisUnavailable, match="no sentinel named master") as caught:
+            await untrusted.acquire("sentinel:chat", QUOTA, 0)
+        await untrusted.close()
+        assert str(caught.value).count("TLS certificate verification failed") == 3

@@ -1,5 +1,7 @@
 """The transformer process on a TLS-only Redis with a password and a private CA, configured
-as a platform team would: ``GATEWAY_REDIS_URL=rediss://...`` and ``GATEWAY_REDIS_CA_FILE``."""
+as on Kubernetes: ``GATEWAY_REDIS_URL=rediss://...`` and the CA's PEM in
+``GATEWAY_REDIS_CA_PEM`` (the rendered transformer reads env only; ``tests/limits/test_tls.py``
+gives it as ``GATEWAY_REDIS_CA_FILE``)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def test_limits_are_kept_in_a_tls_redis(
     tmp_path: Path, tls_redis: Redis, server_cert: Issued, healthy: Upstream
 ) -> None:
     env = {**BASE_ENV, "GATEWAY_REDIS_URL": url(tls_redis), "GATEWAY_RATE_LIMIT_PER_MINUTE": "5",
-           "GATEWAY_REDIS_CA_FILE": str(server_cert.ca_file)}  # fmt: skip
+           "GATEWAY_REDIS_CA_PEM": server_cert.ca_file.read_text()}  # fmt: skip
     with transformer(tmp_path, model="chat", predictor_host=healthy.host, env=env) as gw:
         endpoint = f"{gw.url}/v1/chat/completions"
         statuses = [httpx.post(endpoint, json=chat(), headers=AUTH).status_code for _ in range(8)]

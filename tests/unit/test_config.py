@@ -128,6 +128,8 @@ def test_redis_tls_files_are_read_and_checked_at_start(tmp_path: Path) -> None:
     tls_url = {"GATEWAY_API_KEYS": "k", "GATEWAY_REDIS_URL": "rediss://127.0.0.1:6380/0"}
     s = settings(**tls_url, GATEWAY_REDIS_CA_FILE=str(ca.ca_file))
     assert s.redis_tls.ca_pem == ca.ca_file.read_text()  # read once, here
+    inline = settings(**tls_url, GATEWAY_REDIS_CA_PEM=ca.ca_file.read_text())
+    assert inline.redis_tls.ca_pem == ca.ca_file.read_text().strip()
     (tmp_path / "notes.txt").write_text("not a certificate")
     (tmp_path / "broken.pem").write_text(
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
@@ -136,7 +138,11 @@ def test_redis_tls_files_are_read_and_checked_at_start(tmp_path: Path) -> None:
         ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "missing.pem")},
          r"GATEWAY_REDIS_CA_FILE: cannot read .*missing\.pem: \[Errno 2\]"),
         ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "notes.txt")}, "holds no PEM certificate"),
-        ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "broken.pem")}, "broken.pem is not a CA bundle"),
+        ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "broken.pem")},
+         "broken.pem is not a bundle of PEM certificates"),
+        ({"GATEWAY_REDIS_CA_PEM": "/etc/ssl/ca.pem"}, "GATEWAY_REDIS_CA_PEM holds no PEM"),
+        ({"GATEWAY_REDIS_CA_PEM": ca.ca_file.read_text(), "GATEWAY_REDIS_CA_FILE": str(ca.ca_file)},
+         "not both"),
         ({"GATEWAY_REDIS_CLIENT_KEY_FILE": str(client.key_file)},
          "GATEWAY_REDIS_CLIENT_KEY_FILE needs GATEWAY_REDIS_CLIENT_CERT_FILE"),
         ({"GATEWAY_REDIS_CLIENT_CERT_FILE": str(client.cert_file),
