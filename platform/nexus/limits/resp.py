@@ -249,8 +249,8 @@ class RespClient:
             # Before OSError, its base: name the one thing the operator has to fix.
             raise RedisUnavailable(
                 f"TLS certificate verification failed for Redis at {endpoint.host}:"
-                f"{endpoint.port}: {exc.verify_message} (is its CA in GATEWAY_REDIS_CA_FILE,"
-                " and the URL's host among its names?)"
+                f"{endpoint.port}: {exc.verify_message} (is its CA in GATEWAY_REDIS_CA_FILE"
+                " or _CA_PEM, and the URL's host among its names?)"
             ) from exc
         except (OSError, TimeoutError) as exc:
             raise RedisUnavailable(
