@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,6 +44,10 @@ KNOWN_VARIABLES = frozenset(
         "GATEWAY_RATE_LIMIT_PER_MINUTE",
         "GATEWAY_TOKENS_PER_MINUTE",
         "GATEWAY_REDIS_URL",
+        "GATEWAY_REDIS_CA_FILE",
+        "GATEWAY_REDIS_CA_PEM",
+        "GATEWAY_REDIS_CLIENT_CERT_FILE",
+        "GATEWAY_REDIS_CLIENT_KEY_FILE",
         "GATEWAY_RATE_LIMIT_FAILURE_MODE",
         "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES",
         "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS",
@@ -92,6 +97,32 @@ class JwtSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """How the limiter verifies a ``rediss`` Redis, and proves itself to one that asks.
+
+    ``ca_pem`` (``GATEWAY_REDIS_CA_FILE``, read at start, or ``GATEWAY_REDIS_CA_PEM``) is
+    trusted on top of the system's CAs, as redis-py 8.1's ``ssl_ca_certs`` is
+    (``redis/connection.py`` SSLConnection: ``create_default_context()`` then
+    ``load_verify_locations``). The client certificate (mTLS) is read from its files when
+    the context is made. Certificates and host names are always verified: there is no
+    switch to turn that off.
+    """
+
+    ca_pem: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context for Redis; ``ssl.SSLError``/``OSError`` if the files are bad."""
+        context = ssl.create_default_context()  # system CAs (and SSL_CERT_FILE), verified
+        if self.ca_pem is not None:
+            context.load_verify_locations(cadata=self.ca_pem)
+        if self.client_cert_file is not None:
+            context.load_cert_chain(self.client_cert_file, self.client_key_file)
+        return context
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything the transformer's policies need, validated."""
 
@@ -103,6 +134,7 @@ class GatewaySettings:
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
     tokens_per_minute: int = DEFAULT_TOKENS_PER_MINUTE
     redis_url: str | None = None
+    redis_tls: RedisTls = field(default_factory=RedisTls)
     failure_mode: FailureMode = "open"
     breaker_max_failures: int = 5
     breaker_reset_seconds: float = 30.0
@@ -238,6 +270,45 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     except ValueError as exc:
         raise ConfigError(f"GATEWAY_REDIS_URL: {exc}") from None
     return raw
+
+
+def _redis_tls(env: Mapping[str, str]) -> RedisTls:
+    """The CA bundle (``GATEWAY_REDIS_CA_FILE``, or the PEM itself in ``GATEWAY_REDIS_CA_PEM``,
+    as ``GATEWAY_JWT_PUBLIC_KEY`` carries its key: the rendered transformer has no volumes,
+    only ``envFrom``) and ``GATEWAY_REDIS_CLIENT_{CERT,KEY}_FILE``, checked by building the
+    context once, so a bad value stops the start rather than every connect."""
+    names = ("GATEWAY_REDIS_CA_FILE", "GATEWAY_REDIS_CA_PEM", "GATEWAY_REDIS_CLIENT_CERT_FILE",
+             "GATEWAY_REDIS_CLIENT_KEY_FILE")  # fmt: skip
+    ca_file, ca_pem, cert_file, key_file = (env.get(name, "").strip() or None for name in names)
+    if key_file is not None and cert_file is None:
+        raise ConfigError("GATEWAY_REDIS_CLIENT_KEY_FILE needs GATEWAY_REDIS_CLIENT_CERT_FILE")
+    where = "GATEWAY_REDIS_CA_PEM"
+    if ca_file is not None:
+        if ca_pem is not None:
+            raise ConfigError("set GATEWAY_REDIS_CA_FILE or GATEWAY_REDIS_CA_PEM, not both")
+        where = f"GATEWAY_REDIS_CA_FILE: {ca_file}"
+        try:
+            with open(ca_file, encoding="ascii") as file:
+                ca_pem = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"GATEWAY_REDIS_CA_FILE: cannot read {ca_file}: {exc}") from None
+    if ca_pem is not None:
+        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ConfigError(f"{where} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        try:
+            RedisTls(ca_pem=ca_pem).context()
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{where} is not a bundle of PEM certificates: {exc}") from None
+    tls = RedisTls(ca_pem=ca_pem, client_cert_file=cert_file, client_key_file=key_file)
+    if cert_file is not None:
+        try:
+            tls.context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"GATEWAY_REDIS_CLIENT_CERT_FILE/_KEY_FILE: cannot load {cert_file}"
+                f"{f' and {key_file}' if key_file else ''} as a certificate and key: {exc}"
+            ) from None
+    return tls
 
 
 def _http_url(env: Mapping[str, str], name: str) -> str | None:
@@ -387,6 +458,14 @@ def load_settings(
             "no credentials configured: set GATEWAY_API_KEYS and/or one of "
             "GATEWAY_JWT_SECRET, GATEWAY_JWT_PUBLIC_KEY, GATEWAY_JWT_JWKS_URL"
         )
+    redis_url = _redis_url(env)
+    redis_tls = _redis_tls(env)
+    if redis_tls != RedisTls() and not (redis_url and parse_redis_url(redis_url).tls):
+        # Most likely a rediss:// written redis://, which would send the password in clear.
+        raise ConfigError(
+            "GATEWAY_REDIS_CA_FILE/_CA_PEM/_CLIENT_CERT_FILE are for TLS, but"
+            " GATEWAY_REDIS_URL is not a rediss:// URL"
+        )
     prefix = env.get("GATEWAY_PREDICTOR_PATH_PREFIX", "").strip().rstrip("/")
     if prefix and not prefix.startswith("/"):
         raise ConfigError(f"GATEWAY_PREDICTOR_PATH_PREFIX must start with '/', got {prefix!r}")
@@ -400,7 +479,8 @@ def load_settings(
             env, "GATEWAY_RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE
         ),
         tokens_per_minute=_int(env, "GATEWAY_TOKENS_PER_MINUTE", DEFAULT_TOKENS_PER_MINUTE),
-        redis_url=_redis_url(env),
+        redis_url=redis_url,
+        redis_tls=redis_tls,
         failure_mode="closed" if failure_mode == "closed" else "open",
         breaker_max_failures=_int(env, "GATEWAY_CIRCUIT_BREAKER_MAX_FAILURES", 5, minimum=1),
         breaker_reset_seconds=_float(env, "GATEWAY_CIRCUIT_BREAKER_RESET_SECONDS", 30.0),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from tests.support.certs import Issued
 from tests.support.processes import free_port, managed
 from tests.support.servers import Redis, redis_server
 
@@ -31,6 +32,11 @@ class Cluster:
     def url(self) -> str:
         seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
         return f"redis+cluster://{seeds}"
+
+    @property
+    def tls_url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{n.tls_port}" for n in self.nodes[:2])
+        return f"rediss+cluster://{seeds}"
 
     def masters(self) -> list[Redis]:
         client = redis_sync.Redis(port=self.live()[0].port)
@@ -69,16 +75,25 @@ def _state_ok(client: redis_sync.Redis) -> bool:
 
 
 @contextlib.contextmanager
-def redis_cluster(tmp: Path, *, masters: int = 3) -> Iterator[Cluster]:
-    """``masters`` masters with one replica each (``redis-cli --cluster create``)."""
+def redis_cluster(tmp: Path, *, masters: int = 3, tls: Issued | None = None) -> Iterator[Cluster]:
+    """``masters`` masters with one replica each (``redis-cli --cluster create``).
+
+    With ``tls`` the nodes also serve TLS and talk to each other over it (bus and
+    replication); ``CLUSTER SLOTS`` then answers a TLS client with the TLS ports
+    (``src/cluster.c`` addNodeToNodeReply) and a plaintext one, like these helpers, with
+    the plaintext ports.
+    """
+    tls_args = ("--tls-cluster", "yes", "--tls-replication", "yes") if tls else ()
     with contextlib.ExitStack() as stack:
         nodes = []
         for i in range(masters * 2):
             # The bus port is explicit: the default (port + 10000) may not exist or be free.
             args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-port", str(free_port()), "--cluster-replica-validity-factor", "0",
-                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS))  # fmt: skip
-            nodes.append(stack.enter_context(redis_server(tmp / f"node{i}", extra_args=args)))
+                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS), *tls_args)  # fmt: skip
+            nodes.append(
+                stack.enter_context(redis_server(tmp / f"node{i}", extra_args=args, tls=tls))
+            )
         cli = shutil.which("redis-cli")
         assert cli is not None, "redis-cli is not installed"
         subprocess.run(
@@ -103,11 +118,17 @@ class SentinelGroup:
     replica: Redis
     sentinel_ports: list[int]
     name: str = "nexus"
+    sentinel_tls_ports: list[int] | None = None  # with TLS, also what the sentinels name
 
     @property
     def url(self) -> str:
         sentinels = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
         return f"redis+sentinel://{sentinels}/{self.name}/0"
+
+    @property
+    def tls_url(self) -> str:
+        sentinels = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_tls_ports or ())
+        return f"rediss+sentinel://{sentinels}/{self.name}/0"
 
     def named_master(self) -> int:
         client = redis_sync.Redis(port=self.sentinel_ports[0])
@@ -128,7 +149,8 @@ class SentinelGroup:
         self.master.process.proc.wait()
         deadline = time.monotonic() + timeout
         replica = redis_sync.Redis(port=self.replica.port)
-        while self.named_master() != self.replica.port or replica.role()[0] != b"master":
+        promoted = self.replica.tls_port if self.sentinel_tls_ports else self.replica.port
+        while self.named_master() != promoted or replica.role()[0] != b"master":
             assert time.monotonic() < deadline, "the sentinels never promoted the replica"
             time.sleep(0.1)
 
@@ -142,24 +164,41 @@ def _replica_offset(primary: redis_sync.Redis) -> int:
 
 
 @contextlib.contextmanager
-def redis_sentinels(tmp: Path, *, sentinels: int = 3) -> Iterator[SentinelGroup]:
-    """A master, its replica and ``sentinels`` sentinels watching them (quorum 2)."""
+def redis_sentinels(
+    tmp: Path, *, sentinels: int = 3, tls: Issued | None = None
+) -> Iterator[SentinelGroup]:
+    """A master, its replica and ``sentinels`` sentinels watching them (quorum 2).
+
+    With ``tls`` every process also serves TLS, replication and the sentinels' own links
+    use it (``tls-replication``: a sentinel then announces its TLS port to the others,
+    ``src/sentinel.c`` sentinelSendHello), and the sentinels watch the master's TLS port,
+    so that is the address they name. Plaintext ports stay for these helpers.
+    """
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is not installed"
+    repl = ("--tls-replication", "yes") if tls else ()
     with contextlib.ExitStack() as stack:
-        master = stack.enter_context(redis_server(tmp / "master"))
+        master = stack.enter_context(redis_server(tmp / "master", extra_args=repl, tls=tls))
+        master_port = master.tls_port or master.port
         replica = stack.enter_context(
-            redis_server(tmp / "replica", extra_args=("--replicaof", "127.0.0.1", str(master.port)))
-        )
-        ports = []
+            redis_server(tmp / "replica", tls=tls,
+                         extra_args=(*repl, "--replicaof", "127.0.0.1", str(master_port)))
+        )  # fmt: skip
+        ports, tls_ports = [], []
         for i in range(sentinels):
             port = free_port()
             workdir = tmp / f"sentinel{i}"
             workdir.mkdir(parents=True)
             conf = workdir / "sentinel.conf"
+            tls_conf = ""
+            if tls is not None:
+                tls_ports.append(free_port())
+                tls_conf = (f"tls-port {tls_ports[-1]}\ntls-cert-file {tls.cert_file}\n"
+                            f"tls-key-file {tls.key_file}\ntls-ca-cert-file {tls.ca_file}\n"
+                            "tls-auth-clients no\ntls-replication yes\n")  # fmt: skip
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-                f"sentinel monitor nexus 127.0.0.1 {master.port} 2\n"
+                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n{tls_conf}"
+                f"sentinel monitor nexus 127.0.0.1 {master_port} 2\n"
                 f"sentinel down-after-milliseconds nexus {NODE_TIMEOUT_MS}\n"
                 "sentinel failover-timeout nexus 10000\n"
             )
@@ -167,7 +206,7 @@ def redis_sentinels(tmp: Path, *, sentinels: int = 3) -> Iterator[SentinelGroup]
                 managed([binary, str(conf), "--sentinel"], log=workdir / "log", ready_port=port)
             )
             ports.append(port)
-        group = SentinelGroup(master, replica, ports)
+        group = SentinelGroup(master, replica, ports, sentinel_tls_ports=tls_ports or None)
         deadline = time.monotonic() + 30
         primary = redis_sync.Redis(port=master.port)
         # The replica must have finished its initial sync (Redis 7 waits

@@ -8,34 +8,59 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.certs import Issued
 from tests.support.processes import Managed, free_port, managed, python_module, wait_http
 
 
 @dataclass
 class Redis:
-    port: int
+    port: int  # plaintext; 0 when the server speaks TLS only
     process: Managed
     workdir: Path
+    tls_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://127.0.0.1:{self.tls_port}/0"
+
 
 @contextlib.contextmanager
 def redis_server(
-    tmp: Path, port: int | None = None, extra_args: tuple[str, ...] = ()
+    tmp: Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    *,
+    tls: Issued | None = None,
+    plaintext: bool = True,
 ) -> Iterator[Redis]:
-    """A private redis-server on a free port, nothing persisted."""
+    """A private redis-server on a free port, nothing persisted.
+
+    With ``tls`` it also serves TLS on a free ``tls_port`` with that certificate (clients
+    are not asked for one unless ``extra_args`` say ``--tls-auth-clients yes``); without
+    ``plaintext`` it serves TLS only, as managed Redis services do.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run `make system-deps`")
-    port = port or free_port()
+    if tls is None and not plaintext:
+        raise ValueError("a Redis without plaintext needs tls")
+    port = (port or free_port()) if plaintext else 0
+    tls_port = free_port() if tls is not None else None
+    tls_args: tuple[str, ...] = ()
+    if tls is not None:
+        tls_args = ("--tls-port", str(tls_port), "--tls-cert-file", str(tls.cert_file),
+                    "--tls-key-file", str(tls.key_file), "--tls-ca-cert-file", str(tls.ca_file),
+                    "--tls-auth-clients", "no")  # fmt: skip
     tmp.mkdir(parents=True, exist_ok=True)
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(tmp), *extra_args]  # fmt: skip
-    with managed(args, log=tmp / f"redis-{port}.log", ready_port=port) as process:
-        yield Redis(port=port, process=process, workdir=tmp)
+            "--appendonly", "no", "--dir", str(tmp), *tls_args, *extra_args]  # fmt: skip
+    ready = port or tls_port
+    with managed(args, log=tmp / f"redis-{ready}.log", ready_port=ready) as process:
+        yield Redis(port=port, process=process, workdir=tmp, tls_port=tls_port)
 
 
 @dataclass

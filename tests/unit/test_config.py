@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from nexus.config import load_settings
 from nexus.errors import ConfigError
+from tests.support.certs import Authority
 
 
 def settings(**env: str):  # type: ignore[no-untyped-def]
@@ -118,3 +120,40 @@ def test_algorithms_without_keys_are_fine_while_jwts_are_off() -> None:
 def test_model_name_is_checked() -> None:
     with pytest.raises(ConfigError, match="--model_name"):
         load_settings({"GATEWAY_API_KEYS": "k"}, model_name="a/b", predictor_host="h:1")
+
+
+def test_redis_tls_files_are_read_and_checked_at_start(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    client = ca.issue("client")
+    tls_url = {"GATEWAY_API_KEYS": "k", "GATEWAY_REDIS_URL": "rediss://127.0.0.1:6380/0"}
+    s = settings(**tls_url, GATEWAY_REDIS_CA_FILE=str(ca.ca_file))
+    assert s.redis_tls.ca_pem == ca.ca_file.read_text()  # read once, here
+    inline = settings(**tls_url, GATEWAY_REDIS_CA_PEM=ca.ca_file.read_text())
+    assert inline.redis_tls.ca_pem == ca.ca_file.read_text().strip()
+    (tmp_path / "notes.txt").write_text("not a certificate")
+    (tmp_path / "broken.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    bad = [
+        ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "missing.pem")},
+         r"GATEWAY_REDIS_CA_FILE: cannot read .*missing\.pem: \[Errno 2\]"),
+        ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "notes.txt")}, "holds no PEM certificate"),
+        ({"GATEWAY_REDIS_CA_FILE": str(tmp_path / "broken.pem")},
+         "broken.pem is not a bundle of PEM certificates"),
+        ({"GATEWAY_REDIS_CA_PEM": "/etc/ssl/ca.pem"}, "GATEWAY_REDIS_CA_PEM holds no PEM"),
+        ({"GATEWAY_REDIS_CA_PEM": ca.ca_file.read_text(), "GATEWAY_REDIS_CA_FILE": str(ca.ca_file)},
+         "not both"),
+        ({"GATEWAY_REDIS_CLIENT_KEY_FILE": str(client.key_file)},
+         "GATEWAY_REDIS_CLIENT_KEY_FILE needs GATEWAY_REDIS_CLIENT_CERT_FILE"),
+        ({"GATEWAY_REDIS_CLIENT_CERT_FILE": str(client.cert_file),
+          "GATEWAY_REDIS_CLIENT_KEY_FILE": str(ca.ca_file)}, "cannot load .*client.crt and "),
+    ]  # fmt: skip
+    for env, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            settings(**tls_url, **env)
+    # A CA for a redis:// URL is most likely a rediss:// typed without its s.
+    with pytest.raises(ConfigError, match="GATEWAY_REDIS_URL is not a rediss:// URL"):
+        settings(GATEWAY_API_KEYS="k", GATEWAY_REDIS_URL="redis://h:6379/0",
+                 GATEWAY_REDIS_CA_FILE=str(ca.ca_file))  # fmt: skip
+    with pytest.raises(ConfigError, match="not a rediss:// URL"):
+        settings(GATEWAY_API_KEYS="k", GATEWAY_REDIS_CA_FILE=str(ca.ca_file))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from nexus.config import RedisTarget
@@ -67,8 +68,9 @@ def _address(where: str) -> Address:
 class ClusterClient:
     """One pipelined ``RespClient`` per master, chosen by the slot of the call's key."""
 
-    def __init__(self, target: RedisTarget) -> None:
+    def __init__(self, target: RedisTarget, *, tls: ssl.SSLContext | None = None) -> None:
         self._target = target
+        self._tls = tls  # every node's, with rediss+cluster:// (``RespClient``)
         self._slots: list[Address | None] = [None] * SLOTS
         self._nodes: dict[Address, RespClient] = {}
         self._refreshing: asyncio.Lock | None = None
@@ -126,7 +128,9 @@ class ClusterClient:
     def _node(self, address: Address) -> RespClient:
         node = self._nodes.get(address)
         if node is None:
-            node = self._nodes[address] = RespClient(Endpoint.of(self._target, *address))
+            node = self._nodes[address] = RespClient(
+                Endpoint.of(self._target, *address), tls=self._tls
+            )
         return node
 
     def _refresh_soon(self) -> None:

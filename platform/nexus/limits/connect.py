@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ssl
+
 from nexus.config import parse_redis_url
 from nexus.limits.cluster import ClusterClient
 from nexus.limits.resp import Endpoint, Redis, RespClient
 from nexus.limits.sentinel import SentinelClient
 
 
-def connect(url: str) -> Redis:
-    """A client for ``url`` (``nexus.config.parse_redis_url``); it connects on first use."""
+def connect(url: str, *, tls: ssl.SSLContext | None = None) -> Redis:
+    """A client for ``url`` (``nexus.config.parse_redis_url``); it connects on first use.
+    ``tls`` verifies ``rediss`` nodes (``nexus.config.RedisTls.context``)."""
     target = parse_redis_url(url)
     if target.kind == "cluster":
-        return ClusterClient(target)
+        return ClusterClient(target, tls=tls)
     if target.kind == "sentinel":
-        return SentinelClient(target)
-    return RespClient(Endpoint.of(target, *target.nodes[0]))
+        return SentinelClient(target, tls=tls)
+    return RespClient(Endpoint.of(target, *target.nodes[0]), tls=tls)

@@ -19,6 +19,7 @@ seconds with a batch for that key when no request came. Until then the window ho
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from importlib import resources
 from typing import Any, cast
@@ -58,9 +59,12 @@ class RedisWindow:
         self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_url(cls, url: str, *, settle_delay: float = SETTLE_DELAY) -> RedisWindow:
-        """A backend on ``redis://``, ``redis+cluster://`` or ``redis+sentinel://`` (``resp``)."""
-        return cls(connect(url), settle_delay=settle_delay)
+    def from_url(
+        cls, url: str, *, tls: ssl.SSLContext | None = None, settle_delay: float = SETTLE_DELAY
+    ) -> RedisWindow:
+        """A backend on ``redis[s]://``, ``redis[s]+cluster://`` or ``redis[s]+sentinel://``
+        (``connect``), ``tls`` verifying the ``rediss`` forms."""
+        return cls(connect(url, tls=tls), settle_delay=settle_delay)
 
     @staticmethod
     def keys(key: str) -> list[str]:

@@ -182,10 +182,15 @@ class _Protocol(asyncio.Protocol):
 
 
 class RespClient:
-    """Pipelined commands over one lazily (re)connected connection."""
+    """Pipelined commands over one lazily (re)connected connection.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    ``tls`` verifies a TLS endpoint (``nexus.config.RedisTls.context``: extra CAs, a client
+    certificate); without one, ``ssl.create_default_context()`` (the system's CAs).
+    """
+
+    def __init__(self, endpoint: Endpoint, *, tls: ssl.SSLContext | None = None) -> None:
         self._endpoint = endpoint
+        self._tls = tls
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -234,12 +239,19 @@ class RespClient:
     async def _connect(self) -> _Protocol:
         endpoint = self._endpoint
         loop = asyncio.get_running_loop()
-        context = ssl.create_default_context() if endpoint.tls else None
+        context = (self._tls or ssl.create_default_context()) if endpoint.tls else None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                 _, protocol = await loop.create_connection(
                     _Protocol, endpoint.host, endpoint.port, ssl=context
                 )
+        except ssl.SSLCertVerificationError as exc:
+            # Before OSError, its base: name the one thing the operator has to fix.
+            raise RedisUnavailable(
+                f"TLS certificate verification failed for Redis at {endpoint.host}:"
+                f"{endpoint.port}: {exc.verify_message} (is its CA in GATEWAY_REDIS_CA_FILE"
+                " or _CA_PEM, and the URL's host among its names?)"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise RedisUnavailable(
                 f"cannot connect to Redis at {endpoint.host}:{endpoint.port}: {exc}"

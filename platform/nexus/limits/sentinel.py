@@ -10,14 +10,16 @@ one. The client asks again when the master's connection fails and when it answer
 ``src/script.c`` scriptPrepareForRun for a script with writes), retrying the call once
 on the new master if the sentinels already name another.
 
-Sentinels are asked without credentials, over TLS with ``rediss+sentinel://``; the URL's
-credentials and database are the master's.
+Sentinels are asked without credentials; with ``rediss+sentinel://`` they are asked over
+TLS like the master, verified with the same context (so one CA, or one bundle, must cover
+both). The URL's credentials and database are the master's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from nexus.config import RedisTarget
@@ -29,10 +31,11 @@ log = logging.getLogger("nexus.limits")
 class SentinelClient:
     """A ``RespClient`` on the master the sentinels name, replaced when it changes."""
 
-    def __init__(self, target: RedisTarget) -> None:
+    def __init__(self, target: RedisTarget, *, tls: ssl.SSLContext | None = None) -> None:
         if target.master is None:
             raise ValueError("a Sentinel target names its master")
         self._target = target
+        self._tls = tls  # the sentinels' and the master's, with rediss+sentinel://
         self._name = target.master
         self._sentinels = list(target.nodes)
         self._master: RespClient | None = None
@@ -86,14 +89,16 @@ class SentinelClient:
             raise RedisUnavailable(f"no sentinel named master {self._name!r}: " + "; ".join(errors))
 
     async def _ask(self, host: str, port: int) -> RespClient:
-        sentinel = RespClient(Endpoint(host, port, 0, None, None, self._target.tls))
+        sentinel = RespClient(Endpoint(host, port, 0, None, None, self._target.tls), tls=self._tls)
         try:
             reply = await sentinel.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self._name)
         finally:
             await sentinel.close()
         if not reply:
             raise RedisReplyError(f"this sentinel does not know master {self._name!r}")
-        master = RespClient(Endpoint.of(self._target, reply[0].decode(), int(reply[1])))
+        master = RespClient(
+            Endpoint.of(self._target, reply[0].decode(), int(reply[1])), tls=self._tls
+        )
         try:
             role = await master.call("ROLE")
         except (RedisUnavailable, RedisReplyError):

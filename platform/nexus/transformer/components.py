@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus.auth import ApiKeyStore, Authenticator, JwtVerifier
 from nexus.breaker import CircuitBreaker, State
-from nexus.config import GatewaySettings
+from nexus.config import GatewaySettings, parse_redis_url
 from nexus.edge.asgi import Headers
 from nexus.edge.wire import FALLBACK_HEADER
 from nexus.limits import InProcessWindow, RateLimiter, RedisWindow
@@ -103,7 +103,12 @@ def build_components(
     )
     metrics.circuit_state.labels(upstream_name).set(0)
     client = new_client(timeout_seconds=settings.request_timeout_seconds)
-    redis = RedisWindow.from_url(settings.redis_url) if settings.redis_url else None
+    redis = None
+    if settings.redis_url:
+        # One context per process, made at start (the CA file was read by load_settings);
+        # loading the system's CAs costs ~40 ms, so only for a rediss URL.
+        tls = settings.redis_tls.context() if parse_redis_url(settings.redis_url).tls else None
+        redis = RedisWindow.from_url(settings.redis_url, tls=tls)
     if redis is None:
         log.warning("GATEWAY_REDIS_URL unset: rate limits are per process (one replica only)")
     limiter = RateLimiter(
