@@ -180,7 +180,12 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
 ) -> None:  # fmt: skip
     gated = Gated(MODEL, mlflow_server, gitops_repo, local_platform, tmp_path)
 
-    # 1. Garbled: blocked at 0 %; the verdict's metrics and table in the release's run.
+    # 1. Garbled: blocked at 0 %; the verdict's metrics and table in the release's run. The
+    # judge is an InferenceService named by quality.judge: the model's own, standing in for a
+    # judge model, reached through the front at its untagged predictor host (its champion
+    # revision, 100 % of the weight while the candidate is at 0 %). The garbled answers
+    # differ from the champion's, so it is asked about every example.
+    gated.registry.set_model_tags(MODEL, {c.QUALITY_JUDGE: MODEL})
     v2, _ = gated.release_garbled(capsys, inline=True)
     run = Tracking.connect(mlflow_server.url).linked(MODEL, v2)
     assert run is not None
@@ -192,6 +197,10 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
         Path(client.download_artifacts(run.run_id, TABLE_FILE, str(tmp_path))).read_text()
     )
     assert [row[0] for row in table["data"]] == ["calm", "stream", "vocab"]
+    judge_column = [row[table["columns"].index("judge")] for row in table["data"]]
+    assert set(judge_column) <= {"candidate", "champion", "tie"}, judge_column
+    asked = sum(data.metrics[f"gate.judge_{k}"] for k in ("wins", "losses", "ties"))
+    assert asked == 3, data.metrics
 
     # 2. Intact: passes the gate at 0 %, then takes its 50 % step with live traffic. A
     # judge (quality.judge) is named: the intact candidate answers as the champion does, so
