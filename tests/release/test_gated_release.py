@@ -199,8 +199,10 @@ def test_a_garbled_candidate_is_blocked_at_zero_an_intact_one_is_promoted(
     assert [row[0] for row in table["data"]] == ["calm", "stream", "vocab"]
     judge_column = [row[table["columns"].index("judge")] for row in table["data"]]
     assert set(judge_column) <= {"candidate", "champion", "tie"}, judge_column
-    asked = sum(data.metrics[f"gate.judge_{k}"] for k in ("wins", "losses", "ties"))
-    assert asked == 3, data.metrics
+    # Asked three times; the CPU worker's words (four of them, deterministic) are none of A,
+    # B or TIE, so each reply is an unparseable tie, counted as such.
+    assert data.metrics["gate.judge_unparseable"] == 3, data.metrics
+    assert data.metrics["gate.judge_ties"] == 3
 
     # 2. Intact: passes the gate at 0 %, then takes its 50 % step with live traffic. A
     # judge (quality.judge) is named: the intact candidate answers as the champion does, so
