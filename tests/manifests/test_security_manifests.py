@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from nexus.manifests.model import PREDICTOR_PATH_PREFIX
+from nexus.manifests.rehearsal.reachability import GATE_CALLS
 from tests.manifests.conftest import REPO_ROOT
 
 K8S = REPO_ROOT / "platform" / "k8s"
@@ -124,8 +126,23 @@ def test_only_transformers_reach_predictors_and_only_routers_and_ingress_reach_t
     # srcNamespaceGenerator), and the Prometheus of platform/prerequisites.yaml has no
     # sidecar, so a `from` there would refuse its scrapes with 403.
     metrics_ports = {"predictor": ["8080", "9091"], "transformer": ["8080"]}
+    # Except the release pipeline's quality gate and judge (nexus.release.gate_stage): their
+    # OpenAI calls to predictors, under every runtime's prefix, and nothing else.
+    release = "cluster.local/ns/kubeflow/sa/nexus-release"
+    gate = {
+        (m, prefix + path) for m, path in GATE_CALLS for prefix in PREDICTOR_PATH_PREFIX.values()
+    }
     for component, policy in policies.items():
         for rule in policy["spec"]["rules"]:
+            if rule.get("from") == [{"source": {"principals": [release]}}]:
+                assert component == "predictor"
+                operations = [to["operation"] for to in rule["to"]]
+                assert all(set(op) == {"methods", "paths"} for op in operations)
+                asked = {
+                    (m, path) for op in operations for m in op["methods"] for path in op["paths"]
+                }
+                assert asked == gate
+                continue
             for to in rule.get("to", []):
                 assert "from" not in rule
                 assert to["operation"] == {

@@ -1,6 +1,7 @@
 """The opt-in authorization component, played with the sidecars it requires: a transformer
-or router that runs as the wrong account, or a component that requires no sidecars, fails
-`nexus lint`, naming the object."""
+or router that runs as the wrong account, a component that requires no sidecars, or a
+release pipeline whose quality gate cannot ask the predictors, fails `nexus lint`, naming
+the object."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from tests.manifests.rehearsal.conftest import Result, Tree
 
 RULE = "rehearsal-reachability"
 COMPONENT = "platform/k8s/components/authorization/kustomization.yaml"
+POLICIES = "platform/k8s/components/authorization/authorizationpolicies.yaml"
+SIDECARS = "    nexus.dev/requires-sidecars: nexus,knative-serving,kubeflow\n"
+STEP = "the pipeline step pod of ServiceAccount kubeflow/nexus-release"
+GATE = "the release pipeline's quality gate"
 
 
 def test_shipped_component_is_played_with_its_sidecars(lint: Callable[[], Result]) -> None:
@@ -47,7 +52,7 @@ def test_graph_without_service_account(tree: Tree, lint: Callable[[], Result]) -
 
 def test_component_requiring_no_sidecars(tree: Tree, lint: Callable[[], Result]) -> None:
     # Without sidecars in `nexus` its policies are never enforced: a clean run proves nothing.
-    tree.replace(COMPONENT, "    nexus.dev/requires-sidecars: nexus,knative-serving\n", "")
+    tree.replace(COMPONENT, SIDECARS, "")
     tree.replace(
         "graphs/inferencegraph.chat-split.yaml", "  serviceAccountName: nexus-router\n", ""
     )
@@ -67,3 +72,46 @@ def test_service_accounts_left_out_of_the_base(tree: Tree, lint: Callable[[], Re
     found = result.first("rehearsal-references", "nexus-transformer")
     assert "ServiceAccount" in found["message"]
     assert result.naming("rehearsal-references", "nexus-router")
+
+
+def test_release_gate_without_its_rule(tree: Tree, lint: Callable[[], Result]) -> None:
+    # The quality gate asks the predictors past the transformer: without its rule every
+    # gated release would stop at 403 RBAC: access denied.
+    tree.replace(
+        POLICIES,
+        '            principals: ["cluster.local/ns/kubeflow/sa/nexus-release"]\n',
+        '            principals: ["cluster.local/ns/kubeflow/sa/someone-else"]\n',
+    )
+    result = lint()
+    assert result.code == 1
+    found = result.first(RULE, f"{STEP} is refused")
+    assert found["message"].startswith("with component authorization included")
+    assert "AuthorizationPolicy nexus/predictors-from-transformers" in found["message"]
+    # Every predictor, each under its runtime's OpenAI prefix, for the gate and the judge.
+    message = found["message"]
+    assert (
+        f"InferenceService nexus/llama-70b on port 8012 ({GATE}: POST /v1/completions)" in message
+    )
+    assert f"nexus/llama-8b on port 8012 ({GATE}: POST /openai/v1/chat/completions)" in message
+    assert f"nexus/mistral-7b on port 8012 ({GATE}: GET /openai/v1/models)" in message
+
+
+def test_release_gate_rule_is_limited_to_its_paths(tree: Tree, lint: Callable[[], Result]) -> None:
+    tree.replace(POLICIES, "              - /openai/v1/completions\n", "")
+    result = lint()
+    found = result.first(RULE, f"{STEP} is refused")
+    assert f"({GATE}: POST /openai/v1/completions)" in found["message"]
+    assert f"({GATE}: POST /v1/completions)" not in found["message"]
+
+
+def test_release_gate_without_a_sidecar(tree: Tree, lint: Callable[[], Result]) -> None:
+    # Without a sidecar the step reaches a predictor only through knative-local-gateway, as
+    # the gateway's identity; the fix is the step's own identity, never the gateway's.
+    tree.replace(COMPONENT, SIDECARS, SIDECARS.replace(",kubeflow", ""))
+    result = lint()
+    assert result.code == 1
+    found = result.first(RULE, "the Istio ingress gateway is refused")
+    assert "AuthorizationPolicy nexus/predictors-from-transformers" in found["message"]
+    assert f"({GATE}: POST /v1/completions from {STEP}, which has no sidecar)" in found["message"]
+    assert found["fix"].startswith(f"give {STEP} a sidecar (require one in kubeflow)")
+    assert found["fix"].endswith("not the gateway's")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nexus.manifests.rehearsal.reachability import GATE_CALLS
+from nexus.release.evaluation import COMPLETIONS
+from nexus.release.judge import CHAT_COMPLETIONS, MODELS
 from tests.manifests.rehearsal.conftest import Result, Tree
 
 RULE = "rehearsal-reachability"
@@ -120,3 +123,25 @@ def test_policy_selecting_no_pod_cuts_nothing(tree: Tree, lint: Callable[[], Res
     tree.add("platform/k8s/base", "planted.yaml", [policy])
     result = lint()
     assert not result.naming(RULE, "planted-selects-nothing")
+
+
+def test_network_policy_cuts_the_release_gate(tree: Tree, lint: Callable[[], Result]) -> None:
+    # With a sidecar (the authorization component) the gate's step pod reaches the
+    # predictors itself, so their NetworkPolicy must admit it, not only the gateway.
+    tree.replace(
+        "platform/k8s/base/networkpolicies.yaml",
+        "              kubernetes.io/metadata.name: kubeflow\n",
+        "              kubernetes.io/metadata.name: elsewhere\n",
+    )
+    result = lint()
+    assert result.code == 1
+    found = result.first(RULE, "the pipeline step pod of ServiceAccount kubeflow/nexus-release")
+    assert found["message"].startswith("with component authorization included")
+    assert "NetworkPolicy nexus/predictors-from-transformers" in found["message"]
+    assert "the release pipeline's quality gate: POST /v1/completions" in found["message"]
+
+
+def test_gate_calls_are_what_the_release_pipeline_asks() -> None:
+    # The rehearsal cannot import the release package (lint-imports layers); it restates it.
+    asked = {("POST", COMPLETIONS), ("POST", CHAT_COMPLETIONS), ("GET", MODELS)}
+    assert set(GATE_CALLS) == {(method, f"/v1{path}") for method, path in asked}

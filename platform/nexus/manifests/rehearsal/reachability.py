@@ -17,7 +17,14 @@ The matrix of who must reach whom:
   predictors when there is no transformer); transformers call their own predictor;
 - each Prometheus of the prerequisites scrapes every port of every pod its PodMonitors
   select (``GET`` on the endpoint's path);
-- pipeline steps call the Services of the compiled pipeline's URLs (MLflow, Prometheus).
+- pipeline steps call the Services of the compiled pipeline's URLs (MLflow, Prometheus);
+- the release pipeline's quality gate calls the predictor of every InferenceService at its
+  own cluster-local Knative hosts (``latest-``/``prev-<isvc>-predictor``, and
+  ``<judge>-predictor`` for a judge: ``nexus.release.gate_stage`` ``endpoints``,
+  ``judge_endpoint``), past the transformer: ``POST`` completions and chat completions,
+  ``GET`` models under the runtime's OpenAI prefix (``model.PREDICTOR_PATH_PREFIX``). A
+  step with a sidecar reaches the revision itself; one without reaches it only through
+  the gateway (as above), so the gateway carries the step's requests.
 
 Each path is checked against the tree's NetworkPolicies and AuthorizationPolicies
 (``policies``), then again with each opt-in Component's policies added, as an overlay
@@ -34,6 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import urlsplit
 
+from nexus.manifests.model import PREDICTOR_PATH_PREFIX, runtime_of
 from nexus.manifests.rehearsal.pods import QUEUE_PORT, Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.policies import (
     ROOT_NAMESPACE,
@@ -47,6 +55,13 @@ from nexus.manifests.rehearsal.tree import SIDECARS_ANNOTATION, Obj, Problem, Tr
 RULE: Final = "rehearsal-reachability"
 SERVE: Final = Request(QUEUE_PORT, "POST", "/v1/chat/completions")
 SIDECAR_ANNOTATION: Final = "sidecar.istio.io/inject"
+# What the quality gate and its judge ask a predictor (nexus.release.evaluation COMPLETIONS,
+# nexus.release.judge CHAT_COMPLETIONS and MODELS), under the OpenAI base URL ``<prefix>/v1``.
+GATE_CALLS: Final = (
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +71,8 @@ class Path:
     request: Request
     why: str
     owner: Obj  # the object that needs the path (named when no policy is to blame)
+    # The caller without a sidecar whose request ``source`` (the gateway) carries.
+    caller: Peer | None = None
 
 
 def pod_peer(tree: Tree, pod: Pod) -> Peer:
@@ -88,7 +105,7 @@ def _data_plane(tree: Tree) -> tuple[Peer, Peer]:
 
 def _call_paths(tree: Tree, pods: Sequence[Pod]) -> list[Path]:
     """Routers to the first component of each InferenceService they name; transformers
-    to their predictor."""
+    to their predictor; the quality gate to every predictor."""
     paths: list[Path] = []
     by_isvc: dict[tuple[str, str], dict[str, Pod]] = {}
     for pod in pods:
@@ -110,7 +127,23 @@ def _call_paths(tree: Tree, pods: Sequence[Pod]) -> list[Path]:
             why = "the transformer forwards to its predictor"
             source, target = pod_peer(tree, transformer), pod_peer(tree, predictor)
             paths.append(Path(source, target, SERVE, why, transformer.owner))
-    return paths
+    return [*paths, *_gate_paths(tree, pods)]
+
+
+def _gate_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
+    """The release pipeline's quality gate to every predictor (see the module docstring)."""
+    gateway, _ = _data_plane(tree)
+    for step in [p for p in pods if p.role.startswith("pipeline step")][:1]:
+        source = pod_peer(tree, step)
+        for pod in (p for p in pods if p.role == "predictor"):
+            prefix = PREDICTOR_PATH_PREFIX[runtime_of(pod.owner.data)]
+            for method, path in GATE_CALLS:
+                request = Request(QUEUE_PORT, method, prefix + path)
+                why = f"the release pipeline's quality gate: {method} {request.path}"
+                if not source.sidecar:
+                    why += f" from {source.name}, which has no sidecar"
+                hop, caller = (source, None) if source.sidecar else (gateway, source)
+                yield Path(hop, pod_peer(tree, pod), request, why, step.owner, caller)
 
 
 def _serving_paths(tree: Tree, pods: Sequence[Pod]) -> Iterator[Path]:
@@ -205,13 +238,22 @@ def _problem(prefix: str, layer: str, blame: list[Obj], paths: list[Path]) -> Pr
     names = ", ".join(p.ref for p in blame)
     identity = "" if source.sidecar else " (it has no sidecar, so no mTLS identity)"
     targets = "; ".join(f"{p.target.name} on port {p.request.port} ({p.why})" for p in paths)
+    caller = paths[0].caller
+    fix = f"admit {source.name} in {names}" + (
+        " by a selector that needs no mTLS identity, or give it a sidecar" if identity else ""
+    )
+    if caller is not None:
+        # Admitting the gateway would admit every cluster-local caller past the transformer.
+        fix = (
+            f"give {caller.name} a sidecar (require one in {caller.namespace}) and admit its "
+            f"identity in {names}, not the gateway's"
+        )
     return Problem(
         blame[0],
         RULE,
         f"{prefix}{source.name}{identity} is refused by {names} ({layer}): "
         f"it cannot reach {targets}",
-        f"admit {source.name} in {names}"
-        + (" by a selector that needs no mTLS identity, or give it a sidecar" if identity else ""),
+        fix,
     )
 
 
