@@ -61,6 +61,9 @@ KNOWN_VARIABLES = frozenset(
 )
 # Model names travel in URL paths (``/v1/models/{name}:predict``, ``/v2/models/{name}``).
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----"
+)
 BOOLEANS = {
     "": False,
     "0": False,
@@ -288,16 +291,20 @@ def _redis_tls(env: Mapping[str, str]) -> RedisTls:
             raise ConfigError("set GATEWAY_REDIS_CA_FILE or GATEWAY_REDIS_CA_PEM, not both")
         where = f"GATEWAY_REDIS_CA_FILE: {ca_file}"
         try:
-            with open(ca_file, encoding="ascii") as file:
+            with open(ca_file, encoding="utf-8", errors="replace") as file:
                 ca_pem = file.read()
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"GATEWAY_REDIS_CA_FILE: cannot read {ca_file}: {exc}") from None
     if ca_pem is not None:
-        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+        # Only the certificate blocks: bundles carry comment labels, often not ASCII, which
+        # ssl's cadata refuses with a TypeError.
+        blocks = PEM_CERTIFICATE.findall(ca_pem)
+        if not blocks:
             raise ConfigError(f"{where} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        ca_pem = "\n".join(blocks) + "\n"
         try:
             RedisTls(ca_pem=ca_pem).context()
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, ValueError) as exc:
             raise ConfigError(f"{where} is not a bundle of PEM certificates: {exc}") from None
     tls = RedisTls(ca_pem=ca_pem, client_cert_file=cert_file, client_key_file=key_file)
     if cert_file is not None:

@@ -43,6 +43,8 @@ class Loopback:
     answers: dict[str, dict[str, str]] = field(default_factory=dict)
     shown: list[tuple[str, str]] = field(default_factory=list)
     judge_status: int = 200
+    judge_body: object = None  # answered as it is instead of a verdict, when set
+    models: object = None  # answered for /v1/models instead of the judge's, when set
     isvc: dict[str, Any] | None = None
 
 
@@ -56,7 +58,8 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": JUDGE_MODEL}]})
+                listed = {"object": "list", "data": [{"id": JUDGE_MODEL}]}
+                self._send(200, listed if state.models is None else state.models)
             elif self.path.endswith("/inferenceservices/judge") and state.isvc is not None:
                 self._send(200, state.isvc)
             else:
@@ -81,6 +84,9 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
         def _judge(self, body: dict[str, Any]) -> None:
             if state.judge_status != 200:
                 self._send(state.judge_status, {"error": {"message": "the judge is down"}})
+                return
+            if state.judge_body is not None:
+                self._send(200, state.judge_body)
                 return
             assert body["model"] == JUDGE_MODEL
             assert body["temperature"] == 0
@@ -171,9 +177,12 @@ def test_judge_tags_are_parsed_and_malformed_ones_refused() -> None:
     for raw in ("0", "x"):
         with pytest.raises(ConfigError, match=c.QUALITY_JUDGE_ALPHA):
             GateThresholds.from_tags({c.QUALITY_JUDGE_ALPHA: raw})
-    for judge in ("ftp://judge/v1", "http://judge:8000/v2", "Judge_8B", "-judge"):
+    for judge in ("ftp://judge/v1", "http://judge:8000/v2", "Judge_8B", "-judge", "judge\n"):
         with pytest.raises(ConfigError, match=re.escape(f"tag quality.judge={judge!r} must be")):
             GateThresholds.from_tags({c.QUALITY_JUDGE: judge})
+    with pytest.raises(ConfigError, match="must not carry credentials") as refused:
+        GateThresholds.from_tags({c.QUALITY_JUDGE: "https://user:sk-secret@api.example/v1"})
+    assert "sk-secret" not in str(refused.value)
 
 
 def test_replies_are_read_strictly() -> None:
@@ -278,6 +287,17 @@ def test_a_judge_that_cannot_answer_fails_the_release(loopback: Loopback) -> Non
         )
 
 
+@pytest.mark.parametrize(
+    "body", [{"choices": [None]}, {"choices": ["A"]}, {"choices": {"0": 1}}, {"choices": 5}, []]
+)
+def test_a_judge_answering_odd_json_fails_the_release_with_a_message(
+    loopback: Loopback, body: object
+) -> None:
+    loopback.judge_body = body
+    with pytest.raises(ReleaseError, match=r"could not be asked: .* answered without choices"):
+        _gate(loopback, ["banana"], ["apple"])
+
+
 def test_the_judge_tag_resolves_to_an_endpoint(loopback: Loopback) -> None:
     plan = ReleasePlan(model="m", version="2", environment="local", storage_uri="file:///m",
                        runtime="vllm", pool="cpu", champion="1")  # fmt: skip
@@ -285,6 +305,11 @@ def test_the_judge_tag_resolves_to_an_endpoint(loopback: Loopback) -> None:
     by_url = judge_endpoint(loopback.url, plan, f"{loopback.url}/v1")
     assert by_url == Endpoint(f"{loopback.url}/v1", JUDGE_MODEL), "the model from /models"
 
+    for listed in ({"data": [{"object": "model"}]}, {"data": []}, ["judge"]):
+        loopback.models = listed
+        with pytest.raises(ReleaseError, match=r"the judge .* lists no model"):
+            judge_endpoint(loopback.url, plan, f"{loopback.url}/v1")
+    loopback.models = None
     gone = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ReleaseError, match=r"the judge's models could not be listed: .* did not"):
         judge_endpoint(loopback.url, plan, gone)

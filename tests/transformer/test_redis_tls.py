@@ -52,9 +52,9 @@ def test_limits_are_kept_in_a_tls_redis(
         # Kept in Redis, not in the process' fallback window (which would also admit 5).
         assert metric(gw, "nexus_transformer_limiter_degraded") == 0
         assert metric(gw, "nexus_transformer_limiter_degraded_requests_total") == 0
-    inspector = redis_sync.Redis(port=tls_redis.tls_port, password=PASSWORD, ssl=True,
-                                 ssl_ca_certs=str(server_cert.ca_file))  # fmt: skip
-    assert inspector.keys("nexus:rl:*")
+    with redis_sync.Redis(port=tls_redis.tls_port, password=PASSWORD, ssl=True,
+                          ssl_ca_certs=str(server_cert.ca_file)) as inspector:  # fmt: skip
+        assert inspector.keys("nexus:rl:*")
 
 
 @pytest.mark.usefixtures("healthy")

@@ -126,10 +126,17 @@ def test_redis_tls_files_are_read_and_checked_at_start(tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     client = ca.issue("client")
     tls_url = {"GATEWAY_API_KEYS": "k", "GATEWAY_REDIS_URL": "rediss://127.0.0.1:6380/0"}
+    pem = ca.ca_file.read_text().strip() + "\n"  # its certificate blocks, nothing else
     s = settings(**tls_url, GATEWAY_REDIS_CA_FILE=str(ca.ca_file))
-    assert s.redis_tls.ca_pem == ca.ca_file.read_text()  # read once, here
+    assert s.redis_tls.ca_pem == pem  # read once, here
     inline = settings(**tls_url, GATEWAY_REDIS_CA_PEM=ca.ca_file.read_text())
-    assert inline.redis_tls.ca_pem == ca.ca_file.read_text().strip()
+    assert inline.redis_tls.ca_pem == pem
+    # Bundles label their certificates, often in other alphabets (Mozilla's has
+    # "# Label: ..." lines); ssl's cadata takes ASCII only, so only the blocks are kept.
+    labelled = tmp_path / "bundle.pem"
+    labelled.write_text('# Label: "Főtanúsítvány"\n' + ca.ca_file.read_text(), encoding="utf-8")
+    assert settings(**tls_url, GATEWAY_REDIS_CA_FILE=str(labelled)).redis_tls.ca_pem == pem
+    assert settings(**tls_url, GATEWAY_REDIS_CA_PEM=labelled.read_text()).redis_tls.ca_pem == pem
     (tmp_path / "notes.txt").write_text("not a certificate")
     (tmp_path / "broken.pem").write_text(
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"

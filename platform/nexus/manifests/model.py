@@ -58,7 +58,7 @@ def runtime_of(isvc: Mapping[str, Any]) -> Runtime:
 DEFAULT_TIMEOUT_SECONDS: Final = 600
 
 # Knative appends revision suffixes to the name, which must stay a DNS label (63 chars).
-_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+ISVC_NAME: Final = re.compile(r"[a-z]([-a-z0-9]{0,43}[a-z0-9])?")  # use with fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class ModelDescription:
     cache: bool = False
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not ISVC_NAME.fullmatch(self.name):
             raise ConfigError(
                 f"model name {self.name!r} must be a lowercase DNS label of at most 45 "
                 "characters (Knative adds revision suffixes)"

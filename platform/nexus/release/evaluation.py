@@ -206,7 +206,8 @@ def request(endpoint: Endpoint, path: str, body: Mapping[str, Any] | None = None
         with urllib.request.urlopen(call, timeout=endpoint.timeout) as response:  # noqa: S310
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        tail = exc.read().decode(errors="replace")[-ERROR_TAIL:]
+        with exc:  # an open response: closed here, not at garbage collection
+            tail = exc.read().decode(errors="replace")[-ERROR_TAIL:]
         raise ReleaseError(f"{endpoint.url} answered {exc.code}: {tail}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ReleaseError(f"{endpoint.url} did not answer: {exc}") from None
@@ -215,9 +216,10 @@ def request(endpoint: Endpoint, path: str, body: Mapping[str, Any] | None = None
 def post(endpoint: Endpoint, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """``request`` for an OpenAI answer with ``choices`` (completions, chat completions)."""
     answer = request(endpoint, path, body)
-    if not isinstance(answer, dict) or not answer.get("choices"):
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ReleaseError(f"{endpoint.url} answered without choices: {str(answer)[:ERROR_TAIL]}")
-    return answer
+    return cast(dict[str, Any], answer)
 
 
 def _reference_logprobs(entries: Sequence[object], start: int, where: str) -> tuple[float, ...]:

@@ -25,12 +25,13 @@ an error (``ReleaseError``): the gate cannot judge, the release fails rather tha
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from nexus.errors import ConfigError, RegistryError, ReleaseError
+from nexus.manifests.model import ISVC_NAME
 from nexus.registry import conventions as c
 from nexus.release.evaluation import Endpoint, EvaluationSet, Score, score_all
 from nexus.release.judge import Judgement, compare
@@ -41,8 +42,6 @@ TABLE_FILE: Final = "quality_gate.json"
 GATE_KEY: Final = "gate"  # the verdict's key in a stage's analysis
 SHOWN_CHARS: Final = 60  # characters of prompts and answers in the report's table
 JUDGE_SCHEMES: Final = ("http://", "https://")
-# An InferenceService name (a DNS label; ``manifests.model`` bounds the length further).
-ISVC_NAME: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +82,13 @@ class GateThresholds:
 
 
 def _judge_tag(judge: str) -> str:
+    """A URL is called without credentials (an in-cluster server, or one needing none): one
+    with a user or password in it is refused, so no key is kept in a tag or echoed."""
     url = judge.startswith(JUDGE_SCHEMES)
+    if url and "@" in urlsplit(judge).netloc:
+        raise ConfigError(f"tag {c.QUALITY_JUDGE} must not carry credentials in its URL")
     if (url and not judge.rstrip("/").endswith("/v1")) or (
-        judge and not url and not ISVC_NAME.match(judge)
+        judge and not url and not ISVC_NAME.fullmatch(judge)
     ):
         raise ConfigError(
             f"tag {c.QUALITY_JUDGE}={judge!r} must be an http(s):// OpenAI base URL ending "

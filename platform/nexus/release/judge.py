@@ -81,9 +81,11 @@ def served_model(url: str) -> str:
     except ReleaseError as exc:
         raise ReleaseError(f"the judge's models could not be listed: {exc}") from exc
     data = listed.get("data") if isinstance(listed, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+    first = data[0] if isinstance(data, list) and data else None
+    model = first.get("id") if isinstance(first, dict) else None
+    if not isinstance(model, str) or not model:
         raise ReleaseError(f"the judge {url} lists no model: {str(listed)[:ERROR_TAIL]}")
-    return str(data[0].get("id"))
+    return model
 
 
 def parse_reply(text: str) -> Reply | None:
