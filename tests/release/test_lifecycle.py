@@ -205,7 +205,10 @@ def test_release_lifecycle(
     assert manifest(gitops_repo)["spec"]["predictor"]["canaryTrafficPercent"] == 0
     tags = registry.version(LIFECYCLE_MODEL, v3).tags
     assert tags[c.RELEASE_STATUS] == "rolled_back"
-    assert tags[c.RELEASE_ANALYSIS].startswith("rollback: canary 5xx ratio ")
+    # The 5xx ratio among the reasons; on a loaded machine the failing canary may also have
+    # served fewer requests than the minimum, which comes first (both roll it back).
+    assert tags[c.RELEASE_ANALYSIS].startswith("rollback: ")
+    assert "canary 5xx ratio " in tags[c.RELEASE_ANALYSIS]
     # The evidence: report and chart beside the log (as the analyze step's KFP artifacts
     # hold them), and the MLflow run the version links to, with per-signal metrics.
     report = Path(out.split("\nreport: ", 1)[1].split("\n", 1)[0])

@@ -251,7 +251,8 @@ def test_stepped_canaries(
         (50, "rollback"),
     ]
     assert analysis["steps"][1]["canary"]["error_ratio"] > 0.5
-    assert analysis["reasons"][0].startswith("at 50 %: canary 5xx ratio ")
+    # Among the reasons (a canary short of its minimum sample on a loaded machine says so first).
+    assert any(r.startswith("at 50 %: canary 5xx ratio ") for r in analysis["reasons"])
     assert registry.alias(MODEL, c.CHAMPION) == v2
     assert registry.version(MODEL, v3).tags[c.RELEASE_STATUS] == "rolled_back"
 
