@@ -9,6 +9,10 @@ the lower case ASGI servers give them; the router sends the canonical form Go's
 
 ``MODELS_ROUTES`` are the OpenAI model listings both servers answer (``GET``).
 ``STEP_HEADER`` names the graph step whose answer the router relays.
+``COMPLETIONS``, ``CHAT_COMPLETIONS`` and ``MODELS`` are the OpenAI routes under a server's
+OpenAI base URL (``<prefix>/v1``) that the release's quality gate and its judge call on a
+predictor (``release.evaluation``, ``release.judge``), and that the install rehearsal
+checks the policies let through (``manifests.rehearsal.reachability``).
 """
 
 from __future__ import annotations
@@ -18,3 +22,6 @@ from typing import Final
 FALLBACK_HEADER: Final = b"x-nexus-fallback"
 STEP_HEADER: Final = b"x-nexus-graph-step"
 MODELS_ROUTES: Final = frozenset({"/v1/models", "/openai/v1/models"})
+COMPLETIONS: Final = "/completions"
+CHAT_COMPLETIONS: Final = "/chat/completions"
+MODELS: Final = "/models"

@@ -36,12 +36,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast, get_args
 
+from nexus.edge.wire import COMPLETIONS
 from nexus.errors import ConfigError, ReleaseError
 
 CheckKind = Literal["exact", "contains", "regex", "json_schema"]
 CHECK_KINDS: Final = frozenset(get_args(CheckKind))
 DEFAULT_MAX_TOKENS: Final = 16
-COMPLETIONS: Final = "/completions"  # under an endpoint's OpenAI base URL
 ERROR_TAIL: Final = 300  # characters of an endpoint's error body quoted in a message
 
 

@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from nexus.edge.wire import CHAT_COMPLETIONS, MODELS
 from nexus.errors import ReleaseError
 from nexus.release.evaluation import ERROR_TAIL, Endpoint, EvaluationSet, Score, post, request
 
 Preference = Literal["candidate", "champion", "tie"]
 Reply = Literal["A", "B", "TIE"]
 REPLIES: Final[tuple[Reply, ...]] = ("A", "B", "TIE")
-CHAT_COMPLETIONS: Final = "/chat/completions"
-MODELS: Final = "/models"
 EMPTY: Final = "(no answer)"
 REPLY_MAX_TOKENS: Final = 4
 PROMPT: Final = (

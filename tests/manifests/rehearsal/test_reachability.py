@@ -142,6 +142,6 @@ def test_network_policy_cuts_the_release_gate(tree: Tree, lint: Callable[[], Res
 
 
 def test_gate_calls_are_what_the_release_pipeline_asks() -> None:
-    # The rehearsal cannot import the release package (lint-imports layers); it restates it.
+    # The release package sits above the rehearsal (lint-imports layers): both read edge.wire.
     asked = {("POST", COMPLETIONS), ("POST", CHAT_COMPLETIONS), ("GET", MODELS)}
     assert set(GATE_CALLS) == {(method, f"/v1{path}") for method, path in asked}

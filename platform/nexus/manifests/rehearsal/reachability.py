@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import urlsplit
 
+from nexus.edge.wire import CHAT_COMPLETIONS, COMPLETIONS, MODELS
 from nexus.manifests.model import PREDICTOR_PATH_PREFIX, runtime_of
 from nexus.manifests.rehearsal.pods import QUEUE_PORT, Pod, pipeline_urls, selects
 from nexus.manifests.rehearsal.policies import (
@@ -55,12 +56,12 @@ from nexus.manifests.rehearsal.tree import SIDECARS_ANNOTATION, Obj, Problem, Tr
 RULE: Final = "rehearsal-reachability"
 SERVE: Final = Request(QUEUE_PORT, "POST", "/v1/chat/completions")
 SIDECAR_ANNOTATION: Final = "sidecar.istio.io/inject"
-# What the quality gate and its judge ask a predictor (nexus.release.evaluation COMPLETIONS,
-# nexus.release.judge CHAT_COMPLETIONS and MODELS), under the OpenAI base URL ``<prefix>/v1``.
+# What the quality gate and its judge ask a predictor (``edge.wire``), under the OpenAI
+# base URL ``<prefix>/v1``.
 GATE_CALLS: Final = (
-    ("POST", "/v1/completions"),
-    ("POST", "/v1/chat/completions"),
-    ("GET", "/v1/models"),
+    ("POST", f"/v1{COMPLETIONS}"),
+    ("POST", f"/v1{CHAT_COMPLETIONS}"),
+    ("GET", f"/v1{MODELS}"),
 )
 
 
