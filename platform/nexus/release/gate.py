@@ -75,10 +75,11 @@ class GateThresholds:
             if value < 0:
                 raise ConfigError(f"tag {key}={raw!r} must not be negative")
             found[name] = value
-        if not 0 < found.get("judge_alpha", 0.05) < 1:
+        thresholds = cls(**found, judge=_judge_tag(tags.get(c.QUALITY_JUDGE) or ""))
+        if not 0 < thresholds.judge_alpha < 1:
             raw = tags[c.QUALITY_JUDGE_ALPHA]
             raise ConfigError(f"tag {c.QUALITY_JUDGE_ALPHA}={raw!r} must be within (0, 1)")
-        return cls(**found, judge=_judge_tag(tags.get(c.QUALITY_JUDGE) or ""))
+        return thresholds
 
 
 def _judge_tag(judge: str) -> str:
