@@ -122,14 +122,16 @@ async def test_a_refused_certificate_is_an_outage_the_failure_mode_covers(
 async def test_auth_over_tls(tmp_path: Path, server_cert: Issued) -> None:
     with redis_server(
         tmp_path / "redis", tls=server_cert, plaintext=False,
-        extra_args=("--requirepass", "s3cret"),
+        extra_args=("--requirepass", "fake-test-password"),
     ) as redis:  # fmt: skip
-        good = f"rediss://:s3cret@127.0.0.1:{redis.tls_port}/0"
+        good = f"rediss://:fake-test-password@127.0.0.1:{redis.tls_port}/0"
         s = settings(good, GATEWAY_REDIS_CA_FILE=str(server_cert.ca_file))
         window = RedisWindow.from_url(good, tls=s.redis_tls.context())
         assert (await window.acquire("tls:chat", QUOTA, 0)).allowed
         await window.close()
-        bad = RedisWindow.from_url(good.replace("s3cret", "wrong"), tls=s.redis_tls.context())
+        bad = RedisWindow.from_url(
+            good.replace("fake-test-password", "wrong"), tls=s.redis_tls.context()
+        )
         with pytest.raises(RedisUnavailable, match="Redis refused AUTH"):
             await bad.acquire("tls:chat", QUOTA, 0)
         await bad.close()
